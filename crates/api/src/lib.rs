@@ -1,0 +1,14 @@
+//! The `ClusterUpgrade` API (`drover.dev/v1alpha1`): its types, the names of
+//! its conditions and reasons, the defaults inferred from well-known
+//! components, spec validation and CRD generation. No I/O.
+
+pub mod crd;
+pub mod known;
+pub mod names;
+pub mod spec;
+pub mod status;
+pub mod validate;
+pub mod version;
+
+pub use spec::*;
+pub use status::*;

@@ -1,0 +1,548 @@
+//! `ClusterUpgrade.spec`: what the platform team declares.
+//!
+//! Every constraint that can be checked without a cluster is in the schema
+//! (OpenAPI constraints and CEL rules) so the API server refuses a bad spec
+//! before drover sees it; `crate::validate` repeats the same checks in Rust
+//! for clusters where the CRD was installed without validation.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::status::ClusterUpgradeStatus;
+
+/// Versions: semantic versions with an optional leading `v`, as Kubernetes
+/// (`v1.31.2`), containerd (`1.7.22`) and Calico (`v3.28.1`) write them.
+pub const VERSION_PATTERN: &str =
+    r"^v?(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$";
+/// Go-style durations as `metav1.Duration` accepts them (`90s`, `1h30m`).
+pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$";
+/// `HH:MM`, 24-hour clock.
+pub const CLOCK_PATTERN: &str = r"^([01][0-9]|2[0-3]):[0-5][0-9]$";
+/// A DNS-1123 label: what a component name must be, since it ends up in Job names.
+pub const NAME_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+
+/// A cluster-scoped request to bring every node in scope to the declared
+/// component versions by rolling, drained, verified node upgrades.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "drover.dev",
+    version = "v1alpha1",
+    kind = "ClusterUpgrade",
+    plural = "clusterupgrades",
+    shortname = "cu",
+    status = "ClusterUpgradeStatus",
+    category = "drover",
+    printcolumn = r#"{"name":"Target","type":"string","jsonPath":".status.target","description":"Desired component versions"}"#,
+    printcolumn = r#"{"name":"Updated","type":"string","jsonPath":".status.progress","description":"Nodes at the desired versions / nodes in scope"}"#,
+    printcolumn = r#"{"name":"Stage","type":"string","jsonPath":".status.stage","description":"The rollout stage in progress"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterUpgradeSpec {
+    /// The platform components to bring to their versions. Names must be unique.
+    #[schemars(length(min = 1, max = 32))]
+    #[x_kube(validation = Rule::new("self.all(c, self.exists_one(d, d.name == c.name))").message("spec.components[].name must be unique: each component may appear once"))]
+    pub components: Vec<Component>,
+
+    /// Which nodes are in scope (all nodes when omitted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<LabelSelector>,
+
+    /// How nodes are taken out of service and how many at once.
+    #[serde(default)]
+    pub strategy: Strategy,
+
+    /// How each node is drained before its node-level components are upgraded.
+    #[serde(default)]
+    pub drain: Drain,
+
+    /// When new nodes may start. Empty means at any time. A node already in
+    /// progress when a window closes finishes; no new node starts outside one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub windows: Vec<MaintenanceWindow>,
+
+    /// Stop starting new nodes. Nodes in progress finish.
+    #[serde(default)]
+    pub paused: bool,
+
+    /// Which version changes are accepted.
+    #[serde(default)]
+    pub version_policy: VersionPolicy,
+
+    /// A Job that must succeed before the first etcd or control-plane change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupJob>,
+}
+
+/// One platform component and the version it must run.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Component {
+    /// A DNS label (lowercase letters, digits, '-'), unique in the spec.
+    #[schemars(length(min = 1, max = 40))]
+    #[x_kube(validation = Rule::new(format!("self.matches('{}')", escape_cel(NAME_PATTERN))).message("spec.components[].name must be a DNS label: lowercase letters, digits and '-', starting and ending with a letter or digit"))]
+    pub name: String,
+
+    /// The desired version, a semantic version with an optional leading `v`
+    /// (`1.7.22`, `v1.31.2`). For workload components it is also the image tag.
+    #[schemars(length(min = 1, max = 64))]
+    #[x_kube(validation = Rule::new(format!("self.matches('{}')", escape_cel(VERSION_PATTERN))).message("spec.components[].version must be a semantic version such as 1.7.22 or v1.31.2 (optionally -prerelease and +build)"))]
+    pub version: String,
+
+    /// Where the component sits in the upgrade order. Inferred from well-known
+    /// names (containerd, etcd, kubelet, calico, kube-apiserver, coredns…)
+    /// when omitted; required for other names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<Stage>,
+
+    /// Which nodes run this component. Defaults by stage: etcd members for
+    /// Etcd, control-plane nodes for ControlPlane, every node in scope otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<NodeTarget>,
+
+    /// How the component is upgraded.
+    pub upgrade: UpgradeMethod,
+
+    /// How the live version is verified. Defaults by name (kubelet →
+    /// nodeInfo.kubeletVersion, containerd → containerRuntimeVersion,
+    /// kube-apiserver → its static pod's image tag…), else the Job's success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<Verify>,
+}
+
+/// The fixed order of platform components. Within a node components are
+/// upgraded in this order; cluster-level components of every stage but
+/// Addons run after the control plane and before workers, Addons last.
+///
+/// ControlPlane precedes Kubelet so that no node's kubelet is upgraded
+/// before that node's API server (the kubelet must never be newer).
+#[derive(
+    JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash,
+)]
+pub enum Stage {
+    Runtime,
+    Etcd,
+    ControlPlane,
+    Kubelet,
+    Network,
+    Addons,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 6] = [
+        Stage::Runtime,
+        Stage::Etcd,
+        Stage::ControlPlane,
+        Stage::Kubelet,
+        Stage::Network,
+        Stage::Addons,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Runtime => "Runtime",
+            Stage::Etcd => "Etcd",
+            Stage::ControlPlane => "ControlPlane",
+            Stage::Kubelet => "Kubelet",
+            Stage::Network => "Network",
+            Stage::Addons => "Addons",
+        }
+    }
+}
+
+impl std::fmt::Display for Stage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The set of nodes a node-level component applies to.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum NodeTarget {
+    /// Nodes carrying `node-role.kubernetes.io/etcd`.
+    EtcdMembers,
+    /// Nodes carrying `node-role.kubernetes.io/control-plane` (or the legacy `master`).
+    ControlPlane,
+    /// Nodes in scope that are neither etcd members nor control-plane nodes.
+    Workers,
+    /// Every node in scope.
+    All,
+}
+
+/// Exactly one of `job` (node-level) or `workload` (cluster-level).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.job) != has(self.workload)").message("spec.components[].upgrade must set exactly one of job (node-level, run on each node) or workload (cluster-level Deployment/DaemonSet/StatefulSet)"))]
+pub struct UpgradeMethod {
+    /// Run a Job on each target node. The Job carries DROVER_COMPONENT,
+    /// DROVER_VERSION and DROVER_NODE in its environment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<JobUpgrade>,
+    /// Set the image tag of a cluster-level workload's container to the
+    /// version and wait for its rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload: Option<WorkloadUpgrade>,
+}
+
+/// An upgrade Job pinned to one node.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct JobUpgrade {
+    /// The upgrade image.
+    #[schemars(length(min = 1, max = 512))]
+    #[x_kube(validation = Rule::new("self != ''").message("spec.components[].upgrade.job.image must not be empty"))]
+    pub image: String,
+    /// Entrypoint override.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// Arguments.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// Extra environment variables.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    /// Run privileged. Required by most runtime and kubelet upgrades.
+    #[serde(default)]
+    pub privileged: bool,
+    /// Mount the node's root filesystem at `/host`.
+    #[serde(default)]
+    pub host_root: bool,
+    /// How long one attempt may run (the Job's activeDeadlineSeconds).
+    #[serde(default = "default_job_timeout")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(format!("self.matches('{}')", escape_cel(DURATION_PATTERN))).message("spec.components[].upgrade.job.timeout must be a duration such as 90s, 10m or 1h30m"))]
+    pub timeout: String,
+    /// Whether the node reboots as part of the upgrade: drover then waits
+    /// for it to go NotReady and come back before verifying.
+    #[serde(default)]
+    pub reboots: bool,
+}
+
+/// A plain name/value environment variable.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct EnvVar {
+    pub name: String,
+    #[serde(default)]
+    pub value: String,
+}
+
+/// A cluster-level component upgraded by changing a workload's image tag.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadUpgrade {
+    pub kind: WorkloadKind,
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: String,
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// The container whose image tag is set. The first container when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+    /// How long the rollout may take before the upgrade counts as failed.
+    #[serde(default = "default_rollout_timeout")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(format!("self.matches('{}')", escape_cel(DURATION_PATTERN))).message("spec.components[].upgrade.workload.timeout must be a duration such as 90s, 10m or 1h30m"))]
+    pub timeout: String,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum WorkloadKind {
+    Deployment,
+    DaemonSet,
+    StatefulSet,
+}
+
+impl WorkloadKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WorkloadKind::Deployment => "Deployment",
+            WorkloadKind::DaemonSet => "DaemonSet",
+            WorkloadKind::StatefulSet => "StatefulSet",
+        }
+    }
+}
+
+/// Exactly one way to read the live version.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("[has(self.nodeInfo), has(self.pod), has(self.jobSucceeded)].filter(x, x).size() == 1").message("spec.components[].verify: set exactly one of nodeInfo, pod or jobSucceeded"))]
+pub struct Verify {
+    /// A field of `node.status.nodeInfo`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_info: Option<NodeInfoField>,
+    /// The image tag of a pod on the node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<PodImageCheck>,
+    /// The upgrade Job's success is the proof (set to true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_succeeded: Option<bool>,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub enum NodeInfoField {
+    KubeletVersion,
+    KubeProxyVersion,
+    ContainerRuntimeVersion,
+    OsImage,
+    KernelVersion,
+}
+
+impl NodeInfoField {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeInfoField::KubeletVersion => "kubeletVersion",
+            NodeInfoField::KubeProxyVersion => "kubeProxyVersion",
+            NodeInfoField::ContainerRuntimeVersion => "containerRuntimeVersion",
+            NodeInfoField::OsImage => "osImage",
+            NodeInfoField::KernelVersion => "kernelVersion",
+        }
+    }
+}
+
+/// A pod on the node, selected by namespace and labels, whose container
+/// image tag is the component's version (static control-plane pods, etcd).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PodImageCheck {
+    pub namespace: String,
+    pub labels: BTreeMap<String, String>,
+    /// The container to read. The first container when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<String>,
+}
+
+/// How many nodes are out of service at once.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Strategy {
+    /// Rolling (cordon, drain, upgrade, verify, uncordon) or AllAtOnce (an
+    /// explicit opt-in that skips cordon and drain and starts every worker at
+    /// once; etcd and control-plane nodes still go one at a time).
+    #[serde(default, rename = "type")]
+    pub type_: StrategyType,
+    /// Workers out of service at once, an integer or a percentage of the
+    /// workers in scope (rounded down, at least 1). Nodes that are NotReady
+    /// or cordoned by someone else count against it. Etcd and control-plane
+    /// nodes always go one at a time.
+    #[serde(default = "default_max_unavailable")]
+    #[x_kube(validation = Rule::new("type(self) == int ? self >= 1 : self.matches('^([1-9][0-9]?|100)%$')").message("spec.strategy.maxUnavailable must be an integer of at least 1 or a percentage from 1% to 100%"))]
+    pub max_unavailable: IntOrString,
+    /// Failed nodes tolerated before the rollout halts.
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub max_failures: i32,
+    /// How long to wait after each node (etcd, control plane) or batch
+    /// (workers) is verified before starting the next.
+    #[serde(default = "default_soak")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(format!("self.matches('{}')", escape_cel(DURATION_PATTERN))).message("spec.strategy.soak must be a duration such as 0s, 90s or 10m"))]
+    pub soak: String,
+    /// Workers matching this selector go after all other workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_node_selector: Option<LabelSelector>,
+}
+
+impl Default for Strategy {
+    fn default() -> Self {
+        Strategy {
+            type_: StrategyType::Rolling,
+            max_unavailable: default_max_unavailable(),
+            max_failures: 0,
+            soak: default_soak(),
+            last_node_selector: None,
+        }
+    }
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum StrategyType {
+    #[default]
+    Rolling,
+    AllAtOnce,
+}
+
+/// Drain settings, with `kubectl drain` semantics.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Drain {
+    /// Drain before node-level upgrades. Cordoning happens either way in Rolling mode.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// How long a drain may take before `onTimeout` applies.
+    #[serde(default = "default_drain_timeout")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(format!("self.matches('{}')", escape_cel(DURATION_PATTERN))).message("spec.drain.timeout must be a duration such as 90s, 15m or 1h"))]
+    pub timeout: String,
+    /// Grace period given to evicted pods; each pod's own when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub grace_period_seconds: Option<i64>,
+    /// Evict pods using emptyDir volumes (their data is lost).
+    #[serde(default)]
+    pub delete_empty_dir_data: bool,
+    /// Evict pods that no controller will recreate.
+    #[serde(default)]
+    pub force: bool,
+    /// Only pods matching this selector are evicted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_selector: Option<LabelSelector>,
+    /// What to do when the timeout passes.
+    #[serde(default)]
+    pub on_timeout: DrainTimeoutAction,
+}
+
+impl Default for Drain {
+    fn default() -> Self {
+        Drain {
+            enabled: true,
+            timeout: default_drain_timeout(),
+            grace_period_seconds: None,
+            delete_empty_dir_data: false,
+            force: false,
+            pod_selector: None,
+            on_timeout: DrainTimeoutAction::Halt,
+        }
+    }
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DrainTimeoutAction {
+    /// Stop the rollout and report DrainBlocked; the node stays cordoned.
+    #[default]
+    Halt,
+    /// Uncordon the node, leave it at its old versions, count it failed, move on.
+    SkipNode,
+    /// Delete the remaining pods without eviction (PDBs bypassed) and continue.
+    ForceDelete,
+}
+
+/// A recurring window in which new nodes may start.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MaintenanceWindow {
+    /// Days the window opens on (in its time zone). Every day when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 7))]
+    pub days: Vec<Weekday>,
+    /// Opening time, `HH:MM`.
+    #[schemars(length(max = 5))]
+    #[x_kube(validation = Rule::new(format!("self.matches('{}')", escape_cel(CLOCK_PATTERN))).message("spec.windows[].start must be a 24-hour time HH:MM, from 00:00 to 23:59"))]
+    pub start: String,
+    /// Closing time, `HH:MM`. Earlier than start means the window crosses midnight.
+    #[schemars(length(max = 5))]
+    #[x_kube(validation = Rule::new(format!("self.matches('{}')", escape_cel(CLOCK_PATTERN))).message("spec.windows[].end must be a 24-hour time HH:MM, from 00:00 to 23:59"))]
+    pub end: String,
+    /// An IANA time zone such as Europe/Berlin.
+    #[serde(default = "default_time_zone")]
+    #[schemars(length(min = 1, max = 64))]
+    pub time_zone: String,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Weekday {
+    Monday,
+    Tuesday,
+    Wednesday,
+    Thursday,
+    Friday,
+    Saturday,
+    Sunday,
+}
+
+/// Which version changes are accepted.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionPolicy {
+    /// Enforce the Kubernetes version-skew rules (default) or Ignore them.
+    #[serde(default)]
+    pub skew: SkewPolicy,
+    /// Accept a version lower than the one a node runs.
+    #[serde(default)]
+    pub allow_downgrade: bool,
+    /// Accept pre-release versions (`-rc.1`, `-beta.0`).
+    #[serde(default)]
+    pub allow_prerelease: bool,
+}
+
+impl Default for VersionPolicy {
+    fn default() -> Self {
+        VersionPolicy {
+            skew: SkewPolicy::Enforce,
+            allow_downgrade: false,
+            allow_prerelease: false,
+        }
+    }
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum SkewPolicy {
+    #[default]
+    Enforce,
+    Ignore,
+}
+
+/// A Job run once per rollout, before the first etcd or control-plane change.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupJob {
+    #[schemars(length(min = 1, max = 512))]
+    pub image: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    /// Namespace the Job runs in.
+    #[serde(default = "default_namespace")]
+    pub namespace: String,
+    /// Run on a node matching these labels (an etcd member, typically).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Mount the node's root filesystem at `/host` (to read etcd's data dir).
+    #[serde(default)]
+    pub host_root: bool,
+    #[serde(default = "default_job_timeout")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(format!("self.matches('{}')", escape_cel(DURATION_PATTERN))).message("spec.backup.timeout must be a duration such as 90s, 10m or 1h30m"))]
+    pub timeout: String,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_max_unavailable() -> IntOrString {
+    IntOrString::Int(1)
+}
+fn default_soak() -> String {
+    "0s".into()
+}
+fn default_drain_timeout() -> String {
+    "15m".into()
+}
+fn default_job_timeout() -> String {
+    "30m".into()
+}
+fn default_rollout_timeout() -> String {
+    "15m".into()
+}
+fn default_time_zone() -> String {
+    "UTC".into()
+}
+fn default_namespace() -> String {
+    "kube-system".into()
+}
+
+/// Quote a regex for a single-quoted CEL string literal.
+fn escape_cel(pattern: &str) -> String {
+    pattern.replace('\\', "\\\\").replace('\'', "\\'")
+}

@@ -1,0 +1,145 @@
+//! `ClusterUpgrade.status`: what drover reports.
+//!
+//! Finished nodes are counted, never listed, so the object stays far below
+//! the 1 MiB object limit on clusters of any size: only nodes in progress or
+//! failed are detailed, and at most [`MAX_NODE_DETAILS`] of them.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The most nodes `status.nodes` details; the rest are counted in `status.nodesOmitted`.
+pub const MAX_NODE_DETAILS: usize = 50;
+/// The most past rollouts kept in `status.history`.
+pub const MAX_HISTORY: usize = 10;
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterUpgradeStatus {
+    /// The spec generation this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Ready, Reconciling and Stalled (kstatus conventions).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+
+    /// The desired versions, `name=version` comma-separated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+
+    /// `updated/inScope`, for `kubectl get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<String>,
+
+    /// The rollout stage in progress: Backup, EtcdMembers, ControlPlane,
+    /// ClusterComponents, Workers, Addons or Complete.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+
+    /// Node counts.
+    #[serde(default)]
+    pub counts: NodeCounts,
+
+    /// Per component: the desired version and how many nodes run it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub components: Vec<ComponentStatus>,
+
+    /// Nodes in progress, blocked or failed (at most 50; the rest are counted in nodesOmitted).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub nodes: Vec<NodeDetail>,
+
+    /// How many nodes in progress or failed are not listed in `nodes`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub nodes_omitted: i32,
+
+    /// The backup Job, when the spec asks for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupStatus>,
+
+    /// When drover started working towards the current target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+
+    /// When every node in scope verified the current target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+
+    /// Past rollouts, newest first (at most 10).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<RolloutRecord>,
+}
+
+fn is_zero(n: &i32) -> bool {
+    *n == 0
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeCounts {
+    /// Nodes selected by spec.nodeSelector.
+    pub in_scope: i32,
+    /// Nodes running and verified at every desired version that applies to them.
+    pub updated: i32,
+    /// Nodes drover is working on now.
+    pub updating: i32,
+    /// Nodes whose upgrade failed (or was skipped) for this generation.
+    pub failed: i32,
+    /// Nodes still to start.
+    pub pending: i32,
+    /// Nodes out of service: cordoned (by anyone) or NotReady.
+    pub unavailable: i32,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ComponentStatus {
+    pub name: String,
+    pub stage: String,
+    pub desired: String,
+    /// Nodes (or, for a workload component, 1 for the workload) at the desired version.
+    pub updated: i32,
+    /// Nodes (or 1) the component applies to.
+    pub total: i32,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeDetail {
+    pub name: String,
+    /// InProgress, Blocked or Failed.
+    pub state: String,
+    /// Cordon, Drain, Upgrade, Verify, Uncordon, or the step that failed.
+    pub step: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub component: Option<String>,
+    #[serde(default)]
+    pub message: String,
+    /// When the node entered this step.
+    pub since: Time,
+    /// Attempts at this step.
+    pub attempts: i32,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct BackupStatus {
+    pub job: String,
+    /// Pending, Running, Succeeded or Failed.
+    pub state: String,
+    #[serde(default)]
+    pub message: String,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutRecord {
+    pub target: String,
+    pub generation: i64,
+    pub start_time: Time,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+    /// Completed, or Superseded when the spec changed before it completed.
+    pub result: String,
+}
