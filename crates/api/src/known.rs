@@ -11,9 +11,7 @@ pub fn known_stage(name: &str) -> Option<Stage> {
         "etcd" => Stage::Etcd,
         "kube-apiserver" | "kube-controller-manager" | "kube-scheduler" => Stage::ControlPlane,
         "kubelet" | "kube-proxy" => Stage::Kubelet,
-        "calico" | "cilium" | "flannel" | "weave" | "kube-router" | "canal" | "antrea" => {
-            Stage::Network
-        }
+        "calico" | "cilium" | "flannel" | "weave" | "kube-router" | "canal" | "antrea" => Stage::Network,
         "coredns" | "kube-dns" | "nodelocaldns" | "metrics-server" => Stage::Addons,
         _ => return None,
     })
@@ -55,12 +53,8 @@ pub fn verify_of(c: &Component) -> Verify {
     match c.name.as_str() {
         "kubelet" => node_info(NodeInfoField::KubeletVersion),
         "kube-proxy" if c.upgrade.workload.is_none() => node_info(NodeInfoField::KubeProxyVersion),
-        "containerd" | "docker" | "cri-o" | "crio" => {
-            node_info(NodeInfoField::ContainerRuntimeVersion)
-        }
-        "etcd" | "kube-apiserver" | "kube-controller-manager" | "kube-scheduler" => {
-            static_pod(&c.name)
-        }
+        "containerd" | "docker" | "cri-o" | "crio" => node_info(NodeInfoField::ContainerRuntimeVersion),
+        "etcd" | "kube-apiserver" | "kube-controller-manager" | "kube-scheduler" => static_pod(&c.name),
         _ => Verify {
             node_info: None,
             pod: None,

@@ -124,9 +124,7 @@ pub struct Component {
 ///
 /// ControlPlane precedes Kubelet so that no node's kubelet is upgraded
 /// before that node's API server (the kubelet must never be newer).
-#[derive(
-    JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash,
-)]
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Stage {
     Runtime,
     Etcd,

@@ -10,9 +10,7 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::known::stage_of;
-use crate::spec::{
-    ClusterUpgradeSpec, Stage, CLOCK_PATTERN, NAME_PATTERN,
-};
+use crate::spec::{CLOCK_PATTERN, ClusterUpgradeSpec, NAME_PATTERN, Stage};
 use crate::version::parse_version;
 
 /// One rejected field: the path and what is allowed.
@@ -50,7 +48,9 @@ pub fn resolve_max_unavailable(v: &IntOrString, total: usize) -> Result<usize, S
                 .strip_suffix('%')
                 .and_then(|p| p.parse::<u32>().ok())
                 .filter(|p| (1..=100).contains(p))
-                .ok_or_else(|| format!("must be an integer of at least 1 or a percentage from 1% to 100%, got {s:?}"))?;
+                .ok_or_else(|| {
+                    format!("must be an integer of at least 1 or a percentage from 1% to 100%, got {s:?}")
+                })?;
             Ok((total * pct as usize / 100).max(1))
         }
     }
@@ -69,7 +69,8 @@ pub fn parse_clock(s: &str) -> Option<u32> {
 fn is_dns_label(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 40
-        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
 }
@@ -88,15 +89,28 @@ pub fn validate(spec: &ClusterUpgradeSpec) -> Result<(), Vec<FieldError>> {
             errs.push(err(format!("{at}.name"), format!("{:?} must be a DNS label: lowercase letters, digits and '-', at most 40 characters, starting and ending with a letter or digit", c.name)));
         }
         if !seen.insert(c.name.as_str()) {
-            errs.push(err(format!("{at}.name"), format!("{:?} appears more than once; each component may appear once", c.name)));
+            errs.push(err(
+                format!("{at}.name"),
+                format!("{:?} appears more than once; each component may appear once", c.name),
+            ));
         }
         match parse_version(&c.version) {
             Some(_) if semver::Version::parse(c.version.trim_start_matches('v')).is_ok() => {}
-            _ => errs.push(err(format!("{at}.version"), format!("{:?} must be a semantic version such as 1.7.22 or v1.31.2", c.version))),
+            _ => errs.push(err(
+                format!("{at}.version"),
+                format!("{:?} must be a semantic version such as 1.7.22 or v1.31.2", c.version),
+            )),
         }
         if stage_of(c).is_none() {
             let allowed: Vec<_> = Stage::ALL.iter().map(|s| s.as_str()).collect();
-            errs.push(err(format!("{at}.stage"), format!("is required for {:?}, which is not a well-known component; allowed: {}", c.name, allowed.join(", "))));
+            errs.push(err(
+                format!("{at}.stage"),
+                format!(
+                    "is required for {:?}, which is not a well-known component; allowed: {}",
+                    c.name,
+                    allowed.join(", ")
+                ),
+            ));
         }
         match (&c.upgrade.job, &c.upgrade.workload) {
             (Some(job), None) => {
@@ -120,10 +134,16 @@ pub fn validate(spec: &ClusterUpgradeSpec) -> Result<(), Vec<FieldError>> {
         if let Some(v) = &c.verify {
             let set = [v.node_info.is_some(), v.pod.is_some(), v.job_succeeded.is_some()];
             if set.iter().filter(|x| **x).count() != 1 {
-                errs.push(err(format!("{at}.verify"), "must set exactly one of nodeInfo, pod or jobSucceeded"));
+                errs.push(err(
+                    format!("{at}.verify"),
+                    "must set exactly one of nodeInfo, pod or jobSucceeded",
+                ));
             }
             if c.upgrade.workload.is_some() {
-                errs.push(err(format!("{at}.verify"), "is not used by workload components: their rollout status is the verification"));
+                errs.push(err(
+                    format!("{at}.verify"),
+                    "is not used by workload components: their rollout status is the verification",
+                ));
             }
         }
     }
@@ -134,10 +154,19 @@ pub fn validate(spec: &ClusterUpgradeSpec) -> Result<(), Vec<FieldError>> {
         errs.push(err("spec.strategy.maxFailures", "must be 0 or more"));
     }
     if parse_duration(&spec.strategy.soak).is_none() {
-        errs.push(err("spec.strategy.soak", format!("{:?} must be a duration such as 0s, 90s or 10m", spec.strategy.soak)));
+        errs.push(err(
+            "spec.strategy.soak",
+            format!("{:?} must be a duration such as 0s, 90s or 10m", spec.strategy.soak),
+        ));
     }
     if parse_duration(&spec.drain.timeout).is_none_or(|d| d.is_zero()) {
-        errs.push(err("spec.drain.timeout", format!("{:?} must be a positive duration such as 90s, 15m or 1h", spec.drain.timeout)));
+        errs.push(err(
+            "spec.drain.timeout",
+            format!(
+                "{:?} must be a positive duration such as 90s, 15m or 1h",
+                spec.drain.timeout
+            ),
+        ));
     }
     if spec.drain.grace_period_seconds.is_some_and(|g| g < 0) {
         errs.push(err("spec.drain.gracePeriodSeconds", "must be 0 or more"));
@@ -147,16 +176,31 @@ pub fn validate(spec: &ClusterUpgradeSpec) -> Result<(), Vec<FieldError>> {
         let start = parse_clock(&w.start);
         let end = parse_clock(&w.end);
         if start.is_none() {
-            errs.push(err(format!("{at}.start"), format!("{:?} must be a 24-hour time HH:MM, from 00:00 to 23:59", w.start)));
+            errs.push(err(
+                format!("{at}.start"),
+                format!("{:?} must be a 24-hour time HH:MM, from 00:00 to 23:59", w.start),
+            ));
         }
         if end.is_none() {
-            errs.push(err(format!("{at}.end"), format!("{:?} must be a 24-hour time HH:MM, from 00:00 to 23:59", w.end)));
+            errs.push(err(
+                format!("{at}.end"),
+                format!("{:?} must be a 24-hour time HH:MM, from 00:00 to 23:59", w.end),
+            ));
         }
         if start.is_some() && start == end {
-            errs.push(err(format!("{at}.end"), "must differ from start (a window of zero length never opens)"));
+            errs.push(err(
+                format!("{at}.end"),
+                "must differ from start (a window of zero length never opens)",
+            ));
         }
         if jiff::tz::TimeZone::get(&w.time_zone).is_err() {
-            errs.push(err(format!("{at}.timeZone"), format!("{:?} is not a known IANA time zone such as UTC or Europe/Berlin", w.time_zone)));
+            errs.push(err(
+                format!("{at}.timeZone"),
+                format!(
+                    "{:?} is not a known IANA time zone such as UTC or Europe/Berlin",
+                    w.time_zone
+                ),
+            ));
         }
     }
     if let Some(b) = &spec.backup {
@@ -164,7 +208,10 @@ pub fn validate(spec: &ClusterUpgradeSpec) -> Result<(), Vec<FieldError>> {
             errs.push(err("spec.backup.image", "must name the backup image"));
         }
         if parse_duration(&b.timeout).is_none() {
-            errs.push(err("spec.backup.timeout", format!("{:?} must be a duration such as 90s, 10m or 1h30m", b.timeout)));
+            errs.push(err(
+                "spec.backup.timeout",
+                format!("{:?} must be a duration such as 90s, 10m or 1h30m", b.timeout),
+            ));
         }
     }
     if errs.is_empty() { Ok(()) } else { Err(errs) }

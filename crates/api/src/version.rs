@@ -73,8 +73,14 @@ mod tests {
         assert_eq!(image_tag("registry.k8s.io/kube-apiserver:v1.31.2"), Some("v1.31.2"));
         assert_eq!(image_tag("localhost:5000/calico/node:v3.28.1"), Some("v3.28.1"));
         assert_eq!(image_tag("localhost:5000/calico/node"), None);
-        assert_eq!(with_tag("localhost:5000/calico/node:v3.28.1", "v3.29.0"), "localhost:5000/calico/node:v3.29.0");
+        assert_eq!(
+            with_tag("localhost:5000/calico/node:v3.28.1", "v3.29.0"),
+            "localhost:5000/calico/node:v3.29.0"
+        );
         assert_eq!(with_tag("coredns/coredns", "1.11.3"), "coredns/coredns:1.11.3");
-        assert_eq!(with_tag("coredns/coredns:1.11.1@sha256:abc", "1.11.3"), "coredns/coredns:1.11.3");
+        assert_eq!(
+            with_tag("coredns/coredns:1.11.1@sha256:abc", "1.11.3"),
+            "coredns/coredns:1.11.3"
+        );
     }
 }

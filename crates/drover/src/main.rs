@@ -5,7 +5,11 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "drover", version, about = "Declarative, crash-safe rolling upgrades of a Kubernetes cluster's platform components")]
+#[command(
+    name = "drover",
+    version,
+    about = "Declarative, crash-safe rolling upgrades of a Kubernetes cluster's platform components"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -1,0 +1,308 @@
+//! The status to write: conditions, counts, per-component figures, the
+//! nodes in progress or failed, times and history.
+
+use drover_api::known::stage_of;
+use drover_api::names::{condition, reason};
+use drover_api::version::same_version;
+use drover_api::{
+    BackupStatus, ClusterUpgradeSpec, ClusterUpgradeStatus, ComponentStatus, MAX_HISTORY, MAX_NODE_DETAILS, NodeCounts,
+    NodeDetail, RolloutRecord,
+};
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::decide::{NodeState, Plan, RolloutStage, count_states};
+use crate::observe::{BackupState, Observation};
+use crate::progress::NodePhase;
+
+/// A condition before timestamps are settled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wanted {
+    pub type_: &'static str,
+    pub status: bool,
+    pub reason: String,
+    pub message: String,
+}
+
+/// Set conditions, keeping `lastTransitionTime` where the status did not
+/// change so a steady state writes nothing new.
+pub fn merge_conditions(previous: &[Condition], wanted: &[Wanted], generation: i64, now: Timestamp) -> Vec<Condition> {
+    wanted
+        .iter()
+        .map(|w| {
+            let status = if w.status { "True" } else { "False" };
+            let since = previous
+                .iter()
+                .find(|c| c.type_ == w.type_ && c.status == status)
+                .map(|c| c.last_transition_time.clone())
+                .unwrap_or(Time(now));
+            Condition {
+                type_: w.type_.to_string(),
+                status: status.to_string(),
+                reason: w.reason.clone(),
+                message: w.message.clone(),
+                last_transition_time: since,
+                observed_generation: Some(generation),
+            }
+        })
+        .collect()
+}
+
+fn wanted(type_: &'static str, status: bool, reason: &str, message: &str) -> Wanted {
+    Wanted {
+        type_,
+        status,
+        reason: reason.to_string(),
+        message: message.to_string(),
+    }
+}
+
+/// Ready, Reconciling and Stalled for this plan.
+pub fn conditions(plan: &Plan, counts: &NodeCounts, complete: bool) -> Vec<Wanted> {
+    let target = &plan.target;
+    if let Some(r) = &plan.refusal {
+        let message = format!("the spec is refused and nothing was changed: {}", r.problems.join("; "));
+        return vec![
+            wanted(condition::READY, false, r.reason, &message),
+            wanted(condition::RECONCILING, false, r.reason, &message),
+            wanted(condition::STALLED, true, r.reason, &message),
+        ];
+    }
+    if complete {
+        let message = format!("all {} nodes in scope run {target}", counts.in_scope);
+        return vec![
+            wanted(condition::READY, true, reason::COMPLETED, &message),
+            wanted(condition::RECONCILING, false, reason::COMPLETED, &message),
+            wanted(condition::STALLED, false, reason::AS_EXPECTED, &message),
+        ];
+    }
+    let progress = format!(
+        "working towards {target}: {} of {} nodes updated, {} updating, {} failed; stage {}",
+        counts.updated,
+        counts.in_scope,
+        counts.updating,
+        counts.failed,
+        plan.stage.as_str()
+    );
+    match &plan.hold {
+        Some(h) if h.stalled => {
+            let message = format!("{}; {progress}", h.message);
+            vec![
+                wanted(condition::READY, false, h.reason, &message),
+                wanted(condition::RECONCILING, false, h.reason, &message),
+                wanted(condition::STALLED, true, h.reason, &message),
+            ]
+        }
+        Some(h) if h.reason == reason::PAUSED => {
+            let message = format!("{}; {progress}", h.message);
+            vec![
+                wanted(condition::READY, false, reason::PAUSED, &message),
+                wanted(condition::RECONCILING, false, reason::PAUSED, &message),
+                wanted(condition::STALLED, false, reason::PAUSED, &message),
+            ]
+        }
+        hold => {
+            // A drain that is blocked but not yet past its timeout is said, not stalled.
+            let blocked = plan
+                .views
+                .iter()
+                .filter(|v| v.state == NodeState::InFlight)
+                .filter_map(|v| v.node.progress.as_ref().map(|p| (v, p)))
+                .find(|(_, p)| p.phase == NodePhase::Draining && !p.message.is_empty());
+            let (r, message) = match (hold, blocked) {
+                (Some(h), _) => (h.reason.to_string(), format!("{}; {progress}", h.message)),
+                (None, Some((v, p))) => (
+                    reason::DRAIN_BLOCKED.to_string(),
+                    format!(
+                        "draining {} (attempt {}): {}; {progress}",
+                        v.node.name, p.attempts, p.message
+                    ),
+                ),
+                (None, None) => (reason::ROLLING_OUT.to_string(), progress.clone()),
+            };
+            vec![
+                wanted(condition::READY, false, &r, &message),
+                wanted(condition::RECONCILING, true, &r, &message),
+                wanted(condition::STALLED, false, reason::AS_EXPECTED, &message),
+            ]
+        }
+    }
+}
+
+/// The whole status for this plan.
+pub fn status(spec: &ClusterUpgradeSpec, obs: &Observation, plan: &Plan) -> ClusterUpgradeStatus {
+    let states = count_states(&plan.views);
+    let get = |k: &str| *states.get(k).unwrap_or(&0) as i32;
+    let in_scope: Vec<_> = plan.views.iter().filter(|v| v.in_scope).collect();
+    let counts = NodeCounts {
+        in_scope: in_scope.len() as i32,
+        updated: get("updated"),
+        updating: get("updating"),
+        failed: get("failed"),
+        pending: get("pending"),
+        unavailable: in_scope.iter().filter(|v| v.node.unavailable()).count() as i32,
+    };
+
+    let components: Vec<ComponentStatus> =
+        spec.components
+            .iter()
+            .map(|c| {
+                let stage = stage_of(c).map(|s| s.to_string()).unwrap_or_default();
+                if c.upgrade.workload.is_some() {
+                    let done = obs.workloads.get(&c.name).is_some_and(|w| {
+                        w.rolled_out && w.version.as_deref().is_some_and(|v| same_version(v, &c.version))
+                    });
+                    ComponentStatus {
+                        name: c.name.clone(),
+                        stage,
+                        desired: c.version.clone(),
+                        updated: done as i32,
+                        total: 1,
+                    }
+                } else {
+                    let targeted: Vec<_> = in_scope
+                        .iter()
+                        .filter(|v| v.desired.iter().any(|(d, _)| d.name == c.name))
+                        .collect();
+                    let updated = targeted
+                        .iter()
+                        .filter(|v| {
+                            v.node
+                                .versions
+                                .get(&c.name)
+                                .is_some_and(|live| same_version(live, &c.version))
+                        })
+                        .count();
+                    ComponentStatus {
+                        name: c.name.clone(),
+                        stage,
+                        desired: c.version.clone(),
+                        updated: updated as i32,
+                        total: targeted.len() as i32,
+                    }
+                }
+            })
+            .collect();
+
+    let complete = plan.refusal.is_none()
+        && plan.stage == RolloutStage::Complete
+        && counts.failed == 0
+        && counts.updating == 0
+        && plan.hold.is_none();
+
+    // Nodes in progress or failed: failed and blocked first, then by name.
+    let mut details: Vec<NodeDetail> = plan
+        .views
+        .iter()
+        .filter(|v| matches!(v.state, NodeState::InFlight | NodeState::Failed))
+        .filter_map(|v| {
+            let p = v.node.progress.as_ref()?;
+            let state = if p.phase == NodePhase::Failed || p.failure.is_some() {
+                "Failed"
+            } else if p.halted || (p.phase == NodePhase::Draining && !p.message.is_empty()) {
+                "Blocked"
+            } else {
+                "InProgress"
+            };
+            let (step, message) = match &p.failure {
+                Some(f) => (f.step.clone(), format!("{}: {}", f.reason, f.message)),
+                None => (p.phase.step().to_string(), p.message.clone()),
+            };
+            Some(NodeDetail {
+                name: v.node.name.clone(),
+                state: state.to_string(),
+                step,
+                component: p
+                    .failure
+                    .as_ref()
+                    .and_then(|f| f.component.clone())
+                    .or_else(|| p.component.clone()),
+                message,
+                since: Time(p.since),
+                attempts: p.attempts as i32,
+            })
+        })
+        .collect();
+    details.sort_by_key(|d| (d.state == "InProgress", d.name.clone()));
+    let omitted = details.len().saturating_sub(MAX_NODE_DETAILS);
+    details.truncate(MAX_NODE_DETAILS);
+
+    let previous = obs.previous.as_ref();
+    let same_target = previous.and_then(|p| p.target.as_deref()) == Some(plan.target.as_str());
+    let start_time = previous
+        .filter(|_| same_target)
+        .and_then(|p| p.start_time.clone())
+        .unwrap_or(Time(obs.now));
+    let completion_time = complete.then(|| {
+        previous
+            .filter(|_| same_target)
+            .and_then(|p| p.completion_time.clone())
+            .unwrap_or(Time(obs.now))
+    });
+    let mut history = previous.map(|p| p.history.clone()).unwrap_or_default();
+    if let Some(p) = previous.filter(|_| !same_target) {
+        if let (Some(target), Some(started)) = (&p.target, &p.start_time) {
+            history.insert(
+                0,
+                RolloutRecord {
+                    target: target.clone(),
+                    generation: p.observed_generation.unwrap_or_default(),
+                    start_time: started.clone(),
+                    completion_time: p.completion_time.clone(),
+                    result: if p.completion_time.is_some() {
+                        "Completed"
+                    } else {
+                        "Superseded"
+                    }
+                    .into(),
+                },
+            );
+            history.truncate(MAX_HISTORY);
+        }
+    }
+
+    let backup = spec.backup.as_ref().map(|_| {
+        let (state, message) = match &obs.backup {
+            BackupState::NotStarted => ("Pending", String::new()),
+            BackupState::Running => ("Running", String::new()),
+            BackupState::Succeeded => ("Succeeded", String::new()),
+            BackupState::Failed(m) => ("Failed", m.clone()),
+        };
+        BackupStatus {
+            job: backup_job_name(&obs.name, &plan.target_hash),
+            state: state.into(),
+            message,
+        }
+    });
+
+    let wanted = conditions(plan, &counts, complete);
+    let previous_conditions = previous.map(|p| p.conditions.as_slice()).unwrap_or_default();
+    ClusterUpgradeStatus {
+        observed_generation: Some(obs.generation),
+        conditions: merge_conditions(previous_conditions, &wanted, obs.generation, obs.now),
+        target: Some(plan.target.clone()),
+        progress: Some(format!("{}/{}", counts.updated, counts.in_scope)),
+        stage: Some(
+            if plan.refusal.is_some() {
+                "Refused"
+            } else {
+                plan.stage.as_str()
+            }
+            .to_string(),
+        ),
+        counts,
+        components,
+        nodes: details,
+        nodes_omitted: omitted as i32,
+        backup,
+        start_time: Some(start_time),
+        completion_time,
+        history,
+    }
+}
+
+/// The backup Job's name for a target: one Job per ClusterUpgrade and target.
+pub fn backup_job_name(upgrade: &str, target_hash: &str) -> String {
+    let prefix: String = upgrade.chars().take(40).collect();
+    format!("{}-backup-{target_hash}", prefix.trim_end_matches('-'))
+}

@@ -1,0 +1,784 @@
+//! One test per planner rule, with the reported reason and message asserted.
+
+mod support;
+
+use drover_api::names::{condition, reason};
+use drover_api::*;
+use drover_plan::*;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use support::*;
+
+fn kube_spec(version: &str) -> ClusterUpgradeSpec {
+    spec(vec![job("kubelet", version), job("kube-apiserver", version)])
+}
+
+#[test]
+fn invalid_spec_is_refused_naming_the_field_and_nothing_starts() {
+    let mut s = kube_spec("v1.32.0");
+    s.components[0].version = "latest".into();
+    s.strategy.max_unavailable = IntOrString::Int(0);
+    let mut m = Model::new(s, cluster(1, 2));
+    let actions = m.plan();
+    assert!(actions.is_empty(), "a refused spec touches nothing: {actions:?}");
+    let (status, r, message) = m.condition(condition::STALLED);
+    assert_eq!((status.as_str(), r.as_str()), ("True", reason::INVALID_SPEC));
+    assert!(
+        message.contains("spec.components[0].version: \"latest\" must be a semantic version"),
+        "{message}"
+    );
+    assert!(
+        message.contains("spec.strategy.maxUnavailable: must be at least 1"),
+        "{message}"
+    );
+    assert_eq!(m.condition(condition::READY).0, "False");
+    assert_eq!(m.status().stage.as_deref(), Some("Refused"));
+}
+
+#[test]
+fn unknown_component_needs_a_stage() {
+    let mut m = Model::new(spec(vec![job("my-agent", "1.0.0")]), cluster(1, 1));
+    m.plan();
+    let (_, r, message) = m.condition(condition::STALLED);
+    assert_eq!(r, reason::INVALID_SPEC);
+    assert!(
+        message.contains("spec.components[0].stage: is required for \"my-agent\""),
+        "{message}"
+    );
+    assert!(
+        message.contains("allowed: Runtime, Etcd, ControlPlane, Kubelet, Network, Addons"),
+        "{message}"
+    );
+}
+
+#[test]
+fn bad_window_and_time_zone_are_refused() {
+    let mut s = kube_spec("v1.32.0");
+    s.windows = vec![MaintenanceWindow {
+        days: vec![],
+        start: "25:00".into(),
+        end: "03:00".into(),
+        time_zone: "Mars/Olympus".into(),
+    }];
+    let mut m = Model::new(s, cluster(1, 1));
+    m.plan();
+    let message = m.condition(condition::STALLED).2;
+    assert!(
+        message.contains("spec.windows[0].start: \"25:00\" must be a 24-hour time HH:MM"),
+        "{message}"
+    );
+    assert!(
+        message.contains("spec.windows[0].timeZone: \"Mars/Olympus\" is not a known IANA time zone"),
+        "{message}"
+    );
+}
+
+fn refused_with(s: ClusterUpgradeSpec, nodes: Vec<ObservedNode>) -> String {
+    let mut m = Model::new(s, nodes);
+    let actions = m.plan();
+    assert!(actions.is_empty(), "refused specs start nothing");
+    let (status, r, message) = m.condition(condition::STALLED);
+    assert_eq!(
+        (status.as_str(), r.as_str()),
+        ("True", reason::SKEW_VIOLATION),
+        "{message}"
+    );
+    message
+}
+
+#[test]
+fn api_server_may_not_skip_a_minor_version() {
+    let message = refused_with(kube_spec("v1.33.0"), cluster(1, 1));
+    assert!(
+        message.contains("kube-apiserver v1.33 would skip a minor version: cp-0 runs v1.31; upgrade to v1.32 first"),
+        "{message}"
+    );
+}
+
+#[test]
+fn kubelet_may_not_be_newer_than_the_api_server() {
+    let s = spec(vec![job("kubelet", "v1.32.0"), job("kube-apiserver", "v1.31.4")]);
+    let message = refused_with(s, cluster(1, 1));
+    assert!(
+        message.contains("kubelet v1.32: newer than kube-apiserver v1.31"),
+        "{message}"
+    );
+}
+
+#[test]
+fn kubelet_alone_may_not_pass_the_running_api_server() {
+    let message = refused_with(spec(vec![job("kubelet", "v1.32.1")]), cluster(1, 1));
+    assert!(
+        message.contains("kubelet v1.32: newer than kube-apiserver v1.31"),
+        "{message}"
+    );
+}
+
+#[test]
+fn kubelets_left_behind_may_be_at_most_three_minors_older() {
+    let mut nodes = cluster(1, 1);
+    nodes[1].versions.insert("kubelet".into(), "v1.28.9".into());
+    let message = refused_with(spec(vec![job("kube-apiserver", "v1.32.0")]), nodes);
+    assert!(message.contains("kubelet v1.28 on worker-000 would be more than 3 minor versions older than kube-apiserver v1.32; add kubelet to spec.components"), "{message}");
+}
+
+#[test]
+fn controller_manager_at_most_one_minor_older() {
+    let s = spec(vec![
+        job("kube-apiserver", "v1.32.0"),
+        job("kube-controller-manager", "v1.30.2"),
+    ]);
+    let message = refused_with(s, cluster(1, 0));
+    assert!(
+        message.contains("kube-controller-manager v1.30: more than 1 minor versions older than kube-apiserver v1.32"),
+        "{message}"
+    );
+}
+
+#[test]
+fn downgrades_need_allow_downgrade() {
+    let s = spec(vec![job("containerd", "1.7.20")]);
+    let message = refused_with(s.clone(), cluster(1, 2));
+    assert!(message.contains("containerd 1.7.20 is older than the version 3 nodes run now (cp-0, worker-000, worker-001); downgrades need spec.versionPolicy.allowDowngrade: true"), "{message}");
+    let mut allowed = s;
+    allowed.version_policy.allow_downgrade = true;
+    let mut m = Model::new(allowed, cluster(1, 2));
+    assert_eq!(started(&m.plan()), vec!["cp-0"]);
+}
+
+#[test]
+fn prereleases_need_allow_prerelease() {
+    let message = refused_with(spec(vec![job("containerd", "2.0.0-rc.1")]), cluster(1, 1));
+    assert!(message.contains("spec.components[0].version: containerd 2.0.0-rc.1 is a pre-release; set spec.versionPolicy.allowPrerelease: true"), "{message}");
+}
+
+#[test]
+fn skew_policy_ignore_lets_anything_through() {
+    let mut s = kube_spec("v1.34.0");
+    s.version_policy.skew = SkewPolicy::Ignore;
+    let mut m = Model::new(s, cluster(1, 1));
+    assert_eq!(started(&m.plan()), vec!["cp-0"]);
+}
+
+#[test]
+fn control_plane_goes_one_at_a_time_before_any_worker() {
+    let mut m = Model::new(kube_spec("v1.32.0"), cluster(3, 4));
+    let mut order = Vec::new();
+    for _ in 0..200 {
+        let actions = m.plan();
+        for a in &actions {
+            if let Action::Start { node, .. } = a {
+                order.push(node.clone());
+            }
+            m.apply(a, Outcome::Done);
+        }
+        let flying = m.in_flight();
+        let cp_flying = flying.iter().filter(|n| n.starts_with("cp-")).count();
+        assert!(cp_flying <= 1, "control plane one at a time: {flying:?}");
+        if cp_flying == 1 {
+            assert_eq!(flying.len(), 1, "no worker with a control-plane node: {flying:?}");
+        }
+        m.tick(1);
+    }
+    assert_eq!(&order[..3], ["cp-0", "cp-1", "cp-2"]);
+    assert_eq!(order.len(), 7);
+    assert_eq!(m.condition(condition::READY).0, "True");
+}
+
+#[test]
+fn within_a_node_components_go_in_stage_order() {
+    // Listed out of order on purpose.
+    let s = spec(vec![
+        job("kubelet", "v1.32.0"),
+        job("kube-apiserver", "v1.32.0"),
+        job("containerd", "1.7.23"),
+        job("etcd", "3.5.16"),
+    ]);
+    let mut m = Model::new(s, cluster(1, 0));
+    let mut upgrades = Vec::new();
+    for _ in 0..30 {
+        for a in m.plan() {
+            if let Action::Step {
+                step: Step::Upgrade { component, .. },
+                ..
+            } = &a
+            {
+                upgrades.push(component.clone());
+            }
+            m.apply(&a, Outcome::Done);
+        }
+    }
+    assert_eq!(upgrades, ["containerd", "etcd", "kube-apiserver", "kubelet"]);
+}
+
+#[test]
+fn a_node_walks_cordon_drain_upgrade_verify_uncordon() {
+    let mut m = Model::new(spec(vec![job("containerd", "1.7.23")]), cluster(0, 1));
+    let mut steps = Vec::new();
+    for _ in 0..10 {
+        for a in m.plan() {
+            match &a {
+                Action::Start { .. } => steps.push("Start".to_string()),
+                Action::Step { step, .. } => {
+                    steps.push(format!("{step:?}").split_whitespace().next().unwrap().to_string())
+                }
+                _ => {}
+            }
+            m.apply(&a, Outcome::Done);
+        }
+    }
+    assert_eq!(steps, ["Start", "Cordon", "Drain", "Upgrade", "Verify", "Uncordon"]);
+    let n = m.node("worker-000");
+    assert!(!n.unschedulable && n.cordoned_by.is_none());
+    assert_eq!(n.progress.as_ref().unwrap().phase, NodePhase::Done);
+    assert_eq!(m.status().counts.updated, 1);
+}
+
+#[test]
+fn workers_start_in_batches_of_max_unavailable() {
+    let mut s = spec(vec![job("containerd", "1.7.23")]);
+    max_unavailable(&mut s, IntOrString::Int(3));
+    let mut m = Model::new(s, cluster(0, 10));
+    assert_eq!(started(&m.plan()), ["worker-000", "worker-001", "worker-002"]);
+}
+
+#[test]
+fn percentage_rounds_down_with_a_floor_of_one() {
+    let mut s = spec(vec![job("containerd", "1.7.23")]);
+    max_unavailable(&mut s, IntOrString::String("25%".into()));
+    let mut m = Model::new(s.clone(), cluster(0, 10));
+    assert_eq!(started(&m.plan()).len(), 2);
+    let mut m = Model::new(s, cluster(0, 3));
+    assert_eq!(started(&m.plan()).len(), 1);
+}
+
+#[test]
+fn nodes_unavailable_for_other_reasons_count_against_the_budget() {
+    let mut s = spec(vec![job("containerd", "1.7.23")]);
+    max_unavailable(&mut s, IntOrString::Int(2));
+    let mut nodes = cluster(0, 5);
+    nodes[4].ready = false; // NotReady, not upgradeable now
+    let mut m = Model::new(s.clone(), nodes.clone());
+    assert_eq!(
+        started(&m.plan()),
+        ["worker-000"],
+        "one slot left after the NotReady node"
+    );
+
+    nodes[4].ready = true;
+    nodes[3].unschedulable = true; // an admin's cordon: free to upgrade, counts already
+    nodes[2].unschedulable = true;
+    let mut m = Model::new(s, nodes);
+    let s = started(&m.plan());
+    assert_eq!(
+        s,
+        ["worker-002", "worker-003"],
+        "the admin-cordoned nodes go first and use no extra budget"
+    );
+}
+
+#[test]
+fn budget_exhausted_by_others_is_reported() {
+    let mut nodes = cluster(0, 3);
+    nodes[0].unschedulable = true;
+    nodes[0].versions.insert("containerd".into(), "1.7.23".into());
+    let mut m = Model::new(spec(vec![job("containerd", "1.7.23")]), nodes);
+    assert!(started(&m.plan()).is_empty());
+    let (status, r, message) = m.condition(condition::STALLED);
+    assert_eq!((status.as_str(), r.as_str()), ("True", reason::BUDGET_EXHAUSTED));
+    assert!(message.contains("1 workers are already unavailable (NotReady or cordoned by someone else: worker-000) and spec.strategy.maxUnavailable allows 1"), "{message}");
+}
+
+#[test]
+fn an_admin_cordon_survives_the_upgrade() {
+    let mut nodes = cluster(0, 1);
+    nodes[0].unschedulable = true;
+    let mut m = Model::new(spec(vec![job("containerd", "1.7.23")]), nodes);
+    m.run(10);
+    let n = m.node("worker-000");
+    assert_eq!(n.versions["containerd"], "1.7.23");
+    assert!(n.unschedulable, "the admin's cordon stays");
+    assert_eq!(m.condition(condition::READY).0, "True");
+}
+
+#[test]
+fn no_node_starts_outside_a_window_and_the_next_opening_is_named() {
+    let mut s = spec(vec![job("containerd", "1.7.23")]);
+    s.windows = vec![MaintenanceWindow {
+        days: vec![Weekday::Saturday],
+        start: "02:00".into(),
+        end: "04:00".into(),
+        time_zone: "UTC".into(),
+    }];
+    let mut m = Model::new(s, cluster(0, 2));
+    assert!(started(&m.plan()).is_empty());
+    let (status, r, message) = m.condition(condition::STALLED);
+    assert_eq!((status.as_str(), r.as_str()), ("True", reason::OUTSIDE_WINDOW));
+    assert!(
+        message.contains("the next window opens at 2026-11-28T02:00:00Z"),
+        "{message}"
+    );
+    m.obs.now = "2026-11-28T02:30:00Z".parse().unwrap();
+    assert_eq!(started(&m.plan()), ["worker-000"]);
+}
+
+#[test]
+fn a_node_in_progress_finishes_when_its_window_closes() {
+    let mut s = spec(vec![job("containerd", "1.7.23")]);
+    s.windows = vec![MaintenanceWindow {
+        days: vec![],
+        start: "10:00".into(),
+        end: "10:02".into(),
+        time_zone: "UTC".into(),
+    }];
+    let mut m = Model::new(s, cluster(0, 2));
+    m.run(8);
+    assert_eq!(
+        m.node("worker-000").versions["containerd"],
+        "1.7.23",
+        "the started node finished"
+    );
+    assert_eq!(
+        m.node("worker-001").versions["containerd"],
+        "1.7.22",
+        "no node started after closing"
+    );
+    assert_eq!(m.condition(condition::STALLED).1, reason::OUTSIDE_WINDOW);
+}
+
+#[test]
+fn paused_starts_nothing_and_says_so() {
+    let mut s = spec(vec![job("containerd", "1.7.23")]);
+    s.paused = true;
+    let mut m = Model::new(s, cluster(0, 2));
+    assert!(m.plan().is_empty());
+    let (status, r, message) = m.condition(condition::READY);
+    assert_eq!((status.as_str(), r.as_str()), ("False", reason::PAUSED));
+    assert!(
+        message.starts_with("spec.paused is true: no new node starts"),
+        "{message}"
+    );
+    assert_eq!(m.condition(condition::RECONCILING).0, "False");
+    m.spec.paused = false;
+    assert_eq!(started(&m.plan()), ["worker-000"]);
+}
+
+#[test]
+fn soak_time_separates_nodes() {
+    let mut s = spec(vec![job("containerd", "1.7.23")]);
+    s.strategy.soak = "10m".into();
+    let mut m = Model::new(s, cluster(0, 2));
+    for _ in 0..6 {
+        for a in m.plan() {
+            m.apply(&a, Outcome::Done);
+        }
+    }
+    assert_eq!(m.node("worker-000").progress.as_ref().unwrap().phase, NodePhase::Done);
+    assert!(started(&m.plan()).is_empty());
+    let (_, r, message) = m.condition(condition::RECONCILING);
+    assert_eq!(r, reason::SOAKING);
+    assert!(
+        message.contains("soaking after the last node for spec.strategy.soak (10m) until 2026-11-23T10:10:00Z"),
+        "{message}"
+    );
+    m.tick(10);
+    assert_eq!(started(&m.plan()), ["worker-001"]);
+}
+
+fn drive_to_drain(m: &mut Model) -> Action {
+    for _ in 0..3 {
+        for a in m.plan() {
+            if let Action::Step { step: Step::Drain, .. } = a {
+                return a;
+            }
+            m.apply(&a, Outcome::Done);
+        }
+    }
+    panic!("never reached the drain");
+}
+
+#[test]
+fn a_blocked_drain_is_reported_then_halts_at_the_timeout_and_recovers() {
+    let mut m = Model::new(spec(vec![job("containerd", "1.7.23")]), cluster(0, 2));
+    let drain = drive_to_drain(&mut m);
+    let blocked = "evicting default/web-0: blocked by PodDisruptionBudget default/web (0 disruptions allowed)";
+    m.apply(
+        &drain,
+        Outcome::Blocked {
+            message: blocked.into(),
+            timed_out: false,
+        },
+    );
+    m.plan();
+    let (status, r, message) = m.condition(condition::RECONCILING);
+    assert_eq!((status.as_str(), r.as_str()), ("True", reason::DRAIN_BLOCKED));
+    assert!(
+        message.contains(
+            "draining worker-000 (attempt 1): evicting default/web-0: blocked by PodDisruptionBudget default/web"
+        ),
+        "{message}"
+    );
+    assert_eq!(m.status().nodes[0].state, "Blocked");
+
+    let drain = drive_to_drain(&mut m);
+    m.apply(
+        &drain,
+        Outcome::Blocked {
+            message: blocked.into(),
+            timed_out: true,
+        },
+    );
+    m.plan();
+    let (status, r, message) = m.condition(condition::STALLED);
+    assert_eq!((status.as_str(), r.as_str()), ("True", reason::DRAIN_BLOCKED));
+    assert!(
+        message.contains("drain of worker-000 passed spec.drain.timeout (15m) and onTimeout is Halt"),
+        "{message}"
+    );
+    assert!(
+        m.node("worker-000").unschedulable,
+        "Halt keeps the node cordoned while it retries"
+    );
+
+    // The PDB is relaxed: the drain completes and the rollout goes on.
+    let drain = drive_to_drain(&mut m);
+    m.apply(&drain, Outcome::Done);
+    m.run(20);
+    assert_eq!(m.condition(condition::READY).0, "True");
+    assert_eq!(m.node("worker-000").progress.as_ref().unwrap().attempts, 0);
+}
+
+#[test]
+fn skip_node_on_drain_timeout_uncordons_and_counts_a_failure() {
+    let mut s = spec(vec![job("containerd", "1.7.23")]);
+    s.drain.on_timeout = DrainTimeoutAction::SkipNode;
+    s.strategy.max_failures = 1;
+    let mut m = Model::new(s, cluster(0, 2));
+    let drain = drive_to_drain(&mut m);
+    m.apply(
+        &drain,
+        Outcome::Blocked {
+            message: "PDB default/web".into(),
+            timed_out: true,
+        },
+    );
+    m.run(20);
+    let n = m.node("worker-000");
+    assert!(!n.unschedulable, "a skipped node is uncordoned");
+    assert_eq!(n.versions["containerd"], "1.7.22");
+    assert_eq!(
+        m.node("worker-001").versions["containerd"],
+        "1.7.23",
+        "one failure is tolerated"
+    );
+    let st = m.status();
+    assert_eq!((st.counts.failed, st.counts.updated), (1, 1));
+    assert_eq!(st.nodes[0].state, "Failed");
+    assert!(
+        st.nodes[0]
+            .message
+            .starts_with("DrainBlocked: drain timed out and onTimeout is SkipNode"),
+        "{}",
+        st.nodes[0].message
+    );
+    assert_eq!(m.condition(condition::READY).0, "False");
+}
+
+#[test]
+fn a_failed_job_halts_naming_node_component_and_reason_and_a_spec_change_retries() {
+    let mut m = Model::new(spec(vec![job("containerd", "1.7.23")]), cluster(0, 3));
+    for _ in 0..4 {
+        for a in m.plan() {
+            let outcome = match &a {
+                Action::Step {
+                    step: Step::Upgrade { .. },
+                    ..
+                } => Outcome::Failed {
+                    reason: reason::UPGRADE_JOB_FAILED.into(),
+                    message: "job drover-upgrade-x failed (BackoffLimitExceeded): apt: package not found".into(),
+                },
+                _ => Outcome::Done,
+            };
+            m.apply(&a, outcome);
+        }
+    }
+    m.run(5);
+    let (status, r, message) = m.condition(condition::STALLED);
+    assert_eq!((status.as_str(), r.as_str()), ("True", reason::UPGRADE_JOB_FAILED));
+    assert!(message.contains("node worker-000 failed at Upgrade of containerd: job drover-upgrade-x failed (BackoffLimitExceeded): apt: package not found"), "{message}");
+    assert!(
+        message.contains("1 failed nodes exceed spec.strategy.maxFailures (0)"),
+        "{message}"
+    );
+    assert!(
+        !m.node("worker-000").unschedulable,
+        "a failed node is not left cordoned"
+    );
+    assert_eq!(m.node("worker-001").progress, None, "nothing else started");
+
+    // Fixing the spec (a new generation) retries the failed node.
+    m.obs.generation = 2;
+    m.run(30);
+    assert_eq!(m.condition(condition::READY).0, "True");
+}
+
+#[test]
+fn a_control_plane_failure_halts_even_within_max_failures() {
+    let mut s = kube_spec("v1.32.0");
+    s.strategy.max_failures = 5;
+    let mut m = Model::new(s, cluster(3, 2));
+    for _ in 0..8 {
+        for a in m.plan() {
+            let outcome = match &a {
+                Action::Step {
+                    step: Step::Verify { .. },
+                    ..
+                } => Outcome::Failed {
+                    reason: reason::VERIFICATION_FAILED.into(),
+                    message: "kube-apiserver reports v1.31.4, want v1.32.0".into(),
+                },
+                _ => Outcome::Done,
+            };
+            m.apply(&a, outcome);
+        }
+    }
+    m.run(10);
+    let (_, r, message) = m.condition(condition::STALLED);
+    assert_eq!(r, reason::VERIFICATION_FAILED);
+    assert!(message.contains("an etcd or control-plane node failed"), "{message}");
+    assert!(m.node("cp-1").progress.is_none() && m.node("worker-000").progress.is_none());
+}
+
+#[test]
+fn a_version_bump_mid_rollout_sends_waiting_workers_back() {
+    let mut s = spec(vec![job("containerd", "1.7.23")]);
+    max_unavailable(&mut s, IntOrString::Int(2));
+    let mut nodes = cluster(1, 4);
+    nodes[0].versions.insert("containerd".into(), "1.7.23".into());
+    let mut m = Model::new(s, nodes);
+    for a in m.plan() {
+        m.apply(&a, Outcome::Done);
+    }
+    for a in m.plan() {
+        m.apply(&a, Outcome::Done); // the two workers are cordoned, now draining
+    }
+    assert_eq!(m.in_flight(), ["worker-000", "worker-001"]);
+    // GitOps bumps containerd again: the control-plane node needs it first.
+    m.spec.components[0].version = "1.7.24".into();
+    m.obs.generation = 2;
+    let actions = m.plan();
+    let releases: Vec<_> = actions
+        .iter()
+        .filter(|a| {
+            matches!(
+                a,
+                Action::Step {
+                    step: Step::Uncordon { undo_cordon: true },
+                    on_done: None,
+                    ..
+                }
+            )
+        })
+        .filter_map(|a| a.node())
+        .collect();
+    assert_eq!(releases, ["worker-000", "worker-001"]);
+    assert!(
+        started(&actions).is_empty(),
+        "cp-0 waits until the workers are handed back"
+    );
+    for a in actions {
+        m.apply(&a, Outcome::Done);
+    }
+    assert_eq!(started(&m.plan()), ["cp-0"]);
+    m.run(40);
+    assert_eq!(m.condition(condition::READY).0, "True");
+    assert!(
+        m.obs
+            .nodes
+            .iter()
+            .all(|n| n.versions["containerd"] == "1.7.24" && !n.unschedulable)
+    );
+}
+
+#[test]
+fn the_node_drover_runs_on_and_last_node_selector_go_last() {
+    let mut s = spec(vec![job("containerd", "1.7.23")]);
+    s.strategy.last_node_selector = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector {
+        match_labels: Some([("tier".to_string(), "db".to_string())].into()),
+        match_expressions: None,
+    });
+    let mut nodes = cluster(0, 4);
+    nodes[0].labels.insert("tier".into(), "db".into());
+    let mut m = Model::new(s, nodes);
+    m.obs.self_node = Some("worker-001".into());
+    let mut order = Vec::new();
+    for _ in 0..40 {
+        for a in m.plan() {
+            order.extend(started(std::slice::from_ref(&a)));
+            m.apply(&a, Outcome::Done);
+        }
+    }
+    assert_eq!(order, ["worker-002", "worker-003", "worker-000", "worker-001"]);
+}
+
+#[test]
+fn the_later_of_two_overlapping_upgrades_reports_conflict_and_touches_nothing() {
+    let mut m = Model::new(spec(vec![job("containerd", "1.7.23")]), cluster(0, 3));
+    m.obs.others = vec![OtherUpgrade {
+        name: "aaa-older".into(),
+        created: m.obs.created.checked_sub(jiff::SignedDuration::from_secs(60)).unwrap(),
+        nodes: ["worker-001".to_string()].into(),
+    }];
+    assert!(m.plan().is_empty());
+    let (status, r, message) = m.condition(condition::STALLED);
+    assert_eq!((status.as_str(), r.as_str()), ("True", reason::CONFLICT));
+    assert!(
+        message.contains("ClusterUpgrade aaa-older (older) also selects 1 of these nodes (worker-001)"),
+        "{message}"
+    );
+    // The older one is not affected by the younger.
+    m.obs.others[0].created = m.obs.created.checked_add(jiff::SignedDuration::from_secs(60)).unwrap();
+    assert_eq!(started(&m.plan()), ["worker-000"]);
+}
+
+#[test]
+fn backup_must_succeed_before_the_first_control_plane_change() {
+    let mut s = kube_spec("v1.32.0");
+    s.backup = Some(BackupJob {
+        image: "example.com/etcd-backup:1".into(),
+        command: vec![],
+        args: vec![],
+        env: vec![],
+        namespace: "kube-system".into(),
+        node_selector: Default::default(),
+        host_root: true,
+        timeout: "10m".into(),
+    });
+    let mut m = Model::new(s, cluster(1, 1));
+    assert_eq!(m.plan(), vec![Action::RunBackup]);
+    assert_eq!(m.condition(condition::RECONCILING).1, reason::BACKING_UP);
+    m.obs.backup = BackupState::Failed("etcdctl snapshot save: context deadline exceeded".into());
+    assert!(m.plan().is_empty());
+    let (_, r, message) = m.condition(condition::STALLED);
+    assert_eq!(r, reason::BACKUP_FAILED);
+    assert!(
+        message.contains("the backup Job failed: etcdctl snapshot save: context deadline exceeded"),
+        "{message}"
+    );
+    m.obs.backup = BackupState::Succeeded;
+    assert_eq!(started(&m.plan()), ["cp-0"]);
+    assert_eq!(m.status().backup.as_ref().unwrap().state, "Succeeded");
+}
+
+#[test]
+fn workloads_follow_the_control_plane_and_addons_come_last() {
+    let s = spec(vec![
+        workload("coredns", "1.11.3", WorkloadKind::Deployment),
+        job("containerd", "1.7.23"),
+        workload("calico", "v3.29.0", WorkloadKind::DaemonSet),
+    ]);
+    let mut m = Model::new(s, cluster(1, 2));
+    let mut log = Vec::new();
+    for _ in 0..60 {
+        for a in m.plan() {
+            match &a {
+                Action::Start { node, .. } => log.push(node.clone()),
+                Action::UpgradeWorkload { component, .. } if log.last() != Some(component) => {
+                    log.push(component.clone())
+                }
+                _ => {}
+            }
+            m.apply(&a, Outcome::Done);
+        }
+    }
+    assert_eq!(log, ["cp-0", "calico", "worker-000", "worker-001", "coredns"]);
+    assert_eq!(m.condition(condition::READY).0, "True");
+}
+
+#[test]
+fn all_at_once_skips_cordon_and_drain_but_keeps_the_control_plane_serial() {
+    let mut s = spec(vec![job("containerd", "1.7.23")]);
+    s.strategy.type_ = StrategyType::AllAtOnce;
+    let mut m = Model::new(s, cluster(2, 5));
+    let mut cordons = 0;
+    for _ in 0..40 {
+        let actions = m.plan();
+        let st = started(&actions);
+        if st.iter().any(|n| n.starts_with("worker")) {
+            assert_eq!(st.len(), 5, "every worker starts at once");
+        }
+        for a in actions {
+            if matches!(
+                a,
+                Action::Step {
+                    step: Step::Cordon | Step::Drain,
+                    ..
+                }
+            ) {
+                cordons += 1;
+            }
+            assert!(m.in_flight().iter().filter(|n| n.starts_with("cp")).count() <= 1);
+            m.apply(&a, Outcome::Done);
+        }
+    }
+    assert_eq!(cordons, 0);
+    assert_eq!(m.condition(condition::READY).0, "True");
+}
+
+#[test]
+fn a_steady_state_keeps_last_transition_time() {
+    let mut m = Model::new(spec(vec![job("containerd", "1.7.23")]), cluster(0, 1));
+    m.run(10);
+    let before = m.status().clone();
+    m.tick(30);
+    m.plan();
+    assert_eq!(m.status(), &before, "nothing changes when nothing happened");
+}
+
+#[test]
+fn history_records_a_superseded_and_a_completed_rollout() {
+    let mut m = Model::new(spec(vec![job("containerd", "1.7.23")]), cluster(0, 2));
+    m.run(20);
+    assert_eq!(m.condition(condition::READY).0, "True");
+    m.spec.components[0].version = "1.7.24".into();
+    m.obs.generation = 2;
+    m.run(1);
+    m.spec.components[0].version = "1.7.25".into();
+    m.obs.generation = 3;
+    m.run(1);
+    let h = &m.status().history;
+    assert_eq!(h.len(), 2);
+    assert_eq!(
+        (h[0].target.as_str(), h[0].result.as_str()),
+        ("containerd=1.7.24", "Superseded")
+    );
+    assert_eq!(
+        (h[1].target.as_str(), h[1].result.as_str()),
+        ("containerd=1.7.23", "Completed")
+    );
+}
+
+#[test]
+fn status_stays_small_with_ten_thousand_nodes() {
+    let mut s = spec(vec![job("containerd", "1.7.23"), job("kubelet", "v1.31.5")]);
+    s.strategy.max_unavailable = IntOrString::String("10%".into());
+    let mut m = Model::new(s, cluster(3, 10_000));
+    m.run(12);
+    let bytes = serde_json::to_vec(m.status()).unwrap().len();
+    assert!(m.status().counts.updating > 0 || m.status().counts.updated > 0);
+    assert!(m.status().nodes.len() <= MAX_NODE_DETAILS);
+    assert!(bytes < 64 * 1024, "status is {bytes} bytes");
+}
+
+#[test]
+fn target_and_progress_feed_the_printer_columns() {
+    let mut m = Model::new(
+        spec(vec![job("containerd", "1.7.23"), job("kubelet", "v1.31.5")]),
+        cluster(1, 2),
+    );
+    m.plan();
+    let st = m.status();
+    assert_eq!(st.target.as_deref(), Some("containerd=1.7.23,kubelet=v1.31.5"));
+    assert_eq!(st.progress.as_deref(), Some("0/3"));
+    assert_eq!(st.stage.as_deref(), Some("EtcdMembers"));
+    assert_eq!(st.components[1].total, 3);
+}
