@@ -332,7 +332,7 @@ pub struct Strategy {
     /// or cordoned by someone else count against it. Etcd and control-plane
     /// nodes always go one at a time.
     #[serde(default = "default_max_unavailable")]
-    #[x_kube(validation = Rule::new("type(self) == int ? self >= 1 : self.matches('^([1-9][0-9]?|100)%$')").message("spec.strategy.maxUnavailable must be an integer of at least 1 or a percentage from 1% to 100%"))]
+    #[x_kube(validation = Rule::new("string(self).matches('^([1-9][0-9]*|([1-9][0-9]?|100)%)$')").message("spec.strategy.maxUnavailable must be an integer of at least 1 or a percentage from 1% to 100%"))]
     pub max_unavailable: IntOrString,
     /// Failed nodes tolerated before the rollout halts.
     #[serde(default)]

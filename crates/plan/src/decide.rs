@@ -73,6 +73,8 @@ impl Group {
 }
 
 /// One thing to do now.
+// A handful of these per pass: boxing the records would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// Record that drover starts on this node (the annotation); its first

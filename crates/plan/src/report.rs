@@ -240,25 +240,25 @@ pub fn status(spec: &ClusterUpgradeSpec, obs: &Observation, plan: &Plan) -> Clus
             .unwrap_or(Time(obs.now))
     });
     let mut history = previous.map(|p| p.history.clone()).unwrap_or_default();
-    if let Some(p) = previous.filter(|_| !same_target) {
-        if let (Some(target), Some(started)) = (&p.target, &p.start_time) {
-            history.insert(
-                0,
-                RolloutRecord {
-                    target: target.clone(),
-                    generation: p.observed_generation.unwrap_or_default(),
-                    start_time: started.clone(),
-                    completion_time: p.completion_time.clone(),
-                    result: if p.completion_time.is_some() {
-                        "Completed"
-                    } else {
-                        "Superseded"
-                    }
-                    .into(),
-                },
-            );
-            history.truncate(MAX_HISTORY);
-        }
+    if let Some(p) = previous.filter(|_| !same_target)
+        && let (Some(target), Some(started)) = (&p.target, &p.start_time)
+    {
+        history.insert(
+            0,
+            RolloutRecord {
+                target: target.clone(),
+                generation: p.observed_generation.unwrap_or_default(),
+                start_time: started.clone(),
+                completion_time: p.completion_time.clone(),
+                result: if p.completion_time.is_some() {
+                    "Completed"
+                } else {
+                    "Superseded"
+                }
+                .into(),
+            },
+        );
+        history.truncate(MAX_HISTORY);
     }
 
     let backup = spec.backup.as_ref().map(|_| {

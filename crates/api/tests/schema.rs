@@ -1,0 +1,190 @@
+//! The CRD's own validation (CEL `x-kubernetes-validations` with their
+//! messages), evaluated client-side with kube's CEL evaluator, and the same
+//! specs through the Rust validation drover runs again at reconcile time.
+
+use drover_api::ClusterUpgradeSpec;
+use drover_api::validate::validate;
+use kube::core::cel::Validator;
+use serde_json::{Value, json};
+
+fn schema() -> Value {
+    let crd = drover_api::crd::crd();
+    serde_json::to_value(
+        crd.spec.versions[0]
+            .schema
+            .as_ref()
+            .unwrap()
+            .open_api_v3_schema
+            .as_ref()
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+fn object(spec: Value) -> Value {
+    json!({"apiVersion": "drover.dev/v1alpha1", "kind": "ClusterUpgrade", "metadata": {"name": "x"}, "spec": spec})
+}
+
+fn good() -> Value {
+    json!({
+        "components": [
+            {"name": "containerd", "version": "1.7.23", "upgrade": {"job": {"image": "example.com/up:1", "timeout": "20m"}}},
+            {"name": "kubelet", "version": "v1.32.0", "upgrade": {"job": {"image": "example.com/up:1"}}},
+            {"name": "calico", "version": "v3.29.0", "upgrade": {"workload": {"kind": "DaemonSet", "namespace": "kube-system", "name": "calico-node"}}}
+        ],
+        "strategy": {"maxUnavailable": "20%", "soak": "5m"},
+        "drain": {"timeout": "10m", "onTimeout": "SkipNode"},
+        "windows": [{"days": ["Saturday"], "start": "22:00", "end": "04:00", "timeZone": "Europe/Berlin"}]
+    })
+}
+
+/// The CEL messages for `spec`, after the Rust validation agrees it is bad.
+fn cel_errors(spec: Value) -> Vec<String> {
+    let errors = Validator::new()
+        .validate(&schema(), &object(spec.clone()), None)
+        .map(|_| vec![])
+        .unwrap_or_else(|e| e.into_vec().into_iter().map(|e| e.message).collect());
+    let typed: Result<ClusterUpgradeSpec, _> = serde_json::from_value(spec);
+    if let Ok(typed) = typed {
+        assert_eq!(
+            errors.is_empty(),
+            validate(&typed).is_ok(),
+            "CEL {errors:?} and Rust {:?} disagree",
+            validate(&typed)
+        );
+    }
+    errors
+}
+
+fn with(path: &[&str], value: Value) -> Value {
+    let mut spec = good();
+    let mut at = &mut spec;
+    for p in &path[..path.len() - 1] {
+        at = match p.parse::<usize>() {
+            Ok(i) => &mut at[i],
+            Err(_) => &mut at[*p],
+        };
+    }
+    at[path[path.len() - 1]] = value;
+    spec
+}
+
+fn assert_refused(spec: Value, message: &str) {
+    let errors = cel_errors(spec);
+    assert!(errors.iter().any(|e| e == message), "want {message:?} among {errors:?}");
+}
+
+#[test]
+fn a_good_spec_passes_both() {
+    assert_eq!(cel_errors(good()), Vec::<String>::new());
+    let typed: ClusterUpgradeSpec = serde_json::from_value(good()).unwrap();
+    assert_eq!(validate(&typed), Ok(()));
+}
+
+#[test]
+fn duplicate_component_names() {
+    let mut spec = good();
+    spec["components"][1]["name"] = json!("containerd");
+    assert_refused(
+        spec,
+        "spec.components[].name must be unique: each component may appear once",
+    );
+}
+
+#[test]
+fn version_syntax() {
+    assert_refused(
+        with(&["components", "0", "version"], json!("1.7")),
+        "spec.components[].version must be a semantic version such as 1.7.22 or v1.31.2 (optionally -prerelease and +build)",
+    );
+}
+
+#[test]
+fn component_name_is_a_dns_label() {
+    assert_refused(
+        with(&["components", "0", "name"], json!("Containerd_")),
+        "spec.components[].name must be a DNS label: lowercase letters, digits and '-', starting and ending with a letter or digit",
+    );
+}
+
+#[test]
+fn exactly_one_upgrade_method() {
+    let both = json!({"job": {"image": "x"}, "workload": {"kind": "Deployment", "namespace": "a", "name": "b"}});
+    assert_refused(
+        with(&["components", "0", "upgrade"], both),
+        "spec.components[].upgrade must set exactly one of job (node-level, run on each node) or workload (cluster-level Deployment/DaemonSet/StatefulSet)",
+    );
+    assert_refused(
+        with(&["components", "0", "upgrade"], json!({})),
+        "spec.components[].upgrade must set exactly one of job (node-level, run on each node) or workload (cluster-level Deployment/DaemonSet/StatefulSet)",
+    );
+}
+
+#[test]
+fn max_unavailable_is_not_zero() {
+    let message = "spec.strategy.maxUnavailable must be an integer of at least 1 or a percentage from 1% to 100%";
+    assert_refused(with(&["strategy", "maxUnavailable"], json!(0)), message);
+    assert_refused(with(&["strategy", "maxUnavailable"], json!("0%")), message);
+    assert_refused(with(&["strategy", "maxUnavailable"], json!("150%")), message);
+    assert_eq!(
+        cel_errors(with(&["strategy", "maxUnavailable"], json!(3))),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn durations_are_well_formed() {
+    assert_refused(
+        with(&["drain", "timeout"], json!("10 minutes")),
+        "spec.drain.timeout must be a duration such as 90s, 15m or 1h",
+    );
+    assert_refused(
+        with(&["strategy", "soak"], json!("-5m")),
+        "spec.strategy.soak must be a duration such as 0s, 90s or 10m",
+    );
+    assert_refused(
+        with(&["components", "0", "upgrade", "job", "timeout"], json!("1d")),
+        "spec.components[].upgrade.job.timeout must be a duration such as 90s, 10m or 1h30m",
+    );
+}
+
+#[test]
+fn window_times_are_valid() {
+    assert_refused(
+        with(&["windows", "0", "start"], json!("24:00")),
+        "spec.windows[].start must be a 24-hour time HH:MM, from 00:00 to 23:59",
+    );
+    assert_refused(
+        with(&["windows", "0", "end"], json!("7:30")),
+        "spec.windows[].end must be a 24-hour time HH:MM, from 00:00 to 23:59",
+    );
+}
+
+#[test]
+fn verify_sets_exactly_one_source() {
+    let v = json!({"nodeInfo": "kubeletVersion", "jobSucceeded": true});
+    assert_refused(
+        with(&["components", "1", "verify"], v),
+        "spec.components[].verify: set exactly one of nodeInfo, pod or jobSucceeded",
+    );
+}
+
+#[test]
+fn the_schema_has_the_structure_kubectl_and_kstatus_need() {
+    let crd = drover_api::crd::crd();
+    let v = &crd.spec.versions[0];
+    assert!(v.subresources.as_ref().unwrap().status.is_some());
+    let columns: Vec<_> = v
+        .additional_printer_columns
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|c| c.name.as_str())
+        .collect();
+    assert_eq!(columns, ["Target", "Updated", "Stage", "Ready", "Reason", "Age"]);
+    let s = schema();
+    let conditions = &s["properties"]["status"]["properties"]["conditions"];
+    assert_eq!(conditions["x-kubernetes-list-type"], "map");
+    assert_eq!(conditions["x-kubernetes-list-map-keys"], json!(["type"]));
+    assert_eq!(s["properties"]["spec"]["properties"]["components"]["minItems"], 1);
+}
