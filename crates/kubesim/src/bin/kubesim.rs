@@ -1,0 +1,56 @@
+//! `kubesim serve --port N --kubeconfig PATH`: run the in-memory API server.
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "kubesim", about = "An in-memory Kubernetes API server for tests and demos")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the Kubernetes API on 127.0.0.1 over plain HTTP, without authentication.
+    Serve {
+        /// Port to listen on (0: any free port).
+        #[arg(long, default_value_t = 6443)]
+        port: u16,
+        /// Where to write a kubeconfig for this server.
+        #[arg(long)]
+        kubeconfig: Option<std::path::PathBuf>,
+        /// Keep bound pods terminating after a graceful delete until deleted with grace 0.
+        #[arg(long)]
+        graceful_pod_deletion: bool,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve {
+            port,
+            kubeconfig,
+            graceful_pod_deletion,
+        } => {
+            let mut config = kubesim::Config {
+                port,
+                ..Default::default()
+            };
+            config.store.graceful_pod_deletion = graceful_pod_deletion;
+            let server = kubesim::ApiServer::start_with(config).await?;
+            if let Some(path) = &kubeconfig {
+                server.write_kubeconfig(path)?;
+                eprintln!("kubesim: wrote kubeconfig to {}", path.display());
+            }
+            eprintln!("kubesim: serving on {}", server.url());
+            tokio::signal::ctrl_c().await?;
+            server.shutdown().await;
+        }
+    }
+    Ok(())
+}

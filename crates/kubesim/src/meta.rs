@@ -1,0 +1,157 @@
+//! Object-metadata helpers: timestamps, generated names, name validation,
+//! and the human-readable ages `kubectl get` prints.
+
+use crate::error::Cause;
+use serde_json::{Value, json};
+
+/// RFC 3339 with second precision, as `metav1.Time` serialises.
+pub fn now() -> String {
+    format_time(jiff::Timestamp::now())
+}
+
+pub fn format_time(t: jiff::Timestamp) -> String {
+    t.round(jiff::Unit::Second)
+        .unwrap_or(t)
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string()
+}
+
+pub fn parse_time(s: &str) -> Option<jiff::Timestamp> {
+    s.parse().ok()
+}
+
+/// The five-character suffix `generateName` gets (same alphabet as the real server).
+pub fn random_suffix() -> String {
+    const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    let bytes = uuid::Uuid::new_v4();
+    bytes.as_bytes()[..5]
+        .iter()
+        .map(|b| ALPHABET[*b as usize % ALPHABET.len()] as char)
+        .collect()
+}
+
+pub fn new_uid() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+const DNS1123_SUBDOMAIN_MSG: &str = "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')";
+const DNS1123_LABEL_MSG: &str = "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')";
+
+fn is_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// Checks `metadata.name` the way the real server does for most kinds
+/// (DNS-1123 subdomain; namespaces need a DNS-1123 label).
+pub fn validate_name(name: &str, label_only: bool) -> Option<Cause> {
+    let ok = if label_only {
+        is_label(name)
+    } else {
+        name.len() <= 253 && name.split('.').all(is_label)
+    };
+    if ok {
+        None
+    } else {
+        Some(Cause::invalid(
+            "metadata.name",
+            &json!(name),
+            if label_only {
+                DNS1123_LABEL_MSG
+            } else {
+                DNS1123_SUBDOMAIN_MSG
+            },
+        ))
+    }
+}
+
+/// `duration.HumanDuration` from apimachinery, which `kubectl get` shows as AGE.
+pub fn human_duration(secs: i64) -> String {
+    if secs < -1 {
+        return "<invalid>".into();
+    }
+    if secs < 0 {
+        return "0s".into();
+    }
+    if secs < 60 * 2 {
+        return format!("{secs}s");
+    }
+    let minutes = secs / 60;
+    if minutes < 10 {
+        let s = secs % 60;
+        return if s == 0 {
+            format!("{minutes}m")
+        } else {
+            format!("{minutes}m{s}s")
+        };
+    }
+    if minutes < 60 * 3 {
+        return format!("{minutes}m");
+    }
+    let hours = minutes / 60;
+    if hours < 8 {
+        let m = minutes % 60;
+        return if m == 0 {
+            format!("{hours}h")
+        } else {
+            format!("{hours}h{m}m")
+        };
+    }
+    if hours < 48 {
+        return format!("{hours}h");
+    }
+    if hours < 24 * 8 {
+        let h = hours % 24;
+        return if h == 0 {
+            format!("{}d", hours / 24)
+        } else {
+            format!("{}d{}h", hours / 24, h)
+        };
+    }
+    if hours < 24 * 365 * 2 {
+        return format!("{}d", hours / 24);
+    }
+    if hours < 24 * 365 * 8 {
+        let d = (hours / 24) % 365;
+        return if d == 0 {
+            format!("{}y", hours / 24 / 365)
+        } else {
+            format!("{}y{}d", hours / 24 / 365, d)
+        };
+    }
+    format!("{}y", hours / 24 / 365)
+}
+
+/// AGE of a timestamp string, `<unknown>` when absent.
+pub fn age(ts: Option<&Value>) -> String {
+    match ts.and_then(Value::as_str).and_then(parse_time) {
+        Some(t) => human_duration(jiff::Timestamp::now().as_second() - t.as_second()),
+        None => "<unknown>".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_durations_match_apimachinery() {
+        assert_eq!(human_duration(5), "5s");
+        assert_eq!(human_duration(150), "2m30s");
+        assert_eq!(human_duration(60 * 30), "30m");
+        assert_eq!(human_duration(3600 * 5 + 60), "5h1m");
+        assert_eq!(human_duration(3600 * 30), "30h");
+        assert_eq!(human_duration(3600 * 24 * 3), "3d");
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(validate_name("node-1.example", false).is_none());
+        assert!(validate_name("Bad_Name", false).is_some());
+        assert!(validate_name("a.b", true).is_some());
+    }
+}

@@ -1,0 +1,1360 @@
+//! The generic object store: every registered resource, one cluster-wide
+//! resourceVersion counter, a bounded watch history per resource (for `410
+//! Gone`), and the write rules of the real server (metadata, generation,
+//! status subresource, finalizers, preconditions, garbage collection).
+//!
+//! Objects are kept as serialized JSON bytes plus the few fields lists filter
+//! on, so 300,000 pods stay cheap and lists are byte concatenations.
+
+pub mod resources;
+pub mod selector;
+mod watch;
+
+pub use resources::{GroupResource, PrinterColumn, ResourceType, VersionInfo};
+pub use selector::{FieldSelector, LabelSelector};
+pub use watch::{EventType, WatchEvent, WatchStream};
+
+use crate::error::{ApiError, Cause};
+use crate::{apply, meta, patch, validation};
+use bytes::Bytes;
+use parking_lot::RwLock;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use tokio::sync::{Notify, broadcast};
+
+/// One stored object: its JSON plus the fields selectors and GC look at.
+#[derive(Debug)]
+pub struct Stored {
+    pub bytes: Bytes,
+    pub rv: u64,
+    pub namespace: Box<str>,
+    pub name: Box<str>,
+    pub uid: Box<str>,
+    pub labels: Box<[(Box<str>, Box<str>)]>,
+    pub node_name: Option<Box<str>>,
+    pub phase: Option<Box<str>>,
+    pub owners: Box<[Box<str>]>,
+    pub deleting: bool,
+    pub finalizers: Box<[Box<str>]>,
+}
+
+impl Stored {
+    fn new(v: &Value, rv: u64) -> Stored {
+        let m = &v["metadata"];
+        let s = |x: &Value| x.as_str().map(Box::from);
+        Stored {
+            bytes: Bytes::from(serde_json::to_vec(v).unwrap_or_default()),
+            rv,
+            namespace: s(&m["namespace"]).unwrap_or_default(),
+            name: s(&m["name"]).unwrap_or_default(),
+            uid: s(&m["uid"]).unwrap_or_default(),
+            labels: m["labels"]
+                .as_object()
+                .map(|l| {
+                    l.iter()
+                        .map(|(k, v)| (Box::from(k.as_str()), Box::from(v.as_str().unwrap_or(""))))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            node_name: s(&v["spec"]["nodeName"]),
+            phase: s(&v["status"]["phase"]),
+            owners: m["ownerReferences"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|o| s(&o["uid"])).collect())
+                .unwrap_or_default(),
+            deleting: !m["deletionTimestamp"].is_null(),
+            finalizers: m["finalizers"]
+                .as_array()
+                .map(|a| a.iter().filter_map(s).collect())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The object as JSON.
+    pub fn value(&self) -> Value {
+        serde_json::from_slice(&self.bytes).unwrap_or(Value::Null)
+    }
+
+    /// The value a field selector sees at `path`.
+    pub fn field(&self, path: &str) -> String {
+        match path {
+            "metadata.name" => self.name.to_string(),
+            "metadata.namespace" => self.namespace.to_string(),
+            "spec.nodeName" => self.node_name.as_deref().unwrap_or("").to_string(),
+            "status.phase" => self.phase.as_deref().unwrap_or("").to_string(),
+            other => selector::field_value(&self.value(), other),
+        }
+    }
+}
+
+type Key = (String, String);
+
+/// A fresh receiver and the kept events after a given rv.
+pub(crate) type Resubscription = (broadcast::Receiver<Arc<WatchEvent>>, VecDeque<Arc<WatchEvent>>);
+
+struct Table {
+    objects: BTreeMap<Key, Arc<Stored>>,
+    /// pods by `spec.nodeName`, for the field selector kubelets and drain use.
+    by_node: HashMap<Box<str>, BTreeSet<Key>>,
+    log: VecDeque<Arc<WatchEvent>>,
+    /// Events with rv <= this were dropped from the log.
+    compacted: u64,
+    tx: broadcast::Sender<Arc<WatchEvent>>,
+}
+
+impl Table {
+    fn new() -> Table {
+        Table {
+            objects: BTreeMap::new(),
+            by_node: HashMap::new(),
+            log: VecDeque::new(),
+            compacted: 0,
+            tx: broadcast::channel(8192).0,
+        }
+    }
+}
+
+/// Options of create, update and patch.
+#[derive(Debug, Clone, Default)]
+pub struct WriteOptions {
+    pub dry_run: bool,
+    pub field_manager: Option<String>,
+    /// `fieldValidation=Strict`: unknown fields are an error rather than pruned.
+    pub strict: bool,
+}
+
+/// Options of delete (`DeleteOptions`).
+#[derive(Debug, Clone, Default)]
+pub struct DeleteOptions {
+    pub dry_run: bool,
+    pub grace_period_seconds: Option<i64>,
+    pub precondition_uid: Option<String>,
+    pub precondition_rv: Option<String>,
+    /// `Background`, `Foreground` or `Orphan`.
+    pub propagation_policy: Option<String>,
+}
+
+impl DeleteOptions {
+    /// Reads a `DeleteOptions` body (and its legacy `orphanDependents`).
+    pub fn from_value(v: &Value) -> DeleteOptions {
+        let mut o = DeleteOptions {
+            dry_run: v["dryRun"].as_array().is_some_and(|a| !a.is_empty()),
+            grace_period_seconds: v["gracePeriodSeconds"].as_i64(),
+            precondition_uid: v["preconditions"]["uid"].as_str().map(str::to_string),
+            precondition_rv: v["preconditions"]["resourceVersion"].as_str().map(str::to_string),
+            propagation_policy: v["propagationPolicy"].as_str().map(str::to_string),
+        };
+        if o.propagation_policy.is_none() && v["orphanDependents"].as_bool() == Some(true) {
+            o.propagation_policy = Some("Orphan".into());
+        }
+        o
+    }
+}
+
+/// Options of list.
+#[derive(Debug, Clone, Default)]
+pub struct ListOptions {
+    pub label_selector: LabelSelector,
+    pub field_selector: FieldSelector,
+    pub limit: Option<usize>,
+    pub continue_token: Option<String>,
+}
+
+/// A page of a list.
+#[derive(Debug)]
+pub struct ListPage {
+    pub items: Vec<Arc<Stored>>,
+    pub resource_version: u64,
+    pub continue_token: Option<String>,
+    pub remaining: Option<u64>,
+}
+
+/// The patch flavours of the real server.
+#[derive(Debug, Clone)]
+pub enum Patch {
+    Merge(Value),
+    Json(Value),
+    Strategic(Value),
+    Apply { body: Value, force: bool },
+}
+
+/// What delete did: the object is gone (`deleted`) or is terminating.
+#[derive(Debug)]
+pub struct Deleted {
+    pub object: Value,
+    pub deleted: bool,
+}
+
+/// Server behaviour switches.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Watch events kept per resource before `410 Gone`.
+    pub history: usize,
+    /// Pods bound to a node and deleted with a grace period stay terminating
+    /// until deleted again with grace 0 (what a kubelet does). Off: they go at
+    /// once, as if a kubelet confirmed instantly.
+    pub graceful_pod_deletion: bool,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            history: 50_000,
+            graceful_pod_deletion: false,
+        }
+    }
+}
+
+struct Inner {
+    rv: u64,
+    types: BTreeMap<GroupResource, ResourceType>,
+    tables: HashMap<GroupResource, Table>,
+    config: StoreConfig,
+}
+
+struct Shared {
+    inner: RwLock<Inner>,
+    gc: Notify,
+    closer: tokio::sync::watch::Sender<u64>,
+}
+
+/// The store. Cheap to clone; all clones see the same objects.
+#[derive(Clone)]
+pub struct Store(Arc<Shared>);
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").finish_non_exhaustive()
+    }
+}
+
+fn key(ns: &str, name: &str) -> Key {
+    (ns.to_string(), name.to_string())
+}
+
+/// Strips the fields whose change does not bump `generation`.
+fn spec_view(v: &Value, status_sub: bool) -> Value {
+    let mut c = v.clone();
+    if let Some(o) = c.as_object_mut() {
+        o.remove("metadata");
+        o.remove("apiVersion");
+        o.remove("kind");
+        if status_sub {
+            o.remove("status");
+        }
+    }
+    c
+}
+
+fn metadata_mut(v: &mut Value) -> &mut serde_json::Map<String, Value> {
+    if !v["metadata"].is_object() {
+        v["metadata"] = json!({});
+    }
+    v["metadata"].as_object_mut().unwrap()
+}
+
+impl Store {
+    pub fn new(config: StoreConfig) -> Store {
+        let mut inner = Inner {
+            rv: 1,
+            types: BTreeMap::new(),
+            tables: HashMap::new(),
+            config,
+        };
+        for t in resources::builtins() {
+            inner.register(t);
+        }
+        for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+            let obj = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+            let gr = GroupResource::new("", "namespaces");
+            inner
+                .create(&gr, "", obj, &WriteOptions::default())
+                .expect("default namespaces");
+        }
+        Store(Arc::new(Shared {
+            inner: RwLock::new(inner),
+            gc: Notify::new(),
+            closer: tokio::sync::watch::channel(0).0,
+        }))
+    }
+
+    /// Runs the garbage collector and namespace controller until the store is
+    /// dropped. Needs a tokio runtime.
+    pub fn spawn_controllers(&self) {
+        let weak = Arc::downgrade(&self.0);
+        tokio::spawn(async move {
+            loop {
+                let Some(shared) = weak.upgrade() else { return };
+                let changed = shared.inner.write().collect_garbage();
+                if changed {
+                    continue;
+                }
+                // notify_one keeps a permit, so a kick between the pass and
+                // this wait is not lost.
+                let notified = shared.gc.notified();
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(1), notified).await;
+            }
+        });
+    }
+
+    fn kick_gc(&self) {
+        self.0.gc.notify_one();
+    }
+
+    /// Ends every open watch (clients see the stream close and re-watch).
+    pub fn close_watches(&self) {
+        self.0.closer.send_modify(|x| *x += 1);
+    }
+
+    pub(crate) fn closer(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.0.closer.subscribe()
+    }
+
+    /// The current cluster-wide resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.0.inner.read().rv
+    }
+
+    /// All served resources.
+    pub fn resource_types(&self) -> Vec<ResourceType> {
+        self.0.inner.read().types.values().cloned().collect()
+    }
+
+    /// Finds a served resource by group, version and plural.
+    pub fn resource(&self, group: &str, version: &str, plural: &str) -> Option<ResourceType> {
+        let inner = self.0.inner.read();
+        let t = inner.types.get(&GroupResource::new(group, plural))?;
+        t.version(version)?;
+        Some(t.clone())
+    }
+
+    /// Finds a served resource by group and kind.
+    pub fn resource_for_kind(&self, group: &str, kind: &str) -> Option<ResourceType> {
+        let inner = self.0.inner.read();
+        inner
+            .types
+            .values()
+            .find(|t| t.group == group && t.kind == kind)
+            .cloned()
+    }
+
+    pub fn get(&self, gr: &GroupResource, ns: &str, name: &str) -> Result<Arc<Stored>, ApiError> {
+        self.0.inner.read().get(gr, ns, name)
+    }
+
+    /// Lists a resource, in one namespace or (`ns` None) all of them.
+    pub fn list(&self, gr: &GroupResource, ns: Option<&str>, opts: &ListOptions) -> Result<ListPage, ApiError> {
+        self.0.inner.read().list(gr, ns, opts)
+    }
+
+    pub fn create(&self, gr: &GroupResource, ns: &str, obj: Value, opts: &WriteOptions) -> Result<Value, ApiError> {
+        let r = self.0.inner.write().create(gr, ns, obj, opts);
+        self.kick_gc();
+        r
+    }
+
+    /// PUT: `subresource` is `Some("status")` for the status subresource.
+    pub fn update(
+        &self,
+        gr: &GroupResource,
+        ns: &str,
+        name: &str,
+        obj: Value,
+        subresource: Option<&str>,
+        opts: &WriteOptions,
+    ) -> Result<Value, ApiError> {
+        let r = self.0.inner.write().update(gr, ns, name, obj, subresource, opts);
+        self.kick_gc();
+        r
+    }
+
+    pub fn patch(
+        &self,
+        gr: &GroupResource,
+        ns: &str,
+        name: &str,
+        p: Patch,
+        subresource: Option<&str>,
+        opts: &WriteOptions,
+    ) -> Result<Value, ApiError> {
+        let r = self.0.inner.write().patch(gr, ns, name, p, subresource, opts);
+        self.kick_gc();
+        r
+    }
+
+    pub fn delete(&self, gr: &GroupResource, ns: &str, name: &str, opts: &DeleteOptions) -> Result<Deleted, ApiError> {
+        let r = self.0.inner.write().delete(gr, ns, name, opts);
+        self.kick_gc();
+        r
+    }
+
+    /// Reads, changes and writes one object under the store lock, so an
+    /// in-process controller never sees a conflict.
+    pub fn modify(
+        &self,
+        gr: &GroupResource,
+        ns: &str,
+        name: &str,
+        subresource: Option<&str>,
+        f: impl FnOnce(&mut Value),
+    ) -> Result<Value, ApiError> {
+        let mut inner = self.0.inner.write();
+        let mut v = inner.get(gr, ns, name)?.value();
+        f(&mut v);
+        let r = inner.update(gr, ns, name, v, subresource, &WriteOptions::default());
+        drop(inner);
+        self.kick_gc();
+        r
+    }
+
+    /// Watches a resource from `from` (None: from now, after the current
+    /// objects as initial ADDED events). `410 Expired` when `from` is older
+    /// than the kept history.
+    pub fn watch(&self, gr: &GroupResource, from: Option<u64>) -> Result<(Vec<Arc<Stored>>, WatchStream), ApiError> {
+        let inner = self.0.inner.read();
+        let table = inner.tables.get(gr).ok_or_else(ApiError::page_not_found)?;
+        let rx = table.tx.subscribe();
+        match from {
+            None => {
+                let initial: Vec<_> = table.objects.values().cloned().collect();
+                Ok((
+                    initial,
+                    WatchStream::new(self.clone(), gr.clone(), rx, VecDeque::new(), inner.rv),
+                ))
+            }
+            Some(rv) => {
+                let backlog = inner.backlog(gr, rv)?;
+                Ok((Vec::new(), WatchStream::new(self.clone(), gr.clone(), rx, backlog, rv)))
+            }
+        }
+    }
+
+    /// Re-subscribes after a lagging receiver, from the last delivered rv.
+    pub(crate) fn resubscribe(&self, gr: &GroupResource, rv: u64) -> Result<Resubscription, ApiError> {
+        let inner = self.0.inner.read();
+        let table = inner.tables.get(gr).ok_or_else(ApiError::page_not_found)?;
+        let rx = table.tx.subscribe();
+        Ok((rx, inner.backlog(gr, rv)?))
+    }
+
+    /// Drops the watch history of every resource (tests use it to force `410 Gone`).
+    pub fn compact(&self) {
+        let mut inner = self.0.inner.write();
+        let rv = inner.rv;
+        for t in inner.tables.values_mut() {
+            t.log.clear();
+            t.compacted = rv;
+        }
+    }
+
+    /// Registers an extra resource type (as a CRD does).
+    pub fn register(&self, t: ResourceType) {
+        self.0.inner.write().register(t);
+    }
+}
+
+impl Inner {
+    fn register(&mut self, t: ResourceType) {
+        let gr = t.gr();
+        self.tables.entry(gr.clone()).or_insert_with(Table::new);
+        self.types.insert(gr, t);
+    }
+
+    fn unregister(&mut self, gr: &GroupResource) {
+        self.types.remove(gr);
+        self.tables.remove(gr);
+    }
+
+    fn rtype(&self, gr: &GroupResource) -> Result<&ResourceType, ApiError> {
+        self.types.get(gr).ok_or_else(ApiError::page_not_found)
+    }
+
+    fn backlog(&self, gr: &GroupResource, rv: u64) -> Result<VecDeque<Arc<WatchEvent>>, ApiError> {
+        let table = self.tables.get(gr).ok_or_else(ApiError::page_not_found)?;
+        if rv < table.compacted {
+            return Err(ApiError::expired(format!(
+                "too old resource version: {rv} ({})",
+                table.compacted + 1
+            )));
+        }
+        let start = table.log.partition_point(|e| e.rv <= rv);
+        Ok(table.log.range(start..).cloned().collect())
+    }
+
+    fn get(&self, gr: &GroupResource, ns: &str, name: &str) -> Result<Arc<Stored>, ApiError> {
+        let t = self.rtype(gr)?;
+        let ns = if t.namespaced { ns } else { "" };
+        self.tables[gr]
+            .objects
+            .get(&key(ns, name))
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(&gr.group, &gr.resource, name))
+    }
+
+    fn list(&self, gr: &GroupResource, ns: Option<&str>, opts: &ListOptions) -> Result<ListPage, ApiError> {
+        let t = self.rtype(gr)?;
+        let table = &self.tables[gr];
+        let ns = if t.namespaced {
+            ns.filter(|n| !n.is_empty())
+        } else {
+            None
+        };
+        let start: Option<Key> = match &opts.continue_token {
+            Some(tok) => Some(decode_continue(tok)?),
+            None => None,
+        };
+        let matches = |o: &Arc<Stored>| {
+            (opts.label_selector.is_empty() || opts.label_selector.matches(&o.labels))
+                && (opts.field_selector.is_empty() || opts.field_selector.matches_with(|p| o.field(p)))
+        };
+        let limit = opts.limit.filter(|l| *l > 0).unwrap_or(usize::MAX);
+        let mut items = Vec::new();
+        let mut last: Option<Key> = None;
+        let mut more = false;
+        let node = if gr.resource == "pods" && gr.group.is_empty() {
+            opts.field_selector.node_name()
+        } else {
+            None
+        };
+        {
+            let mut push = |k: &Key, o: &Arc<Stored>| -> bool {
+                if let Some(s) = &start
+                    && k <= s
+                {
+                    return true;
+                }
+                if let Some(n) = ns
+                    && k.0 != n
+                {
+                    return true;
+                }
+                if !matches(o) {
+                    return true;
+                }
+                if items.len() >= limit {
+                    more = true;
+                    return false;
+                }
+                items.push(o.clone());
+                last = Some(k.clone());
+                true
+            };
+            if let Some(node) = node {
+                if let Some(keys) = table.by_node.get(node) {
+                    for k in keys {
+                        if !push(k, &table.objects[k]) {
+                            break;
+                        }
+                    }
+                }
+            } else {
+                let range: Box<dyn Iterator<Item = (&Key, &Arc<Stored>)>> = match ns {
+                    Some(n) => Box::new(
+                        table
+                            .objects
+                            .range((n.to_string(), String::new())..)
+                            .take_while(move |(k, _)| k.0 == n),
+                    ),
+                    None => Box::new(table.objects.iter()),
+                };
+                for (k, o) in range {
+                    if !push(k, o) {
+                        break;
+                    }
+                }
+            }
+        }
+        let continue_token = if more {
+            last.clone().map(|k| encode_continue(&k, self.rv))
+        } else {
+            None
+        };
+        let remaining = if more && opts.label_selector.is_empty() && opts.field_selector.is_empty() {
+            let after = last.clone().unwrap_or_default();
+            let total = table
+                .objects
+                .range((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))
+                .filter(|(k, _)| ns.is_none_or(|n| k.0 == n))
+                .count();
+            Some(total as u64)
+        } else {
+            None
+        };
+        Ok(ListPage {
+            items,
+            resource_version: self.rv,
+            continue_token,
+            remaining,
+        })
+    }
+
+    /// Stores `new` (or removes the object when None) and records the event.
+    fn commit(&mut self, gr: &GroupResource, k: Key, new: Option<Value>, deleted_obj: Option<Value>) -> Value {
+        self.rv += 1;
+        let rv = self.rv;
+        let history = self.config.history;
+        let table = self.tables.get_mut(gr).expect("table of a registered type");
+        let prev = table.objects.get(&k).cloned();
+        let (type_, stored, out) = match new {
+            Some(mut v) => {
+                metadata_mut(&mut v).insert("resourceVersion".into(), json!(rv.to_string()));
+                let s = Arc::new(Stored::new(&v, rv));
+                let ty = if prev.is_some() {
+                    EventType::Modified
+                } else {
+                    EventType::Added
+                };
+                table.objects.insert(k.clone(), s.clone());
+                (ty, s, v)
+            }
+            None => {
+                let mut v = deleted_obj.unwrap_or(Value::Null);
+                metadata_mut(&mut v).insert("resourceVersion".into(), json!(rv.to_string()));
+                table.objects.remove(&k);
+                (EventType::Deleted, Arc::new(Stored::new(&v, rv)), v)
+            }
+        };
+        if let Some(p) = &prev
+            && let Some(n) = &p.node_name
+            && let Some(set) = table.by_node.get_mut(n)
+        {
+            set.remove(&k);
+            if set.is_empty() {
+                table.by_node.remove(n);
+            }
+        }
+        if type_ != EventType::Deleted
+            && let Some(n) = &stored.node_name
+        {
+            table.by_node.entry(n.clone()).or_default().insert(k);
+        }
+        let ev = Arc::new(WatchEvent {
+            type_,
+            rv,
+            object: stored,
+            prev,
+        });
+        table.log.push_back(ev.clone());
+        while table.log.len() > history {
+            if let Some(old) = table.log.pop_front() {
+                table.compacted = old.rv;
+            }
+        }
+        let _ = table.tx.send(ev);
+        out
+    }
+
+    fn check_namespace(&self, t: &ResourceType, ns: &str, name: &str) -> Result<(), ApiError> {
+        if !t.namespaced {
+            return Ok(());
+        }
+        if ns.is_empty() {
+            return Err(ApiError::bad_request(
+                "the server could not find the requested resource",
+            ));
+        }
+        let nsk = key("", ns);
+        match self.tables[&GroupResource::new("", "namespaces")].objects.get(&nsk) {
+            None => Err(ApiError::not_found("", "namespaces", ns)),
+            Some(n) if n.deleting => Err(ApiError::forbidden(
+                &t.group,
+                &t.plural,
+                name,
+                &format!("unable to create new content in namespace {ns} because it is being terminated"),
+            )),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// Checks and defaults an object about to be written; returns it ready to store.
+    fn admit(
+        &self,
+        t: &ResourceType,
+        obj: &mut Value,
+        old: Option<&Value>,
+        opts: &WriteOptions,
+    ) -> Result<(), ApiError> {
+        let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+        let mut causes = Vec::new();
+        if name.is_empty() {
+            causes.push(Cause::required("metadata.name", "name or generateName is required"));
+        } else if t.gr() != GroupResource::new("apiextensions.k8s.io", "customresourcedefinitions")
+            && let Some(c) = meta::validate_name(&name, t.plural == "namespaces")
+        {
+            causes.push(c);
+        }
+        if t.custom {
+            let version = obj["apiVersion"]
+                .as_str()
+                .and_then(|a| a.rsplit('/').next())
+                .unwrap_or(t.storage_version())
+                .to_string();
+            if let Some(schema) = t.version(&version).and_then(|v| v.schema.clone()) {
+                causes.extend(validation::validate_custom(t, &schema, obj, old, opts.strict)?);
+            }
+        } else {
+            causes.extend(validation::validate_builtin(t, obj));
+        }
+        if causes.is_empty() {
+            Ok(())
+        } else {
+            Err(ApiError::invalid(&t.group, &t.kind, &name, causes))
+        }
+    }
+
+    fn create(&mut self, gr: &GroupResource, ns: &str, obj: Value, opts: &WriteOptions) -> Result<Value, ApiError> {
+        self.create_inner(gr, ns, obj, opts, None)
+    }
+
+    fn create_inner(
+        &mut self,
+        gr: &GroupResource,
+        ns: &str,
+        mut obj: Value,
+        opts: &WriteOptions,
+        managed: Option<Value>,
+    ) -> Result<Value, ApiError> {
+        let t = self.rtype(gr)?.clone();
+        if !obj.is_object() {
+            return Err(ApiError::bad_request("the body of the request was not a JSON object"));
+        }
+        let body_ns = obj["metadata"]["namespace"].as_str().unwrap_or("").to_string();
+        if t.namespaced && !body_ns.is_empty() && !ns.is_empty() && body_ns != ns {
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
+        }
+        let ns = if t.namespaced {
+            if ns.is_empty() { body_ns } else { ns.to_string() }
+        } else {
+            String::new()
+        };
+        {
+            let m = metadata_mut(&mut obj);
+            if m.get("name").and_then(Value::as_str).unwrap_or("").is_empty()
+                && let Some(g) = m.get("generateName").and_then(Value::as_str).filter(|g| !g.is_empty())
+            {
+                let n = format!("{g}{}", meta::random_suffix());
+                m.insert("name".into(), json!(n));
+            }
+            if t.namespaced {
+                m.insert("namespace".into(), json!(ns));
+            } else {
+                m.remove("namespace");
+            }
+            for f in [
+                "uid",
+                "resourceVersion",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "selfLink",
+                "managedFields",
+            ] {
+                m.remove(f);
+            }
+            m.insert("uid".into(), json!(meta::new_uid()));
+            m.insert("creationTimestamp".into(), json!(meta::now()));
+            m.insert("generation".into(), json!(1));
+        }
+        let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
+        self.check_namespace(&t, &ns, &name)?;
+        obj["apiVersion"] = json!(
+            t.api_version(
+                obj["apiVersion"]
+                    .as_str()
+                    .and_then(|a| a.rsplit('/').next())
+                    .filter(|v| t.version(v).is_some())
+                    .unwrap_or(t.storage_version())
+            )
+        );
+        obj["kind"] = json!(t.kind);
+        if t.status_reset_on_create
+            && t.has_status()
+            && let Some(o) = obj.as_object_mut()
+        {
+            o.remove("status");
+        }
+        strategy_create(&t, &mut obj);
+        self.admit(&t, &mut obj, None, opts)?;
+        if self.tables[gr].objects.contains_key(&key(&ns, &name)) {
+            return Err(ApiError::already_exists(&t.group, &t.plural, &name));
+        }
+        let manager = opts.field_manager.clone().unwrap_or_else(|| "unknown".into());
+        let api_version = obj["apiVersion"].as_str().unwrap_or("").to_string();
+        match managed {
+            Some(mf) => {
+                metadata_mut(&mut obj).insert("managedFields".into(), mf);
+            }
+            None => apply::track_update(None, &mut obj, &manager, &api_version, None),
+        }
+        if opts.dry_run {
+            return Ok(obj);
+        }
+        if gr.resource == "customresourcedefinitions" && gr.group == "apiextensions.k8s.io" {
+            crd_accept(&mut obj);
+            if let Some(rt) = resources::from_crd(&obj) {
+                if self.types.contains_key(&rt.gr()) {
+                    return Err(ApiError::invalid(
+                        "apiextensions.k8s.io",
+                        "CustomResourceDefinition",
+                        &name,
+                        vec![Cause::invalid(
+                            "spec.names.plural",
+                            &json!(rt.plural),
+                            "is already in use",
+                        )],
+                    ));
+                }
+                self.register(rt);
+            }
+        }
+        Ok(self.commit(gr, key(&ns, &name), Some(obj), None))
+    }
+
+    fn update(
+        &mut self,
+        gr: &GroupResource,
+        ns: &str,
+        name: &str,
+        obj: Value,
+        subresource: Option<&str>,
+        opts: &WriteOptions,
+    ) -> Result<Value, ApiError> {
+        self.update_inner(gr, ns, name, obj, subresource, opts, None)
+    }
+
+    /// `managed`: managedFields already computed (by apply) instead of tracked.
+    #[allow(clippy::too_many_arguments)]
+    fn update_inner(
+        &mut self,
+        gr: &GroupResource,
+        ns: &str,
+        name: &str,
+        mut obj: Value,
+        subresource: Option<&str>,
+        opts: &WriteOptions,
+        managed: Option<Value>,
+    ) -> Result<Value, ApiError> {
+        let t = self.rtype(gr)?.clone();
+        let ns = if t.namespaced { ns } else { "" };
+        if !obj.is_object() {
+            return Err(ApiError::bad_request("the body of the request was not a JSON object"));
+        }
+        let body_name = obj["metadata"]["name"].as_str().unwrap_or("");
+        if !body_name.is_empty() && body_name != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        let body_ns = obj["metadata"]["namespace"].as_str().unwrap_or("");
+        if t.namespaced && !body_ns.is_empty() && body_ns != ns {
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
+        }
+        let existing = self.get(gr, ns, name)?;
+        let old = existing.value();
+        if let Some(rv) = obj["metadata"]["resourceVersion"].as_str().filter(|r| !r.is_empty())
+            && rv != existing.rv.to_string()
+        {
+            return Err(ApiError::stale(&t.group, &t.plural, name));
+        }
+        let status_sub = t.has_status();
+        let mut new = if subresource == Some("status") {
+            let mut n = old.clone();
+            match obj.get("status") {
+                Some(s) => n["status"] = s.clone(),
+                None => {
+                    if let Some(o) = n.as_object_mut() {
+                        o.remove("status");
+                    }
+                }
+            }
+            n
+        } else {
+            if status_sub {
+                match old.get("status") {
+                    Some(s) => obj["status"] = s.clone(),
+                    None => {
+                        if let Some(o) = obj.as_object_mut() {
+                            o.remove("status");
+                        }
+                    }
+                }
+            }
+            obj
+        };
+        {
+            let om = &old["metadata"];
+            let m = metadata_mut(&mut new);
+            m.insert("name".into(), json!(name));
+            if t.namespaced {
+                m.insert("namespace".into(), json!(ns));
+            } else {
+                m.remove("namespace");
+            }
+            for f in [
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "generation",
+            ] {
+                match om.get(f) {
+                    Some(v) => m.insert(f.into(), v.clone()),
+                    None => m.remove(f),
+                };
+            }
+            m.remove("resourceVersion");
+            m.remove("managedFields");
+            if let Some(mf) = om.get("managedFields") {
+                m.insert("managedFields".into(), mf.clone());
+            }
+        }
+        new["apiVersion"] = old["apiVersion"].clone();
+        new["kind"] = json!(t.kind);
+        if spec_view(&new, status_sub) != spec_view(&old, status_sub) {
+            let g = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
+            new["metadata"]["generation"] = json!(g);
+        }
+        self.admit(&t, &mut new, Some(&old), opts)?;
+        let manager = opts.field_manager.clone().unwrap_or_else(|| "unknown".into());
+        let api_version = new["apiVersion"].as_str().unwrap_or("").to_string();
+        match managed {
+            Some(mf) => {
+                metadata_mut(&mut new).insert("managedFields".into(), mf);
+            }
+            None => apply::track_update(Some(&old), &mut new, &manager, &api_version, subresource),
+        }
+        let mut old_cmp = old.clone();
+        old_cmp["metadata"].as_object_mut().map(|m| m.remove("resourceVersion"));
+        if new == old_cmp {
+            // A no-op write: the real server keeps the resourceVersion and sends no event.
+            return Ok(old);
+        }
+        if opts.dry_run {
+            return Ok(new);
+        }
+        if !new["metadata"]["deletionTimestamp"].is_null()
+            && new["metadata"]["finalizers"].as_array().is_none_or(|f| f.is_empty())
+            && !(gr.resource == "namespaces" && gr.group.is_empty())
+        {
+            let out = self.remove(gr, ns, name, new);
+            return Ok(out);
+        }
+        if gr.resource == "customresourcedefinitions" && gr.group == "apiextensions.k8s.io" {
+            crd_accept(&mut new);
+            if let Some(rt) = resources::from_crd(&new) {
+                self.register(rt);
+            }
+        }
+        Ok(self.commit(gr, key(ns, name), Some(new), None))
+    }
+
+    /// Removes an object for good, with the side effects of its kind.
+    fn remove(&mut self, gr: &GroupResource, ns: &str, name: &str, last: Value) -> Value {
+        let out = self.commit(gr, key(ns, name), None, Some(last));
+        if gr.resource == "customresourcedefinitions"
+            && gr.group == "apiextensions.k8s.io"
+            && let Some(rt) = resources::from_crd(&out)
+        {
+            self.unregister(&rt.gr());
+        }
+        out
+    }
+
+    fn patch(
+        &mut self,
+        gr: &GroupResource,
+        ns: &str,
+        name: &str,
+        p: Patch,
+        subresource: Option<&str>,
+        opts: &WriteOptions,
+    ) -> Result<Value, ApiError> {
+        let t = self.rtype(gr)?.clone();
+        let ns = if t.namespaced { ns } else { "" };
+        let current = self.tables[gr].objects.get(&key(ns, name)).map(|s| s.value());
+        if let Patch::Apply { body, force } = &p {
+            let manager = opts.field_manager.clone().filter(|m| !m.is_empty()).ok_or_else(|| {
+                ApiError::bad_request(
+                    "PATCH, application/apply-patch+yaml requires a non-empty fieldManager query parameter",
+                )
+            })?;
+            if body["metadata"]["name"].as_str().is_some_and(|n| n != name) {
+                return Err(ApiError::bad_request(format!(
+                    "the name of the object ({}) does not match the name on the URL ({name})",
+                    body["metadata"]["name"].as_str().unwrap_or("")
+                )));
+            }
+            let api_version = body["apiVersion"]
+                .as_str()
+                .map(str::to_string)
+                .unwrap_or_else(|| t.api_version(t.storage_version()));
+            let merged = apply::apply(&t, current.as_ref(), body, &manager, *force, &api_version, subresource)?;
+            let mut merged = merged;
+            let mf = merged["metadata"]["managedFields"].take();
+            metadata_mut(&mut merged).remove("resourceVersion");
+            return match current {
+                None => {
+                    if subresource.is_some() {
+                        return Err(ApiError::not_found(&t.group, &t.plural, name));
+                    }
+                    merged["metadata"]["name"] = json!(name);
+                    self.create_inner(gr, ns, merged, opts, Some(mf))
+                }
+                Some(_) => self.update_inner(gr, ns, name, merged, subresource, opts, Some(mf)),
+            };
+        }
+        let current = current.ok_or_else(|| ApiError::not_found(&t.group, &t.plural, name))?;
+        let patched = match p {
+            Patch::Merge(patch) => patch::merge(&current, &patch),
+            Patch::Json(patch) => {
+                patch::json(&current, &patch).map_err(|e| ApiError::new(422, "Invalid", e).with_details(json!({})))?
+            }
+            Patch::Strategic(patch) => {
+                if t.custom {
+                    return Err(ApiError::unsupported_media_type(
+                        "application/strategic-merge-patch+json",
+                        &[
+                            "application/json-patch+json",
+                            "application/merge-patch+json",
+                            "application/apply-patch+yaml",
+                        ],
+                    ));
+                }
+                patch::strategic(&current, &patch).map_err(|e| ApiError::bad_request(e.to_string()))?
+            }
+            Patch::Apply { .. } => unreachable!("handled above"),
+        };
+        let mut body = patched;
+        if body["metadata"]["resourceVersion"] == current["metadata"]["resourceVersion"] {
+            metadata_mut(&mut body).remove("resourceVersion");
+        }
+        self.update(gr, ns, name, body, subresource, opts)
+    }
+
+    fn delete(&mut self, gr: &GroupResource, ns: &str, name: &str, opts: &DeleteOptions) -> Result<Deleted, ApiError> {
+        let t = self.rtype(gr)?.clone();
+        let ns = if t.namespaced { ns } else { "" };
+        let existing = self.get(gr, ns, name)?;
+        if let Some(uid) = &opts.precondition_uid
+            && **uid != *existing.uid
+        {
+            return Err(ApiError::precondition(
+                &t.group,
+                &t.plural,
+                name,
+                format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    existing.uid
+                ),
+            ));
+        }
+        if let Some(rv) = &opts.precondition_rv
+            && *rv != existing.rv.to_string()
+        {
+            return Err(ApiError::precondition(
+                &t.group,
+                &t.plural,
+                name,
+                format!(
+                    "Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {}",
+                    existing.rv
+                ),
+            ));
+        }
+        let mut obj = existing.value();
+        let is_ns = gr.resource == "namespaces" && gr.group.is_empty();
+        let mut finalizers: Vec<String> = existing.finalizers.iter().map(|f| f.to_string()).collect();
+        match opts.propagation_policy.as_deref() {
+            Some("Foreground") if !finalizers.iter().any(|f| f == "foregroundDeletion") => {
+                finalizers.push("foregroundDeletion".into())
+            }
+            Some("Orphan") if !finalizers.iter().any(|f| f == "orphan") => finalizers.push("orphan".into()),
+            _ => {}
+        }
+        let pod_grace = gr.resource == "pods"
+            && gr.group.is_empty()
+            && self.config.graceful_pod_deletion
+            && existing.node_name.is_some()
+            && !matches!(existing.phase.as_deref(), Some("Succeeded" | "Failed"));
+        let grace = opts
+            .grace_period_seconds
+            .unwrap_or_else(|| obj["spec"]["terminationGracePeriodSeconds"].as_i64().unwrap_or(30));
+        let graceful = pod_grace && grace > 0;
+        if is_ns || !finalizers.is_empty() || graceful {
+            let m = metadata_mut(&mut obj);
+            if m.get("deletionTimestamp").is_none_or(Value::is_null) {
+                let when = if graceful {
+                    meta::format_time(jiff::Timestamp::now() + jiff::SignedDuration::from_secs(grace))
+                } else {
+                    meta::now()
+                };
+                m.insert("deletionTimestamp".into(), json!(when));
+                m.insert(
+                    "deletionGracePeriodSeconds".into(),
+                    json!(if graceful { grace } else { 0 }),
+                );
+                if graceful {
+                    let g = m.get("generation").and_then(Value::as_i64).unwrap_or(0);
+                    m.insert("generation".into(), json!(g + 1));
+                }
+            } else if !graceful
+                && existing.finalizers.len() == finalizers.len()
+                && !is_ns
+                && (pod_grace || !existing.finalizers.is_empty())
+            {
+                return Ok(Deleted {
+                    object: obj,
+                    deleted: false,
+                });
+            }
+            if !finalizers.is_empty() {
+                m.insert("finalizers".into(), json!(finalizers));
+            }
+            if is_ns {
+                obj["status"]["phase"] = json!("Terminating");
+            }
+            if opts.dry_run {
+                return Ok(Deleted {
+                    object: obj,
+                    deleted: false,
+                });
+            }
+            metadata_mut(&mut obj).remove("resourceVersion");
+            let out = self.commit(gr, key(ns, name), Some(obj), None);
+            return Ok(Deleted {
+                object: out,
+                deleted: false,
+            });
+        }
+        if opts.dry_run {
+            return Ok(Deleted {
+                object: obj,
+                deleted: true,
+            });
+        }
+        let out = self.remove(gr, ns, name, obj);
+        Ok(Deleted {
+            object: out,
+            deleted: true,
+        })
+    }
+
+    /// One pass of the garbage collector and namespace controller. Returns
+    /// whether it changed anything.
+    fn collect_garbage(&mut self) -> bool {
+        let mut live: HashMap<Box<str>, (GroupResource, Key)> = HashMap::new();
+        for (gr, t) in &self.tables {
+            for (k, o) in &t.objects {
+                live.insert(o.uid.clone(), (gr.clone(), k.clone()));
+            }
+        }
+        let mut to_delete: Vec<(GroupResource, Key)> = Vec::new();
+        let mut unfinalize: Vec<(GroupResource, Key, &'static str)> = Vec::new();
+        let mut orphan: Vec<(GroupResource, Key, Box<str>)> = Vec::new();
+        let mut dependents: HashMap<Box<str>, Vec<(GroupResource, Key)>> = HashMap::new();
+        for (gr, t) in &self.tables {
+            for (k, o) in &t.objects {
+                for owner in o.owners.iter() {
+                    dependents
+                        .entry(owner.clone())
+                        .or_default()
+                        .push((gr.clone(), k.clone()));
+                }
+                if !o.owners.is_empty() && !o.deleting && o.owners.iter().all(|u| !live.contains_key(u)) {
+                    to_delete.push((gr.clone(), k.clone()));
+                }
+            }
+        }
+        let ns_gr = GroupResource::new("", "namespaces");
+        let mut empty_ns = Vec::new();
+        for (gr, t) in &self.tables {
+            for (k, o) in &t.objects {
+                if !o.deleting {
+                    continue;
+                }
+                if o.finalizers.iter().any(|f| &**f == "foregroundDeletion") {
+                    let deps = dependents.get(&o.uid).map(Vec::as_slice).unwrap_or(&[]);
+                    if deps.is_empty() {
+                        unfinalize.push((gr.clone(), k.clone(), "foregroundDeletion"));
+                    } else {
+                        for d in deps {
+                            let dep_deleting = self.tables[&d.0].objects.get(&d.1).is_some_and(|x| x.deleting);
+                            if !dep_deleting {
+                                to_delete.push(d.clone());
+                            }
+                        }
+                    }
+                }
+                if o.finalizers.iter().any(|f| &**f == "orphan") {
+                    for d in dependents.get(&o.uid).map(Vec::as_slice).unwrap_or(&[]) {
+                        orphan.push((d.0.clone(), d.1.clone(), o.uid.clone()));
+                    }
+                    unfinalize.push((gr.clone(), k.clone(), "orphan"));
+                }
+                if *gr == ns_gr {
+                    let ns = &k.1;
+                    let mut any = false;
+                    for (cgr, ct) in &self.tables {
+                        let namespaced = self.types.get(cgr).is_some_and(|t| t.namespaced);
+                        if !namespaced {
+                            continue;
+                        }
+                        for (ck, co) in ct.objects.range((ns.clone(), String::new())..) {
+                            if &ck.0 != ns {
+                                break;
+                            }
+                            any = true;
+                            if !co.deleting {
+                                to_delete.push((cgr.clone(), ck.clone()));
+                            }
+                        }
+                    }
+                    if !any {
+                        empty_ns.push(k.clone());
+                    }
+                }
+            }
+        }
+        let mut changed = false;
+        for (gr, k, owner) in orphan {
+            if let Some(o) = self.tables.get(&gr).and_then(|t| t.objects.get(&k)) {
+                let mut v = o.value();
+                if let Some(refs) = v["metadata"]["ownerReferences"].as_array_mut() {
+                    refs.retain(|r| r["uid"].as_str() != Some(&*owner));
+                }
+                metadata_mut(&mut v).remove("resourceVersion");
+                self.commit(&gr, k, Some(v), None);
+                changed = true;
+            }
+        }
+        for (gr, k) in to_delete {
+            if self.tables.get(&gr).is_some_and(|t| t.objects.contains_key(&k)) {
+                let _ = self.delete(&gr, &k.0, &k.1, &DeleteOptions::default());
+                changed = true;
+            }
+        }
+        for (gr, k, fin) in unfinalize {
+            if let Some(o) = self.tables.get(&gr).and_then(|t| t.objects.get(&k)) {
+                let mut v = o.value();
+                if let Some(f) = v["metadata"]["finalizers"].as_array_mut() {
+                    f.retain(|x| x.as_str() != Some(fin));
+                }
+                let no_fin = v["metadata"]["finalizers"].as_array().is_none_or(|f| f.is_empty());
+                if no_fin {
+                    metadata_mut(&mut v).remove("finalizers");
+                    self.remove(&gr, &k.0, &k.1, v);
+                } else {
+                    metadata_mut(&mut v).remove("resourceVersion");
+                    self.commit(&gr, k, Some(v), None);
+                }
+                changed = true;
+            }
+        }
+        for k in empty_ns {
+            if let Some(o) = self.tables[&ns_gr].objects.get(&k) {
+                let has_fin = !o.finalizers.is_empty();
+                if !has_fin {
+                    let v = o.value();
+                    self.remove(&ns_gr, "", &k.1, v);
+                    changed = true;
+                }
+            }
+        }
+        changed
+    }
+}
+
+/// Defaults the real server fills in on create.
+fn strategy_create(t: &ResourceType, obj: &mut Value) {
+    match (t.group.as_str(), t.plural.as_str()) {
+        ("", "pods") => {
+            obj["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
+            if obj["spec"]["restartPolicy"].is_null() {
+                obj["spec"]["restartPolicy"] = json!("Always");
+            }
+            if obj["spec"]["terminationGracePeriodSeconds"].is_null() {
+                obj["spec"]["terminationGracePeriodSeconds"] = json!(30);
+            }
+        }
+        ("", "namespaces") => {
+            obj["status"] = json!({"phase": "Active"});
+            obj["spec"]["finalizers"] = json!(["kubernetes"]);
+            let name = obj["metadata"]["name"].clone();
+            obj["metadata"]["labels"]["kubernetes.io/metadata.name"] = name;
+        }
+        ("", "nodes") => {
+            let name = obj["metadata"]["name"].clone();
+            if obj["metadata"]["labels"]["kubernetes.io/hostname"].is_null() {
+                obj["metadata"]["labels"]["kubernetes.io/hostname"] = name;
+            }
+        }
+        _ => {}
+    }
+}
+
+/// A CRD is accepted and established at once, as a healthy server does.
+fn crd_accept(crd: &mut Value) {
+    let names = crd["spec"]["names"].clone();
+    let now = meta::now();
+    let cond = |t: &str, reason: &str, msg: &str| json!({"type": t, "status": "True", "lastTransitionTime": now, "reason": reason, "message": msg});
+    let mut accepted = names;
+    if accepted["singular"].is_null() {
+        accepted["singular"] = json!(crd["spec"]["names"]["kind"].as_str().unwrap_or("").to_lowercase());
+    }
+    if accepted["listKind"].is_null() {
+        accepted["listKind"] = json!(format!("{}List", crd["spec"]["names"]["kind"].as_str().unwrap_or("")));
+    }
+    crd["status"] = json!({
+        "acceptedNames": accepted,
+        "conditions": [
+            cond("NamesAccepted", "NoConflicts", "no conflicts found"),
+            cond("Established", "InitialNamesAccepted", "the initial names have been accepted"),
+        ],
+        "storedVersions": crd["spec"]["versions"].as_array().map(|vs| vs.iter().filter(|v| v["storage"] == json!(true)).map(|v| v["name"].clone()).collect::<Vec<_>>()).unwrap_or_default(),
+    });
+}
+
+fn encode_continue(k: &Key, rv: u64) -> String {
+    use base64::Engine;
+    let start = if k.0.is_empty() {
+        format!("{}\u{0}", k.1)
+    } else {
+        format!("{}/{}\u{0}", k.0, k.1)
+    };
+    let body = json!({"v": "meta.k8s.io/v1", "rv": rv, "start": start});
+    base64::engine::general_purpose::STANDARD.encode(body.to_string())
+}
+
+fn decode_continue(tok: &str) -> Result<Key, ApiError> {
+    use base64::Engine;
+    let bad = || ApiError::bad_request(format!("continue key is not valid: {tok}"));
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(tok)
+        .or_else(|_| base64::engine::general_purpose::URL_SAFE.decode(tok))
+        .map_err(|_| bad())?;
+    let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
+    let start = v["start"].as_str().ok_or_else(bad)?;
+    let start = start.trim_end_matches('\u{0}');
+    Ok(match start.split_once('/') {
+        Some((ns, name)) => (ns.to_string(), name.to_string()),
+        None => (String::new(), start.to_string()),
+    })
+}
+
+impl ApiError {
+    pub(crate) fn with_details(mut self, d: Value) -> Self {
+        self.details = Some(d);
+        self
+    }
+}
+
+#[allow(dead_code)]
+fn _assert_send() {
+    fn is_send<T: Send + Sync>() {}
+    is_send::<Store>();
+    let _: HashSet<u8> = HashSet::new();
+}
