@@ -1,0 +1,383 @@
+//! Drain with `kubectl drain` semantics: skip mirror and DaemonSet pods,
+//! refuse pods with emptyDir data or without a controller unless allowed,
+//! evict the rest through `pods/eviction` a few at a time, retry budget
+//! refusals on drover's own cadence, and wait for each evicted pod to be gone
+//! by watching the node's pods. Each call does one bounded pass and reports
+//! what is left; the caller persists the deadline, so a restart resumes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use drover_api::names::reason;
+use drover_api::{DrainTimeoutAction, names::label};
+use drover_plan::Outcome;
+use futures::{StreamExt, TryStreamExt};
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::api::{Api, DeleteParams, ListParams, WatchEvent, WatchParams};
+use kube::{Client, ResourceExt};
+use tokio::time::Instant;
+
+use crate::error::{Result, is_not_found};
+use crate::eviction::{Evicted, Evictor};
+
+const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
+
+/// How to drain, from `spec.drain` plus the persisted deadline.
+#[derive(Debug, Clone)]
+pub struct DrainOptions {
+    pub grace_period_seconds: Option<i64>,
+    pub delete_empty_dir_data: bool,
+    pub force: bool,
+    pub pod_selector: Option<LabelSelector>,
+    pub on_timeout: DrainTimeoutAction,
+    /// When the drain as a whole times out (from when the node entered Draining).
+    pub deadline: Timestamp,
+    /// The longest this call may take before it reports progress.
+    pub pass: Duration,
+    /// How long to wait before evicting a budget-blocked pod again (kubectl: 5s).
+    pub retry_every: Duration,
+    /// Evictions in flight at once.
+    pub concurrency: usize,
+}
+
+impl DrainOptions {
+    pub fn from_spec(drain: &drover_api::Drain, deadline: Timestamp) -> Self {
+        DrainOptions {
+            grace_period_seconds: drain.grace_period_seconds,
+            delete_empty_dir_data: drain.delete_empty_dir_data,
+            force: drain.force,
+            pod_selector: drain.pod_selector.clone(),
+            on_timeout: drain.on_timeout,
+            deadline,
+            pass: Duration::from_secs(30),
+            retry_every: Duration::from_secs(5),
+            concurrency: 8,
+        }
+    }
+}
+
+/// What to do with one pod on the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PodDisposition {
+    /// Mirror (static) pods, DaemonSet pods and pods outside the pod selector stay.
+    Skip(&'static str),
+    /// Pods the spec does not allow drover to evict.
+    Refuse(String),
+    Evict,
+}
+
+fn controller_kind(pod: &Pod) -> Option<&str> {
+    pod.metadata
+        .owner_references
+        .as_ref()?
+        .iter()
+        .find(|o| o.controller == Some(true))
+        .map(|o| o.kind.as_str())
+}
+
+fn finished(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded") | Some("Failed")
+    )
+}
+
+/// kubectl drain's filters, in kubectl's order.
+pub fn disposition(pod: &Pod, opts: &DrainOptions) -> PodDisposition {
+    if pod.annotations().contains_key(MIRROR_ANNOTATION) {
+        return PodDisposition::Skip("mirror pod");
+    }
+    if controller_kind(pod) == Some("DaemonSet") {
+        return PodDisposition::Skip("DaemonSet pod");
+    }
+    if let Some(sel) = &opts.pod_selector
+        && !drover_plan::selector::matches(sel, pod.labels())
+    {
+        return PodDisposition::Skip("outside spec.drain.podSelector");
+    }
+    if finished(pod) {
+        return PodDisposition::Evict;
+    }
+    if controller_kind(pod).is_none() && !opts.force {
+        return PodDisposition::Refuse("no controller will recreate it (set spec.drain.force to evict it)".into());
+    }
+    let empty_dir = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.volumes.as_ref())
+        .is_some_and(|vs| vs.iter().any(|v| v.empty_dir.is_some()));
+    if empty_dir && !opts.delete_empty_dir_data {
+        return PodDisposition::Refuse("it has emptyDir data (set spec.drain.deleteEmptyDirData to evict it)".into());
+    }
+    PodDisposition::Evict
+}
+
+fn key(pod: &Pod) -> String {
+    format!("{}/{}", pod.namespace().unwrap_or_default(), pod.name_any())
+}
+
+/// The drainer of one node.
+pub struct Drainer<'a> {
+    pub client: &'a Client,
+    pub evictor: &'a Evictor,
+}
+
+impl Drainer<'_> {
+    /// One bounded pass of draining `node`.
+    pub async fn drain(&self, node: &str, opts: &DrainOptions) -> Result<Outcome> {
+        let pods: Api<Pod> = Api::all(self.client.clone());
+        let on_node = format!("spec.nodeName={node}");
+        let pass_end = Instant::now() + opts.pass;
+        // Budget refusals seen last, by pod, and when each pod may be tried again.
+        let mut blocked: BTreeMap<String, String> = BTreeMap::new();
+        let mut retry_at: BTreeMap<String, Instant> = BTreeMap::new();
+        loop {
+            let list = pods.list(&ListParams::default().fields(&on_node)).await?;
+            let rv = list.metadata.resource_version.clone().unwrap_or_default();
+            let mut refused = Vec::new();
+            let mut to_evict = Vec::new();
+            let mut terminating = BTreeSet::new();
+            for pod in &list.items {
+                match disposition(pod, opts) {
+                    PodDisposition::Skip(_) => {}
+                    PodDisposition::Refuse(why) => refused.push(format!("{} ({why})", key(pod))),
+                    PodDisposition::Evict if pod.metadata.deletion_timestamp.is_some() => {
+                        terminating.insert(pod.uid().unwrap_or_default());
+                    }
+                    PodDisposition::Evict => to_evict.push(pod.clone()),
+                }
+            }
+            let now = Timestamp::now();
+            let timed_out = now >= opts.deadline;
+            if !refused.is_empty() {
+                // kubectl refuses the whole drain before evicting anything.
+                return Ok(Outcome::Blocked {
+                    message: format!("refusing to evict {}", refused.join(", ")),
+                    timed_out,
+                });
+            }
+            if to_evict.is_empty() && terminating.is_empty() {
+                return Ok(Outcome::Done);
+            }
+            if timed_out {
+                if opts.on_timeout != DrainTimeoutAction::ForceDelete {
+                    return Ok(Outcome::Blocked {
+                        message: summary(&blocked, &to_evict, terminating.len()),
+                        timed_out: true,
+                    });
+                }
+                // Past the deadline with ForceDelete: delete without eviction (PDBs bypassed).
+                for pod in &to_evict {
+                    let ns_pods: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
+                    let dp = DeleteParams {
+                        grace_period_seconds: opts.grace_period_seconds.map(|g| g as u32),
+                        ..DeleteParams::default()
+                    };
+                    match ns_pods.delete(&pod.name_any(), &dp).await {
+                        Ok(_) => {}
+                        Err(e) if is_not_found(&e) => {}
+                        Err(e) => return Err(e.into()),
+                    }
+                    terminating.insert(pod.uid().unwrap_or_default());
+                }
+                to_evict.clear();
+            }
+
+            // Evict what is due, a few at a time.
+            let due: Vec<Pod> = to_evict
+                .into_iter()
+                .filter(|p| retry_at.get(&key(p)).is_none_or(|t| Instant::now() >= *t))
+                .collect();
+            let results: Vec<(Pod, Result<Evicted>)> = futures::stream::iter(due)
+                .map(|pod| async move {
+                    let r = self
+                        .evictor
+                        .evict(
+                            &pod.namespace().unwrap_or_default(),
+                            &pod.name_any(),
+                            pod.uid().as_deref(),
+                            opts.grace_period_seconds,
+                        )
+                        .await;
+                    (pod, r)
+                })
+                .buffer_unordered(opts.concurrency.max(1))
+                .collect()
+                .await;
+            let mut failures = Vec::new();
+            for (pod, r) in results {
+                let k = key(&pod);
+                match r? {
+                    Evicted::Accepted | Evicted::Gone => {
+                        blocked.remove(&k);
+                        retry_at.remove(&k);
+                        terminating.insert(pod.uid().unwrap_or_default());
+                    }
+                    Evicted::Blocked { message } => {
+                        let budgets = self.budgets_for(&pod).await?;
+                        blocked.insert(k.clone(), format!("{k} blocked by {budgets}: {message}"));
+                        retry_at.insert(k, Instant::now() + opts.retry_every);
+                    }
+                    Evicted::Refused { status: 500, message } if message.contains("more than one") => {
+                        let budgets = self.budgets_for(&pod).await?;
+                        blocked.insert(k.clone(), format!("{k} matches several budgets ({budgets}): {message}"));
+                        retry_at.insert(k, Instant::now() + opts.retry_every);
+                    }
+                    Evicted::Refused { status, message } if status >= 500 => {
+                        // A transient server error: try again on the next round.
+                        retry_at.insert(k.clone(), Instant::now() + opts.retry_every);
+                        failures.push(format!("{k}: {status} {message}"));
+                    }
+                    Evicted::Refused { status, message } => {
+                        return Ok(Outcome::Failed {
+                            reason: reason::DRAIN_BLOCKED.into(),
+                            message: format!("evicting {k} was refused ({status}): {message}"),
+                        });
+                    }
+                }
+            }
+
+            // Wait for the terminating pods to go, or until a blocked pod is due again.
+            let next_retry = retry_at.values().min().copied();
+            let wait_until = [Some(pass_end), next_retry]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(pass_end);
+            if !terminating.is_empty() {
+                self.wait_gone(&pods, &on_node, &rv, &mut terminating, wait_until)
+                    .await?;
+            } else if Instant::now() < wait_until {
+                tokio::time::sleep_until(wait_until).await;
+            }
+            if Instant::now() >= pass_end {
+                let message = summary(&blocked, &[], terminating.len());
+                return Ok(if blocked.is_empty() {
+                    Outcome::Waiting {
+                        message: if failures.is_empty() {
+                            message
+                        } else {
+                            format!("{message}; retrying {}", failures.join(", "))
+                        },
+                    }
+                } else {
+                    Outcome::Blocked {
+                        message,
+                        timed_out: false,
+                    }
+                });
+            }
+        }
+    }
+
+    /// Watch the node's pods until every UID in `uids` is gone (deleted, or
+    /// replaced by a pod with a new UID) or `until`.
+    async fn wait_gone(
+        &self,
+        pods: &Api<Pod>,
+        on_node: &str,
+        rv: &str,
+        uids: &mut BTreeSet<String>,
+        until: Instant,
+    ) -> Result<()> {
+        let remaining = until.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Ok(());
+        }
+        let wp = WatchParams::default()
+            .fields(on_node)
+            .timeout(remaining.as_secs().clamp(1, 290) as u32);
+        let stream = match pods.watch(&wp, rv).await {
+            Ok(s) => s,
+            // A watch that cannot start (410, a fault): re-list on the next round.
+            Err(_) => return Ok(()),
+        };
+        let mut stream = Box::pin(stream);
+        let _ = tokio::time::timeout_at(until, async {
+            while let Ok(Some(event)) = stream.try_next().await {
+                match event {
+                    WatchEvent::Deleted(p) => {
+                        uids.remove(&p.uid().unwrap_or_default());
+                    }
+                    WatchEvent::Error(_) => break,
+                    _ => {}
+                }
+                if uids.is_empty() {
+                    break;
+                }
+            }
+        })
+        .await;
+        Ok(())
+    }
+
+    /// The PodDisruptionBudgets that select `pod`, with what each allows.
+    async fn budgets_for(&self, pod: &Pod) -> Result<String> {
+        let ns = pod.namespace().unwrap_or_default();
+        let pdbs: Api<PodDisruptionBudget> = Api::namespaced(self.client.clone(), &ns);
+        let matching: Vec<String> = pdbs
+            .list(&ListParams::default())
+            .await?
+            .items
+            .iter()
+            .filter(|b| {
+                b.spec
+                    .as_ref()
+                    .and_then(|s| s.selector.as_ref())
+                    .is_some_and(|s| drover_plan::selector::matches(s, pod.labels()))
+            })
+            .map(|b| {
+                let allowed = b.status.as_ref().map(|s| s.disruptions_allowed).unwrap_or(0);
+                format!(
+                    "PodDisruptionBudget {ns}/{} ({allowed} disruptions allowed)",
+                    b.name_any()
+                )
+            })
+            .collect();
+        Ok(if matching.is_empty() {
+            "a disruption budget".into()
+        } else {
+            matching.join(", ")
+        })
+    }
+}
+
+fn summary(blocked: &BTreeMap<String, String>, left: &[Pod], terminating: usize) -> String {
+    let mut parts = Vec::new();
+    if !blocked.is_empty() {
+        let shown: Vec<&str> = blocked.values().take(3).map(String::as_str).collect();
+        let more = blocked.len().saturating_sub(3);
+        parts.push(format!(
+            "{} pods blocked: {}{}",
+            blocked.len(),
+            shown.join("; "),
+            if more > 0 {
+                format!("; and {more} more")
+            } else {
+                String::new()
+            }
+        ));
+    }
+    if !left.is_empty() {
+        parts.push(format!("{} pods left to evict", left.len()));
+    }
+    if terminating > 0 {
+        parts.push(format!("waiting for {terminating} pods to terminate"));
+    }
+    if parts.is_empty() {
+        "draining".into()
+    } else {
+        parts.join("; ")
+    }
+}
+
+/// Labels drover puts on what it creates; exported for the Job module.
+pub fn managed_labels(upgrade: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (label::MANAGED_BY.to_string(), label::MANAGED_BY_VALUE.to_string()),
+        (label::UPGRADE.to_string(), upgrade.to_string()),
+    ])
+}

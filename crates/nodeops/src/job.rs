@@ -1,0 +1,257 @@
+//! Upgrade Jobs: one per (ClusterUpgrade, node, component, version), named
+//! deterministically so a restarted drover finds the Job it created instead
+//! of starting a second one.
+
+use std::collections::BTreeMap;
+
+use drover_api::names::{label, reason};
+use drover_api::validate::parse_duration;
+use drover_api::{EnvVar, JobUpgrade};
+use drover_plan::Outcome;
+use drover_plan::decide::short_hash;
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{
+    Container, EnvVar as K8sEnvVar, HostPathVolumeSource, Pod, PodSpec, PodTemplateSpec, SecurityContext, Toleration,
+    Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use kube::api::{Api, ListParams, PostParams};
+use kube::{Client, ResourceExt};
+
+use crate::error::{NodeOpsError, Result, is_conflict};
+
+/// The ClusterUpgrade a Job belongs to (its owner reference).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub name: String,
+    pub uid: String,
+}
+
+impl Owner {
+    pub fn reference(&self) -> OwnerReference {
+        OwnerReference {
+            api_version: "drover.dev/v1alpha1".into(),
+            kind: "ClusterUpgrade".into(),
+            name: self.name.clone(),
+            uid: self.uid.clone(),
+            controller: Some(true),
+            block_owner_deletion: Some(true),
+        }
+    }
+}
+
+/// The Job for one component on one node.
+#[derive(Debug, Clone)]
+pub struct UpgradeJob<'a> {
+    pub owner: &'a Owner,
+    pub namespace: &'a str,
+    pub node: &'a str,
+    pub component: &'a str,
+    pub version: &'a str,
+    pub job: &'a JobUpgrade,
+}
+
+fn dns_part(s: &str, max: usize) -> String {
+    let cleaned: String = s
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .take(max)
+        .collect();
+    cleaned.trim_matches('-').to_string()
+}
+
+/// `<component>-<node>-<hash>`, at most 63 characters; the hash covers all
+/// four parts so any change of version gives a new Job.
+pub fn job_name(upgrade: &str, node: &str, component: &str, version: &str) -> String {
+    let hash = short_hash(&format!("{upgrade}/{node}/{component}/{version}"));
+    format!("{}-{}-{}", dns_part(component, 20), dns_part(node, 30), &hash[..10])
+}
+
+fn env(name: &str, value: &str) -> K8sEnvVar {
+    K8sEnvVar {
+        name: name.into(),
+        value: Some(value.into()),
+        value_from: None,
+    }
+}
+
+/// The Job object, built from the spec.
+pub fn build(j: &UpgradeJob) -> Job {
+    let name = job_name(&j.owner.name, j.node, j.component, j.version);
+    let mut labels = BTreeMap::from([
+        (label::MANAGED_BY.to_string(), label::MANAGED_BY_VALUE.to_string()),
+        (label::UPGRADE.to_string(), dns_part(&j.owner.name, 63)),
+        (label::NODE.to_string(), dns_part(j.node, 63)),
+        (label::COMPONENT.to_string(), dns_part(j.component, 63)),
+    ]);
+    let mut vars = vec![
+        env("DROVER_COMPONENT", j.component),
+        env("DROVER_VERSION", j.version),
+        env("DROVER_NODE", j.node),
+    ];
+    if j.job.reboots {
+        vars.push(env("DROVER_REBOOT", "true"));
+    }
+    vars.extend(j.job.env.iter().map(|EnvVar { name, value }| env(name, value)));
+    let (mounts, volumes) = if j.job.host_root {
+        (
+            Some(vec![VolumeMount {
+                name: "host-root".into(),
+                mount_path: "/host".into(),
+                ..VolumeMount::default()
+            }]),
+            Some(vec![Volume {
+                name: "host-root".into(),
+                host_path: Some(HostPathVolumeSource {
+                    path: "/".into(),
+                    type_: Some("Directory".into()),
+                }),
+                ..Volume::default()
+            }]),
+        )
+    } else {
+        (None, None)
+    };
+    let deadline = parse_duration(&j.job.timeout).map(|d| d.as_secs().max(1) as i64);
+    let pod_labels = {
+        let mut l = labels.clone();
+        l.insert("drover.dev/job".into(), name.clone());
+        l
+    };
+    labels.insert("drover.dev/job".into(), name.clone());
+    Job {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: Some(j.namespace.to_string()),
+            labels: Some(labels),
+            owner_references: Some(vec![j.owner.reference()]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(JobSpec {
+            backoff_limit: Some(2),
+            active_deadline_seconds: deadline,
+            ttl_seconds_after_finished: Some(3600),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    node_name: Some(j.node.to_string()),
+                    restart_policy: Some("Never".into()),
+                    // Every taint, including unschedulable and NotReady: the Job must run on its node.
+                    tolerations: Some(vec![Toleration {
+                        operator: Some("Exists".into()),
+                        ..Toleration::default()
+                    }]),
+                    host_pid: Some(j.job.host_root && j.job.privileged),
+                    containers: vec![Container {
+                        name: "upgrade".into(),
+                        image: Some(j.job.image.clone()),
+                        command: (!j.job.command.is_empty()).then(|| j.job.command.clone()),
+                        args: (!j.job.args.is_empty()).then(|| j.job.args.clone()),
+                        env: Some(vars),
+                        security_context: j.job.privileged.then(|| SecurityContext {
+                            privileged: Some(true),
+                            ..SecurityContext::default()
+                        }),
+                        volume_mounts: mounts,
+                        termination_message_policy: Some("FallbackToLogsOnError".into()),
+                        ..Container::default()
+                    }],
+                    volumes,
+                    ..PodSpec::default()
+                }),
+            },
+            ..JobSpec::default()
+        }),
+        status: None,
+    }
+}
+
+fn condition<'a>(job: &'a Job, type_: &str) -> Option<&'a k8s_openapi::api::batch::v1::JobCondition> {
+    job.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == "True")
+}
+
+/// The last `n` characters of a termination message.
+fn tail(s: &str, n: usize) -> String {
+    let chars: Vec<char> = s.trim().chars().collect();
+    let start = chars.len().saturating_sub(n);
+    chars[start..].iter().collect()
+}
+
+/// Create the Job if it does not exist and report where it stands.
+pub async fn run(client: &Client, j: &UpgradeJob<'_>) -> Result<Outcome> {
+    let jobs: Api<Job> = Api::namespaced(client.clone(), j.namespace);
+    let name = job_name(&j.owner.name, j.node, j.component, j.version);
+    let job = match jobs.get_opt(&name).await? {
+        Some(job) => job,
+        None => match jobs.create(&PostParams::default(), &build(j)).await {
+            Ok(job) => job,
+            Err(e) if is_conflict(&e) => jobs.get(&name).await?,
+            Err(e) => return Err(NodeOpsError::Kube(e)),
+        },
+    };
+    status(client, &job).await
+}
+
+/// Done, Waiting or Failed (with the Job's reason and the tail of its pod's message).
+pub async fn status(client: &Client, job: &Job) -> Result<Outcome> {
+    let name = job.name_any();
+    if condition(job, "Complete").is_some() {
+        return Ok(Outcome::Done);
+    }
+    if let Some(c) = condition(job, "Failed") {
+        let why = c.reason.clone().unwrap_or_else(|| "Failed".into());
+        let detail = c.message.clone().unwrap_or_default();
+        let pod_message = last_pod_message(client, job).await?;
+        let mut message = format!("job {}/{name} failed ({why})", job.namespace().unwrap_or_default());
+        if !detail.is_empty() {
+            message.push_str(&format!(": {detail}"));
+        }
+        if let Some(m) = pod_message {
+            message.push_str(&format!("; pod said: {m}"));
+        }
+        return Ok(Outcome::Failed {
+            reason: reason::UPGRADE_JOB_FAILED.into(),
+            message,
+        });
+    }
+    let s = job.status.clone().unwrap_or_default();
+    Ok(Outcome::Waiting {
+        message: format!(
+            "job {name} running ({} active, {} failed attempts)",
+            s.active.unwrap_or(0),
+            s.failed.unwrap_or(0)
+        ),
+    })
+}
+
+/// The termination message of the Job's most recent failed pod, cut to its last 400 characters.
+async fn last_pod_message(client: &Client, job: &Job) -> Result<Option<String>> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &job.namespace().unwrap_or_default());
+    let list = pods
+        .list(&ListParams::default().labels(&format!("drover.dev/job={}", job.name_any())))
+        .await?;
+    let mut messages: Vec<(String, String)> = list
+        .items
+        .iter()
+        .filter_map(|p| {
+            let statuses = p.status.as_ref()?.container_statuses.as_ref()?;
+            statuses.iter().find_map(|cs| {
+                let t = cs.state.as_ref()?.terminated.as_ref()?;
+                let m = t.message.clone().filter(|m| !m.trim().is_empty())?;
+                let at = t.finished_at.as_ref().map(|f| f.0.to_string()).unwrap_or_default();
+                Some((at, m))
+            })
+        })
+        .collect();
+    messages.sort();
+    Ok(messages.pop().map(|(_, m)| tail(&m, 400)))
+}

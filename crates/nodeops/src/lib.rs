@@ -1,0 +1,177 @@
+//! The side effects drover performs on one node, behind [`NodeOps`] so the
+//! controller can be tested with a fake. Every operation is idempotent (safe
+//! to repeat after a crash at any point), bounded in time, and returns an
+//! [`Outcome`] that says precisely why it is not finished.
+
+pub mod backup;
+pub mod cordon;
+pub mod drain;
+pub mod error;
+pub mod eviction;
+pub mod job;
+pub mod verify;
+pub mod workload;
+
+use std::future::Future;
+
+use drover_api::{BackupJob, JobUpgrade, Verify, WorkloadUpgrade};
+use drover_plan::{BackupState, ObservedWorkload, Outcome};
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::Node;
+use kube::Client;
+use kube::api::Api;
+
+pub use drain::DrainOptions;
+pub use error::{NodeOpsError, Result};
+pub use eviction::Evictor;
+pub use job::Owner;
+
+/// One component upgrade on one node.
+#[derive(Debug, Clone)]
+pub struct UpgradeRequest<'a> {
+    pub owner: &'a Owner,
+    pub node: &'a str,
+    pub component: &'a str,
+    pub version: &'a str,
+    pub job: &'a JobUpgrade,
+    /// How the result is verified: an upgrade whose result already shows is not run again.
+    pub verify: &'a Verify,
+}
+
+/// The operations, one node or one workload at a time.
+pub trait NodeOps: Send + Sync {
+    fn cordon(&self, node: &str, owner: &str) -> impl Future<Output = Result<Outcome>> + Send;
+    fn uncordon(&self, node: &str, owner: &str) -> impl Future<Output = Result<Outcome>> + Send;
+    fn drain(&self, node: &str, opts: &DrainOptions) -> impl Future<Output = Result<Outcome>> + Send;
+    fn upgrade(&self, req: &UpgradeRequest<'_>) -> impl Future<Output = Result<Outcome>> + Send;
+    fn verify(
+        &self,
+        node: &str,
+        component: &str,
+        version: &str,
+        verify: &Verify,
+        deadline: Option<Timestamp>,
+    ) -> impl Future<Output = Result<Outcome>> + Send;
+    fn upgrade_workload(&self, w: &WorkloadUpgrade, version: &str) -> impl Future<Output = Result<Outcome>> + Send;
+    fn observe_workload(
+        &self,
+        w: &WorkloadUpgrade,
+        version: &str,
+    ) -> impl Future<Output = Result<ObservedWorkload>> + Send;
+    fn ensure_backup(
+        &self,
+        owner: &Owner,
+        target_hash: &str,
+        b: &BackupJob,
+    ) -> impl Future<Output = Result<BackupState>> + Send;
+    fn observe_backup(
+        &self,
+        owner: &Owner,
+        target_hash: &str,
+        b: &BackupJob,
+    ) -> impl Future<Output = Result<BackupState>> + Send;
+}
+
+/// The real operations, through the Kubernetes API.
+pub struct KubeNodeOps {
+    client: Client,
+    evictor: Evictor,
+    /// Where upgrade Jobs run.
+    pub job_namespace: String,
+}
+
+impl KubeNodeOps {
+    /// `client` for ordinary requests; `evict_client` must not retry 429s
+    /// itself (build it from a `kube::Config` with `default_retry = false`).
+    pub fn new(client: Client, evict_client: Client, job_namespace: impl Into<String>) -> Self {
+        KubeNodeOps {
+            client,
+            evictor: Evictor::new(evict_client),
+            job_namespace: job_namespace.into(),
+        }
+    }
+
+    /// Both clients from one config.
+    pub fn from_config(config: kube::Config, job_namespace: impl Into<String>) -> Result<Self> {
+        let client = Client::try_from(config.clone())?;
+        let mut no_retry = config;
+        no_retry.default_retry = false;
+        let evict_client = Client::try_from(no_retry)?;
+        Ok(Self::new(client, evict_client, job_namespace))
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn evictor(&self) -> &Evictor {
+        &self.evictor
+    }
+}
+
+impl NodeOps for KubeNodeOps {
+    async fn cordon(&self, node: &str, owner: &str) -> Result<Outcome> {
+        cordon::cordon(&Api::<Node>::all(self.client.clone()), node, owner).await
+    }
+
+    async fn uncordon(&self, node: &str, owner: &str) -> Result<Outcome> {
+        cordon::uncordon(&Api::<Node>::all(self.client.clone()), node, owner).await
+    }
+
+    async fn drain(&self, node: &str, opts: &DrainOptions) -> Result<Outcome> {
+        drain::Drainer {
+            client: &self.client,
+            evictor: &self.evictor,
+        }
+        .drain(node, opts)
+        .await
+    }
+
+    async fn upgrade(&self, req: &UpgradeRequest<'_>) -> Result<Outcome> {
+        // Idempotent after a crash: if the node already shows the version, do not run it again.
+        if req.verify.job_succeeded.is_none() {
+            let node = Api::<Node>::all(self.client.clone()).get(req.node).await?;
+            if let Ok(live) = verify::live_version(&self.client, &node, req.component, req.verify).await?
+                && drover_api::version::same_version(&live, req.version)
+            {
+                return Ok(Outcome::Done);
+            }
+        }
+        let j = job::UpgradeJob {
+            owner: req.owner,
+            namespace: &self.job_namespace,
+            node: req.node,
+            component: req.component,
+            version: req.version,
+            job: req.job,
+        };
+        job::run(&self.client, &j).await
+    }
+
+    async fn verify(
+        &self,
+        node: &str,
+        component: &str,
+        version: &str,
+        v: &Verify,
+        deadline: Option<Timestamp>,
+    ) -> Result<Outcome> {
+        verify::verify(&self.client, node, component, version, v, deadline).await
+    }
+
+    async fn upgrade_workload(&self, w: &WorkloadUpgrade, version: &str) -> Result<Outcome> {
+        workload::upgrade(&self.client, w, version).await
+    }
+
+    async fn observe_workload(&self, w: &WorkloadUpgrade, version: &str) -> Result<ObservedWorkload> {
+        workload::observe(&self.client, w, version).await
+    }
+
+    async fn ensure_backup(&self, owner: &Owner, target_hash: &str, b: &BackupJob) -> Result<BackupState> {
+        backup::ensure(&self.client, owner, target_hash, b).await
+    }
+
+    async fn observe_backup(&self, owner: &Owner, target_hash: &str, b: &BackupJob) -> Result<BackupState> {
+        backup::observe(&self.client, owner, target_hash, b).await
+    }
+}

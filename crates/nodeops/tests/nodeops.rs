@@ -1,0 +1,712 @@
+//! Each node operation against kubesim: the rules, the failure reports, and
+//! idempotency (every operation run twice, and interrupted then resumed).
+
+mod support;
+
+use std::time::Duration;
+
+use drover_api::names::annotation::CORDONED_BY;
+use drover_api::{DrainTimeoutAction, JobUpgrade, NodeInfoField, PodImageCheck, Verify, WorkloadKind, WorkloadUpgrade};
+use drover_nodeops::eviction::Evicted;
+use drover_nodeops::{DrainOptions, NodeOps, Owner, UpgradeRequest};
+use drover_plan::Outcome;
+use jiff::Timestamp;
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use serde_json::json;
+use support::*;
+
+fn drain_opts(deadline_in: i64) -> DrainOptions {
+    let mut o = DrainOptions::from_spec(
+        &drover_api::Drain::default(),
+        Timestamp::now() + jiff::SignedDuration::from_secs(deadline_in),
+    );
+    o.pass = Duration::from_secs(3);
+    o.retry_every = Duration::from_millis(300);
+    o
+}
+
+#[tokio::test]
+async fn cordon_is_owned_and_uncordon_only_reverses_drovers_own() {
+    let c = Cluster::start().await;
+    c.node("a", true).await;
+    c.node("b", true).await;
+    for _ in 0..2 {
+        assert_eq!(c.ops.cordon("a", "cu1").await.unwrap(), Outcome::Done);
+    }
+    let a = c.get_node("a").await;
+    assert_eq!(a.spec.unwrap().unschedulable, Some(true));
+    assert_eq!(a.metadata.annotations.unwrap()[CORDONED_BY], "cu1");
+    // Another ClusterUpgrade cannot undo it.
+    c.ops.uncordon("a", "cu2").await.unwrap();
+    assert_eq!(c.get_node("a").await.spec.unwrap().unschedulable, Some(true));
+    for _ in 0..2 {
+        assert_eq!(c.ops.uncordon("a", "cu1").await.unwrap(), Outcome::Done);
+    }
+    let a = c.get_node("a").await;
+    assert_eq!(a.spec.unwrap().unschedulable, Some(false));
+    assert!(!a.metadata.annotations.unwrap_or_default().contains_key(CORDONED_BY));
+
+    // An admin's cordon: drover's cordon claims nothing, its uncordon does nothing.
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(c.client.clone());
+    nodes
+        .patch(
+            "b",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"unschedulable": true}})),
+        )
+        .await
+        .unwrap();
+    c.ops.cordon("b", "cu1").await.unwrap();
+    c.ops.uncordon("b", "cu1").await.unwrap();
+    let b = c.get_node("b").await;
+    assert_eq!(b.spec.unwrap().unschedulable, Some(true), "the admin's cordon stays");
+    assert!(!b.metadata.annotations.unwrap_or_default().contains_key(CORDONED_BY));
+    // Uncordoning a node that is gone is done.
+    assert_eq!(c.ops.uncordon("missing", "cu1").await.unwrap(), Outcome::Done);
+}
+
+#[tokio::test]
+async fn drain_skips_mirror_and_daemonset_pods_and_refuses_bare_and_emptydir_pods() {
+    let mut c = Cluster::start().await;
+    c.run_kubelet(Duration::from_millis(50));
+    c.node("n1", true).await;
+    c.mirror_pod("kube-apiserver-n1", "n1").await;
+    c.pod(
+        "kube-system",
+        "calico-node-x",
+        "n1",
+        json!({"app": "calico"}),
+        Some(("DaemonSet", "calico-node")),
+        json!([]),
+    )
+    .await;
+    c.pod("default", "bare", "n1", json!({"app": "bare"}), None, json!([]))
+        .await;
+    c.pod(
+        "default",
+        "cache",
+        "n1",
+        json!({"app": "cache"}),
+        Some(("ReplicaSet", "cache-rs")),
+        json!([{"name": "tmp", "emptyDir": {}}]),
+    )
+    .await;
+    c.pod(
+        "default",
+        "web",
+        "n1",
+        json!({"app": "web"}),
+        Some(("ReplicaSet", "web-rs")),
+        json!([]),
+    )
+    .await;
+
+    let mut opts = drain_opts(60);
+    let out = within(c.ops.drain("n1", &opts)).await.unwrap();
+    let Outcome::Blocked {
+        message,
+        timed_out: false,
+    } = out
+    else {
+        panic!("{out:?}")
+    };
+    assert!(message.contains("refusing to evict"), "{message}");
+    assert!(
+        message.contains("default/bare (no controller will recreate it (set spec.drain.force to evict it))"),
+        "{message}"
+    );
+    assert!(
+        message.contains("default/cache (it has emptyDir data (set spec.drain.deleteEmptyDirData to evict it))"),
+        "{message}"
+    );
+    assert_eq!(c.pods_on("n1").await.len(), 5, "a refused drain evicts nothing");
+
+    opts.force = true;
+    opts.delete_empty_dir_data = true;
+    for _ in 0..2 {
+        assert_eq!(within(c.ops.drain("n1", &opts)).await.unwrap(), Outcome::Done);
+    }
+    assert_eq!(c.pods_on("n1").await, ["calico-node-x", "kube-apiserver-n1"]);
+}
+
+#[tokio::test]
+async fn drain_respects_the_pod_selector() {
+    let mut c = Cluster::start().await;
+    c.run_kubelet(Duration::from_millis(20));
+    c.node("n1", true).await;
+    c.pod(
+        "default",
+        "a",
+        "n1",
+        json!({"tier": "batch"}),
+        Some(("ReplicaSet", "a")),
+        json!([]),
+    )
+    .await;
+    c.pod(
+        "default",
+        "b",
+        "n1",
+        json!({"tier": "web"}),
+        Some(("ReplicaSet", "b")),
+        json!([]),
+    )
+    .await;
+    let mut opts = drain_opts(60);
+    opts.pod_selector = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector {
+        match_labels: Some([("tier".to_string(), "batch".to_string())].into()),
+        match_expressions: None,
+    });
+    assert_eq!(within(c.ops.drain("n1", &opts)).await.unwrap(), Outcome::Done);
+    assert_eq!(c.pods_on("n1").await, ["b"]);
+}
+
+#[tokio::test]
+async fn the_grace_period_reaches_the_server() {
+    let c = Cluster::start().await; // no kubelet: the pod stays terminating
+    c.node("n1", true).await;
+    c.pod(
+        "default",
+        "web",
+        "n1",
+        json!({"app": "web"}),
+        Some(("ReplicaSet", "web-rs")),
+        json!([]),
+    )
+    .await;
+    let uid = Api::<Pod>::namespaced(c.client.clone(), "default")
+        .get("web")
+        .await
+        .unwrap()
+        .metadata
+        .uid;
+    let r = c
+        .ops
+        .evictor()
+        .evict("default", "web", uid.as_deref(), Some(17))
+        .await
+        .unwrap();
+    assert_eq!(r, Evicted::Accepted);
+    let p = Api::<Pod>::namespaced(c.client.clone(), "default")
+        .get("web")
+        .await
+        .unwrap();
+    assert!(p.metadata.deletion_timestamp.is_some());
+    assert_eq!(p.metadata.deletion_grace_period_seconds, Some(17));
+    assert_eq!(c.ops.evictor().policy_version().await.unwrap(), "v1");
+}
+
+#[tokio::test]
+async fn a_uid_precondition_protects_a_replaced_pod() {
+    let c = Cluster::start().await;
+    c.node("n1", true).await;
+    c.pod(
+        "default",
+        "web",
+        "n1",
+        json!({"app": "web"}),
+        Some(("ReplicaSet", "web-rs")),
+        json!([]),
+    )
+    .await;
+    let r = c
+        .ops
+        .evictor()
+        .evict("default", "web", Some("not-the-uid"), Some(0))
+        .await
+        .unwrap();
+    assert_eq!(r, Evicted::Gone, "a pod with a new UID is not the one we meant");
+    assert_eq!(c.pods_on("n1").await, ["web"]);
+}
+
+#[tokio::test]
+async fn a_pdb_block_is_reported_at_once_naming_pods_and_budgets_and_then_unblocks() {
+    let mut c = Cluster::start().await;
+    c.run_kubelet(Duration::from_millis(20));
+    c.node("n1", true).await;
+    c.pod(
+        "default",
+        "web-1",
+        "n1",
+        json!({"app": "web"}),
+        Some(("ReplicaSet", "web-rs")),
+        json!([]),
+    )
+    .await;
+    c.pdb("default", "web", json!({"app": "web"}), 0).await;
+    // The default client would retry a 429 for many minutes; the bound proves it does not.
+    let out = within(c.ops.drain("n1", &drain_opts(60))).await.unwrap();
+    let Outcome::Blocked {
+        message,
+        timed_out: false,
+    } = out
+    else {
+        panic!("{out:?}")
+    };
+    assert!(
+        message.contains(
+            "1 pods blocked: default/web-1 blocked by PodDisruptionBudget default/web (0 disruptions allowed)"
+        ),
+        "{message}"
+    );
+    assert!(
+        message.contains("Cannot evict pod as it would violate the pod's disruption budget."),
+        "{message}"
+    );
+    assert_eq!(c.pods_on("n1").await, ["web-1"]);
+
+    c.pdb_allows("default", "web", 1).await;
+    assert_eq!(within(c.ops.drain("n1", &drain_opts(60))).await.unwrap(), Outcome::Done);
+    assert!(c.pods_on("n1").await.is_empty());
+}
+
+#[tokio::test]
+async fn a_pod_under_two_budgets_is_reported() {
+    let c = Cluster::start().await;
+    c.node("n1", true).await;
+    c.pod(
+        "default",
+        "web-1",
+        "n1",
+        json!({"app": "web"}),
+        Some(("ReplicaSet", "web-rs")),
+        json!([]),
+    )
+    .await;
+    c.pdb("default", "web-a", json!({"app": "web"}), 1).await;
+    c.pdb("default", "web-b", json!({"app": "web"}), 1).await;
+    let out = within(c.ops.drain("n1", &drain_opts(60))).await.unwrap();
+    let Outcome::Blocked { message, .. } = out else {
+        panic!("{out:?}")
+    };
+    assert!(message.contains("default/web-1 matches several budgets (PodDisruptionBudget default/web-a (1 disruptions allowed), PodDisruptionBudget default/web-b (1 disruptions allowed))"), "{message}");
+}
+
+#[tokio::test]
+async fn at_the_timeout_halt_reports_and_force_delete_deletes() {
+    let mut c = Cluster::start().await;
+    c.run_kubelet(Duration::from_millis(20));
+    c.node("n1", true).await;
+    c.pod(
+        "default",
+        "web-1",
+        "n1",
+        json!({"app": "web"}),
+        Some(("ReplicaSet", "web-rs")),
+        json!([]),
+    )
+    .await;
+    c.pdb("default", "web", json!({"app": "web"}), 0).await;
+
+    let mut opts = drain_opts(-1); // the deadline has passed
+    for action in [DrainTimeoutAction::Halt, DrainTimeoutAction::SkipNode] {
+        opts.on_timeout = action;
+        let out = within(c.ops.drain("n1", &opts)).await.unwrap();
+        assert!(
+            matches!(out, Outcome::Blocked { timed_out: true, .. }),
+            "{action:?}: {out:?}"
+        );
+        assert_eq!(c.pods_on("n1").await, ["web-1"], "{action:?} deletes nothing");
+    }
+    opts.on_timeout = DrainTimeoutAction::ForceDelete;
+    assert_eq!(within(c.ops.drain("n1", &opts)).await.unwrap(), Outcome::Done);
+    assert!(c.pods_on("n1").await.is_empty(), "ForceDelete bypasses the budget");
+}
+
+#[tokio::test]
+async fn an_interrupted_drain_resumes() {
+    let mut c = Cluster::start().await;
+    c.node("n1", true).await;
+    for i in 0..6 {
+        c.pod(
+            "default",
+            &format!("web-{i}"),
+            "n1",
+            json!({"app": "web"}),
+            Some(("ReplicaSet", "web-rs")),
+            json!([]),
+        )
+        .await;
+    }
+    // No kubelet yet: the pass ends with pods terminating.
+    let out = within(c.ops.drain("n1", &drain_opts(60))).await.unwrap();
+    let Outcome::Waiting { message } = out else {
+        panic!("{out:?}")
+    };
+    assert!(message.contains("waiting for 6 pods to terminate"), "{message}");
+    // drover restarts; the kubelet catches up; the next pass finishes.
+    c.run_kubelet(Duration::from_millis(10));
+    assert_eq!(within(c.ops.drain("n1", &drain_opts(60))).await.unwrap(), Outcome::Done);
+}
+
+fn job_spec() -> JobUpgrade {
+    JobUpgrade {
+        image: "example.com/upgrade:1".into(),
+        command: vec!["/upgrade.sh".into()],
+        args: vec![],
+        env: vec![drover_api::EnvVar {
+            name: "CHANNEL".into(),
+            value: "stable".into(),
+        }],
+        privileged: true,
+        host_root: true,
+        timeout: "20m".into(),
+        reboots: false,
+    }
+}
+
+#[tokio::test]
+async fn the_upgrade_job_is_pinned_deterministic_and_created_once() {
+    let c = Cluster::start().await;
+    c.node("n1", true).await;
+    let o: Owner = c.cluster_upgrade("platform").await;
+    let j = job_spec();
+    let v = Verify {
+        node_info: None,
+        pod: None,
+        job_succeeded: Some(true),
+    };
+    let req = UpgradeRequest {
+        owner: &o,
+        node: "n1",
+        component: "containerd",
+        version: "1.7.23",
+        job: &j,
+        verify: &v,
+    };
+    for _ in 0..2 {
+        let out = c.ops.upgrade(&req).await.unwrap();
+        assert!(
+            matches!(&out, Outcome::Waiting { message } if message.contains("running")),
+            "{out:?}"
+        );
+    }
+    let jobs: Api<Job> = Api::namespaced(c.client.clone(), "kube-system");
+    let list = jobs
+        .list(&ListParams::default().labels("app.kubernetes.io/managed-by=drover"))
+        .await
+        .unwrap();
+    assert_eq!(
+        list.items.len(),
+        1,
+        "a repeat finds the Job instead of creating another"
+    );
+    let job = &list.items[0];
+    assert_eq!(
+        job.metadata.name.as_deref(),
+        Some(drover_nodeops::job::job_name("platform", "n1", "containerd", "1.7.23").as_str())
+    );
+    assert_eq!(
+        job.metadata.owner_references.as_ref().unwrap()[0].kind,
+        "ClusterUpgrade"
+    );
+    let spec = job.spec.as_ref().unwrap();
+    assert_eq!(spec.active_deadline_seconds, Some(1200));
+    assert_eq!(spec.backoff_limit, Some(2));
+    assert!(spec.ttl_seconds_after_finished.is_some());
+    let pod = spec.template.spec.as_ref().unwrap();
+    assert_eq!(pod.node_name.as_deref(), Some("n1"));
+    assert_eq!(pod.tolerations.as_ref().unwrap()[0].operator.as_deref(), Some("Exists"));
+    let ctr = &pod.containers[0];
+    assert_eq!(ctr.security_context.as_ref().unwrap().privileged, Some(true));
+    let env: Vec<(String, String)> = ctr
+        .env
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|e| (e.name.clone(), e.value.clone().unwrap()))
+        .collect();
+    for (k, v) in [
+        ("DROVER_COMPONENT", "containerd"),
+        ("DROVER_VERSION", "1.7.23"),
+        ("DROVER_NODE", "n1"),
+        ("CHANNEL", "stable"),
+    ] {
+        assert!(env.contains(&(k.to_string(), v.to_string())), "{env:?}");
+    }
+    assert_eq!(pod.volumes.as_ref().unwrap()[0].host_path.as_ref().unwrap().path, "/");
+
+    // Unprivileged, no host root: neither is granted.
+    let plain = JobUpgrade {
+        privileged: false,
+        host_root: false,
+        ..job_spec()
+    };
+    let req = UpgradeRequest {
+        job: &plain,
+        component: "agent",
+        ..req
+    };
+    c.ops.upgrade(&req).await.unwrap();
+    let job = jobs
+        .get(&drover_nodeops::job::job_name("platform", "n1", "agent", "1.7.23"))
+        .await
+        .unwrap();
+    let pod = job.spec.unwrap().template.spec.unwrap();
+    assert!(pod.volumes.is_none() && pod.containers[0].security_context.is_none());
+}
+
+#[tokio::test]
+async fn a_failed_job_reports_its_reason_and_the_pods_message() {
+    let c = Cluster::start().await;
+    c.node("n1", true).await;
+    let o: Owner = c.cluster_upgrade("platform").await;
+    let j = job_spec();
+    let v = Verify {
+        node_info: None,
+        pod: None,
+        job_succeeded: Some(true),
+    };
+    let req = UpgradeRequest {
+        owner: &o,
+        node: "n1",
+        component: "containerd",
+        version: "1.7.23",
+        job: &j,
+        verify: &v,
+    };
+    c.ops.upgrade(&req).await.unwrap();
+    let name = drover_nodeops::job::job_name("platform", "n1", "containerd", "1.7.23");
+    // What the Job controller and the kubelet would write.
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), "kube-system");
+    let pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": format!("{name}-x1"), "namespace": "kube-system", "labels": {"drover.dev/job": name}},
+        "spec": {"nodeName": "n1", "restartPolicy": "Never", "containers": [{"name": "upgrade", "image": "x"}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let long = format!(
+        "{}E: Unable to locate package containerd.io=1.7.23",
+        "noise ".repeat(200)
+    );
+    pods.patch_status(&format!("{name}-x1"), &PatchParams::default(), &Patch::Merge(json!({"status": {"phase": "Failed",
+        "containerStatuses": [{"name": "upgrade", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+            "state": {"terminated": {"exitCode": 100, "reason": "Error", "message": long, "finishedAt": "2026-11-23T10:00:00Z"}}}]}}))).await.unwrap();
+    let jobs: Api<Job> = Api::namespaced(c.client.clone(), "kube-system");
+    jobs.patch_status(&name, &PatchParams::default(), &Patch::Merge(json!({"status": {"failed": 3,
+        "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}]}}))).await.unwrap();
+    let out = c.ops.upgrade(&req).await.unwrap();
+    let Outcome::Failed { reason, message } = out else {
+        panic!("{out:?}")
+    };
+    assert_eq!(reason, "UpgradeJobFailed");
+    assert!(message.starts_with(&format!("job kube-system/{name} failed (BackoffLimitExceeded): Job has reached the specified backoff limit; pod said: ")), "{message}");
+    assert!(
+        message.ends_with("E: Unable to locate package containerd.io=1.7.23"),
+        "{message}"
+    );
+    assert!(message.len() < 700, "only the tail of the message: {}", message.len());
+}
+
+#[tokio::test]
+async fn an_upgrade_already_visible_on_the_node_runs_no_job() {
+    let c = Cluster::start().await;
+    c.node("n1", true).await;
+    let o: Owner = c.cluster_upgrade("platform").await;
+    let j = job_spec();
+    let v = Verify {
+        node_info: Some(NodeInfoField::KubeletVersion),
+        pod: None,
+        job_succeeded: None,
+    };
+    let req = UpgradeRequest {
+        owner: &o,
+        node: "n1",
+        component: "kubelet",
+        version: "v1.31.4",
+        job: &j,
+        verify: &v,
+    };
+    assert_eq!(c.ops.upgrade(&req).await.unwrap(), Outcome::Done);
+    let jobs: Api<Job> = Api::namespaced(c.client.clone(), "kube-system");
+    assert!(jobs.list(&ListParams::default()).await.unwrap().items.is_empty());
+}
+
+#[tokio::test]
+async fn verify_by_node_info_waits_then_records_or_fails_at_the_deadline() {
+    let c = Cluster::start().await;
+    c.node("n1", true).await;
+    let v = Verify {
+        node_info: Some(NodeInfoField::KubeletVersion),
+        pod: None,
+        job_succeeded: None,
+    };
+    let later = Some(Timestamp::now() + jiff::SignedDuration::from_secs(600));
+    let out = c.ops.verify("n1", "kubelet", "v1.32.0", &v, later).await.unwrap();
+    assert_eq!(
+        out,
+        Outcome::Waiting {
+            message: "kubelet on n1 reports v1.31.4, want v1.32.0".into()
+        }
+    );
+    let past = Some(Timestamp::now() - jiff::SignedDuration::from_secs(1));
+    let out = c.ops.verify("n1", "kubelet", "v1.32.0", &v, past).await.unwrap();
+    assert_eq!(
+        out,
+        Outcome::Failed {
+            reason: "VerificationFailed".into(),
+            message: "kubelet on n1 reports v1.31.4, want v1.32.0 after the component's timeout".into()
+        }
+    );
+
+    c.node_status(
+        "n1",
+        json!({"conditions": [{"type": "Ready", "status": "False"}], "nodeInfo": {"kubeletVersion": "v1.32.0"}}),
+    )
+    .await;
+    let out = c.ops.verify("n1", "kubelet", "v1.32.0", &v, later).await.unwrap();
+    assert_eq!(
+        out,
+        Outcome::Waiting {
+            message: "node n1 is NotReady".into()
+        }
+    );
+    c.node_status("n1", json!({"conditions": [{"type": "Ready", "status": "True"}]}))
+        .await;
+    for _ in 0..2 {
+        assert_eq!(
+            c.ops.verify("n1", "kubelet", "v1.32.0", &v, later).await.unwrap(),
+            Outcome::Done
+        );
+    }
+    let n = c.get_node("n1").await;
+    assert_eq!(
+        n.metadata.annotations.unwrap()["drover.dev/verified.kubelet"],
+        "v1.32.0"
+    );
+}
+
+#[tokio::test]
+async fn verify_by_pod_image_and_by_job_success() {
+    let c = Cluster::start().await;
+    c.node("n1", true).await;
+    c.mirror_pod("kube-apiserver", "n1").await;
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), "kube-system");
+    pods.patch_status(
+        "kube-apiserver",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}})),
+    )
+    .await
+    .unwrap();
+    let v = Verify {
+        node_info: None,
+        pod: Some(PodImageCheck {
+            namespace: "kube-system".into(),
+            labels: [("component".to_string(), "kube-apiserver".to_string())].into(),
+            container: None,
+        }),
+        job_succeeded: None,
+    };
+    assert_eq!(
+        c.ops.verify("n1", "kube-apiserver", "v1.31.4", &v, None).await.unwrap(),
+        Outcome::Done
+    );
+    let out = c.ops.verify("n1", "kube-apiserver", "v1.32.0", &v, None).await.unwrap();
+    assert_eq!(
+        out,
+        Outcome::Waiting {
+            message: "kube-apiserver on n1 reports v1.31.4, want v1.32.0".into()
+        }
+    );
+
+    let by_job = Verify {
+        node_info: None,
+        pod: None,
+        job_succeeded: Some(true),
+    };
+    assert_eq!(
+        c.ops.verify("n1", "agent", "2.0.0", &by_job, None).await.unwrap(),
+        Outcome::Done
+    );
+    assert_eq!(
+        c.get_node("n1").await.metadata.annotations.unwrap()["drover.dev/verified.agent"],
+        "2.0.0"
+    );
+}
+
+#[tokio::test]
+async fn a_daemonset_image_change_is_awaited_until_rolled_out() {
+    let c = Cluster::start().await;
+    let ds: DaemonSet = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "DaemonSet",
+        "metadata": {"name": "calico-node", "namespace": "kube-system"},
+        "spec": {"selector": {"matchLabels": {"k8s-app": "calico-node"}},
+                 "template": {"metadata": {"labels": {"k8s-app": "calico-node"}},
+                              "spec": {"containers": [{"name": "calico-node", "image": "docker.io/calico/node:v3.28.1"}]}}}
+    })).unwrap();
+    let api: Api<DaemonSet> = Api::namespaced(c.client.clone(), "kube-system");
+    api.create(&PostParams::default(), &ds).await.unwrap();
+    let w = WorkloadUpgrade {
+        kind: WorkloadKind::DaemonSet,
+        namespace: "kube-system".into(),
+        name: "calico-node".into(),
+        container: None,
+        timeout: "10m".into(),
+    };
+    let out = c.ops.upgrade_workload(&w, "v3.29.0").await.unwrap();
+    assert!(
+        matches!(&out, Outcome::Waiting { message } if message.starts_with("set DaemonSet kube-system/calico-node to v3.29.0")),
+        "{out:?}"
+    );
+    let d = api.get("calico-node").await.unwrap();
+    assert_eq!(
+        d.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0]
+            .image
+            .as_deref(),
+        Some("docker.io/calico/node:v3.29.0")
+    );
+    let generation = d.metadata.generation.unwrap();
+    let out = c.ops.upgrade_workload(&w, "v3.29.0").await.unwrap();
+    assert!(
+        matches!(&out, Outcome::Waiting { message } if message.starts_with("waiting for DaemonSet")),
+        "{out:?}"
+    );
+    let seen = c.ops.observe_workload(&w, "v3.29.0").await.unwrap();
+    assert_eq!(
+        (seen.version.as_deref(), seen.rolled_out, seen.failed),
+        (Some("v3.29.0"), false, None)
+    );
+    // The DaemonSet controller finishes the rollout.
+    api.patch_status("calico-node", &PatchParams::default(), &Patch::Merge(json!({"status": {
+        "observedGeneration": generation, "desiredNumberScheduled": 3, "currentNumberScheduled": 3, "numberMisscheduled": 0,
+        "updatedNumberScheduled": 3, "numberAvailable": 3, "numberReady": 3}}))).await.unwrap();
+    assert_eq!(c.ops.upgrade_workload(&w, "v3.29.0").await.unwrap(), Outcome::Done);
+    assert!(c.ops.observe_workload(&w, "v3.29.0").await.unwrap().rolled_out);
+}
+
+#[tokio::test]
+async fn a_rollout_that_passes_its_timeout_fails() {
+    let c = Cluster::start().await;
+    let api: Api<DaemonSet> = Api::namespaced(c.client.clone(), "kube-system");
+    let ds: DaemonSet = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "DaemonSet",
+        "metadata": {"name": "calico-node", "namespace": "kube-system", "annotations": {"drover.dev/rollout-started": "2026-01-01T00:00:00Z"}},
+        "spec": {"selector": {"matchLabels": {"k8s-app": "calico-node"}},
+                 "template": {"metadata": {"labels": {"k8s-app": "calico-node"}},
+                              "spec": {"containers": [{"name": "calico-node", "image": "docker.io/calico/node:v3.29.0"}]}}}
+    })).unwrap();
+    api.create(&PostParams::default(), &ds).await.unwrap();
+    api.patch_status("calico-node", &PatchParams::default(), &Patch::Merge(json!({"status": {
+        "desiredNumberScheduled": 3, "currentNumberScheduled": 3, "numberMisscheduled": 0, "numberReady": 1, "updatedNumberScheduled": 1, "numberAvailable": 1}}))).await.unwrap();
+    let w = WorkloadUpgrade {
+        kind: WorkloadKind::DaemonSet,
+        namespace: "kube-system".into(),
+        name: "calico-node".into(),
+        container: None,
+        timeout: "10m".into(),
+    };
+    let out = c.ops.upgrade_workload(&w, "v3.29.0").await.unwrap();
+    assert_eq!(
+        out,
+        Outcome::Failed {
+            reason: "RolloutFailed".into(),
+            message: "DaemonSet kube-system/calico-node did not finish rolling out within 10m".into()
+        }
+    );
+    assert!(c.ops.observe_workload(&w, "v3.29.0").await.unwrap().failed.is_some());
+}
