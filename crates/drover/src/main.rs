@@ -1,8 +1,12 @@
 //! The drover binary.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use drover_controller::{LeaseConfig, RunConfig, Settings};
 
 #[derive(Parser)]
 #[command(
@@ -15,6 +19,12 @@ struct Cli {
     command: Command,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Print the ClusterUpgrade CustomResourceDefinition (YAML), or write it to a file.
@@ -23,6 +33,118 @@ enum Command {
         #[arg(long, short)]
         output: Option<PathBuf>,
     },
+    /// Run the controller against the cluster of the current kubeconfig (or in-cluster config).
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// A kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or the in-cluster config).
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Namespace for upgrade Jobs and the leader Lease.
+    #[arg(long, env = "DROVER_NAMESPACE", default_value = "kube-system")]
+    namespace: String,
+    /// Elect a leader through a Lease (run two replicas with this on).
+    #[arg(long, env = "DROVER_LEADER_ELECT", default_value_t = false)]
+    leader_elect: bool,
+    #[arg(long, default_value = "drover-leader")]
+    lease_name: String,
+    /// This replica's identity in the Lease (default: POD_NAME, else hostname and process id).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Seconds a Lease holds without renewal.
+    #[arg(long, default_value_t = 15)]
+    lease_duration: u64,
+    /// The node drover runs on; it is upgraded last among workers.
+    #[arg(long, env = "NODE_NAME")]
+    node_name: Option<String>,
+    /// Address for /metrics, /healthz and /readyz ("off" to disable).
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    http_addr: String,
+    /// Requests per second to the API server (0: unlimited).
+    #[arg(long, default_value_t = 50)]
+    kube_qps: u64,
+    /// Node steps performed at once.
+    #[arg(long, default_value_t = 64)]
+    step_concurrency: usize,
+    /// Longest a single drain pass runs before progress is written.
+    #[arg(long, default_value_t = 5)]
+    drain_pass_seconds: u64,
+    #[arg(long, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,kube=warn,tower=warn,hyper=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+async fn kube_config(path: Option<PathBuf>) -> anyhow::Result<kube::Config> {
+    Ok(match path {
+        Some(p) => {
+            let kc = kube::config::Kubeconfig::read_from(&p)
+                .with_context(|| format!("reading kubeconfig {}", p.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default()).await?
+        }
+        None => kube::Config::infer().await?,
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    init_logging(args.log_format);
+    let config = kube_config(args.kubeconfig).await?;
+    let identity = args.identity.unwrap_or_else(|| {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "drover".into());
+        format!("{host}-{}", std::process::id())
+    });
+    let http_addr = match args.http_addr.as_str() {
+        "off" | "" => None,
+        a => Some(
+            a.parse::<SocketAddr>()
+                .with_context(|| format!("--http-addr {a:?} is not an address such as 0.0.0.0:8080"))?,
+        ),
+    };
+    let lease_duration = Duration::from_secs(args.lease_duration.max(2));
+    let cfg = RunConfig {
+        settings: Settings {
+            self_node: args.node_name,
+            job_namespace: args.namespace.clone(),
+            drain_pass: Duration::from_secs(args.drain_pass_seconds.max(1)),
+            step_concurrency: args.step_concurrency.max(1),
+            ..Settings::default()
+        },
+        lease: args.leader_elect.then(|| LeaseConfig {
+            namespace: args.namespace.clone(),
+            name: args.lease_name.clone(),
+            identity,
+            duration: lease_duration,
+            renew_every: lease_duration / 3,
+        }),
+        http_addr,
+        qps: (args.kube_qps > 0).then_some(args.kube_qps),
+    };
+    drover_controller::run(config, cfg, shutdown_signal()).await?;
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
@@ -34,7 +156,8 @@ fn main() -> anyhow::Result<()> {
                 Some(path) => std::fs::write(&path, yaml)?,
                 None => print!("{yaml}"),
             }
+            Ok(())
         }
+        Command::Run(args) => tokio::runtime::Runtime::new()?.block_on(run(args)),
     }
-    Ok(())
 }

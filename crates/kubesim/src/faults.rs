@@ -74,10 +74,14 @@ impl Faults {
             v.delay += Duration::from_millis(r.latency_ms);
             if v.error.is_none() && r.rate > 0.0 && chance() < r.rate {
                 v.error = Some(match r.code {
-                    429 => ApiError::too_many_requests(
-                        "the server has received too many requests and has asked us to try again later",
-                        serde_json::json!([]),
-                    ),
+                    429 => {
+                        let mut e = ApiError::too_many_requests(
+                            "the server has received too many requests and has asked us to try again later",
+                            serde_json::json!([]),
+                        );
+                        e.details = Some(serde_json::json!({"retryAfterSeconds": 1}));
+                        e
+                    }
                     503 => ApiError::service_unavailable("the server is currently unable to handle the request"),
                     _ => ApiError::internal("injected fault"),
                 });

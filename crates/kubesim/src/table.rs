@@ -129,6 +129,23 @@ pub fn columns(t: &ResourceType, version: &str) -> Vec<Value> {
             ),
         ],
         ("", "namespaces") => vec![name, col("Status", "string", "", "The status of the namespace", 0), age],
+        ("", "configmaps") => vec![
+            name,
+            col("Data", "string", "", "Data contains the configuration data.", 0),
+            age,
+        ],
+        ("", "secrets") => vec![
+            name,
+            col(
+                "Type",
+                "string",
+                "",
+                "Used to facilitate programmatic handling of secret data.",
+                0,
+            ),
+            col("Data", "string", "", "Data contains the secret data.", 0),
+            age,
+        ],
         ("apps", "deployments") => vec![
             name,
             col("Ready", "string", "", "Number of the pod with ready state", 0),
@@ -275,6 +292,14 @@ pub fn cells(t: &ResourceType, version: &str, o: &Value) -> Vec<Value> {
             ]
         }
         ("", "namespaces") => vec![name, json!(s(&o["status"]["phase"])), age],
+        ("", "configmaps") => {
+            let n = o["data"].as_object().map_or(0, |m| m.len()) + o["binaryData"].as_object().map_or(0, |m| m.len());
+            vec![name, json!(n), age]
+        }
+        ("", "secrets") => {
+            let n = o["data"].as_object().map_or(0, |m| m.len());
+            vec![name, json!(s(&o["type"])), json!(n), age]
+        }
         ("apps", "deployments") => {
             let st = &o["status"];
             let n = |v: &Value| v.as_i64().unwrap_or(0);

@@ -34,9 +34,12 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let code = StatusCode::from_u16(self.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut r = json_response(code, &self.status());
-        if self.code == 429 {
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        let retry = self.details.as_ref().and_then(|d| d["retryAfterSeconds"].as_u64());
+        if let Some(v) = retry
+            .filter(|s| *s > 0)
+            .and_then(|s| HeaderValue::from_str(&s.to_string()).ok())
+        {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
         }
         r
     }

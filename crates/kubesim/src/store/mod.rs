@@ -914,11 +914,11 @@ impl Inner {
         }
         new["apiVersion"] = old["apiVersion"].clone();
         new["kind"] = json!(t.kind);
+        self.admit(&t, &mut new, Some(&old), opts)?;
         if spec_view(&new, status_sub) != spec_view(&old, status_sub) {
             let g = old["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
             new["metadata"]["generation"] = json!(g);
         }
-        self.admit(&t, &mut new, Some(&old), opts)?;
         let manager = opts.field_manager.clone().unwrap_or_else(|| "unknown".into());
         let api_version = new["apiVersion"].as_str().unwrap_or("").to_string();
         match managed {

@@ -17,8 +17,15 @@ pub async fn within<T>(f: impl Future<Output = T>) -> T {
 
 pub async fn server() -> (kubesim::ApiServer, Client) {
     let s = kubesim::ApiServer::start().await.expect("server starts");
-    let c = s.client().expect("client");
+    let c = client(&s);
     (s, c)
+}
+
+/// A client that surfaces 429/503 at once instead of retrying them.
+pub fn client(s: &kubesim::ApiServer) -> Client {
+    let mut cfg = kube::Config::new(s.url().parse().unwrap());
+    cfg.default_retry = false;
+    Client::try_from(cfg).unwrap()
 }
 
 pub fn pod(name: &str, node: Option<&str>, labels: Value) -> Pod {

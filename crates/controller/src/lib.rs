@@ -1,0 +1,251 @@
+//! drover's controller: watches ClusterUpgrades, Nodes and drover's Jobs,
+//! and for each ClusterUpgrade runs observe → plan → write status → act.
+//! With leader election, one replica acts; metrics and health are served
+//! over HTTP.
+
+pub mod error;
+pub mod leader;
+pub mod metrics;
+pub mod observe;
+pub mod reconcile;
+
+use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use drover_api::ClusterUpgrade;
+use drover_nodeops::KubeNodeOps;
+use futures::{Future, StreamExt};
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::Api;
+use kube::runtime::controller::{Config as ControllerConfig, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::{Client, ResourceExt};
+use tokio::sync::watch;
+
+pub use error::{Error, Result};
+pub use leader::LeaseConfig;
+pub use metrics::Metrics;
+pub use reconcile::Settings;
+
+/// How `drover run` runs.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    pub settings: Settings,
+    /// Leader election; None runs without it (a single replica).
+    pub lease: Option<LeaseConfig>,
+    /// Where `/metrics`, `/healthz` and `/readyz` are served.
+    pub http_addr: Option<SocketAddr>,
+    /// Requests per second to the API server (None: unlimited).
+    pub qps: Option<u64>,
+}
+
+/// Build the two clients drover uses: a rate-limited one, and one for
+/// evictions that never retries on its own.
+pub fn clients(config: kube::Config, qps: Option<u64>) -> Result<(Client, Client)> {
+    let build = |config: kube::Config| -> Result<Client> {
+        let builder = kube::client::ClientBuilder::try_from(config)?;
+        Ok(match qps {
+            Some(n) if n > 0 => builder
+                .with_layer(&tower::limit::RateLimitLayer::new(n, Duration::from_secs(1)))
+                .build(),
+            _ => builder.build(),
+        })
+    };
+    let client = build(config.clone())?;
+    let mut no_retry = config;
+    no_retry.default_retry = false;
+    Ok((client, build(no_retry)?))
+}
+
+/// A node change worth a new pass: labels, annotations, schedulability,
+/// readiness and versions, not heartbeats.
+fn node_fingerprint(n: &Node) -> u64 {
+    let mut h = DefaultHasher::new();
+    n.labels().hash(&mut h);
+    n.annotations().hash(&mut h);
+    n.spec.as_ref().and_then(|s| s.unschedulable).hash(&mut h);
+    if let Some(st) = &n.status {
+        let ready = st
+            .conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == "Ready")
+            .map(|c| c.status.clone());
+        ready.hash(&mut h);
+        if let Some(i) = &st.node_info {
+            (
+                &i.kubelet_version,
+                &i.kube_proxy_version,
+                &i.container_runtime_version,
+                &i.os_image,
+            )
+                .hash(&mut h);
+        }
+    }
+    h.finish()
+}
+
+#[derive(Clone)]
+struct Http {
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+}
+
+async fn serve_http(addr: SocketAddr, metrics: Arc<Metrics>, ready: Arc<AtomicBool>) -> std::io::Result<()> {
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(|State(s): State<Http>| async move {
+                (
+                    [(
+                        "content-type",
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    s.metrics.encode(),
+                )
+            }),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(|State(s): State<Http>| async move {
+                if s.ready.load(Ordering::Relaxed) {
+                    (StatusCode::OK, "ready")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "caches not synced")
+                }
+            }),
+        )
+        .with_state(Http { metrics, ready });
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(%addr, "serving /metrics, /healthz and /readyz");
+    axum::serve(listener, app).await
+}
+
+/// Run the controller until `shutdown` resolves (Ok) or leadership is lost (Err).
+pub async fn run(
+    kube_config: kube::Config,
+    cfg: RunConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let (client, evict_client) = clients(kube_config, cfg.qps)?;
+    let metrics = Arc::new(Metrics::default());
+    let ready = Arc::new(AtomicBool::new(false));
+    if let Some(addr) = cfg.http_addr {
+        let (m, r) = (metrics.clone(), ready.clone());
+        tokio::spawn(async move {
+            if let Err(e) = serve_http(addr, m, r).await {
+                tracing::error!(error = %e, "the metrics and health server stopped");
+            }
+        });
+    }
+
+    let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
+    let (leading_tx, mut leading) = watch::channel(cfg.lease.is_none());
+    let lease = cfg
+        .lease
+        .clone()
+        .map(|l| (Api::<Lease>::namespaced(client.clone(), &l.namespace), l));
+    if let Some((api, l)) = lease.clone() {
+        tokio::spawn(leader::run(api, l, leading_tx));
+        tracing::info!("waiting to become the leader");
+        tokio::select! {
+            _ = leading.wait_for(|l| *l) => {}
+            _ = shutdown.clone() => return Ok(()),
+        }
+        tracing::info!("leading");
+    }
+    metrics.leader.set(1);
+
+    let (node_store, node_writer) = reflector::store::<Node>();
+    let mut seen: HashMap<String, u64> = HashMap::new();
+    let node_changes = reflector(
+        node_writer,
+        watcher(Api::<Node>::all(client.clone()), watcher::Config::default()),
+    )
+    .default_backoff()
+    .touched_objects()
+    .filter_map(move |n| {
+        let changed = match n {
+            Ok(n) => {
+                let fp = node_fingerprint(&n);
+                seen.insert(n.name_any(), fp) != Some(fp)
+            }
+            Err(_) => false,
+        };
+        futures::future::ready(changed.then_some(()))
+    });
+
+    let controller = Controller::new(Api::<ClusterUpgrade>::all(client.clone()), watcher::Config::default())
+        .with_config(ControllerConfig::default().debounce(Duration::from_millis(300)));
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "drover".into(),
+            instance: cfg.lease.as_ref().map(|l| l.identity.clone()),
+        },
+    );
+    let ctx = Arc::new(reconcile::Context {
+        client: client.clone(),
+        ops: KubeNodeOps::new(client.clone(), evict_client, cfg.settings.job_namespace.clone()),
+        nodes: node_store.clone(),
+        upgrades: controller.store(),
+        metrics: metrics.clone(),
+        recorder,
+        settings: cfg.settings.clone(),
+    });
+    {
+        let ready = ready.clone();
+        tokio::spawn(async move {
+            let _ = node_store.wait_until_ready().await;
+            ready.store(true, Ordering::Relaxed);
+        });
+    }
+
+    // Stop acting the moment leadership is lost.
+    let lost = {
+        let mut leading = leading.clone();
+        async move {
+            let _ = leading.wait_for(|l| !*l).await;
+        }
+    };
+    let lost = futures::future::FutureExt::shared(Box::pin(lost));
+    let stop = {
+        let (s, l) = (shutdown.clone(), lost.clone());
+        async move {
+            tokio::select! { _ = s => {}, _ = l => {} }
+        }
+    };
+    controller
+        .owns(
+            Api::<Job>::all(client.clone()),
+            watcher::Config::default().labels("app.kubernetes.io/managed-by=drover"),
+        )
+        .reconcile_all_on(node_changes)
+        .graceful_shutdown_on(stop)
+        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+
+    metrics.leader.set(0);
+    if !*leading.borrow() {
+        tracing::error!("lost the leader lease; stopped acting");
+        return Err(Error::Other("lost the leader lease".into()));
+    }
+    if let Some((api, l)) = lease {
+        leader::release(&api, &l).await;
+    }
+    tracing::info!("shut down");
+    Ok(())
+}

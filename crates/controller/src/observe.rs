@@ -1,0 +1,170 @@
+//! Observe: turn what the caches and the API show into the planner's
+//! `Observation`. Nodes come from a watch-fed cache; the few pods that carry
+//! control-plane versions are listed by label per pass.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use drover_api::known::verify_of;
+use drover_api::names::annotation;
+use drover_api::version::image_tag;
+use drover_api::{ClusterUpgrade, ClusterUpgradeSpec};
+use drover_nodeops::verify::{node_info_field, node_ready};
+use drover_nodeops::{NodeOps, Owner};
+use drover_plan::{BackupState, NodeProgress, Observation, ObservedNode, OtherUpgrade};
+use jiff::Timestamp;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, ListParams};
+use kube::{Client, ResourceExt};
+
+use crate::error::Result;
+
+/// The time, to the second: statuses and annotations store seconds, so a
+/// finer clock would make every pass look like a change.
+pub fn now() -> Timestamp {
+    Timestamp::from_second(Timestamp::now().as_second()).expect("now is in range")
+}
+
+/// Image tags of pods selected by a pod check, by node.
+async fn pod_tags(client: &Client, check: &drover_api::PodImageCheck) -> Result<BTreeMap<String, String>> {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &check.namespace);
+    let labels: Vec<String> = check.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    let list = pods.list(&ListParams::default().labels(&labels.join(","))).await?;
+    Ok(list
+        .items
+        .iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| {
+            let spec = p.spec.as_ref()?;
+            let node = spec.node_name.clone()?;
+            let container = match &check.container {
+                Some(name) => spec.containers.iter().find(|c| &c.name == name),
+                None => spec.containers.first(),
+            }?;
+            Some((node, image_tag(container.image.as_deref()?)?.to_string()))
+        })
+        .collect())
+}
+
+pub fn owner(cu: &ClusterUpgrade) -> Owner {
+    Owner {
+        name: cu.name_any(),
+        uid: cu.uid().unwrap_or_default(),
+    }
+}
+
+/// One node as the planner sees it, given where each component's version is read.
+fn observed_node(
+    spec: &ClusterUpgradeSpec,
+    n: &Node,
+    pod_versions: &BTreeMap<String, BTreeMap<String, String>>,
+) -> ObservedNode {
+    let name = n.name_any();
+    let annotations = n.annotations();
+    let mut versions = BTreeMap::new();
+    for c in spec.components.iter().filter(|c| c.upgrade.job.is_some()) {
+        let v = verify_of(c);
+        let live = if let Some(field) = v.node_info {
+            node_info_field(n, field)
+        } else if v.pod.is_some() {
+            pod_versions.get(&c.name).and_then(|m| m.get(&name)).cloned()
+        } else {
+            annotations
+                .get(&format!("{}{}", annotation::VERIFIED_PREFIX, c.name))
+                .cloned()
+        };
+        if let Some(live) = live {
+            versions.insert(c.name.clone(), live);
+        }
+    }
+    ObservedNode {
+        name,
+        labels: n.labels().clone(),
+        ready: node_ready(n),
+        unschedulable: n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false),
+        cordoned_by: annotations.get(annotation::CORDONED_BY).cloned(),
+        versions,
+        progress: annotations
+            .get(annotation::PROGRESS)
+            .and_then(|s| NodeProgress::from_annotation(s)),
+    }
+}
+
+/// Everything the planner needs for `cu`.
+pub async fn observe<O: NodeOps>(
+    client: &Client,
+    ops: &O,
+    cu: &ClusterUpgrade,
+    nodes: &[std::sync::Arc<Node>],
+    upgrades: &[std::sync::Arc<ClusterUpgrade>],
+    self_node: Option<String>,
+) -> Result<Observation> {
+    let spec = &cu.spec;
+    let mut pod_versions = BTreeMap::new();
+    for c in spec.components.iter().filter(|c| c.upgrade.job.is_some()) {
+        if let Some(check) = verify_of(c).pod {
+            pod_versions.insert(c.name.clone(), pod_tags(client, &check).await?);
+        }
+    }
+    let observed: Vec<ObservedNode> = nodes.iter().map(|n| observed_node(spec, n, &pod_versions)).collect();
+
+    let mut workloads = BTreeMap::new();
+    for c in &spec.components {
+        if let Some(w) = &c.upgrade.workload {
+            match ops.observe_workload(w, &c.version).await {
+                Ok(seen) => {
+                    workloads.insert(c.name.clone(), seen);
+                }
+                Err(e) => tracing::warn!(component = %c.name, error = %e, "cannot read the workload"),
+            }
+        }
+    }
+
+    let target_hash = drover_plan::decide::short_hash(&drover_plan::decide::target_string(spec));
+    let backup = match &spec.backup {
+        Some(b) => ops.observe_backup(&owner(cu), &target_hash, b).await?,
+        None => BackupState::NotStarted,
+    };
+
+    let name = cu.name_any();
+    let others = upgrades
+        .iter()
+        .filter(|o| o.name_any() != name && o.metadata.deletion_timestamp.is_none())
+        .map(|o| OtherUpgrade {
+            name: o.name_any(),
+            created: o
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0)
+                .unwrap_or(Timestamp::UNIX_EPOCH),
+            nodes: observed
+                .iter()
+                .filter(|n| {
+                    o.spec
+                        .node_selector
+                        .as_ref()
+                        .is_none_or(|s| drover_plan::selector::matches(s, &n.labels))
+                })
+                .map(|n| n.name.clone())
+                .collect::<BTreeSet<_>>(),
+        })
+        .collect();
+
+    Ok(Observation {
+        now: now(),
+        name,
+        generation: cu.metadata.generation.unwrap_or(0),
+        created: cu
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0)
+            .unwrap_or(Timestamp::UNIX_EPOCH),
+        nodes: observed,
+        workloads,
+        backup,
+        others,
+        self_node,
+        previous: cu.status.clone(),
+    })
+}
