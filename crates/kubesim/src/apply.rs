@@ -308,6 +308,9 @@ fn ssa_merge(cur: &Value, applied: &Value, field: &str) -> Value {
     }
 }
 
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+const CLIENT_SIDE_APPLY: &str = "kubectl-client-side-apply";
+
 /// Marker manager name: do not track this write.
 pub const NO_TRACK: &str = "\u{0}kubesim-no-track";
 
@@ -425,15 +428,33 @@ pub fn apply(
     let applied_set = leaves(applied, scope);
     let base = current.cloned().unwrap_or_else(|| json!({}));
     let mut entries = current.map(parse_entries).unwrap_or_default();
+    // Moving from client-side to server-side apply: fields kubectl's
+    // client-side apply owns whose last-applied value is what is applied now
+    // pass to the applier instead of conflicting.
+    let last_applied: Option<Value> = base["metadata"]["annotations"][LAST_APPLIED]
+        .as_str()
+        .and_then(|s| serde_json::from_str(s).ok());
     let mut conflicts: Vec<(String, Path)> = Vec::new();
-    for e in &entries {
+    for e in &mut entries {
         if e.same(manager, "Apply", subresource) {
             continue;
         }
+        let upgrade = e.manager == CLIENT_SIDE_APPLY && e.operation == "Update";
+        let mut transferred = Vec::new();
         for p in e.fields.intersection(&applied_set) {
             if get_path(&base, p) != get_path(applied, p) {
-                conflicts.push((e.describe(), p.clone()));
+                let was_applied = last_applied
+                    .as_ref()
+                    .is_some_and(|l| get_path(l, p) == get_path(applied, p));
+                if upgrade && was_applied {
+                    transferred.push(p.clone());
+                } else {
+                    conflicts.push((e.describe(), p.clone()));
+                }
             }
+        }
+        for p in transferred {
+            e.fields.remove(&p);
         }
     }
     if !conflicts.is_empty() && !force {

@@ -150,6 +150,9 @@ async fn kubectl_applies_the_crd_and_a_cluster_upgrade_and_prints_its_columns() 
         ])
         .await;
     assert_eq!(after, format!("{before} 1"));
+    // Moving the same file to server-side apply takes over client-side apply's fields.
+    let out = e.ok(&["apply", "--server-side", "-f", &f]).await;
+    assert!(out.contains("serverside-applied"), "{out}");
 
     let api = cu_api(e.server.client().unwrap());
     let st = json!({"status": {"target": "containerd=1.7.23", "progress": "1/3", "stage": "Runtime",
