@@ -211,6 +211,12 @@ struct Inner {
     types: BTreeMap<GroupResource, ResourceType>,
     tables: HashMap<GroupResource, Table>,
     config: StoreConfig,
+    /// What the garbage collector looks at, kept up to date on every write
+    /// so a pass costs O(owned + terminating objects), not O(all objects).
+    uids: HashSet<Box<str>>,
+    owned: HashSet<(GroupResource, Key)>,
+    terminating: HashSet<(GroupResource, Key)>,
+    gc_dirty: bool,
 }
 
 struct Shared {
@@ -261,6 +267,10 @@ impl Store {
             types: BTreeMap::new(),
             tables: HashMap::new(),
             config,
+            uids: HashSet::new(),
+            owned: HashSet::new(),
+            terminating: HashSet::new(),
+            gc_dirty: false,
         };
         for t in resources::builtins() {
             inner.register(t);
@@ -463,7 +473,15 @@ impl Inner {
 
     fn unregister(&mut self, gr: &GroupResource) {
         self.types.remove(gr);
-        self.tables.remove(gr);
+        if let Some(t) = self.tables.remove(gr) {
+            for (k, o) in t.objects {
+                self.uids.remove(&o.uid);
+                let e = (gr.clone(), k);
+                self.owned.remove(&e);
+                self.terminating.remove(&e);
+            }
+            self.gc_dirty = true;
+        }
     }
 
     fn rtype(&self, gr: &GroupResource) -> Result<&ResourceType, ApiError> {
@@ -596,6 +614,12 @@ impl Inner {
         let history = self.config.history;
         let table = self.tables.get_mut(gr).expect("table of a registered type");
         let prev = table.objects.get(&k).cloned();
+        let entry = (gr.clone(), k.clone());
+        if let Some(p) = &prev {
+            self.uids.remove(&p.uid);
+            self.owned.remove(&entry);
+            self.terminating.remove(&entry);
+        }
         let (type_, stored, out) = match new {
             Some(mut v) => {
                 metadata_mut(&mut v).insert("resourceVersion".into(), json!(rv.to_string()));
@@ -628,6 +652,19 @@ impl Inner {
             && let Some(n) = &stored.node_name
         {
             table.by_node.entry(n.clone()).or_default().insert(k);
+        }
+        if type_ == EventType::Deleted {
+            self.gc_dirty = true;
+        } else {
+            self.uids.insert(stored.uid.clone());
+            if !stored.owners.is_empty() {
+                self.owned.insert(entry.clone());
+                self.gc_dirty = true;
+            }
+            if stored.deleting {
+                self.terminating.insert(entry);
+                self.gc_dirty = true;
+            }
         }
         let ev = Arc::new(WatchEvent {
             type_,
@@ -1146,36 +1183,35 @@ impl Inner {
     /// One pass of the garbage collector and namespace controller. Returns
     /// whether it changed anything.
     fn collect_garbage(&mut self) -> bool {
-        let mut live: HashMap<Box<str>, (GroupResource, Key)> = HashMap::new();
-        for (gr, t) in &self.tables {
-            for (k, o) in &t.objects {
-                live.insert(o.uid.clone(), (gr.clone(), k.clone()));
-            }
+        if !self.gc_dirty {
+            return false;
         }
+        self.gc_dirty = false;
         let mut to_delete: Vec<(GroupResource, Key)> = Vec::new();
         let mut unfinalize: Vec<(GroupResource, Key, &'static str)> = Vec::new();
         let mut orphan: Vec<(GroupResource, Key, Box<str>)> = Vec::new();
         let mut dependents: HashMap<Box<str>, Vec<(GroupResource, Key)>> = HashMap::new();
-        for (gr, t) in &self.tables {
-            for (k, o) in &t.objects {
-                for owner in o.owners.iter() {
-                    dependents
-                        .entry(owner.clone())
-                        .or_default()
-                        .push((gr.clone(), k.clone()));
-                }
-                if !o.owners.is_empty() && !o.deleting && o.owners.iter().all(|u| !live.contains_key(u)) {
-                    to_delete.push((gr.clone(), k.clone()));
-                }
+        for (gr, k) in &self.owned {
+            let Some(o) = self.tables.get(gr).and_then(|t| t.objects.get(k)) else {
+                continue;
+            };
+            for owner in o.owners.iter() {
+                dependents
+                    .entry(owner.clone())
+                    .or_default()
+                    .push((gr.clone(), k.clone()));
+            }
+            if !o.deleting && o.owners.iter().all(|u| !self.uids.contains(u)) {
+                to_delete.push((gr.clone(), k.clone()));
             }
         }
         let ns_gr = GroupResource::new("", "namespaces");
         let mut empty_ns = Vec::new();
-        for (gr, t) in &self.tables {
-            for (k, o) in &t.objects {
-                if !o.deleting {
+        for (gr, k) in &self.terminating {
+            {
+                let Some(o) = self.tables.get(gr).and_then(|t| t.objects.get(k)) else {
                     continue;
-                }
+                };
                 if o.finalizers.iter().any(|f| &**f == "foregroundDeletion") {
                     let deps = dependents.get(&o.uid).map(Vec::as_slice).unwrap_or(&[]);
                     if deps.is_empty() {
