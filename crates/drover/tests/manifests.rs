@@ -1,0 +1,382 @@
+//! The deployment manifests and the example ClusterUpgrades are real:
+//! every document under `deploy/` (the Helm chart's templates aside) and
+//! `examples/upgrades/` parses into its typed object with no field lost on
+//! the way, the ClusterUpgrades pass drover's own validation, the kustomize
+//! base renders with the generated CRD, and `kubectl apply` (server dry run,
+//! then for real) accepts it all on a kubesim API server.
+
+mod deploy_support;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use deploy_support::{Rule, documents, kubectl, repo, rules, yaml_files};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::Api;
+use serde_json::Value;
+
+/// Every path in `original` is in `back` with the same value: nothing was
+/// dropped as an unknown field, nothing changed type.
+fn lost_fields(original: &Value, back: &Value, at: &str, out: &mut Vec<String>) {
+    match (original, back) {
+        (Value::Object(a), Value::Object(b)) => {
+            for (k, v) in a {
+                match b.get(k) {
+                    Some(w) => lost_fields(v, w, &format!("{at}.{k}"), out),
+                    None => out.push(format!("{at}.{k}")),
+                }
+            }
+        }
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+            for (i, (v, w)) in a.iter().zip(b).enumerate() {
+                lost_fields(v, w, &format!("{at}[{i}]"), out);
+            }
+        }
+        (a, b) if a == b => {}
+        (Value::Number(a), Value::Number(b)) if a.as_f64() == b.as_f64() => {}
+        (a, b) => out.push(format!("{at}: {a} became {b}")),
+    }
+}
+
+/// Parse `doc` as `T` and check the typed object keeps every field.
+fn typed<T: serde::de::DeserializeOwned + serde::Serialize>(doc: &Value, what: &str) -> T {
+    let t: T = serde_json::from_value(doc.clone()).unwrap_or_else(|e| panic!("{what}: {e}"));
+    let back = serde_json::to_value(&t).unwrap();
+    let mut lost = Vec::new();
+    lost_fields(doc, &back, "", &mut lost);
+    assert!(lost.is_empty(), "{what}: fields unknown to the typed object: {lost:?}");
+    t
+}
+
+fn check_cluster_upgrade(doc: &Value, what: &str) {
+    let cu: drover_api::ClusterUpgrade = typed(doc, what);
+    if let Err(errs) = drover_api::validate::validate(&cu.spec) {
+        panic!("{what} is not a valid ClusterUpgrade: {errs:?}");
+    }
+}
+
+/// One document of any kind drover ships; returns its kind.
+fn check_document(doc: &Value, file: &Path) -> String {
+    let api_version = doc["apiVersion"].as_str().unwrap_or_default();
+    let kind = doc["kind"].as_str().unwrap_or_default();
+    let what = format!("{} ({api_version} {kind} {})", file.display(), doc["metadata"]["name"]);
+    match (api_version, kind) {
+        ("v1", "Namespace") => drop(typed::<Namespace>(doc, &what)),
+        ("v1", "ServiceAccount") => drop(typed::<ServiceAccount>(doc, &what)),
+        ("v1", "Service") => drop(typed::<Service>(doc, &what)),
+        ("apps/v1", "Deployment") => drop(typed::<Deployment>(doc, &what)),
+        ("rbac.authorization.k8s.io/v1", "ClusterRole") => drop(typed::<ClusterRole>(doc, &what)),
+        ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => drop(typed::<ClusterRoleBinding>(doc, &what)),
+        ("rbac.authorization.k8s.io/v1", "Role") => drop(typed::<Role>(doc, &what)),
+        ("rbac.authorization.k8s.io/v1", "RoleBinding") => drop(typed::<RoleBinding>(doc, &what)),
+        ("policy/v1", "PodDisruptionBudget") => drop(typed::<PodDisruptionBudget>(doc, &what)),
+        ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => drop(typed::<CustomResourceDefinition>(doc, &what)),
+        ("drover.dev/v1alpha1", "ClusterUpgrade") => check_cluster_upgrade(doc, &what),
+        ("kustomize.config.k8s.io/v1beta1", "Kustomization") | ("kustomize.config.k8s.io/v1alpha1", "Component") => {
+            // Everything it includes exists.
+            let dir = file.parent().unwrap();
+            for key in ["resources", "components"] {
+                for r in doc[key].as_array().into_iter().flatten() {
+                    let p = dir.join(r.as_str().unwrap());
+                    assert!(p.exists(), "{what}: {key} entry {} does not exist", p.display());
+                }
+            }
+        }
+        ("monitoring.coreos.com/v1", "ServiceMonitor") => {
+            // No typed model in k8s-openapi: check the parts that must match the Service.
+            let sel = &doc["spec"]["selector"]["matchLabels"];
+            assert_eq!(sel["app.kubernetes.io/name"], "drover", "{what}");
+            let ports: Vec<&str> = doc["spec"]["endpoints"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["port"].as_str().unwrap())
+                .collect();
+            assert_eq!(ports, ["http-metrics"], "{what}: scrapes the Service's named port");
+        }
+        _ => panic!("{what}: a kind this test does not know; add it"),
+    }
+    kind.to_string()
+}
+
+#[test]
+fn every_deploy_document_parses_into_its_typed_object() {
+    let files = yaml_files(&repo().join("deploy"), &[repo().join("deploy/helm")]);
+    assert!(files.len() >= 10, "deploy/ has its manifests: {files:?}");
+    let mut kinds = BTreeSet::new();
+    for f in &files {
+        for doc in documents(&std::fs::read_to_string(f).unwrap()) {
+            kinds.insert(check_document(&doc, f));
+        }
+    }
+    for k in [
+        "Kustomization",
+        "Component",
+        "Namespace",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "Deployment",
+        "Service",
+        "ServiceMonitor",
+        "PodDisruptionBudget",
+    ] {
+        assert!(kinds.contains(k), "no {k} under deploy/ (found {kinds:?})");
+    }
+}
+
+#[test]
+fn every_example_upgrade_is_a_valid_cluster_upgrade() {
+    let files = yaml_files(&repo().join("examples/upgrades"), &[]);
+    let names: BTreeSet<String> = files
+        .iter()
+        .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    for want in ["kubeadm.yaml", "kubespray.yaml", "k3s.yaml"] {
+        assert!(names.contains(want), "examples/upgrades/{want} is missing");
+    }
+    for f in &files {
+        let docs = documents(&std::fs::read_to_string(f).unwrap());
+        assert!(!docs.is_empty(), "{} is empty", f.display());
+        for doc in docs {
+            assert_eq!(doc["kind"], "ClusterUpgrade", "{}", f.display());
+            check_document(&doc, f);
+        }
+    }
+}
+
+#[test]
+fn the_kubespray_example_names_the_kubespray_variable_of_each_component() {
+    let text = std::fs::read_to_string(repo().join("examples/upgrades/kubespray.yaml")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let mut components = 0;
+    for (i, l) in lines.iter().enumerate() {
+        // Component entries sit at four spaces under `components:`.
+        if let Some(name) = l.strip_prefix("    - name: ") {
+            components += 1;
+            let comment = lines[i - 1].trim();
+            assert!(
+                comment.starts_with("# ") && comment.contains("_version"),
+                "component {name} has no comment naming its Kubespray variable (line {})",
+                i + 1
+            );
+        }
+    }
+    assert!(components >= 8, "the Kubespray example covers Kubespray's components");
+}
+
+fn rendered(dir: &str) -> Vec<Value> {
+    let out = kubectl(
+        None,
+        &["kustomize", &repo().join(dir).to_string_lossy()],
+        Duration::from_secs(60),
+    );
+    assert!(out.ok, "kubectl kustomize {dir}: {}", out.text);
+    documents(&out.stdout)
+}
+
+fn find<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
+#[test]
+fn the_base_renders_with_the_generated_crd_in_drover_system() {
+    let docs = rendered("deploy/base");
+    let committed = documents(&std::fs::read_to_string(repo().join("crds/clusterupgrades.drover.dev.yaml")).unwrap());
+    assert_eq!(committed.len(), 1);
+    let crd = find(&docs, "CustomResourceDefinition", "clusterupgrades.drover.dev");
+    // kustomize writes the float 0.0 as 0: compare numbers by value.
+    let mut changed = Vec::new();
+    lost_fields(&committed[0], crd, "", &mut changed);
+    lost_fields(crd, &committed[0], "", &mut changed);
+    assert!(changed.is_empty(), "deploy/base carries crds/ unchanged: {changed:?}");
+    for d in &docs {
+        let namespaced = !matches!(
+            d["kind"].as_str().unwrap(),
+            "Namespace" | "CustomResourceDefinition" | "ClusterRole" | "ClusterRoleBinding"
+        );
+        if namespaced {
+            assert_eq!(d["metadata"]["namespace"], "drover-system", "{}", d["metadata"]["name"]);
+        }
+        check_document(d, &repo().join("deploy/base/kustomization.yaml"));
+    }
+    let ha = rendered("deploy/overlays/ha");
+    find(&ha, "ServiceMonitor", "drover");
+    find(&ha, "PodDisruptionBudget", "drover");
+    assert_eq!(ha.len(), docs.len() + 2);
+}
+
+#[test]
+fn the_deployment_runs_drover_as_specified() {
+    let docs = rendered("deploy/base");
+    let d: Deployment = serde_json::from_value(find(&docs, "Deployment", "drover").clone()).unwrap();
+    let spec = d.spec.unwrap();
+    assert_eq!(spec.replicas, Some(2));
+    let pod = spec.template.spec.unwrap();
+    assert_eq!(pod.service_account_name.as_deref(), Some("drover"));
+    let psc = pod.security_context.unwrap();
+    assert_eq!(psc.run_as_non_root, Some(true));
+    assert_eq!(psc.seccomp_profile.unwrap().type_, "RuntimeDefault");
+    let c = &pod.containers[0];
+    assert!(c.image.as_deref().unwrap().starts_with("registry.example.com/drover:"));
+    let args = c.args.clone().unwrap().join(" ");
+    assert!(
+        args.starts_with("run --leader-elect --namespace drover-system --http-addr 0.0.0.0:8080"),
+        "{args}"
+    );
+    let env: Vec<(String, String)> = c
+        .env
+        .clone()
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.name, e.value_from.unwrap().field_ref.unwrap().field_path))
+        .collect();
+    assert!(env.contains(&("POD_NAME".into(), "metadata.name".into())));
+    assert!(env.contains(&("NODE_NAME".into(), "spec.nodeName".into())));
+    let sc = c.security_context.clone().unwrap();
+    assert_eq!(sc.allow_privilege_escalation, Some(false));
+    assert_eq!(sc.read_only_root_filesystem, Some(true));
+    assert_eq!(sc.capabilities.unwrap().drop, Some(vec!["ALL".to_string()]));
+    let res = c.resources.clone().unwrap();
+    for key in ["cpu", "memory"] {
+        assert!(res.requests.as_ref().unwrap().contains_key(key), "request {key}");
+        assert!(res.limits.as_ref().unwrap().contains_key(key), "limit {key}");
+    }
+    let probe = |p: Option<k8s_openapi::api::core::v1::Probe>| {
+        let g = p.unwrap().http_get.unwrap();
+        (g.path.unwrap(), g.port)
+    };
+    let port = k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String("http-metrics".into());
+    assert_eq!(probe(c.liveness_probe.clone()), ("/healthz".to_string(), port.clone()));
+    assert_eq!(probe(c.readiness_probe.clone()), ("/readyz".to_string(), port));
+    assert_eq!(c.ports.as_ref().unwrap()[0].container_port, 8080);
+}
+
+#[test]
+fn the_rbac_is_least_privilege() {
+    let docs = rendered("deploy/base");
+    let cluster = rules(find(&docs, "ClusterRole", "drover"));
+    let ns = rules(find(&docs, "Role", "drover-leader-election"));
+    for r in cluster.iter().chain(&ns) {
+        for part in [&r.groups, &r.resources, &r.verbs] {
+            assert!(!part.iter().any(|x| x.contains('*')), "no wildcards: {r:?}");
+        }
+        for secret in ["secrets", "configmaps", "serviceaccounts/token"] {
+            assert!(!r.resources.iter().any(|x| x == secret), "no {secret}: {r:?}");
+        }
+        assert!(
+            !r.verbs
+                .iter()
+                .any(|v| ["escalate", "bind", "impersonate"].contains(&v.as_str()))
+        );
+    }
+    assert_eq!(
+        ns,
+        vec![Rule {
+            groups: vec!["coordination.k8s.io".into()],
+            resources: vec!["leases".into()],
+            verbs: ["get", "create", "update", "patch"].map(String::from).to_vec(),
+        }]
+    );
+    // Leases only where drover runs; never cluster-wide.
+    assert!(!cluster.iter().any(|r| r.resources.iter().any(|x| x == "leases")));
+    let binding = find(&docs, "ClusterRoleBinding", "drover");
+    assert_eq!(binding["subjects"][0]["namespace"], "drover-system");
+    assert_eq!(
+        find(&docs, "RoleBinding", "drover-leader-election")["subjects"][0]["name"],
+        "drover"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_applies_the_base_and_the_examples_to_a_kubesim_server() {
+    let server = kubesim::ApiServer::start().await.unwrap();
+    let dir = deploy_support::temp_dir("manifests");
+    let kc = dir.join("kubeconfig");
+    server.write_kubeconfig(&kc).unwrap();
+    let base = repo().join("deploy/base").to_string_lossy().into_owned();
+    let examples = repo().join("examples/upgrades").to_string_lossy().into_owned();
+    let run = |args: Vec<String>| {
+        let kc = kc.clone();
+        tokio::task::spawn_blocking(move || {
+            let a: Vec<&str> = args.iter().map(String::as_str).collect();
+            kubectl(Some(&kc), &a, Duration::from_secs(90))
+        })
+    };
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+
+    // A server-side dry run changes nothing. Like a real API server, kubesim
+    // refuses namespaced objects in a namespace that does not exist yet, so
+    // the namespace comes first (see docs/getting-started.md).
+    let ns = repo().join("deploy/base/namespace.yaml").to_string_lossy().into_owned();
+    let out = run(s(&["apply", "-f", &ns])).await.unwrap();
+    assert!(out.ok, "{}", out.text);
+    let out = run(s(&["apply", "--dry-run=server", "-k", &base])).await.unwrap();
+    assert!(out.ok, "dry run of deploy/base: {}", out.text);
+    assert!(
+        out.stdout.contains("deployment.apps/drover created (server dry run)"),
+        "{}",
+        out.text
+    );
+    let client = server.client().unwrap();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "drover-system");
+    assert!(deployments.get_opt("drover").await.unwrap().is_none());
+
+    // For real, server-side apply (the CRD is too large for client-side apply's annotation).
+    let out = run(s(&["apply", "--server-side", "-k", &base])).await.unwrap();
+    assert!(out.ok, "apply of deploy/base: {}", out.text);
+    let d = deployments.get("drover").await.unwrap();
+    assert_eq!(d.spec.unwrap().replicas, Some(2));
+    let crs: Api<ClusterRole> = Api::all(client.clone());
+    assert_eq!(
+        rules(&serde_json::to_value(crs.get("drover").await.unwrap()).unwrap()).len(),
+        9
+    );
+
+    // With the CRD installed, the examples pass the server's schema and CEL rules.
+    let mut accepted = false;
+    for _ in 0..50 {
+        let out = run(s(&["apply", "--dry-run=server", "-f", &examples])).await.unwrap();
+        if out.ok {
+            for name in ["kubeadm-v1.32", "kubespray", "k3s"] {
+                assert!(
+                    out.stdout
+                        .contains(&format!("clusterupgrade.drover.dev/{name} created")),
+                    "{}",
+                    out.text
+                );
+            }
+            accepted = true;
+            break;
+        }
+        // The CRD may take a moment to be served.
+        assert!(
+            out.text.contains("the server could not find") || out.text.contains("no matches"),
+            "{}",
+            out.text
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(accepted, "the examples were never accepted");
+    // A broken one is refused with the schema's message.
+    let bad = dir.join("bad.yaml");
+    let text = std::fs::read_to_string(repo().join("examples/upgrades/k3s.yaml"))
+        .unwrap()
+        .replace("maxUnavailable: 2", "maxUnavailable: 0");
+    std::fs::write(&bad, text).unwrap();
+    let out = run(s(&["apply", "--dry-run=server", "-f", &bad.to_string_lossy()]))
+        .await
+        .unwrap();
+    assert!(!out.ok, "maxUnavailable 0 is refused");
+    assert!(out.text.contains("maxUnavailable"), "{}", out.text);
+    std::fs::remove_dir_all(&dir).ok();
+}
