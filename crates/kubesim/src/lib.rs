@@ -20,6 +20,7 @@ pub mod http;
 pub mod meta;
 pub mod openapi;
 pub mod patch;
+pub mod sim;
 pub mod store;
 pub mod table;
 pub mod validation;
@@ -43,6 +44,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// How often watches that allow bookmarks get one.
     pub bookmark_interval: Duration,
+    /// Extra routes served next to the API (the simulation's `/kubesim/...`).
+    pub routes: Option<axum::Router>,
 }
 
 impl Default for Config {
@@ -51,6 +54,7 @@ impl Default for Config {
             port: 0,
             store: StoreConfig::default(),
             bookmark_interval: Duration::from_secs(10),
+            routes: None,
         }
     }
 }
@@ -90,7 +94,10 @@ impl ApiServer {
             bookmark_interval: config.bookmark_interval,
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let router = http::router(app);
+        let router = match config.routes.clone() {
+            Some(extra) => http::router(app).merge(extra),
+            None => http::router(app),
+        };
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, router)
                 .with_graceful_shutdown(async {
