@@ -14,6 +14,7 @@
 pub mod apply;
 pub mod discovery;
 pub mod error;
+pub mod events;
 pub mod eviction;
 pub mod faults;
 pub mod http;

@@ -434,3 +434,43 @@ async fn garbage_collection_follows_owner_references() {
     let kept = api.get("child3").await.unwrap();
     assert!(kept.metadata.owner_references.unwrap_or_default().is_empty());
 }
+
+#[tokio::test]
+async fn events_k8s_io_and_core_events_are_one_storage() {
+    use k8s_openapi::api::core::v1::Event as CoreEvent;
+    use k8s_openapi::api::events::v1::Event;
+    let (_s, c) = server().await;
+    let new: Api<Event> = Api::default_namespaced(c.clone());
+    let ev: Event = serde_json::from_value(json!({
+        "metadata": {"name": "e1"},
+        "eventTime": "2026-01-01T00:00:00.000000Z",
+        "reportingController": "drover.dev/controller", "reportingInstance": "drover-0",
+        "action": "Upgrade", "reason": "Started", "type": "Normal", "note": "upgrade started",
+        "regarding": {"apiVersion": "drover.dev/v1alpha1", "kind": "ClusterUpgrade", "name": "u"}
+    }))
+    .unwrap();
+    let created = new.create(&PostParams::default(), &ev).await.unwrap();
+    assert_eq!(created.note.as_deref(), Some("upgrade started"));
+    let core: Api<CoreEvent> = Api::default_namespaced(c.clone());
+    let got = core.get("e1").await.unwrap();
+    assert_eq!(got.message.as_deref(), Some("upgrade started"));
+    assert_eq!(got.involved_object.name.as_deref(), Some("u"));
+    assert_eq!(got.reporting_component.as_deref(), Some("drover.dev/controller"));
+    let listed = core
+        .list(&ListParams::default().fields("involvedObject.kind=ClusterUpgrade"))
+        .await
+        .unwrap();
+    assert_eq!(listed.items.len(), 1);
+    let p = json!({"series": {"count": 2, "lastObservedTime": "2026-01-01T00:01:00.000000Z"}});
+    let patched = new
+        .patch("e1", &PatchParams::default(), &Patch::Merge(&p))
+        .await
+        .unwrap();
+    assert_eq!(patched.series.unwrap().count, 2);
+    assert_eq!(patched.regarding.unwrap().name.as_deref(), Some("u"));
+    let via_new = new
+        .list(&ListParams::default().fields("regarding.name=u"))
+        .await
+        .unwrap();
+    assert_eq!(via_new.items[0].note.as_deref(), Some("upgrade started"));
+}

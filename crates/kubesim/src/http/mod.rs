@@ -9,7 +9,7 @@ use crate::faults::{FaultRule, Faults};
 use crate::store::{
     DeleteOptions, FieldSelector, LabelSelector, ListOptions, Patch, ResourceType, Store, Stored, WriteOptions,
 };
-use crate::{discovery, table};
+use crate::{discovery, events, table};
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -335,7 +335,7 @@ async fn serve(
                 return Err(ApiError::page_not_found());
             }
             let v = app.store.update(
-                &t.gr(),
+                &ctx.gr(),
                 &ctx.ns,
                 name,
                 ctx.to_storage(decode_body(&body, &content_type)?),
@@ -396,13 +396,25 @@ impl Ctx<'_> {
         }
     }
 
-    fn needs_conversion(&self) -> bool {
-        self.version != self.t.storage_version()
+    /// Where the objects live (events.k8s.io Events live with core Events).
+    pub(crate) fn gr(&self) -> crate::store::GroupResource {
+        if events::is_alias(self.t) {
+            events::core_gr()
+        } else {
+            self.t.gr()
+        }
+    }
+
+    pub(crate) fn needs_conversion(&self) -> bool {
+        events::is_alias(self.t) || self.version != self.t.storage_version()
     }
 
     /// The object as served in the requested version (no conversion webhook:
     /// only apiVersion changes, as with strategy None).
     pub(crate) fn present(&self, mut v: Value) -> Value {
+        if events::is_alias(self.t) {
+            return events::from_core(v);
+        }
         if self.needs_conversion() {
             v["apiVersion"] = json!(self.t.api_version(self.version));
         }
@@ -411,6 +423,9 @@ impl Ctx<'_> {
 
     /// A body sent in the requested version, as stored.
     fn to_storage(&self, mut v: Value) -> Value {
+        if events::is_alias(self.t) {
+            return events::to_core(v);
+        }
         if v.is_object() && self.needs_conversion() {
             v["apiVersion"] = json!(self.t.api_version(self.t.storage_version()));
         }
@@ -420,7 +435,13 @@ impl Ctx<'_> {
     pub(crate) fn list_options(&self) -> Result<ListOptions, ApiError> {
         Ok(ListOptions {
             label_selector: LabelSelector::parse(self.query.get("labelSelector").unwrap_or(""))?,
-            field_selector: FieldSelector::parse(self.query.get("fieldSelector").unwrap_or(""))?,
+            field_selector: {
+                let mut f = FieldSelector::parse(self.query.get("fieldSelector").unwrap_or(""))?;
+                if events::is_alias(self.t) {
+                    f.0.iter_mut().for_each(|r| r.0 = events::core_field(&r.0));
+                }
+                f
+            },
             limit: self.query.get("limit").and_then(|l| l.parse().ok()),
             continue_token: self.query.get("continue").filter(|c| !c.is_empty()).map(str::to_string),
         })
@@ -455,7 +476,7 @@ impl Ctx<'_> {
     }
 
     fn get(&self, name: &str) -> Result<Response, ApiError> {
-        let s = self.app.store.get(&self.t.gr(), &self.ns, name)?;
+        let s = self.app.store.get(&self.gr(), &self.ns, name)?;
         if self.output == Output::Object && !self.needs_conversion() {
             return Ok(bytes_response(StatusCode::OK, s.bytes.clone()));
         }
@@ -465,7 +486,7 @@ impl Ctx<'_> {
     fn list(&self) -> Result<Response, ApiError> {
         let opts = self.list_options()?;
         let ns = (!self.ns.is_empty()).then_some(self.ns.as_str());
-        let page = self.app.store.list(&self.t.gr(), ns, &opts)?;
+        let page = self.app.store.list(&self.gr(), ns, &opts)?;
         let mut lm = json!({"resourceVersion": page.resource_version.to_string()});
         if let Some(c) = &page.continue_token {
             lm["continue"] = json!(c);
@@ -514,12 +535,10 @@ impl Ctx<'_> {
     }
 
     fn create(&self, body: &Value) -> Result<Response, ApiError> {
-        let v = self.app.store.create(
-            &self.t.gr(),
-            &self.ns,
-            self.to_storage(body.clone()),
-            &self.write_opts(),
-        )?;
+        let v = self
+            .app
+            .store
+            .create(&self.gr(), &self.ns, self.to_storage(body.clone()), &self.write_opts())?;
         self.respond(StatusCode::CREATED, v)
     }
 
@@ -552,11 +571,41 @@ impl Ctx<'_> {
                 ));
             }
         };
-        let creating = matches!(p, Patch::Apply { .. }) && self.app.store.get(&self.t.gr(), &self.ns, name).is_err();
+        if events::is_alias(self.t) {
+            // Patch the events.k8s.io view, store it back as a core Event.
+            let cur = self.present(self.app.store.get(&self.gr(), &self.ns, name)?.value());
+            let patched = match p {
+                Patch::Merge(x) | Patch::Strategic(x) => {
+                    crate::patch::strategic(&cur, &x).map_err(|e| ApiError::bad_request(e.to_string()))?
+                }
+                Patch::Json(x) => crate::patch::json(&cur, &x).map_err(|e| ApiError::new(422, "Invalid", e))?,
+                Patch::Apply { body, force } => {
+                    let p = Patch::Apply {
+                        body: events::to_core(body),
+                        force,
+                    };
+                    let v = self
+                        .app
+                        .store
+                        .patch(&self.gr(), &self.ns, name, p, sub, &self.write_opts())?;
+                    return self.respond(StatusCode::OK, v);
+                }
+            };
+            let v = self.app.store.update(
+                &self.gr(),
+                &self.ns,
+                name,
+                self.to_storage(patched),
+                sub,
+                &self.write_opts(),
+            )?;
+            return self.respond(StatusCode::OK, v);
+        }
+        let creating = matches!(p, Patch::Apply { .. }) && self.app.store.get(&self.gr(), &self.ns, name).is_err();
         let v = self
             .app
             .store
-            .patch(&self.t.gr(), &self.ns, name, p, sub, &self.write_opts())?;
+            .patch(&self.gr(), &self.ns, name, p, sub, &self.write_opts())?;
         self.respond(if creating { StatusCode::CREATED } else { StatusCode::OK }, v)
     }
 
@@ -582,7 +631,7 @@ impl Ctx<'_> {
 
     fn delete(&self, name: &str, body: &Bytes) -> Result<Response, ApiError> {
         let opts = self.delete_options(body)?;
-        let d = self.app.store.delete(&self.t.gr(), &self.ns, name, &opts)?;
+        let d = self.app.store.delete(&self.gr(), &self.ns, name, &opts)?;
         let code = if d.deleted {
             StatusCode::OK
         } else {
@@ -607,10 +656,10 @@ impl Ctx<'_> {
         let opts = self.delete_options(body)?;
         let lo = self.list_options()?;
         let ns = (!self.ns.is_empty()).then_some(self.ns.as_str());
-        let page = self.app.store.list(&self.t.gr(), ns, &lo)?;
+        let page = self.app.store.list(&self.gr(), ns, &lo)?;
         let mut items = Vec::new();
         for s in &page.items {
-            if let Ok(d) = self.app.store.delete(&self.t.gr(), &s.namespace, &s.name, &opts) {
+            if let Ok(d) = self.app.store.delete(&self.gr(), &s.namespace, &s.name, &opts) {
                 items.push(self.present(d.object));
             }
         }

@@ -24,7 +24,8 @@ struct Encoder {
 
 impl Encoder {
     fn event(&mut self, type_: &str, s: &Stored) -> Bytes {
-        let convert = self.version != self.t.storage_version();
+        let alias = crate::events::is_alias(&self.t);
+        let convert = alias || self.version != self.t.storage_version();
         if self.output == Output::Object && !convert {
             let mut out = Vec::with_capacity(s.bytes.len() + 32);
             out.extend_from_slice(b"{\"type\":\"");
@@ -35,7 +36,9 @@ impl Encoder {
             return Bytes::from(out);
         }
         let mut v = s.value();
-        if convert {
+        if alias {
+            v = crate::events::from_core(v);
+        } else if convert {
             v["apiVersion"] = json!(self.t.api_version(&self.version));
         }
         let obj = match self.output {
@@ -118,7 +121,7 @@ pub(super) fn serve(ctx: &Ctx) -> Result<Response, ApiError> {
         headers_sent: false,
     };
     let (tx, rx) = mpsc::channel::<Bytes>(1024);
-    let (initial, mut stream) = match ctx.app.store.watch(&ctx.t.gr(), from) {
+    let (initial, mut stream) = match ctx.app.store.watch(&ctx.gr(), from) {
         Ok(x) => x,
         Err(e) if e.code == 410 => {
             let _ = tx.try_send(line("ERROR", &e.status()));
