@@ -380,3 +380,89 @@ async fn kubectl_applies_the_base_and_the_examples_to_a_kubesim_server() {
     assert!(out.text.contains("maxUnavailable"), "{}", out.text);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// Run an example upgrade script with drover's environment (plus `extra`);
+/// returns whether it succeeded and the last line of its termination message.
+fn run_upgrade_script(script: &Path, extra: &[(&str, &str)]) -> (bool, String) {
+    let dir = deploy_support::temp_dir("script");
+    let log = dir.join("termination-log");
+    let mut cmd = std::process::Command::new("sh");
+    cmd.arg(script)
+        .env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+        .env("DROVER_COMPONENT", "containerd")
+        .env("DROVER_VERSION", "1.7.24")
+        .env("DROVER_NODE", "worker-7")
+        .env("TERMINATION_LOG", &log)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("{} did not finish in 30s", script.display());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let message = std::fs::read_to_string(&log).unwrap_or_default();
+    std::fs::remove_dir_all(&dir).ok();
+    (status.success(), message.lines().last().unwrap_or_default().to_string())
+}
+
+#[test]
+fn example_upgrade_scripts_read_drovers_env_and_end_with_a_useful_line_on_failure() {
+    let images = repo().join("examples/upgrade-images");
+    let mut kinds = 0;
+    for entry in std::fs::read_dir(&images).unwrap() {
+        let dir = entry.unwrap().path();
+        if !dir.is_dir() {
+            continue;
+        }
+        kinds += 1;
+        let script = dir.join("upgrade.sh");
+        let text = std::fs::read_to_string(&script).unwrap();
+        assert!(text.contains("EXAMPLE"), "{} says it is an example", script.display());
+        for var in ["DROVER_COMPONENT", "DROVER_VERSION", "DROVER_NODE"] {
+            assert!(text.contains(var), "{} reads {var}", script.display());
+        }
+        let dockerfile = std::fs::read_to_string(dir.join("Dockerfile")).unwrap();
+        assert!(dockerfile.contains("COPY upgrade.sh"), "{}", dir.display());
+
+        // Without the node's root: a failure whose last line says what and where.
+        let (ok, last) = run_upgrade_script(
+            &script,
+            &[("HOST_ROOT", "/nonexistent"), ("DOWNLOAD_BASE", "http://127.0.0.1:1")],
+        );
+        assert!(!ok, "{} fails without the node's root", script.display());
+        assert!(
+            last.starts_with("FAILED: ") && last.contains("containerd 1.7.24 on worker-7") && last.contains("hostRoot"),
+            "{}: last line {last:?}",
+            script.display()
+        );
+    }
+    assert!(kinds >= 4, "containerd, kubeadm, k3s and kubespray-binaries images");
+
+    // A node root without a package manager: the containerd script says so.
+    let fake = deploy_support::temp_dir("fake-root");
+    std::fs::create_dir_all(fake.join("etc")).unwrap();
+    let (ok, last) = run_upgrade_script(
+        &images.join("containerd/upgrade.sh"),
+        &[("HOST_ROOT", &fake.to_string_lossy())],
+    );
+    std::fs::remove_dir_all(&fake).ok();
+    assert!(!ok);
+    assert_eq!(
+        last,
+        "FAILED: the node has neither apt-get nor dnf/yum (containerd 1.7.24 on worker-7)"
+    );
+    // A script refuses to start without drover's variables.
+    let (ok, _) = run_upgrade_script(&images.join("kubeadm/upgrade.sh"), &[("DROVER_VERSION", "")]);
+    assert!(!ok, "an empty DROVER_VERSION is refused");
+}
