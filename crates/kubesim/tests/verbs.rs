@@ -246,7 +246,7 @@ async fn list_pages_with_limit_and_continue() {
         seen.extend(page.items.iter().map(|c| c.metadata.name.clone().unwrap()));
         match page.metadata.continue_.filter(|c| !c.is_empty()) {
             Some(token) => {
-                assert!(page.metadata.remaining_item_count.is_some());
+                assert_eq!(page.metadata.remaining_item_count, Some(7 - seen.len() as i64));
                 lp = ListParams::default().limit(3).continue_token(&token);
             }
             None => break,

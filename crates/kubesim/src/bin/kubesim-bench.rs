@@ -32,6 +32,19 @@ fn peak_rss_mib() -> f64 {
         .unwrap_or(0.0)
 }
 
+fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
 fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
@@ -85,6 +98,8 @@ async fn main() -> anyhow::Result<()> {
         (nodes + nodes * per_node) as f64 / load.as_secs_f64()
     );
 
+    println!("memory after load (server only, VmRSS): {:.0} MiB", rss_mib());
+
     // List latency over HTTP through kube-rs (deserialising into typed objects).
     let pods: Api<Pod> = Api::default_namespaced(client.clone());
     let nodes_api: Api<Node> = Api::all(client.clone());
@@ -133,6 +148,21 @@ async fn main() -> anyhow::Result<()> {
         samples.push(t.elapsed());
     }
     println!("list pods page (limit=500): p50 {}", ms(percentile(&mut samples, 0.5)));
+    let t = Instant::now();
+    let mut lp = ListParams::default().limit(500);
+    let mut total = 0;
+    loop {
+        let page = pods.list(&lp).await?;
+        total += page.items.len();
+        match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            Some(c) => lp = ListParams::default().limit(500).continue_token(&c),
+            None => break,
+        }
+    }
+    println!(
+        "list all pods in pages of 500 (typed): {} ({total} items)",
+        ms(t.elapsed())
+    );
     let mut samples = Vec::new();
     for _ in 0..10 {
         let t = Instant::now();

@@ -97,6 +97,8 @@ struct Table {
     objects: BTreeMap<Key, Arc<Stored>>,
     /// pods by `spec.nodeName`, for the field selector kubelets and drain use.
     by_node: HashMap<Box<str>, BTreeSet<Key>>,
+    /// objects per namespace, for `remainingItemCount`.
+    ns_counts: HashMap<String, usize>,
     log: VecDeque<Arc<WatchEvent>>,
     /// Events with rv <= this were dropped from the log.
     compacted: u64,
@@ -108,6 +110,7 @@ impl Table {
         Table {
             objects: BTreeMap::new(),
             by_node: HashMap::new(),
+            ns_counts: HashMap::new(),
             log: VecDeque::new(),
             compacted: 0,
             tx: broadcast::channel(8192).0,
@@ -518,9 +521,12 @@ impl Inner {
         } else {
             None
         };
-        let start: Option<Key> = match &opts.continue_token {
-            Some(tok) => Some(decode_continue(tok)?),
-            None => None,
+        let (start, before): (Option<Key>, u64) = match &opts.continue_token {
+            Some(tok) => {
+                let (k, n) = decode_continue(tok)?;
+                (Some(k), n)
+            }
+            None => (None, 0),
         };
         let matches = |o: &Arc<Stored>| {
             (opts.label_selector.is_empty() || opts.label_selector.matches(&o.labels))
@@ -537,11 +543,6 @@ impl Inner {
         };
         {
             let mut push = |k: &Key, o: &Arc<Stored>| -> bool {
-                if let Some(s) = &start
-                    && k <= s
-                {
-                    return true;
-                }
                 if let Some(n) = ns
                     && k.0 != n
                 {
@@ -558,44 +559,46 @@ impl Inner {
                 last = Some(k.clone());
                 true
             };
+            use std::ops::Bound::{Excluded, Included, Unbounded};
+            // Start right after the continue key, or at the namespace.
+            let lower = match (&start, ns) {
+                (Some(s), _) => Excluded(s.clone()),
+                (None, Some(n)) => Included((n.to_string(), String::new())),
+                (None, None) => Unbounded,
+            };
             if let Some(node) = node {
                 if let Some(keys) = table.by_node.get(node) {
-                    for k in keys {
+                    for k in keys.range((lower, Unbounded)) {
                         if !push(k, &table.objects[k]) {
                             break;
                         }
                     }
                 }
             } else {
-                let range: Box<dyn Iterator<Item = (&Key, &Arc<Stored>)>> = match ns {
-                    Some(n) => Box::new(
-                        table
-                            .objects
-                            .range((n.to_string(), String::new())..)
-                            .take_while(move |(k, _)| k.0 == n),
-                    ),
-                    None => Box::new(table.objects.iter()),
-                };
-                for (k, o) in range {
+                for (k, o) in table
+                    .objects
+                    .range((lower, Unbounded))
+                    .take_while(|(k, _)| ns.is_none_or(|n| k.0 == n))
+                {
                     if !push(k, o) {
                         break;
                     }
                 }
             }
         }
+        let served = before + items.len() as u64;
         let continue_token = if more {
-            last.clone().map(|k| encode_continue(&k, self.rv))
+            last.clone().map(|k| encode_continue(&k, self.rv, served))
         } else {
             None
         };
+        // Counted from the items already served, so a page costs O(page).
         let remaining = if more && opts.label_selector.is_empty() && opts.field_selector.is_empty() {
-            let after = last.clone().unwrap_or_default();
-            let total = table
-                .objects
-                .range((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))
-                .filter(|(k, _)| ns.is_none_or(|n| k.0 == n))
-                .count();
-            Some(total as u64)
+            let total = match ns {
+                Some(n) => table.ns_counts.get(n).copied().unwrap_or(0),
+                None => table.objects.len(),
+            };
+            Some((total as u64).saturating_sub(served))
         } else {
             None
         };
@@ -629,13 +632,19 @@ impl Inner {
                 } else {
                     EventType::Added
                 };
-                table.objects.insert(k.clone(), s.clone());
+                if table.objects.insert(k.clone(), s.clone()).is_none() {
+                    *table.ns_counts.entry(k.0.clone()).or_default() += 1;
+                }
                 (ty, s, v)
             }
             None => {
                 let mut v = deleted_obj.unwrap_or(Value::Null);
                 metadata_mut(&mut v).insert("resourceVersion".into(), json!(rv.to_string()));
-                table.objects.remove(&k);
+                if table.objects.remove(&k).is_some()
+                    && let Some(c) = table.ns_counts.get_mut(&k.0)
+                {
+                    *c = c.saturating_sub(1);
+                }
                 (EventType::Deleted, Arc::new(Stored::new(&v, rv)), v)
             }
         };
@@ -1354,18 +1363,18 @@ fn crd_accept(crd: &mut Value) {
     });
 }
 
-fn encode_continue(k: &Key, rv: u64) -> String {
+fn encode_continue(k: &Key, rv: u64, served: u64) -> String {
     use base64::Engine;
     let start = if k.0.is_empty() {
         format!("{}\u{0}", k.1)
     } else {
         format!("{}/{}\u{0}", k.0, k.1)
     };
-    let body = json!({"v": "meta.k8s.io/v1", "rv": rv, "start": start});
+    let body = json!({"v": "meta.k8s.io/v1", "rv": rv, "start": start, "served": served});
     base64::engine::general_purpose::STANDARD.encode(body.to_string())
 }
 
-fn decode_continue(tok: &str) -> Result<Key, ApiError> {
+fn decode_continue(tok: &str) -> Result<(Key, u64), ApiError> {
     use base64::Engine;
     let bad = || ApiError::bad_request(format!("continue key is not valid: {tok}"));
     let raw = base64::engine::general_purpose::STANDARD
@@ -1375,10 +1384,14 @@ fn decode_continue(tok: &str) -> Result<Key, ApiError> {
     let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
     let start = v["start"].as_str().ok_or_else(bad)?;
     let start = start.trim_end_matches('\u{0}');
-    Ok(match start.split_once('/') {
-        Some((ns, name)) => (ns.to_string(), name.to_string()),
-        None => (String::new(), start.to_string()),
-    })
+    let served = v["served"].as_u64().unwrap_or(0);
+    Ok((
+        match start.split_once('/') {
+            Some((ns, name)) => (ns.to_string(), name.to_string()),
+            None => (String::new(), start.to_string()),
+        },
+        served,
+    ))
 }
 
 impl ApiError {
