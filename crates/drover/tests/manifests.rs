@@ -466,3 +466,181 @@ fn example_upgrade_scripts_read_drovers_env_and_end_with_a_useful_line_on_failur
     let (ok, _) = run_upgrade_script(&images.join("kubeadm/upgrade.sh"), &[("DROVER_VERSION", "")]);
     assert!(!ok, "an empty DROVER_VERSION is refused");
 }
+
+/// The Helm chart's template without its Go-template actions: lines that
+/// are only an action (`{{- if … }}`, `{{- include … | nindent 4 }}`,
+/// `{{- end }}`) are dropped, an inline `{{ .Values.x }}` of a scalar becomes
+/// its default from values.yaml and any other inline action the string
+/// `TEMPLATED`, which leaves YAML whose literal parts can be compared with
+/// `deploy/base`. (Helm is not available here; this checks the structure,
+/// not the rendering.)
+fn strip_template(text: &str, values: &Value) -> String {
+    let mut out = String::new();
+    for line in text.lines() {
+        let t = line.trim();
+        if t.starts_with("{{") && t.ends_with("}}") && t.matches("{{").count() == 1 {
+            continue;
+        }
+        let mut rest = line;
+        while let Some(i) = rest.find("{{") {
+            out.push_str(&rest[..i]);
+            let j = rest[i..].find("}}").expect("an action closes on its line") + i + 2;
+            let action = rest[i + 2..j - 2].trim_matches(|c: char| c == '-' || c.is_whitespace());
+            let value = action
+                .strip_prefix(".Values.")
+                .and_then(|path| path.split('.').try_fold(values, |v, k| v.get(k)));
+            match value {
+                Some(Value::String(v)) => out.push_str(v),
+                Some(v @ (Value::Number(_) | Value::Bool(_))) => out.push_str(&v.to_string()),
+                _ => out.push_str("TEMPLATED"),
+            }
+            rest = &rest[j..];
+        }
+        out.push_str(rest);
+        out.push('\n');
+    }
+    out
+}
+
+/// Every `{{ … }}` action of a template, trimmed of `{{-`/`-}}`.
+fn actions(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("{{") {
+        let j = rest[i..].find("}}").expect("closed action") + i;
+        out.push(
+            rest[i + 2..j]
+                .trim_matches(|c: char| c == '-' || c.is_whitespace())
+                .to_string(),
+        );
+        rest = &rest[j + 2..];
+    }
+    out
+}
+
+#[test]
+fn the_helm_chart_renders_the_same_objects_and_rules_as_the_base() {
+    let chart = repo().join("deploy/helm/drover");
+    let meta = &documents(&std::fs::read_to_string(chart.join("Chart.yaml")).unwrap())[0];
+    assert_eq!(meta["apiVersion"], "v2");
+    assert_eq!(meta["name"], "drover");
+    assert_eq!(
+        meta["appVersion"],
+        env!("CARGO_PKG_VERSION"),
+        "the chart deploys this version"
+    );
+    let values = &documents(&std::fs::read_to_string(chart.join("values.yaml")).unwrap())[0];
+    for key in [
+        "image",
+        "replicas",
+        "resources",
+        "namespace",
+        "leaderElection",
+        "serviceMonitor",
+        "pdb",
+    ] {
+        assert!(values.get(key).is_some(), "values.yaml has {key}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(chart.join("crds/clusterupgrades.drover.dev.yaml")).unwrap(),
+        std::fs::read_to_string(repo().join("crds/clusterupgrades.drover.dev.yaml")).unwrap(),
+        "deploy/helm/drover/crds/ is stale: cp crds/clusterupgrades.drover.dev.yaml deploy/helm/drover/crds/"
+    );
+
+    let mut docs = Vec::new();
+    let mut files = std::fs::read_dir(chart.join("templates"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect::<Vec<_>>();
+    files.sort();
+    for f in &files {
+        let text = std::fs::read_to_string(f).unwrap();
+        // Blocks close, and every value used is defined.
+        let acts = actions(&text);
+        let opens = acts
+            .iter()
+            .filter(|a| ["if ", "with ", "range ", "define "].iter().any(|k| a.starts_with(k)))
+            .count();
+        let ends = acts.iter().filter(|a| *a == "end").count();
+        assert_eq!(opens, ends, "{}: every block has its end", f.display());
+        for a in &acts {
+            for part in a.split_whitespace().filter_map(|w| w.strip_prefix(".Values.")) {
+                let mut v = values;
+                for key in part.split('.') {
+                    v = v
+                        .get(key)
+                        .unwrap_or_else(|| panic!("{}: .Values.{part} is not in values.yaml", f.display()));
+                }
+            }
+        }
+        if f.extension().is_some_and(|x| x == "yaml") {
+            docs.extend(documents(&strip_template(&text, values)));
+        }
+    }
+
+    // The same objects as the base and the optional components, the CRD aside.
+    let base = rendered("deploy/overlays/ha");
+    let key = |d: &Value| {
+        format!(
+            "{} {}",
+            d["kind"].as_str().unwrap(),
+            d["metadata"]["name"].as_str().unwrap()
+        )
+    };
+    let want: BTreeSet<String> = base
+        .iter()
+        .filter(|d| d["kind"] != "CustomResourceDefinition")
+        .map(key)
+        .collect();
+    let got: BTreeSet<String> = docs.iter().map(key).collect();
+    assert_eq!(got, want, "the chart's objects");
+
+    for (kind, name) in [
+        ("ClusterRole", "drover"),
+        ("ClusterRole", "drover-clusterupgrades-view"),
+        ("Role", "drover-leader-election"),
+    ] {
+        assert_eq!(
+            rules(find(&docs, kind, name)),
+            rules(find(&base, kind, name)),
+            "{kind} {name}: the chart's rules are the base's"
+        );
+    }
+    assert_eq!(
+        find(&docs, "ClusterRole", "drover-clusterupgrades-view")["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-view"],
+        "true"
+    );
+
+    let pod = |docs: &[Value]| find(docs, "Deployment", "drover")["spec"]["template"]["spec"].clone();
+    let (ours, theirs) = (pod(&docs), pod(&base));
+    assert_eq!(ours["securityContext"], theirs["securityContext"]);
+    assert_eq!(ours["serviceAccountName"], theirs["serviceAccountName"]);
+    let (c, b) = (&ours["containers"][0], &theirs["containers"][0]);
+    for field in ["env", "ports", "livenessProbe", "readinessProbe", "securityContext"] {
+        assert_eq!(c[field], b[field], "the chart's container {field}");
+    }
+    let args: Vec<&str> = c["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    for a in [
+        "run",
+        "--leader-elect",
+        "--namespace",
+        "--http-addr",
+        "0.0.0.0:8080",
+        "--log-format",
+    ] {
+        assert!(args.contains(&a), "the chart's args have {a}: {args:?}");
+    }
+    assert_eq!(
+        find(&docs, "Service", "drover-metrics")["spec"]["ports"],
+        find(&base, "Service", "drover-metrics")["spec"]["ports"]
+    );
+    assert_eq!(
+        find(&docs, "PodDisruptionBudget", "drover")["spec"]["maxUnavailable"],
+        find(&base, "PodDisruptionBudget", "drover")["spec"]["maxUnavailable"]
+    );
+}
