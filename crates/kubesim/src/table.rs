@@ -255,8 +255,9 @@ pub fn cells(t: &ResourceType, version: &str, o: &Value) -> Vec<Value> {
                 .map(|c| c["status"].as_str().unwrap_or("Unknown").to_string());
             let mut status = match ready.as_deref() {
                 Some("True") => "Ready".to_string(),
-                Some("False") => "NotReady".to_string(),
-                _ => "Unknown".to_string(),
+                // kubectl prints NotReady for False and Unknown alike.
+                Some(_) => "NotReady".to_string(),
+                None => "Unknown".to_string(),
             };
             if o["spec"]["unschedulable"] == json!(true) {
                 status.push_str(",SchedulingDisabled");

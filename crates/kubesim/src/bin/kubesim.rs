@@ -1,4 +1,5 @@
 //! `kubesim serve --port N --kubeconfig PATH`: run the in-memory API server.
+//! With `--scenario FILE [--speed F]` it runs a simulated cluster on it.
 
 use clap::{Parser, Subcommand};
 
@@ -22,6 +23,12 @@ enum Command {
         /// Keep bound pods terminating after a graceful delete until deleted with grace 0.
         #[arg(long)]
         graceful_pod_deletion: bool,
+        /// Run the simulated cluster of this scenario (YAML, see docs/simulation.md).
+        #[arg(long)]
+        scenario: Option<std::path::PathBuf>,
+        /// Simulation speed factor (60: a simulated minute per second); default: the scenario's.
+        #[arg(long, requires = "scenario")]
+        speed: Option<f64>,
     },
 }
 
@@ -36,6 +43,38 @@ async fn main() -> anyhow::Result<()> {
             port,
             kubeconfig,
             graceful_pod_deletion,
+            scenario: Some(file),
+            speed,
+        } => {
+            let scenario = kubesim::sim::Scenario::from_file(&file)?;
+            let opts = kubesim::sim::SimOptions {
+                speed,
+                port,
+                ..Default::default()
+            };
+            let _ = graceful_pod_deletion; // a simulation always deletes pods gracefully
+            let sim = kubesim::sim::Simulation::start_with(scenario, opts).await?;
+            // The kubeconfig appears once the cluster is up: callers may wait for it.
+            if let Some(path) = &kubeconfig {
+                sim.server().write_kubeconfig(path)?;
+                eprintln!("kubesim: wrote kubeconfig to {}", path.display());
+            }
+            eprintln!(
+                "kubesim: serving scenario {:?} ({} nodes) on {} at speed {}",
+                sim.scenario().name,
+                sim.scenario().node_count(),
+                sim.server().url(),
+                sim.speed()
+            );
+            tokio::signal::ctrl_c().await?;
+            sim.shutdown().await;
+        }
+        Command::Serve {
+            port,
+            kubeconfig,
+            graceful_pod_deletion,
+            scenario: None,
+            speed: _,
         } => {
             let mut config = kubesim::Config {
                 port,

@@ -210,9 +210,9 @@ pub fn node_object(p: &NodePlan, now: &str) -> Value {
             "capacity": cap,
             "allocatable": alloc,
             "conditions": [
-                condition("MemoryPressure", false, "KubeletHasSufficientMemory", "kubelet has sufficient memory available", now),
-                condition("DiskPressure", false, "KubeletHasNoDiskPressure", "kubelet has no disk pressure", now),
-                condition("PIDPressure", false, "KubeletHasSufficientPID", "kubelet has sufficient PID available", now),
+                heartbeat(condition("MemoryPressure", false, "KubeletHasSufficientMemory", "kubelet has sufficient memory available", now), now),
+                heartbeat(condition("DiskPressure", false, "KubeletHasNoDiskPressure", "kubelet has no disk pressure", now), now),
+                heartbeat(condition("PIDPressure", false, "KubeletHasSufficientPID", "kubelet has sufficient PID available", now), now),
                 ready_condition(true, now),
             ],
             "addresses": [
@@ -234,6 +234,11 @@ pub fn node_object(p: &NodePlan, now: &str) -> Value {
             },
         },
     })
+}
+
+fn heartbeat(mut c: Value, now: &str) -> Value {
+    c["lastHeartbeatTime"] = json!(now);
+    c
 }
 
 /// The node `Ready` condition as the kubelet reports it.
