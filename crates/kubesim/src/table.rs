@@ -191,6 +191,153 @@ pub fn columns(t: &ResourceType, version: &str) -> Vec<Value> {
             age,
         ],
         ("apiextensions.k8s.io", "customresourcedefinitions") => vec![name, col("Created At", "date", "", "", 0)],
+        ("batch", "jobs") => vec![
+            name,
+            col("Status", "string", "", "Status of the job.", 0),
+            col(
+                "Completions",
+                "string",
+                "",
+                "The desired number of successfully finished pods the job should be run with.",
+                0,
+            ),
+            col("Duration", "string", "", "Time required to complete the job.", 0),
+            age,
+            col(
+                "Containers",
+                "string",
+                "",
+                "Names of each container in the template.",
+                1,
+            ),
+            col(
+                "Images",
+                "string",
+                "",
+                "Images referenced by each container in the template.",
+                1,
+            ),
+            col(
+                "Selector",
+                "string",
+                "",
+                "A label query over pods that should match the pod count.",
+                1,
+            ),
+        ],
+        ("apps", "daemonsets") => vec![
+            name,
+            col(
+                "Desired",
+                "integer",
+                "",
+                "The total number of nodes that should be running the daemon pod.",
+                0,
+            ),
+            col(
+                "Current",
+                "integer",
+                "",
+                "The number of nodes that are running at least 1 daemon pod and are supposed to run the daemon pod.",
+                0,
+            ),
+            col(
+                "Ready",
+                "integer",
+                "",
+                "The number of nodes that should be running the daemon pod and have one or more of the daemon pod running and ready.",
+                0,
+            ),
+            col(
+                "Up-to-date",
+                "integer",
+                "",
+                "The total number of nodes that are running updated daemon pod",
+                0,
+            ),
+            col(
+                "Available",
+                "integer",
+                "",
+                "The number of nodes that should be running the daemon pod and have one or more of the daemon pod running and available (ready for at least spec.minReadySeconds)",
+                0,
+            ),
+            col(
+                "Node Selector",
+                "string",
+                "",
+                "NodeSelector is a selector which must be true for the pod to fit on a node.",
+                0,
+            ),
+            age,
+        ],
+        ("apps", "replicasets") => vec![
+            name,
+            col(
+                "Desired",
+                "integer",
+                "",
+                "Replicas is the number of desired replicas.",
+                0,
+            ),
+            col(
+                "Current",
+                "integer",
+                "",
+                "Replicas is the most recently observed number of replicas.",
+                0,
+            ),
+            col(
+                "Ready",
+                "integer",
+                "",
+                "The number of ready replicas for this replica set.",
+                0,
+            ),
+            age,
+        ],
+        ("apps", "statefulsets") => vec![
+            name,
+            col("Ready", "string", "", "Number of the pod with ready state", 0),
+            age,
+        ],
+        ("", "services") => vec![
+            name,
+            col("Type", "string", "", "Type of the service.", 0),
+            col("Cluster-IP", "string", "", "Cluster IP of the service.", 0),
+            col("External-IP", "string", "", "External IP of the service.", 0),
+            col("Port(s)", "string", "", "Ports of the service.", 0),
+            age,
+        ],
+        ("coordination.k8s.io", "leases") => {
+            vec![name, col("Holder", "string", "", "The holder of the lease.", 0), age]
+        }
+        ("", "events") => vec![
+            col("Last Seen", "string", "", "Time when last this event was observed.", 0),
+            col(
+                "Type",
+                "string",
+                "",
+                "Type of this event (Normal, Warning), new types could be added in the future.",
+                0,
+            ),
+            col(
+                "Reason",
+                "string",
+                "",
+                "This should be a short, machine understandable string that gives the reason for this event being generated.",
+                0,
+            ),
+            col("Object", "string", "", "The object this Event is about.", 0),
+            col(
+                "Message",
+                "string",
+                "",
+                "A human-readable description of the status of this operation.",
+                0,
+            ),
+            col("Name", "string", "name", NAME_DESC, 1),
+        ],
         _ => vec![name, age],
     }
 }
@@ -327,11 +474,142 @@ pub fn cells(t: &ResourceType, version: &str, o: &Value) -> Vec<Value> {
             json!(o["status"]["disruptionsAllowed"].as_i64().unwrap_or(0)),
             age,
         ],
+        ("batch", "jobs") => {
+            let st = &o["status"];
+            let cond = |t: &str| {
+                st["conditions"]
+                    .as_array()
+                    .is_some_and(|cs| cs.iter().any(|c| c["type"] == t && c["status"] == "True"))
+            };
+            let status = if cond("Complete") {
+                "Complete"
+            } else if cond("Failed") {
+                "Failed"
+            } else if o["spec"]["suspend"] == json!(true) {
+                "Suspended"
+            } else {
+                "Running"
+            };
+            let completions = o["spec"]["completions"].as_i64().unwrap_or(1);
+            let duration = match (
+                st["startTime"].as_str().and_then(meta::parse_time),
+                st["completionTime"].as_str().and_then(meta::parse_time),
+            ) {
+                (Some(a), Some(b)) => meta::human_duration(b.as_second() - a.as_second()),
+                (Some(a), None) => meta::human_duration(jiff::Timestamp::now().as_second() - a.as_second()),
+                _ => String::new(),
+            };
+            let containers = o["spec"]["template"]["spec"]["containers"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let join = |k: &str| containers.iter().map(|c| s(&c[k])).collect::<Vec<_>>().join(",");
+            vec![
+                name,
+                json!(status),
+                json!(format!("{}/{completions}", st["succeeded"].as_i64().unwrap_or(0))),
+                json!(duration),
+                age,
+                json!(join("name")),
+                json!(join("image")),
+                json!(selector_string(&o["spec"]["selector"])),
+            ]
+        }
+        ("apps", "daemonsets") => {
+            let st = &o["status"];
+            let n = |k: &str| json!(st[k].as_i64().unwrap_or(0));
+            let sel = o["spec"]["template"]["spec"]["nodeSelector"]
+                .as_object()
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| format!("{k}={}", s(v)))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_default();
+            vec![
+                name,
+                n("desiredNumberScheduled"),
+                n("currentNumberScheduled"),
+                n("numberReady"),
+                n("updatedNumberScheduled"),
+                n("numberAvailable"),
+                json!(or_none(sel)),
+                age,
+            ]
+        }
+        ("apps", "replicasets") => {
+            let st = &o["status"];
+            vec![
+                name,
+                json!(o["spec"]["replicas"].as_i64().unwrap_or(1)),
+                json!(st["replicas"].as_i64().unwrap_or(0)),
+                json!(st["readyReplicas"].as_i64().unwrap_or(0)),
+                age,
+            ]
+        }
+        ("apps", "statefulsets") => vec![
+            name,
+            json!(format!(
+                "{}/{}",
+                o["status"]["readyReplicas"].as_i64().unwrap_or(0),
+                o["spec"]["replicas"].as_i64().unwrap_or(1)
+            )),
+            age,
+        ],
+        ("", "services") => {
+            let ports = o["spec"]["ports"]
+                .as_array()
+                .map(|ps| {
+                    ps.iter()
+                        .map(|p| format!("{}/{}", s(&p["port"]), p["protocol"].as_str().unwrap_or("TCP")))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                })
+                .unwrap_or_default();
+            vec![
+                name,
+                json!(o["spec"]["type"].as_str().unwrap_or("ClusterIP")),
+                json!(or_none(s(&o["spec"]["clusterIP"]))),
+                json!("<none>"),
+                json!(or_none(ports)),
+                age,
+            ]
+        }
+        ("coordination.k8s.io", "leases") => vec![name, json!(s(&o["spec"]["holderIdentity"])), age],
+        ("", "events") => {
+            let last = ["lastTimestamp", "eventTime", "firstTimestamp"]
+                .iter()
+                .find_map(|k| o[*k].as_str().filter(|x| !x.is_empty()))
+                .map(|x| meta::age(Some(&json!(x))))
+                .unwrap_or_else(|| meta::age(o["metadata"].get("creationTimestamp")));
+            let io = &o["involvedObject"];
+            vec![
+                json!(last),
+                json!(s(&o["type"])),
+                json!(s(&o["reason"])),
+                json!(format!("{}/{}", s(&io["kind"]).to_lowercase(), s(&io["name"]))),
+                json!(s(&o["message"])),
+                name,
+            ]
+        }
         ("apiextensions.k8s.io", "customresourcedefinitions") => {
             vec![name, json!(s(&o["metadata"]["creationTimestamp"]))]
         }
         _ => vec![name, age],
     }
+}
+
+fn selector_string(sel: &Value) -> String {
+    sel["matchLabels"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| format!("{k}={}", s(v)))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default()
 }
 
 fn custom_cell(c: &PrinterColumn, o: &Value) -> Value {
@@ -430,6 +708,27 @@ pub fn row(t: &ResourceType, version: &str, o: &Value, include: &str) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn built_in_printers_match_kubectl_columns() {
+        let types = crate::store::resources::builtins();
+        let t = |plural: &str| {
+            types
+                .iter()
+                .find(|t| t.plural == plural && t.group != "events.k8s.io")
+                .unwrap()
+        };
+        let job = json!({"metadata": {"name": "j"}, "spec": {"completions": 1},
+            "status": {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}],
+                       "startTime": "2026-01-01T00:00:00Z", "completionTime": "2026-01-01T00:00:42Z"}});
+        let row = cells(t("jobs"), "v1", &job);
+        assert_eq!(&row[..4], &[json!("j"), json!("Complete"), json!("1/1"), json!("42s")]);
+        let ev = json!({"metadata": {"name": "e"}, "type": "Warning", "reason": "R", "message": "m",
+            "involvedObject": {"kind": "Pod", "name": "p"}});
+        let row = cells(t("events"), "v1", &ev);
+        assert_eq!(&row[1..5], &[json!("Warning"), json!("R"), json!("pod/p"), json!("m")]);
+        assert_eq!(columns(t("events"), "v1")[0]["name"], "Last Seen");
+    }
 
     #[test]
     fn jsonpath_filters_conditions() {
