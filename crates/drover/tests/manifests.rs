@@ -644,3 +644,74 @@ fn the_helm_chart_renders_the_same_objects_and_rules_as_the_base() {
         find(&base, "PodDisruptionBudget", "drover")["spec"]["maxUnavailable"]
     );
 }
+
+#[test]
+fn the_operations_guide_documents_exactly_the_metrics_drover_exports() {
+    let m = drover_controller::Metrics::default();
+    // Give every labelled family a value so it is encoded.
+    m.set_counts("u", &drover_api::NodeCounts::default());
+    let step = drover_controller::metrics::StepLabels {
+        step: "Drain".into(),
+        outcome: "done".into(),
+    };
+    m.steps.get_or_create(&step).inc();
+    m.step_duration
+        .get_or_create(&drover_controller::metrics::StepKind { step: "Drain".into() })
+        .observe(1.0);
+    let upgrade = drover_controller::metrics::UpgradeLabels { upgrade: "u".into() };
+    m.rollouts_completed.get_or_create(&upgrade).inc();
+    m.drain_blocks.get_or_create(&upgrade).inc();
+    let exported: BTreeSet<String> = m
+        .encode()
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .map(|l| {
+            let (name, kind) = l.split_once(' ').unwrap();
+            if kind == "counter" {
+                format!("{name}_total")
+            } else {
+                name.to_string()
+            }
+        })
+        .collect();
+    assert!(exported.len() >= 10, "{exported:?}");
+
+    let doc = std::fs::read_to_string(repo().join("docs/operations.md")).unwrap();
+    let table: BTreeSet<String> = doc
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `drover_"))
+        .map(|l| format!("drover_{}", l.split('`').next().unwrap()))
+        .collect();
+    assert_eq!(table, exported, "the metrics table in docs/operations.md");
+}
+
+#[test]
+fn relative_links_in_the_product_docs_resolve() {
+    let mut files = vec![repo().join("README.md"), repo().join("deploy/helm/drover/README.md")];
+    for d in [
+        "getting-started",
+        "user-guide",
+        "status-reasons",
+        "operations",
+        "design",
+    ] {
+        files.push(repo().join(format!("docs/{d}.md")));
+    }
+    files.push(repo().join("examples/upgrade-images/README.md"));
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+        let mut rest = text.as_str();
+        while let Some(i) = rest.find("](") {
+            let tail = &rest[i + 2..];
+            let end = tail.find(')').unwrap();
+            let target = &tail[..end];
+            rest = &tail[end..];
+            if target.contains("://") || target.starts_with('#') || target.starts_with("mailto:") {
+                continue;
+            }
+            let path = target.split('#').next().unwrap();
+            let resolved = f.parent().unwrap().join(path);
+            assert!(resolved.exists(), "{}: link {target} does not resolve", f.display());
+        }
+    }
+}
