@@ -474,3 +474,22 @@ async fn events_k8s_io_and_core_events_are_one_storage() {
         .unwrap();
     assert_eq!(via_new.items[0].note.as_deref(), Some("upgrade started"));
 }
+
+#[tokio::test]
+async fn services_get_a_cluster_ip_and_pending_deletions_answer_200() {
+    use k8s_openapi::api::core::v1::Service;
+    let (_s, c) = server().await;
+    let api: Api<Service> = Api::default_namespaced(c.clone());
+    let svc: Service =
+        serde_json::from_value(json!({"metadata": {"name": "s"}, "spec": {"ports": [{"port": 80}]}})).unwrap();
+    let created = api.create(&PostParams::default(), &svc).await.unwrap();
+    let spec = created.spec.unwrap();
+    assert!(spec.cluster_ip.unwrap().starts_with("10.96."));
+    assert_eq!(spec.type_.as_deref(), Some("ClusterIP"));
+    let cms: Api<ConfigMap> = Api::default_namespaced(c);
+    let mut held = cm("held");
+    held.metadata.finalizers = Some(vec!["x/y".into()]);
+    cms.create(&PostParams::default(), &held).await.unwrap();
+    // 200 with the terminating object (kube-rs maps it to Left).
+    assert!(cms.delete("held", &DeleteParams::default()).await.unwrap().is_left());
+}

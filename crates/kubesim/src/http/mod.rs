@@ -632,10 +632,16 @@ impl Ctx<'_> {
     fn delete(&self, name: &str, body: &Bytes) -> Result<Response, ApiError> {
         let opts = self.delete_options(body)?;
         let d = self.app.store.delete(&self.gr(), &self.ns, name, &opts)?;
-        let code = if d.deleted {
-            StatusCode::OK
-        } else {
+        // The real server answers 202 only for a pending deletion that asked
+        // for `orphanDependents: false`; otherwise 200, terminating or not.
+        let orphan_false = serde_json::from_slice::<Value>(body)
+            .ok()
+            .is_some_and(|b| b["orphanDependents"] == json!(false))
+            || self.query.get("orphanDependents") == Some("false");
+        let code = if !d.deleted && orphan_false {
             StatusCode::ACCEPTED
+        } else {
+            StatusCode::OK
         };
         // Pods and custom resources answer with the object; other kinds with a
         // success Status once gone, as their registries do.

@@ -821,7 +821,7 @@ impl Inner {
         {
             o.remove("status");
         }
-        strategy_create(&t, &mut obj);
+        strategy_create(&t, &mut obj, self.rv);
         self.admit(&t, &mut obj, None, opts)?;
         if self.tables[gr].objects.contains_key(&key(&ns, &name)) {
             return Err(ApiError::already_exists(&t.group, &t.plural, &name));
@@ -1314,7 +1314,7 @@ impl Inner {
 }
 
 /// Defaults the real server fills in on create.
-fn strategy_create(t: &ResourceType, obj: &mut Value) {
+fn strategy_create(t: &ResourceType, obj: &mut Value, rv: u64) {
     match (t.group.as_str(), t.plural.as_str()) {
         ("", "pods") => {
             obj["status"] = json!({"phase": "Pending", "qosClass": "BestEffort"});
@@ -1330,6 +1330,33 @@ fn strategy_create(t: &ResourceType, obj: &mut Value) {
             obj["spec"]["finalizers"] = json!(["kubernetes"]);
             let name = obj["metadata"]["name"].clone();
             obj["metadata"]["labels"]["kubernetes.io/metadata.name"] = name;
+        }
+        ("", "services") => {
+            let spec = &mut obj["spec"];
+            if spec["type"].is_null() {
+                spec["type"] = json!("ClusterIP");
+            }
+            if spec["sessionAffinity"].is_null() {
+                spec["sessionAffinity"] = json!("None");
+            }
+            if let Some(ports) = spec["ports"].as_array_mut() {
+                for p in ports {
+                    if p["protocol"].is_null() {
+                        p["protocol"] = json!("TCP");
+                    }
+                    if p["targetPort"].is_null() {
+                        p["targetPort"] = p["port"].clone();
+                    }
+                }
+            }
+            // A cluster IP from 10.96.0.0/16, unique per creation (the rv is).
+            if spec["type"] != "ExternalName" && spec["clusterIP"].is_null() {
+                let ip = format!("10.96.{}.{}", (rv / 250) % 256, rv % 250 + 1);
+                spec["clusterIP"] = json!(ip);
+                spec["clusterIPs"] = json!([ip]);
+                spec["ipFamilies"] = json!(["IPv4"]);
+                spec["ipFamilyPolicy"] = json!("SingleStack");
+            }
         }
         ("", "nodes") => {
             let name = obj["metadata"]["name"].clone();
