@@ -154,8 +154,13 @@ impl Engine {
                 self.start_upgrade(key);
             }
             ("Running", true) if !always && self.once(&uid, RUN) => {
-                let secs = self.job_run_seconds(key);
-                self.after(secs, Action::PodExit(key.clone(), uid, true, String::new()));
+                let (secs, code) = self.job_program(key);
+                let msg = if code == 0 {
+                    String::new()
+                } else {
+                    format!("exited with code {code}")
+                };
+                self.after(secs, Action::PodExit(key.clone(), uid, code == 0, msg));
             }
             _ => {}
         }
@@ -180,17 +185,21 @@ impl Engine {
         }
     }
 
-    /// Plain Job pods run `timing.jobRunSeconds`, or the pod's
-    /// `kubesim.drover.dev/run-seconds` annotation.
-    fn job_run_seconds(&self, key: &Key) -> f64 {
-        self.pods
-            .get(key)
-            .and_then(|p| {
-                p.stored.value()["metadata"]["annotations"]["kubesim.drover.dev/run-seconds"]
-                    .as_str()
-                    .and_then(|s| s.parse().ok())
-            })
-            .unwrap_or(self.timing.job_run_seconds)
+    /// What a plain run-to-completion pod does: it runs `timing.jobRunSeconds`
+    /// (or its `kubesim.drover.dev/run-seconds` annotation) and exits 0 (or
+    /// its `kubesim.drover.dev/exit-code` annotation).
+    fn job_program(&self, key: &Key) -> (f64, i64) {
+        let v = self.pods.get(key).map(|p| p.stored.value()).unwrap_or_default();
+        let ann = &v["metadata"]["annotations"];
+        let secs = ann["kubesim.drover.dev/run-seconds"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(self.timing.job_run_seconds);
+        let code = ann["kubesim.drover.dev/exit-code"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        (secs, code)
     }
 
     fn ips(&mut self, node: &str, host_network: bool) -> (String, String) {

@@ -383,6 +383,15 @@ fn pdb_object(ns: &str, name: &str, labels: &Map<String, Value>, spec: &super::s
     })
 }
 
+/// The defaults the API server would fill in, so `kubectl rollout status` works.
+fn rolling_deployment(max_unavailable: impl Into<Value>) -> Value {
+    json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": max_unavailable.into()}})
+}
+
+fn rolling_daemonset() -> Value {
+    json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 0}})
+}
+
 /// The objects of one user workload (each copy): (resource, object).
 pub fn workload_objects(w: &Workload) -> Vec<(GroupResource, Value)> {
     let mut out = Vec::new();
@@ -415,7 +424,7 @@ pub fn workload_objects(w: &Workload) -> Vec<(GroupResource, Value)> {
                     &w.namespace,
                     &name,
                     &labels,
-                    json!({"replicas": w.replicas, "selector": selector, "template": tpl}),
+                    json!({"replicas": w.replicas, "selector": selector, "template": tpl, "strategy": rolling_deployment("25%"), "revisionHistoryLimit": 10, "progressDeadlineSeconds": 600}),
                 ),
             )),
             WorkloadKind::StatefulSet => out.push((
@@ -425,7 +434,7 @@ pub fn workload_objects(w: &Workload) -> Vec<(GroupResource, Value)> {
                     &w.namespace,
                     &name,
                     &labels,
-                    json!({"replicas": w.replicas, "selector": selector, "serviceName": name, "template": tpl}),
+                    json!({"replicas": w.replicas, "selector": selector, "serviceName": name, "template": tpl, "podManagementPolicy": "OrderedReady", "revisionHistoryLimit": 10, "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}}),
                 ),
             )),
             WorkloadKind::DaemonSet => out.push((
@@ -435,7 +444,7 @@ pub fn workload_objects(w: &Workload) -> Vec<(GroupResource, Value)> {
                     &w.namespace,
                     &name,
                     &labels,
-                    json!({"selector": selector, "template": tpl}),
+                    json!({"selector": selector, "template": tpl, "revisionHistoryLimit": 10, "updateStrategy": rolling_daemonset()}),
                 ),
             )),
             WorkloadKind::Pod => {
@@ -484,7 +493,7 @@ pub fn addon_objects(s: &Scenario) -> Vec<(GroupResource, Value)> {
         let (name, image) = network_daemonset(n);
         let labels = labels_of(&[("k8s-app", &name)]);
         let tpl = template(&labels, &name, &image, Some(0), false, &none, &everything, true);
-        let spec = json!({"selector": {"matchLabels": {"k8s-app": name}}, "template": tpl, "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}}});
+        let spec = json!({"selector": {"matchLabels": {"k8s-app": name}}, "template": tpl, "updateStrategy": rolling_daemonset()});
         out.push((
             gr_apps("daemonsets"),
             workload_object("DaemonSet", ns, &name, &labels, spec),
@@ -505,7 +514,7 @@ pub fn addon_objects(s: &Scenario) -> Vec<(GroupResource, Value)> {
             &everything,
             true,
         );
-        let spec = json!({"selector": {"matchLabels": {"k8s-app": "kube-proxy"}}, "template": tpl});
+        let spec = json!({"selector": {"matchLabels": {"k8s-app": "kube-proxy"}}, "template": tpl, "updateStrategy": rolling_daemonset()});
         out.push((
             gr_apps("daemonsets"),
             workload_object("DaemonSet", ns, "kube-proxy", &labels, spec),
@@ -541,8 +550,7 @@ pub fn addon_objects(s: &Scenario) -> Vec<(GroupResource, Value)> {
                 &cp_tolerations,
                 false,
             );
-            let spec =
-                json!({"replicas": a.replicas, "selector": {"matchLabels": {"k8s-app": label}}, "template": tpl});
+            let spec = json!({"replicas": a.replicas, "selector": {"matchLabels": {"k8s-app": label}}, "template": tpl, "strategy": rolling_deployment(1)});
             out.push((
                 gr_apps("deployments"),
                 workload_object("Deployment", ns, name, &labels, spec),
