@@ -5,7 +5,8 @@
 //! its paths: a backup Job, a control-plane node verified by its static
 //! pod, a DaemonSet component, a drain blocked by a PodDisruptionBudget and
 //! then let through, upgrade Jobs, events, deletion with its finalizer
-//! cleanup, and the Lease released on SIGTERM. Each recorded request is
+//! cleanup, and the Lease released on SIGTERM. drover runs with the args,
+//! env and probes of the rendered Deployment. Each recorded request is
 //! turned into RBAC attributes the way the API server does it and checked
 //! against the ClusterRole (anywhere) and the Role (in drover-system only).
 
@@ -356,6 +357,26 @@ async fn play_cluster(client: Client) {
     }
 }
 
+/// A plain HTTP/1.0 GET on loopback: the status code and the body.
+async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await
+        .ok()?;
+    let mut out = String::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_string(&mut out))
+        .await
+        .ok()?
+        .ok()?;
+    let code = out.split_whitespace().nth(1)?.parse().ok()?;
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((code, body))
+}
+
 async fn wait_for<F, Fut>(what: &str, mut f: F)
 where
     F: FnMut() -> Fut,
@@ -458,19 +479,42 @@ async fn drovers_rbac_covers_every_call_it_makes_and_no_rule_is_idle() {
     let (proxy, proxy_url) = start_proxy(&server.url()).await;
     let recorded = dir.join("recorded.kubeconfig");
     std::fs::write(&recorded, kubesim::kubeconfig(&proxy_url)).unwrap();
+    // The Deployment's own args and env, with the HTTP address moved to a free
+    // loopback port and shorter drain passes for the test's pace.
+    let container = &docs
+        .iter()
+        .find(|d| d["kind"] == "Deployment" && d["metadata"]["name"] == "drover")
+        .unwrap()["spec"]["template"]["spec"]["containers"][0];
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut args: Vec<String> = container["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
+    let at = args
+        .iter()
+        .position(|a| a == "--http-addr")
+        .expect("the Deployment sets --http-addr")
+        + 1;
+    assert_eq!(args[at], "0.0.0.0:8080");
+    args[at] = format!("127.0.0.1:{port}");
+    assert!(args.contains(&"--leader-elect".to_string()) && args.contains(&NS.to_string()));
+    let env: Vec<String> = container["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(env, ["POD_NAME", "NODE_NAME"]);
     let mut drover = Drover(
         Command::new(env!("CARGO_BIN_EXE_drover"))
-            .args([
-                "run",
-                "--leader-elect",
-                "--namespace",
-                NS,
-                "--http-addr",
-                "off",
-                "--drain-pass-seconds",
-                "1",
-                "--kubeconfig",
-            ])
+            .args(&args)
+            .args(["--drain-pass-seconds", "1", "--kubeconfig"])
             .arg(&recorded)
             .env("POD_NAME", "drover-0")
             .env("NODE_NAME", "worker-1")
@@ -480,6 +524,18 @@ async fn drovers_rbac_covers_every_call_it_makes_and_no_rule_is_idle() {
             .spawn()
             .expect("start drover"),
     );
+
+    // The Deployment's probes answer once drover leads.
+    let probe = |field: &str| container[field]["httpGet"]["path"].as_str().unwrap().to_string();
+    for path in [probe("livenessProbe"), probe("readinessProbe")] {
+        wait_for(&format!("{path} to answer 200"), || {
+            let path = path.clone();
+            async move { http_get(port, &path).await.is_some_and(|(code, _)| code == 200) }
+        })
+        .await;
+    }
+    let (_, metrics) = http_get(port, "/metrics").await.unwrap();
+    assert!(metrics.contains("drover_leader 1"), "{metrics}");
 
     let spec: drover_api::ClusterUpgradeSpec = serde_json::from_value(json!({
         "components": [
