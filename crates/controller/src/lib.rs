@@ -158,6 +158,8 @@ pub async fn run(
         .clone()
         .map(|l| (Api::<Lease>::namespaced(client.clone(), &l.namespace), l));
     if let Some((api, l)) = lease.clone() {
+        // A standby is healthy and ready: it serves, and takes over when needed.
+        ready.store(true, Ordering::Relaxed);
         tokio::spawn(leader::run(api, l, leading_tx));
         tracing::info!("waiting to become the leader");
         tokio::select! {

@@ -89,6 +89,48 @@ fn observed_node(
     }
 }
 
+/// The Kubernetes components the skew rules speak of, read even when the
+/// spec does not name them: what stays behind must fit the new API server.
+async fn add_skew_versions(
+    client: &Client,
+    spec: &ClusterUpgradeSpec,
+    nodes: &[std::sync::Arc<Node>],
+    observed: &mut [ObservedNode],
+) -> Result<()> {
+    use drover_api::NodeInfoField;
+    let named = |n: &str| spec.components.iter().any(|c| c.name == n && c.upgrade.job.is_some());
+    for (component, field) in [
+        ("kubelet", NodeInfoField::KubeletVersion),
+        ("kube-proxy", NodeInfoField::KubeProxyVersion),
+    ] {
+        if named(component) {
+            continue;
+        }
+        for (o, n) in observed.iter_mut().zip(nodes) {
+            if let Some(v) = node_info_field(n, field).filter(|v| !v.is_empty()) {
+                o.versions.insert(component.into(), v);
+            }
+        }
+    }
+    for component in ["kube-apiserver", "kube-controller-manager", "kube-scheduler"] {
+        if named(component) {
+            continue;
+        }
+        let check = drover_api::PodImageCheck {
+            namespace: "kube-system".into(),
+            labels: BTreeMap::from([("component".to_string(), component.to_string())]),
+            container: None,
+        };
+        let tags = pod_tags(client, &check).await?;
+        for o in observed.iter_mut() {
+            if let Some(v) = tags.get(&o.name) {
+                o.versions.insert(component.into(), v.clone());
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Everything the planner needs for `cu`.
 pub async fn observe<O: NodeOps>(
     client: &Client,
@@ -105,7 +147,10 @@ pub async fn observe<O: NodeOps>(
             pod_versions.insert(c.name.clone(), pod_tags(client, &check).await?);
         }
     }
-    let observed: Vec<ObservedNode> = nodes.iter().map(|n| observed_node(spec, n, &pod_versions)).collect();
+    let mut observed: Vec<ObservedNode> = nodes.iter().map(|n| observed_node(spec, n, &pod_versions)).collect();
+    if spec.version_policy.skew == drover_api::SkewPolicy::Enforce {
+        add_skew_versions(client, spec, nodes, &mut observed).await?;
+    }
 
     let mut workloads = BTreeMap::new();
     for c in &spec.components {

@@ -154,6 +154,7 @@ async fn step<O: NodeOps>(
                 version,
                 job,
                 verify: &verify,
+                not_before: Some(progress.since),
             };
             ctx.ops.upgrade(&req).await?
         }

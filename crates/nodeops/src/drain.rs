@@ -162,13 +162,7 @@ impl Drainer<'_> {
             if to_evict.is_empty() && terminating.is_empty() {
                 return Ok(Outcome::Done);
             }
-            if timed_out {
-                if opts.on_timeout != DrainTimeoutAction::ForceDelete {
-                    return Ok(Outcome::Blocked {
-                        message: summary(&blocked, &to_evict, terminating.len()),
-                        timed_out: true,
-                    });
-                }
+            if timed_out && opts.on_timeout == DrainTimeoutAction::ForceDelete {
                 // Past the deadline with ForceDelete: delete without eviction (PDBs bypassed).
                 for pod in &to_evict {
                     let ns_pods: Api<Pod> = Api::namespaced(self.client.clone(), &pod.namespace().unwrap_or_default());
@@ -238,6 +232,14 @@ impl Drainer<'_> {
                         });
                     }
                 }
+            }
+
+            if timed_out && !blocked.is_empty() {
+                // Past the deadline: report what blocks now, with its budgets.
+                return Ok(Outcome::Blocked {
+                    message: summary(&blocked, &[], terminating.len()),
+                    timed_out: true,
+                });
             }
 
             // Wait for the terminating pods to go, or until a blocked pod is due again.

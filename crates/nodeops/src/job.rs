@@ -186,11 +186,22 @@ fn tail(s: &str, n: usize) -> String {
     chars[start..].iter().collect()
 }
 
-/// Create the Job if it does not exist and report where it stands.
-pub async fn run(client: &Client, j: &UpgradeJob<'_>) -> Result<Outcome> {
+/// Create the Job if it does not exist and report where it stands. A
+/// failed Job created before `not_before` (when the node entered this step)
+/// belongs to an earlier attempt: it is deleted so this attempt runs afresh.
+pub async fn run(client: &Client, j: &UpgradeJob<'_>, not_before: Option<jiff::Timestamp>) -> Result<Outcome> {
     let jobs: Api<Job> = Api::namespaced(client.clone(), j.namespace);
     let name = job_name(&j.owner.name, j.node, j.component, j.version);
     let job = match jobs.get_opt(&name).await? {
+        Some(job)
+            if condition(&job, "Failed").is_some()
+                && not_before.is_some_and(|t| job.metadata.creation_timestamp.as_ref().is_some_and(|c| c.0 < t)) =>
+        {
+            jobs.delete(&name, &kube::api::DeleteParams::background()).await?;
+            return Ok(Outcome::Waiting {
+                message: format!("replacing job {name}, which failed in an earlier attempt"),
+            });
+        }
         Some(job) => job,
         None => match jobs.create(&PostParams::default(), &build(j)).await {
             Ok(job) => job,

@@ -36,6 +36,8 @@ pub struct UpgradeRequest<'a> {
     pub job: &'a JobUpgrade,
     /// How the result is verified: an upgrade whose result already shows is not run again.
     pub verify: &'a Verify,
+    /// When the node entered this step: a failed Job older than this is from an earlier attempt.
+    pub not_before: Option<Timestamp>,
 }
 
 /// The operations, one node or one workload at a time.
@@ -145,7 +147,7 @@ impl NodeOps for KubeNodeOps {
             version: req.version,
             job: req.job,
         };
-        job::run(&self.client, &j).await
+        job::run(&self.client, &j, req.not_before).await
     }
 
     async fn verify(

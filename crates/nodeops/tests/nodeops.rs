@@ -376,6 +376,7 @@ async fn the_upgrade_job_is_pinned_deterministic_and_created_once() {
         version: "1.7.23",
         job: &j,
         verify: &v,
+        not_before: None,
     };
     for _ in 0..2 {
         let out = c.ops.upgrade(&req).await.unwrap();
@@ -467,6 +468,7 @@ async fn a_failed_job_reports_its_reason_and_the_pods_message() {
         version: "1.7.23",
         job: &j,
         verify: &v,
+        not_before: None,
     };
     c.ops.upgrade(&req).await.unwrap();
     let name = drover_nodeops::job::job_name("platform", "n1", "containerd", "1.7.23");
@@ -520,6 +522,7 @@ async fn an_upgrade_already_visible_on_the_node_runs_no_job() {
         version: "v1.31.4",
         job: &j,
         verify: &v,
+        not_before: None,
     };
     assert_eq!(c.ops.upgrade(&req).await.unwrap(), Outcome::Done);
     let jobs: Api<Job> = Api::namespaced(c.client.clone(), "kube-system");
@@ -709,4 +712,65 @@ async fn a_rollout_that_passes_its_timeout_fails() {
         }
     );
     assert!(c.ops.observe_workload(&w, "v3.29.0").await.unwrap().failed.is_some());
+}
+
+#[tokio::test]
+async fn a_failed_job_from_an_earlier_attempt_is_replaced() {
+    let c = Cluster::start().await;
+    c.node("n1", true).await;
+    let o: Owner = c.cluster_upgrade("platform").await;
+    let j = job_spec();
+    let v = Verify {
+        node_info: None,
+        pod: None,
+        job_succeeded: Some(true),
+    };
+    let req = UpgradeRequest {
+        owner: &o,
+        node: "n1",
+        component: "containerd",
+        version: "1.7.23",
+        job: &j,
+        verify: &v,
+        not_before: None,
+    };
+    c.ops.upgrade(&req).await.unwrap();
+    let name = drover_nodeops::job::job_name("platform", "n1", "containerd", "1.7.23");
+    let jobs: Api<Job> = Api::namespaced(c.client.clone(), "kube-system");
+    let first = jobs.get(&name).await.unwrap().metadata.uid;
+    jobs.patch_status(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"failed": 3,
+        "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]}})),
+    )
+    .await
+    .unwrap();
+    // The same attempt sees the failure.
+    assert!(matches!(c.ops.upgrade(&req).await.unwrap(), Outcome::Failed { .. }));
+    // A later attempt (the node entered the step after the Job was made) replaces it.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let retry = UpgradeRequest {
+        not_before: Some(Timestamp::now()),
+        ..req.clone()
+    };
+    let out = c.ops.upgrade(&retry).await.unwrap();
+    assert_eq!(
+        out,
+        Outcome::Waiting {
+            message: format!("replacing job {name}, which failed in an earlier attempt")
+        }
+    );
+    within(async {
+        loop {
+            if let Outcome::Waiting { message } = c.ops.upgrade(&retry).await.unwrap()
+                && message.contains("running")
+            {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert_ne!(jobs.get(&name).await.unwrap().metadata.uid, first, "a new Job runs");
 }

@@ -939,6 +939,8 @@ pub fn count_states(views: &[NodeView]) -> BTreeMap<&'static str, usize> {
         let k = match v.state {
             NodeState::Updated => "updated",
             NodeState::Pending | NodeState::Foreign => "pending",
+            // A node being handed back after a failure counts as failed already.
+            NodeState::InFlight if v.node.progress.as_ref().is_some_and(|p| p.failure.is_some()) => "failed",
             NodeState::InFlight => "updating",
             NodeState::Failed => "failed",
         };

@@ -1,0 +1,289 @@
+//! End-to-end harness: a kubesim simulation, the real `drover` binary
+//! against it, and bounded waits on what the API says.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use drover_api::ClusterUpgrade;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Client;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use kubesim::sim::{Scenario, Simulation};
+use serde_json::Value;
+
+/// End-to-end tests share two cores: one at a time keeps their timing sane.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().await
+}
+
+/// A running `drover run`, killed when dropped.
+pub struct Drover {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Drover {
+    /// SIGKILL: no graceful shutdown, as a crash or an OOM kill.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Drover {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub struct Env {
+    pub sim: Simulation,
+    pub client: Client,
+    pub dir: PathBuf,
+    pub kubeconfig: PathBuf,
+    runs: usize,
+}
+
+impl Env {
+    pub async fn start(scenario: Scenario, speed: f64) -> Env {
+        let sim = Simulation::start(scenario, speed).await.expect("the simulation starts");
+        let client = sim.client().unwrap();
+        let dir = std::env::temp_dir().join(format!("drover-e2e-{}-{}", std::process::id(), rand_suffix()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let kubeconfig = dir.join("kubeconfig");
+        sim.server().write_kubeconfig(&kubeconfig).unwrap();
+        Api::<CustomResourceDefinition>::all(client.clone())
+            .create(&PostParams::default(), &drover_api::crd::crd())
+            .await
+            .unwrap();
+        Env {
+            sim,
+            client,
+            dir,
+            kubeconfig,
+            runs: 0,
+        }
+    }
+
+    /// Start `drover run` with `extra` flags; its log goes to a file in the test's directory.
+    pub fn drover(&mut self, extra: &[&str]) -> Drover {
+        self.runs += 1;
+        let log = self.dir.join(format!("drover-{}.log", self.runs));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_drover"))
+            .args([
+                "run",
+                "--http-addr",
+                "off",
+                "--drain-pass-seconds",
+                "1",
+                "--kube-qps",
+                "0",
+                "--kubeconfig",
+            ])
+            .arg(&self.kubeconfig)
+            .args(extra)
+            .env("RUST_LOG", "info,kube=warn")
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("start drover");
+        Drover { child, log }
+    }
+
+    pub async fn apply(&self, name: &str, spec: Value) {
+        let spec: drover_api::ClusterUpgradeSpec = serde_json::from_value(spec).expect("a ClusterUpgradeSpec");
+        let cus: Api<ClusterUpgrade> = Api::all(self.client.clone());
+        within(Duration::from_secs(20), "the CRD to be served", async {
+            loop {
+                match cus
+                    .create(&PostParams::default(), &ClusterUpgrade::new(name, spec.clone()))
+                    .await
+                {
+                    Ok(_) => return,
+                    // Not served yet, or an injected server error: try again.
+                    Err(kube::Error::Api(s)) if s.code == 404 || s.code >= 500 => {
+                        tokio::time::sleep(Duration::from_millis(100)).await
+                    }
+                    Err(e) => panic!("creating {name}: {e}"),
+                }
+            }
+        })
+        .await;
+    }
+
+    /// Merge-patch the spec (a GitOps change).
+    pub async fn patch_spec(&self, name: &str, spec: Value) {
+        let cus: Api<ClusterUpgrade> = Api::all(self.client.clone());
+        let patch = serde_json::json!({"spec": spec});
+        within(Duration::from_secs(20), "the spec patch", async {
+            while let Err(e) = cus.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+                assert!(
+                    matches!(&e, kube::Error::Api(s) if s.code >= 500),
+                    "patching {name}: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+        .await;
+    }
+
+    pub async fn get(&self, name: &str) -> Option<ClusterUpgrade> {
+        let api = Api::<ClusterUpgrade>::all(self.client.clone());
+        within(Duration::from_secs(20), "reading the ClusterUpgrade", async {
+            loop {
+                match api.get_opt(name).await {
+                    Ok(cu) => return cu,
+                    Err(kube::Error::Api(s)) if s.code >= 500 => tokio::time::sleep(Duration::from_millis(100)).await,
+                    Err(e) => panic!("reading {name}: {e}"),
+                }
+            }
+        })
+        .await
+    }
+
+    /// Wait until `pred` holds for the ClusterUpgrade; on timeout, fail with what it last said.
+    pub async fn wait_for(
+        &self,
+        name: &str,
+        what: &str,
+        timeout: Duration,
+        pred: impl Fn(&ClusterUpgrade) -> bool,
+    ) -> ClusterUpgrade {
+        let mut last = None;
+        let found = tokio::time::timeout(timeout, async {
+            loop {
+                if let Some(cu) = self.get(name).await {
+                    if pred(&cu) {
+                        return cu;
+                    }
+                    last = Some(cu);
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+        .await;
+        match found {
+            Ok(cu) => cu,
+            Err(_) => panic!(
+                "timed out after {timeout:?} waiting for {name} to be {what}; last status: {}",
+                serde_json::to_string_pretty(&last.and_then(|c| c.status)).unwrap()
+            ),
+        }
+    }
+
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        let mut child = Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl");
+        // Bounded: kubectl is killed if it outlives two minutes.
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                return child.wait_with_output().unwrap();
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                return child.wait_with_output().unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!("drover logs kept in {}", self.dir.display());
+        }
+    }
+}
+
+fn rand_suffix() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64,
+    );
+    h.finish() % 1_000_000
+}
+
+pub async fn within<T>(timeout: Duration, what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(timeout, f)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+/// (status, reason, message) of a condition.
+pub fn condition(cu: &ClusterUpgrade, type_: &str) -> Option<(String, String, String)> {
+    cu.status
+        .as_ref()?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+pub fn is(cu: &ClusterUpgrade, type_: &str, status: &str) -> bool {
+    condition(cu, type_).is_some_and(|c| c.0 == status)
+        && cu.status.as_ref().and_then(|s| s.observed_generation) == cu.metadata.generation
+}
+
+pub fn stalled_with(cu: &ClusterUpgrade, reason: &str) -> bool {
+    condition(cu, "Stalled").is_some_and(|c| c.0 == "True" && c.1 == reason)
+}
+
+/// A job-based component upgraded by drover's Jobs.
+pub fn job(name: &str, version: &str) -> Value {
+    serde_json::json!({"name": name, "version": version, "upgrade": {"job": {"image": "registry.example.com/drover-upgrade:1", "privileged": true, "hostRoot": true, "timeout": "30m"}}})
+}
+
+/// The small scenario's kubeadm-style upgrade: runtime, etcd, control plane,
+/// kubelet, the network plugin and CoreDNS, one version up.
+pub fn full_spec() -> Value {
+    serde_json::json!({
+        "components": [
+            job("containerd", "1.7.23"),
+            job("etcd", "v3.5.16"),
+            job("kube-apiserver", "v1.32.0"),
+            job("kube-controller-manager", "v1.32.0"),
+            job("kube-scheduler", "v1.32.0"),
+            job("kubelet", "v1.32.0"),
+            {"name": "calico", "version": "v3.29.0", "upgrade": {"workload": {"kind": "DaemonSet", "namespace": "kube-system", "name": "calico-node"}}},
+            {"name": "coredns", "version": "v1.11.4", "upgrade": {"workload": {"kind": "Deployment", "namespace": "kube-system", "name": "coredns"}}}
+        ],
+        "strategy": {"maxUnavailable": 2},
+        "drain": {"force": true, "deleteEmptyDirData": true, "timeout": "10m"}
+    })
+}
+
+/// Only the runtime: quick rollouts for behaviour tests.
+pub fn runtime_spec(version: &str) -> Value {
+    serde_json::json!({
+        "components": [job("containerd", version)],
+        "strategy": {"maxUnavailable": 1},
+        "drain": {"force": true, "deleteEmptyDirData": true, "timeout": "10m"}
+    })
+}
