@@ -64,6 +64,17 @@ fn resource_entries(t: &ResourceType, version: &str) -> Vec<Value> {
             "verbs": ["get", "patch", "update"],
         }));
     }
+    if crate::scale::has_scale(t) {
+        out.push(json!({
+            "name": format!("{}/scale", t.plural),
+            "singularName": "",
+            "namespaced": t.namespaced,
+            "group": "autoscaling",
+            "version": "v1",
+            "kind": "Scale",
+            "verbs": ["get", "patch", "update"],
+        }));
+    }
     if t.group.is_empty() && t.plural == "pods" {
         out.push(json!({
             "name": "pods/eviction",

@@ -21,6 +21,7 @@ pub mod http;
 pub mod meta;
 pub mod openapi;
 pub mod patch;
+pub mod scale;
 pub mod sim;
 pub mod store;
 pub mod table;

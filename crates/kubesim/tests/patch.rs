@@ -215,3 +215,23 @@ async fn apply_without_field_manager_is_rejected() {
     );
     assert_eq!((st.code, st.reason.as_str()), (400, "BadRequest"));
 }
+
+#[tokio::test]
+async fn scale_subresource_reads_and_writes_replicas() {
+    let (_s, c) = server().await;
+    let api: Api<Deployment> = Api::default_namespaced(c);
+    let d: Deployment = serde_json::from_value(deployment(2, "i:1")).unwrap();
+    api.create(&PostParams::default(), &d).await.unwrap();
+    let sc = api.get_scale("d").await.unwrap();
+    assert_eq!(sc.spec.unwrap().replicas, Some(2));
+    assert_eq!(sc.status.unwrap().selector.as_deref(), Some("app=d"));
+    let p = json!({"spec": {"replicas": 4}});
+    let sc = api
+        .patch_scale("d", &PatchParams::default(), &Patch::Merge(&p))
+        .await
+        .unwrap();
+    assert_eq!(sc.spec.unwrap().replicas, Some(4));
+    let got = api.get("d").await.unwrap();
+    assert_eq!(got.spec.unwrap().replicas, Some(4));
+    assert_eq!(got.metadata.generation, Some(2));
+}

@@ -9,7 +9,7 @@ use crate::faults::{FaultRule, Faults};
 use crate::store::{
     DeleteOptions, FieldSelector, LabelSelector, ListOptions, Patch, ResourceType, Store, Stored, WriteOptions,
 };
-use crate::{discovery, events, table};
+use crate::{discovery, events, scale, table};
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -349,6 +349,31 @@ async fn serve(
                 return Err(ApiError::page_not_found());
             }
             ctx.patch(name, sub, &content_type, &body)
+        }
+        ("get", Some(name), Some("scale")) if scale::has_scale(&t) => {
+            let o = app.store.get(&ctx.gr(), &ctx.ns, name)?.value();
+            Ok(json_response(StatusCode::OK, &scale::of(&o)))
+        }
+        ("update", Some(name), Some("scale")) if scale::has_scale(&t) => {
+            let b = decode_body(&body, &content_type)?;
+            let v = scale::write(&app.store, &ctx.gr(), &ctx.ns, name, &b, &ctx.write_opts())?;
+            Ok(json_response(StatusCode::OK, &v))
+        }
+        ("patch", Some(name), Some("scale")) if scale::has_scale(&t) => {
+            let cur = scale::of(&app.store.get(&ctx.gr(), &ctx.ns, name)?.value());
+            let p: Value = serde_json::from_slice(&body)
+                .or_else(|_| serde_yaml::from_slice(&body))
+                .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+            let mut patched = if content_type.starts_with("application/json-patch+json") {
+                crate::patch::json(&cur, &p).map_err(|e| ApiError::new(422, "Invalid", e))?
+            } else {
+                crate::patch::merge(&cur, &p)
+            };
+            if p["metadata"]["resourceVersion"].is_null() {
+                patched["metadata"]["resourceVersion"] = Value::Null;
+            }
+            let v = scale::write(&app.store, &ctx.gr(), &ctx.ns, name, &patched, &ctx.write_opts())?;
+            Ok(json_response(StatusCode::OK, &v))
         }
         ("delete", Some(name), None) => ctx.delete(name, &body),
         ("deletecollection", None, None) => ctx.delete_collection(&body),
