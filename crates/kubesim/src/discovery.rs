@@ -77,6 +77,13 @@ fn resource_entries(t: &ResourceType, version: &str) -> Vec<Value> {
     }
     if t.group.is_empty() && t.plural == "pods" {
         out.push(json!({
+            "name": "pods/binding",
+            "singularName": "",
+            "namespaced": true,
+            "kind": "Binding",
+            "verbs": ["create"],
+        }));
+        out.push(json!({
             "name": "pods/eviction",
             "singularName": "",
             "namespaced": true,

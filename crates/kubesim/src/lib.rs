@@ -12,6 +12,7 @@
 //! ```
 
 pub mod apply;
+pub mod binding;
 pub mod discovery;
 pub mod error;
 pub mod events;

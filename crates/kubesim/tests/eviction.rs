@@ -146,3 +146,30 @@ async fn graceful_pod_deletion_waits_for_a_kubelet_when_enabled() {
         .unwrap();
     assert!(pods.get_opt("p").await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn binding_places_a_pod_once() {
+    let (_s, c) = server().await;
+    let pods: Api<Pod> = Api::default_namespaced(c.clone());
+    pods.create(&PostParams::default(), &pod("p", None, json!({})))
+        .await
+        .unwrap();
+    let bind = |node: &str| {
+        let body = json!({"apiVersion": "v1", "kind": "Binding", "metadata": {"name": "p"}, "target": {"kind": "Node", "name": node}});
+        axum::http::Request::post("/api/v1/namespaces/default/pods/p/binding")
+            .header("Content-Type", "application/json")
+            .body(serde_json::to_vec(&body).unwrap())
+            .unwrap()
+    };
+    c.request_text(bind("n1")).await.unwrap();
+    let p = pods.get("p").await.unwrap();
+    assert_eq!(p.spec.unwrap().node_name.as_deref(), Some("n1"));
+    let conds = p.status.unwrap().conditions.unwrap();
+    assert!(conds.iter().any(|c| c.type_ == "PodScheduled" && c.status == "True"));
+    let st = status(c.request_text(bind("n2")).await.unwrap_err());
+    assert_eq!((st.code, st.reason.as_str()), (409, "Conflict"));
+    assert_eq!(
+        st.message,
+        "Operation cannot be fulfilled on pods/binding \"p\": pod p is already assigned to node \"n1\""
+    );
+}

@@ -350,6 +350,11 @@ async fn serve(
             }
             ctx.patch(name, sub, &content_type, &body)
         }
+        ("create", Some(name), Some("binding")) if t.plural == "pods" && t.group.is_empty() => {
+            let b = decode_body(&body, &content_type)?;
+            let v = crate::binding::bind(&app.store, &ctx.ns, name, &b)?;
+            Ok(json_response(StatusCode::CREATED, &v))
+        }
         ("get", Some(name), Some("scale")) if scale::has_scale(&t) => {
             let o = app.store.get(&ctx.gr(), &ctx.ns, name)?.value();
             Ok(json_response(StatusCode::OK, &scale::of(&o)))
