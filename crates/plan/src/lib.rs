@@ -4,6 +4,7 @@
 //! rule is tested without a cluster.
 
 pub mod decide;
+pub mod forecast;
 pub mod observe;
 pub mod progress;
 pub mod report;
