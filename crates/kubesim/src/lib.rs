@@ -22,6 +22,7 @@ pub mod http;
 pub mod meta;
 pub mod openapi;
 pub mod patch;
+pub mod requests;
 pub mod scale;
 pub mod sim;
 pub mod store;
@@ -30,6 +31,7 @@ pub mod validation;
 
 pub use error::{ApiError, ServerError};
 pub use faults::{FaultRule, Faults};
+pub use requests::{RequestCount, RequestCounts, RequestKey};
 pub use store::{
     DeleteOptions, Deleted, EventType, GroupResource, ListOptions, Patch, ResourceType, Store, StoreConfig, Stored,
     WatchEvent, WatchStream, WriteOptions,
@@ -67,6 +69,7 @@ pub struct ApiServer {
     addr: SocketAddr,
     store: Store,
     faults: Arc<Faults>,
+    requests: Arc<RequestCounts>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -91,10 +94,12 @@ impl ApiServer {
         let store = Store::new(config.store.clone());
         store.spawn_controllers();
         let faults = Arc::new(Faults::default());
+        let requests = Arc::new(RequestCounts::default());
         let app = http::App {
             store: store.clone(),
             faults: faults.clone(),
             bookmark_interval: config.bookmark_interval,
+            requests: requests.clone(),
         };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let router = match config.routes.clone() {
@@ -112,6 +117,7 @@ impl ApiServer {
             addr,
             store,
             faults,
+            requests,
             stop: Some(stop),
             task,
         })
@@ -134,6 +140,11 @@ impl ApiServer {
     /// Fault injection, switchable at run time.
     pub fn faults(&self) -> &Faults {
         &self.faults
+    }
+
+    /// API requests served so far, per client, verb, resource and status code.
+    pub fn requests(&self) -> &RequestCounts {
+        &self.requests
     }
 
     /// A kube-rs client for this server (default namespace `default`).

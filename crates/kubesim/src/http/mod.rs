@@ -6,6 +6,7 @@ mod watch;
 use crate::error::ApiError;
 use crate::eviction;
 use crate::faults::{FaultRule, Faults};
+use crate::requests::{RequestCounts, RequestKey, agent_of};
 use crate::store::{
     DeleteOptions, FieldSelector, LabelSelector, ListOptions, Patch, ResourceType, Store, Stored, WriteOptions,
 };
@@ -24,6 +25,8 @@ pub struct App {
     pub store: Store,
     pub faults: Arc<Faults>,
     pub bookmark_interval: Duration,
+    /// Requests served, per client (see `crate::requests`).
+    pub requests: Arc<RequestCounts>,
 }
 
 pub fn router(app: App) -> axum::Router {
@@ -174,9 +177,42 @@ async fn handle(State(app): State<App>, req: Request) -> Response {
     if segs.first() == Some(&"admin") {
         return admin(&app, &parts.method, &segs, &body);
     }
-    match serve(&app, &parts.method, &parts.headers, &segs, &query, body).await {
+    let (verb, resource) = classify(&parts.method, &path, &segs, &query);
+    let r = match serve(&app, &parts.method, &parts.headers, &segs, &query, body).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
+    };
+    app.requests.record(RequestKey {
+        agent: agent_of(parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok())),
+        verb: verb.to_string(),
+        resource,
+        code: r.status().as_u16(),
+    });
+    r
+}
+
+/// The verb and resource (`pods/eviction`) a request is counted under; the
+/// path for non-resource requests.
+fn classify(method: &Method, path: &str, segs: &[&str], query: &Query) -> (&'static str, String) {
+    let (segs, legacy_watch): (Vec<&str>, bool) = match segs {
+        ["api", v, "watch", rest @ ..] => ([&["api", *v][..], rest].concat(), true),
+        ["apis", g, v, "watch", rest @ ..] => ([&["apis", *g, *v][..], rest].concat(), true),
+        _ => (segs.to_vec(), false),
+    };
+    match parse_target(&segs) {
+        Some(t) => {
+            let verb = if legacy_watch {
+                "watch"
+            } else {
+                verb_of(method, &t, query)
+            };
+            let resource = match &t.sub {
+                Some(sub) => format!("{}/{sub}", t.resource),
+                None => t.resource,
+            };
+            (verb, resource)
+        }
+        None => ("get", path.to_string()),
     }
 }
 
@@ -201,6 +237,11 @@ fn admin(app: &App, method: &Method, segs: &[&str], body: &Bytes) -> Response {
         ("POST", ["admin", "close-watches"]) => {
             app.store.close_watches();
             json_response(StatusCode::OK, &json!({"closed": true}))
+        }
+        ("GET", ["admin", "requests"]) => json_response(StatusCode::OK, &json!(app.requests.rows())),
+        ("DELETE", ["admin", "requests"]) => {
+            app.requests.reset();
+            json_response(StatusCode::OK, &json!([]))
         }
         ("POST", ["admin", "compact"]) => {
             app.store.compact();
