@@ -2,6 +2,9 @@
 //! for one watch event to reach 100 HTTP watchers, and peak memory.
 //!
 //! `cargo run --release -p kubesim --bin kubesim-bench [-- --nodes N --pods-per-node M]`
+//!
+//! With `--scenario FILE [--drain N] [--speed S]` it measures a simulated
+//! cluster instead (`kubesim::sim::bench`).
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -56,6 +59,17 @@ fn percentile(v: &mut [Duration], p: f64) -> Duration {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--scenario") {
+        let opts = kubesim::sim::bench::BenchOptions {
+            scenario: args.get(i + 1).map(Into::into).unwrap_or_default(),
+            speed: arg("--speed", 60) as f64,
+            drain: arg("--drain", 500),
+            idle: Duration::from_secs(arg("--idle", 10) as u64),
+            concurrency: arg("--concurrency", 64),
+        };
+        return kubesim::sim::bench::run(opts).await;
+    }
     let nodes = arg("--nodes", 10_000);
     let per_node = arg("--pods-per-node", 30);
     let watchers = arg("--watchers", 100);
