@@ -303,6 +303,20 @@ async fn finalizers_hold_deletion_until_removed() {
     let terminating = r.left().expect("still there, with the object");
     assert!(terminating.metadata.deletion_timestamp.is_some());
     assert!(api.get("held").await.unwrap().metadata.deletion_timestamp.is_some());
+    // No new finalizers once deleting.
+    let p = json!({"metadata": {"finalizers": ["example.com/hold", "example.com/more"]}});
+    let st = status(
+        api.patch("held", &PatchParams::default(), &Patch::Merge(&p))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(st.code, 422);
+    assert!(
+        st.message
+            .contains("no new finalizers can be added if the object is being deleted"),
+        "{}",
+        st.message
+    );
     let p = json!({"metadata": {"finalizers": null}});
     api.patch("held", &PatchParams::default(), &Patch::Merge(&p))
         .await

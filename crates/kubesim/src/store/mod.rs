@@ -723,6 +723,26 @@ impl Inner {
     ) -> Result<(), ApiError> {
         let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
         let mut causes = Vec::new();
+        if let Some(old) = old.filter(|o| !o["metadata"]["deletionTimestamp"].is_null()) {
+            let before = old["metadata"]["finalizers"].as_array().cloned().unwrap_or_default();
+            let added: Vec<String> = obj["metadata"]["finalizers"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|f| !before.contains(f))
+                .map(|f| format!("{f}"))
+                .collect();
+            if !added.is_empty() {
+                causes.push(Cause::new(
+                    "FieldValueForbidden",
+                    "metadata.finalizers",
+                    format!(
+                        "Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers []string{{{}}}",
+                        added.join(", ")
+                    ),
+                ));
+            }
+        }
         if name.is_empty() {
             causes.push(Cause::required("metadata.name", "name or generateName is required"));
         } else if t.gr() != GroupResource::new("apiextensions.k8s.io", "customresourcedefinitions")
