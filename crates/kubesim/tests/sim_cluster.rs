@@ -223,3 +223,35 @@ async fn builder_scenario_with_dedicated_etcd_and_pool_versions() {
     );
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn medium_scenario_starts_and_a_deleted_node_loses_its_pods() {
+    let sim = Simulation::start(Scenario::medium(), 600.0).await.unwrap();
+    let st = sim.status().await.unwrap();
+    assert_eq!(st.nodes, 103);
+    assert_eq!((st.pods_not_ready, st.workloads_unsatisfied), (0, 0), "{st:?}");
+    // 20×10 web + 20×6 api + 5×3 db + 5×3 cache, 3 DaemonSets on 103 nodes,
+    // 3 coredns/metrics-server, 12 mirror pods.
+    assert_eq!(st.pods, 200 + 120 + 15 + 15 + 3 * 103 + 3 + 12);
+    let client = sim.client().unwrap();
+    let nodes: Api<Node> = Api::all(client.clone());
+    let zone_b = nodes
+        .list(&ListParams::default().labels("topology.kubernetes.io/zone=zone-b"))
+        .await
+        .unwrap();
+    assert_eq!(zone_b.items.len(), 50);
+    // A node removed from the cluster: its pods go, controllers replace them.
+    let victim = "worker-a-07";
+    let on = |ps: &[Pod]| ps.iter().filter(|p| node_of(p) == victim).count();
+    let all: Api<Pod> = Api::all(client.clone());
+    assert!(on(&all.list(&ListParams::default()).await.unwrap().items) > 0);
+    nodes.delete(victim, &Default::default()).await.unwrap();
+    eventually("no pods left on the deleted node", || {
+        let all = all.clone();
+        async move { (on(&all.list(&ListParams::default()).await.ok()?.items) == 0).then_some(()) }
+    })
+    .await;
+    let settled = sim.wait_settled(Duration::from_secs(60)).await.unwrap();
+    assert_eq!(settled.nodes, 102);
+    sim.shutdown().await;
+}

@@ -713,6 +713,11 @@ impl Engine {
             }
             None => {
                 self.node_sim.remove(&name);
+                // Its pods are orphans now: the kubelet pass removes them (pod GC).
+                let keys: Vec<Key> = self.pods_on_node.get(&name).into_iter().flatten().cloned().collect();
+                for k in keys {
+                    self.mark(Kind::Pod, k);
+                }
             }
         }
     }
