@@ -82,17 +82,13 @@ impl Env {
         self.runs += 1;
         let log = self.dir.join(format!("drover-{}.log", self.runs));
         let file = std::fs::File::create(&log).unwrap();
+        let mut args: Vec<&str> = vec!["run", "--drain-pass-seconds", "1", "--kube-qps", "0"];
+        if !extra.contains(&"--http-addr") {
+            args.extend(["--http-addr", "off"]);
+        }
         let child = Command::new(env!("CARGO_BIN_EXE_drover"))
-            .args([
-                "run",
-                "--http-addr",
-                "off",
-                "--drain-pass-seconds",
-                "1",
-                "--kube-qps",
-                "0",
-                "--kubeconfig",
-            ])
+            .args(&args)
+            .arg("--kubeconfig")
             .arg(&self.kubeconfig)
             .args(extra)
             .env("RUST_LOG", "info,kube=warn")

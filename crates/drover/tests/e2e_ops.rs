@@ -1,0 +1,152 @@
+//! Operating drover: metrics, health endpoints, JSON logs and graceful
+//! shutdown of the real binary, and a rollout on the medium scenario.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use kubesim::sim::Scenario;
+use support::*;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A plain HTTP/1.0 GET: (status code, body).
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let code = out.split_whitespace().nth(1)?.parse().ok()?;
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((code, body))
+}
+
+fn metric(body: &str, line_start: &str) -> Option<f64> {
+    body.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_health_json_logs_and_graceful_shutdown() {
+    let _one = serial().await;
+    let mut env = Env::start(Scenario::small(), 600.0).await;
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let mut drover = env.drover(&["--http-addr", &addr, "--log-format", "json"]);
+    let health = within(Duration::from_secs(20), "/healthz", async {
+        loop {
+            if let Some(r) = http_get(port, "/healthz") {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert_eq!(health, (200, "ok".to_string()));
+    env.apply("runtime", runtime_spec("1.7.23")).await;
+    env.wait_for("runtime", "Ready", Duration::from_secs(180), |cu| {
+        is(cu, "Ready", "True")
+    })
+    .await;
+    assert_eq!(http_get(port, "/readyz").unwrap().0, 200);
+
+    let (code, body) = http_get(port, "/metrics").unwrap();
+    assert_eq!(code, 200);
+    assert!(metric(&body, "drover_reconciles_total").unwrap() > 0.0, "{body}");
+    assert_eq!(
+        metric(&body, "drover_nodes{upgrade=\"runtime\",state=\"updated\"}"),
+        Some(8.0),
+        "{body}"
+    );
+    assert_eq!(
+        metric(&body, "drover_nodes{upgrade=\"runtime\",state=\"updating\"}"),
+        Some(0.0),
+        "{body}"
+    );
+    assert_eq!(
+        metric(&body, "drover_rollouts_completed_total{upgrade=\"runtime\"}"),
+        Some(1.0),
+        "{body}"
+    );
+    assert_eq!(
+        metric(&body, "drover_node_steps_total{step=\"Drain\",outcome=\"done\"}"),
+        Some(8.0),
+        "{body}"
+    );
+    assert!(body.contains("drover_reconcile_duration_seconds_bucket"), "{body}");
+    assert!(
+        metric(&body, "drover_node_step_duration_seconds_count{step=\"Upgrade\"}").is_some_and(|n| n >= 8.0),
+        "{body}"
+    );
+    assert_eq!(metric(&body, "drover_leader"), Some(1.0));
+
+    // SIGTERM: a graceful stop, exit code 0.
+    let pid = drover.child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = within(Duration::from_secs(20), "drover to stop", async {
+        loop {
+            if let Some(s) = drover.exited() {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert!(status.success(), "{status:?}");
+    let log = drover.log();
+    let lines: Vec<serde_json::Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["level"].is_string() && l["timestamp"].is_string()),
+        "{log}"
+    );
+    assert!(lines.iter().any(|l| l["message"] == "shut down"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_medium_cluster_rolls_workers_in_ten_percent_batches() {
+    let _one = serial().await;
+    let mut env = Env::start(Scenario::medium(), 600.0).await;
+    let _drover = env.drover(&[]);
+    let mut spec = runtime_spec("1.7.23");
+    spec["components"] = serde_json::json!([job("containerd", "1.7.23"), job("kubelet", "v1.31.5")]);
+    spec["strategy"]["maxUnavailable"] = serde_json::json!("10%");
+    env.apply("platform", spec).await;
+    let cu = env
+        .wait_for("platform", "Ready", Duration::from_secs(600), |cu| {
+            is(cu, "Ready", "True")
+        })
+        .await;
+    assert_eq!(cu.status.unwrap().progress.as_deref(), Some("103/103"));
+    let report = env.sim.recorder().report(env.sim.now());
+    assert!(report.pdb_violations.is_empty(), "{:?}", report.pdb_violations);
+    assert!(report.cordoned.is_empty());
+    let workers = report.max_unavailable.get("worker").copied().unwrap_or(0);
+    assert!(
+        (1..=10).contains(&workers),
+        "10% of 100 workers is 10; saw {workers} at once"
+    );
+    assert!(report.max_unavailable.get("control-plane").copied().unwrap_or(0) <= 1);
+}
