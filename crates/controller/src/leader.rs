@@ -114,8 +114,9 @@ pub async fn run(api: Api<Lease>, cfg: LeaseConfig, leading: watch::Sender<bool>
             }
             Err(e) => {
                 tracing::warn!(error = %e, "renewing the leader lease failed");
-                // Until the lease could have expired, we may still be the leader.
-                if last_renewed.is_none_or(|t| t.elapsed() >= cfg.duration) {
+                // Stop well before the lease can expire and a standby take over,
+                // so two replicas never act at once.
+                if last_renewed.is_none_or(|t| t.elapsed() >= cfg.duration * 2 / 3) {
                     leading.send_replace(false);
                 }
             }
