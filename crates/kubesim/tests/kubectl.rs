@@ -401,3 +401,51 @@ async fn kubectl_get_watch_streams_changes() {
     assert!(found.split_whitespace().count() >= 3, "{found}");
     child.kill().await.unwrap();
 }
+
+#[tokio::test]
+async fn kubesim_serve_writes_a_kubeconfig_kubectl_can_use() {
+    if !Path::new(KUBECTL).exists() {
+        assert!(
+            std::env::var_os("KUBESIM_REQUIRE_KUBECTL").is_none(),
+            "kubectl is required"
+        );
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("kubesim-serve-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let kc = dir.join("kubeconfig");
+    let mut server = Command::new(env!("CARGO_BIN_EXE_kubesim"))
+        .args(["serve", "--port", "0", "--kubeconfig"])
+        .arg(&kc)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    within(async {
+        while !std::fs::read_to_string(&kc).is_ok_and(|s| s.contains("current-context")) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        Command::new(KUBECTL)
+            .arg("--kubeconfig")
+            .arg(&kc)
+            .args(["get", "namespaces"])
+            .env("HOME", &dir)
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("kubectl ends")
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        assert!(stdout.contains(ns), "{stdout}");
+    }
+    server.kill().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
