@@ -38,70 +38,81 @@ fn container_index(spec: Option<&PodSpec>, container: Option<&str>) -> Option<us
     }
 }
 
+/// What every workload kind shares: its pod template and drover's mark.
+fn seen(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    template: Option<&PodSpec>,
+    container: Option<&str>,
+    rolled_out: bool,
+) -> Seen {
+    let index = container_index(template, container);
+    Seen {
+        containers: template.map(|s| s.containers.clone()).unwrap_or_default(),
+        resource_version: meta.resource_version.clone(),
+        image: index.and_then(|i| template?.containers[i].image.clone()),
+        index,
+        rolled_out,
+        started: meta
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(STARTED_ANNOTATION))
+            .and_then(|s| s.parse().ok()),
+    }
+}
+
+/// The workload as it stands, and whether its rollout of the current spec is complete.
 async fn read(client: &Client, w: &WorkloadUpgrade) -> Result<Seen> {
     let c = w.container.as_deref();
-    let started = |a: Option<&std::collections::BTreeMap<String, String>>| {
-        a.and_then(|a| a.get(STARTED_ANNOTATION)).and_then(|s| s.parse().ok())
-    };
     Ok(match w.kind {
         WorkloadKind::Deployment => {
             let d = Api::<Deployment>::namespaced(client.clone(), &w.namespace)
                 .get(&w.name)
                 .await?;
-            let spec = d.spec.as_ref().and_then(|s| s.template.spec.as_ref());
-            let index = container_index(spec, c);
             let st = d.status.clone().unwrap_or_default();
             let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-            Seen {
-                containers: spec.map(|s| s.containers.clone()).unwrap_or_default(),
-                resource_version: d.metadata.resource_version.clone(),
-                image: index.and_then(|i| spec?.containers[i].image.clone()),
-                index,
-                rolled_out: st.observed_generation >= d.metadata.generation
-                    && st.updated_replicas.unwrap_or(0) == want
-                    && st.available_replicas.unwrap_or(0) == want
-                    && st.replicas.unwrap_or(0) == want,
-                started: started(d.metadata.annotations.as_ref()),
-            }
+            let done = st.observed_generation >= d.metadata.generation
+                && st.updated_replicas.unwrap_or(0) == want
+                && st.available_replicas.unwrap_or(0) == want
+                && st.replicas.unwrap_or(0) == want;
+            seen(
+                &d.metadata,
+                d.spec.as_ref().and_then(|s| s.template.spec.as_ref()),
+                c,
+                done,
+            )
         }
         WorkloadKind::DaemonSet => {
             let d = Api::<DaemonSet>::namespaced(client.clone(), &w.namespace)
                 .get(&w.name)
                 .await?;
-            let spec = d.spec.as_ref().and_then(|s| s.template.spec.as_ref());
-            let index = container_index(spec, c);
             let st = d.status.clone().unwrap_or_default();
-            Seen {
-                containers: spec.map(|s| s.containers.clone()).unwrap_or_default(),
-                resource_version: d.metadata.resource_version.clone(),
-                image: index.and_then(|i| spec?.containers[i].image.clone()),
-                index,
-                rolled_out: st.observed_generation >= d.metadata.generation
-                    && st.updated_number_scheduled.unwrap_or(0) == st.desired_number_scheduled
-                    && st.number_available.unwrap_or(0) == st.desired_number_scheduled,
-                started: started(d.metadata.annotations.as_ref()),
-            }
+            let done = st.observed_generation >= d.metadata.generation
+                && st.updated_number_scheduled.unwrap_or(0) == st.desired_number_scheduled
+                && st.number_available.unwrap_or(0) == st.desired_number_scheduled;
+            seen(
+                &d.metadata,
+                d.spec.as_ref().and_then(|s| s.template.spec.as_ref()),
+                c,
+                done,
+            )
         }
         WorkloadKind::StatefulSet => {
             let d = Api::<StatefulSet>::namespaced(client.clone(), &w.namespace)
                 .get(&w.name)
                 .await?;
-            let spec = d.spec.as_ref().and_then(|s| s.template.spec.as_ref());
-            let index = container_index(spec, c);
             let st = d.status.clone().unwrap_or_default();
             let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-            Seen {
-                containers: spec.map(|s| s.containers.clone()).unwrap_or_default(),
-                resource_version: d.metadata.resource_version.clone(),
-                image: index.and_then(|i| spec?.containers[i].image.clone()),
-                index,
-                rolled_out: st.observed_generation >= d.metadata.generation
-                    && st.updated_replicas.unwrap_or(0) == want
-                    && st.ready_replicas.unwrap_or(0) == want
-                    && st.current_revision.is_some()
-                    && st.current_revision == st.update_revision,
-                started: started(d.metadata.annotations.as_ref()),
-            }
+            let done = st.observed_generation >= d.metadata.generation
+                && st.updated_replicas.unwrap_or(0) == want
+                && st.ready_replicas.unwrap_or(0) == want
+                && st.current_revision.is_some()
+                && st.current_revision == st.update_revision;
+            seen(
+                &d.metadata,
+                d.spec.as_ref().and_then(|s| s.template.spec.as_ref()),
+                c,
+                done,
+            )
         }
     })
 }
