@@ -328,6 +328,21 @@ pub fn validate_builtin(t: &ResourceType, obj: &Value) -> Vec<Cause> {
     causes
 }
 
+/// Fields the real server refuses to change once set.
+pub fn immutable_fields(t: &ResourceType, old: &Value, new: &Value) -> Vec<Cause> {
+    let paths: &[&str] = match (t.group.as_str(), t.plural.as_str()) {
+        ("apps", "deployments" | "replicasets" | "daemonsets" | "statefulsets") => &["selector"],
+        ("batch", "jobs") => &["selector", "template"],
+        ("policy", "poddisruptionbudgets") => &[],
+        _ => &[],
+    };
+    paths
+        .iter()
+        .filter(|p| !old["spec"][**p].is_null() && old["spec"][**p] != new["spec"][**p])
+        .map(|p| Cause::invalid(format!("spec.{p}"), &new["spec"][*p], "field is immutable"))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

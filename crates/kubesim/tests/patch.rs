@@ -235,3 +235,25 @@ async fn scale_subresource_reads_and_writes_replicas() {
     assert_eq!(got.spec.unwrap().replicas, Some(4));
     assert_eq!(got.metadata.generation, Some(2));
 }
+
+#[tokio::test]
+async fn selectors_are_immutable() {
+    let (_s, c) = server().await;
+    let api: Api<Deployment> = Api::default_namespaced(c);
+    let d: Deployment = serde_json::from_value(deployment(1, "i:1")).unwrap();
+    api.create(&PostParams::default(), &d).await.unwrap();
+    let p = json!({"spec": {"selector": {"matchLabels": {"app": "other"}}}});
+    let st = status(
+        api.patch("d", &PatchParams::default(), &Patch::Merge(&p))
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!((st.code, st.reason.as_str()), (422, "Invalid"));
+    assert!(
+        st.message
+            .starts_with("Deployment.apps \"d\" is invalid: spec.selector: Invalid value:"),
+        "{}",
+        st.message
+    );
+    assert!(st.message.ends_with("field is immutable"), "{}", st.message);
+}

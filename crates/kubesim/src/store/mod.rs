@@ -761,6 +761,9 @@ impl Inner {
             }
         } else {
             causes.extend(validation::validate_builtin(t, obj));
+            if let Some(old) = old {
+                causes.extend(validation::immutable_fields(t, old, obj));
+            }
         }
         if causes.is_empty() {
             Ok(())
