@@ -476,7 +476,10 @@ impl Engine {
             for i in 0..self.streams.len() {
                 loop {
                     let kind = self.streams[i].0;
-                    let item = match self.streams[i].1.next().now_or_never() {
+                    // Unconstrained: tokio's cooperative budget would otherwise
+                    // report Pending for events that are there, and a pass
+                    // would act on a stale cache (duplicate pods).
+                    let item = match tokio::task::unconstrained(self.streams[i].1.next()).now_or_never() {
                         Some(item) => item,
                         None => break,
                     };

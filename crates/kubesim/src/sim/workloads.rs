@@ -439,6 +439,8 @@ impl Engine {
         let owner = owner_ref("apps/v1", "DaemonSet", &ds);
         let ru = &ds.v["spec"]["updateStrategy"];
         let rolling = ru["type"].as_str().unwrap_or("RollingUpdate") == "RollingUpdate";
+        // A set: with thousands of nodes, Vec::contains per pod would be quadratic.
+        let eligible_set: std::collections::HashSet<&str> = eligible.iter().map(String::as_str).collect();
         let max_unavailable = scaled(&ru["rollingUpdate"]["maxUnavailable"], eligible.len() as i64, true, "1").max(1);
         let mut unavailable = 0i64;
         let mut stale: Vec<&PodView> = Vec::new();
@@ -480,7 +482,7 @@ impl Engine {
             }
         }
         for (node, pods) in &by_node {
-            if !eligible.contains(node) {
+            if !eligible_set.contains(node.as_str()) {
                 for p in pods.iter().filter(|p| p.active()) {
                     self.delete_pod(&p.key(), None);
                 }
@@ -501,7 +503,7 @@ impl Engine {
             p.node
                 .as_ref()
                 .or(p.target_node.as_ref())
-                .is_some_and(|n| eligible.contains(n))
+                .is_some_and(|n| eligible_set.contains(n.as_str()))
         };
         let scheduled = pods.iter().filter(|p| p.node.is_some() && on_eligible(p)).count();
         let ready = pods.iter().filter(|p| p.ready && on_eligible(p)).count();
