@@ -159,3 +159,23 @@ async fn discovery_and_version_are_served() {
         .collect();
     assert_eq!(&cols[..5], ["Name", "Status", "Roles", "Age", "Version"]);
 }
+
+#[tokio::test]
+async fn namespaced_resources_need_a_namespace_to_be_written() {
+    let (_s, c) = server().await;
+    let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x", "namespace": "default"}});
+    let req = axum::http::Request::post("/api/v1/configmaps")
+        .header("Content-Type", "application/json")
+        .body(serde_json::to_vec(&body).unwrap())
+        .unwrap();
+    let st = status(c.request_text(req).await.unwrap_err());
+    assert_eq!((st.code, st.reason.as_str()), (405, "MethodNotAllowed"));
+    let req = axum::http::Request::get("/api/v1/configmaps/x")
+        .body(Vec::new())
+        .unwrap();
+    let st = status(c.request_text(req).await.unwrap_err());
+    assert_eq!(
+        (st.code, st.message.as_str()),
+        (404, "the server could not find the requested resource")
+    );
+}

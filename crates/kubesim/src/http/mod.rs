@@ -324,6 +324,21 @@ async fn serve(
     } else {
         verb_of(method, &target, query)
     };
+    // A namespaced resource without a namespace is served for list and watch only.
+    if t.namespaced && target.namespace.is_none() {
+        match (verb, target.name.is_some()) {
+            ("list" | "watch", false) => {}
+            (_, true) => return Err(ApiError::page_not_found()),
+            _ => {
+                return Err(ApiError::new(
+                    405,
+                    "MethodNotAllowed",
+                    "the server does not allow this method on the requested resource",
+                )
+                .with_details(json!({})));
+            }
+        }
+    }
     let fault_res = match &target.sub {
         Some(s) => format!("{}/{s}", t.plural),
         None => t.plural.clone(),
