@@ -115,11 +115,25 @@ pub fn evict(store: &Store, ns: &str, name: &str, body: &Value) -> Result<Value,
         ));
     }
     if !opts.dry_run {
+        // Check and take the disruption under the store's lock: two evictions
+        // racing for the last allowed disruption must not both succeed (the
+        // real server gets this from optimistic concurrency on the PDB).
         let now = crate::meta::now();
+        let mut taken = false;
         store.modify(&pdbs(), ns, &pdb_name, Some("status"), |p| {
-            p["status"]["disruptionsAllowed"] = json!(allowed - 1);
-            p["status"]["disruptedPods"][name] = json!(now);
+            let left = p["status"]["disruptionsAllowed"].as_i64().unwrap_or(0);
+            if left > 0 {
+                p["status"]["disruptionsAllowed"] = json!(left - 1);
+                p["status"]["disruptedPods"][name] = json!(now);
+                taken = true;
+            }
         })?;
+        if !taken {
+            return Err(ApiError::too_many_requests(
+                VIOLATION,
+                json!([{"reason": "DisruptionBudget", "message": format!("The disruption budget {pdb_name} needs {desired} healthy pods and has {current} currently")}]),
+            ));
+        }
     }
     store.delete(&pods(), ns, name, &opts)?;
     let _ = WriteOptions::default();

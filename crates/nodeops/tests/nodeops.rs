@@ -774,3 +774,30 @@ async fn a_failed_job_from_an_earlier_attempt_is_replaced() {
     .await;
     assert_ne!(jobs.get(&name).await.unwrap().metadata.uid, first, "a new Job runs");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_evictions_never_take_more_than_the_budget_allows() {
+    let c = Cluster::start().await;
+    c.node("n1", true).await;
+    for i in 0..6 {
+        c.pod(
+            "default",
+            &format!("web-{i}"),
+            "n1",
+            json!({"app": "web"}),
+            Some(("ReplicaSet", "web-rs")),
+            json!([]),
+        )
+        .await;
+    }
+    c.pdb("default", "web", json!({"app": "web"}), 1).await;
+    let results = futures::future::join_all((0..6).map(|i| {
+        let name = format!("web-{i}");
+        let evictor = c.ops.evictor();
+        async move { evictor.evict("default", &name, None, Some(0)).await.unwrap() }
+    }))
+    .await;
+    let accepted = results.iter().filter(|r| **r == Evicted::Accepted).count();
+    let blocked = results.iter().filter(|r| matches!(r, Evicted::Blocked { .. })).count();
+    assert_eq!((accepted, blocked), (1, 5), "{results:?}");
+}
