@@ -1,5 +1,10 @@
 //! The drover binary.
 
+mod demo;
+mod plan_cmd;
+mod status;
+mod ui;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -35,6 +40,12 @@ enum Command {
     },
     /// Run the controller against the cluster of the current kubeconfig (or in-cluster config).
     Run(RunArgs),
+    /// A rollout on an embedded simulated cluster, shown live: drover's main job, no cluster needed.
+    Demo(demo::DemoArgs),
+    /// A readable summary of a ClusterUpgrade (or all of them); also `kubectl drover status`.
+    Status(status::StatusArgs),
+    /// Dry run: what a ClusterUpgrade manifest would do on the current cluster, changing nothing.
+    Plan(plan_cmd::PlanArgs),
 }
 
 #[derive(clap::Args)]
@@ -85,6 +96,16 @@ fn init_logging(format: LogFormat) {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().flatten_event(true).init(),
     }
+}
+
+/// Warnings and errors only (RUST_LOG overrides): the demo's own output is the show.
+fn init_quiet_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 async fn kube_config(path: Option<PathBuf>) -> anyhow::Result<kube::Config> {
@@ -159,5 +180,17 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run(args) => tokio::runtime::Runtime::new()?.block_on(run(args)),
+        Command::Demo(args) => {
+            init_quiet_logging();
+            tokio::runtime::Runtime::new()?.block_on(demo::run(args))
+        }
+        Command::Status(args) => tokio::runtime::Runtime::new()?.block_on(status::run(args)),
+        Command::Plan(args) => {
+            let valid = tokio::runtime::Runtime::new()?.block_on(plan_cmd::run(args))?;
+            if !valid {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
     }
 }

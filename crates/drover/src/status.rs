@@ -1,0 +1,359 @@
+//! `drover status [NAME]`: a readable summary of ClusterUpgrades, also
+//! usable as `kubectl drover status` through a `kubectl-drover` link.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::ValueEnum;
+use drover_api::ClusterUpgrade;
+use jiff::Timestamp;
+use kube::ResourceExt;
+use kube::api::{Api, ListParams};
+
+use crate::ui::{ago, explain, parse_flag_duration, table};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Json,
+    Yaml,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct StatusArgs {
+    /// The ClusterUpgrade to show (every one when omitted).
+    pub name: Option<String>,
+    /// Print again on each change, until --timeout passes or Ctrl-C.
+    #[arg(long, short)]
+    pub watch: bool,
+    /// How long --watch runs.
+    #[arg(long, default_value = "10m", value_parser = parse_flag_duration)]
+    pub timeout: Duration,
+    /// Print the object itself instead of the summary.
+    #[arg(long, short, value_enum)]
+    pub output: Option<Format>,
+    /// A kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or the in-cluster config).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}
+
+/// The summary of one ClusterUpgrade, as of `now`.
+pub fn render(cu: &ClusterUpgrade, now: Timestamp) -> String {
+    let mut out = String::new();
+    let name = cu.name_any();
+    let generation = cu.metadata.generation.unwrap_or(0);
+    out.push_str(&format!("ClusterUpgrade {name}\n"));
+    let Some(st) = &cu.status else {
+        out.push_str(&format!(
+            "  no status yet: drover has not reconciled generation {generation} (is `drover run` running against this cluster?)\n"
+        ));
+        return out;
+    };
+    let observed = st.observed_generation.unwrap_or(0);
+    let field = |k: &str, v: String| format!("  {k:<12}{v}\n");
+    out.push_str(&field("Target:", st.target.clone().unwrap_or_default()));
+    out.push_str(&field("Stage:", st.stage.clone().unwrap_or_default()));
+    out.push_str(&field(
+        "Progress:",
+        format!("{} nodes updated", st.progress.clone().unwrap_or_default()),
+    ));
+    let stale = if observed == generation {
+        String::new()
+    } else {
+        " (drover has not caught up with the latest spec yet)".into()
+    };
+    out.push_str(&field(
+        "Generation:",
+        format!("{generation}, status observed {observed}{stale}"),
+    ));
+    out.push_str(&field("Paused:", yes_no(cu.spec.paused).to_string()));
+    if let Some(t) = &st.start_time {
+        let done = match &st.completion_time {
+            Some(c) => format!(", completed {} ({} ago)", c.0, ago(c.0, now)),
+            None => String::new(),
+        };
+        out.push_str(&field(
+            "Rollout:",
+            format!("started {} ({} ago){done}", t.0, ago(t.0, now)),
+        ));
+    }
+
+    out.push_str("\nConditions:\n");
+    let rows: Vec<Vec<String>> = st
+        .conditions
+        .iter()
+        .map(|c| {
+            vec![
+                c.type_.clone(),
+                c.status.clone(),
+                c.reason.clone(),
+                ago(c.last_transition_time.0, now),
+                c.message.clone(),
+            ]
+        })
+        .collect();
+    out.push_str(&table(&["TYPE", "STATUS", "REASON", "SINCE", "MESSAGE"], &rows));
+
+    let c = &st.counts;
+    out.push_str(&format!(
+        "\nNodes: {} in scope, {} updated, {} updating, {} failed, {} pending, {} unavailable\n",
+        c.in_scope, c.updated, c.updating, c.failed, c.pending, c.unavailable
+    ));
+
+    out.push_str("\nComponents:\n");
+    let rows: Vec<Vec<String>> = st
+        .components
+        .iter()
+        .map(|c| {
+            vec![
+                c.name.clone(),
+                c.stage.clone(),
+                c.desired.clone(),
+                format!("{}/{}", c.updated, c.total),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        out.push_str("  (none reported)\n");
+    } else {
+        out.push_str(&table(&["NAME", "STAGE", "DESIRED", "UPDATED"], &rows));
+    }
+
+    out.push_str("\nNodes in progress, blocked or failed:\n");
+    let rows: Vec<Vec<String>> = st
+        .nodes
+        .iter()
+        .map(|n| {
+            vec![
+                n.name.clone(),
+                n.state.clone(),
+                n.step.clone(),
+                n.component.clone().unwrap_or_else(|| "-".into()),
+                n.attempts.to_string(),
+                ago(n.since.0, now),
+                n.message.clone(),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        out.push_str("  (none)\n");
+    } else {
+        out.push_str(&table(
+            &["NODE", "STATE", "STEP", "COMPONENT", "ATTEMPTS", "SINCE", "MESSAGE"],
+            &rows,
+        ));
+    }
+    if st.nodes_omitted > 0 {
+        out.push_str(&format!("  … and {} more not listed\n", st.nodes_omitted));
+    }
+
+    if let Some(b) = &st.backup {
+        out.push_str(&format!("\nBackup: Job {} {}", b.job, b.state));
+        if !b.message.is_empty() {
+            out.push_str(&format!(": {}", b.message));
+        }
+        out.push('\n');
+    }
+
+    out.push_str("\nHistory:\n");
+    let rows: Vec<Vec<String>> = st
+        .history
+        .iter()
+        .map(|h| {
+            vec![
+                h.result.clone(),
+                h.generation.to_string(),
+                h.start_time.0.to_string(),
+                h.completion_time
+                    .as_ref()
+                    .map(|t| t.0.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                h.target.clone(),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        out.push_str("  (none)\n");
+    } else {
+        out.push_str(&table(
+            &["RESULT", "GENERATION", "STARTED", "COMPLETED", "TARGET"],
+            &rows,
+        ));
+    }
+    out
+}
+
+async fn fetch(api: &Api<ClusterUpgrade>, name: Option<&str>) -> anyhow::Result<Vec<ClusterUpgrade>> {
+    match name {
+        Some(n) => match api.get_opt(n).await {
+            Ok(Some(cu)) => Ok(vec![cu]),
+            Ok(None) => anyhow::bail!("ClusterUpgrade {n:?} not found (`kubectl get cu` lists the ClusterUpgrades)"),
+            Err(e) => Err(explain(e, &format!("reading ClusterUpgrade {n:?}"))),
+        },
+        None => {
+            let mut items = api
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| explain(e, "listing ClusterUpgrades"))?
+                .items;
+            items.sort_by_key(|c| c.name_any());
+            Ok(items)
+        }
+    }
+}
+
+fn print(items: &[ClusterUpgrade], name: Option<&str>, format: Option<Format>) -> anyhow::Result<String> {
+    let value = match name {
+        Some(_) => serde_json::to_value(&items[0])?,
+        None => serde_json::json!({"apiVersion": "v1", "kind": "List", "items": items}),
+    };
+    Ok(match format {
+        Some(Format::Json) => serde_json::to_string_pretty(&value)? + "\n",
+        Some(Format::Yaml) => serde_yaml::to_string(&value)?,
+        None if items.is_empty() => "No ClusterUpgrades found.\n".to_string(),
+        None => {
+            let now = Timestamp::now();
+            items.iter().map(|cu| render(cu, now)).collect::<Vec<_>>().join("\n")
+        }
+    })
+}
+
+/// What a change is: the spec's generation and the status (not the time).
+fn fingerprint(items: &[ClusterUpgrade]) -> String {
+    let v: Vec<_> = items
+        .iter()
+        .map(|c| (c.name_any(), c.metadata.generation, &c.status))
+        .collect();
+    serde_json::to_string(&v).unwrap_or_default()
+}
+
+pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
+    let client = crate::ui::client(args.kubeconfig.clone()).await?;
+    let api: Api<ClusterUpgrade> = Api::all(client);
+    let name = args.name.as_deref();
+    let items = fetch(&api, name).await?;
+    print!("{}", print(&items, name, args.output)?);
+    if !args.watch {
+        return Ok(());
+    }
+    let mut last = fingerprint(&items);
+    let deadline = tokio::time::Instant::now() + args.timeout;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(deadline) => {
+                eprintln!("drover status: stopped watching after --timeout {}", crate::ui::short(args.timeout));
+                return Ok(());
+            }
+            _ = &mut ctrl_c => return Ok(()),
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+        let items = fetch(&api, name)
+            .await
+            .context("while watching (the object may have been deleted)")?;
+        let now = fingerprint(&items);
+        if now != last {
+            last = now;
+            if args.output.is_none() {
+                println!("--- {}", Timestamp::now());
+            }
+            print!("{}", print(&items, name, args.output)?);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use drover_api::{ClusterUpgradeStatus, ComponentStatus, NodeCounts, NodeDetail, RolloutRecord};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+    #[test]
+    fn the_summary_has_conditions_counts_components_nodes_and_history() {
+        let t: Timestamp = "2026-11-23T10:00:00Z".parse().unwrap();
+        let spec = serde_json::from_value(serde_json::json!({"components": []})).unwrap();
+        let mut cu = ClusterUpgrade::new("platform", spec);
+        cu.metadata.generation = Some(2);
+        let cond = |t_: &str, s: &str, r: &str| Condition {
+            type_: t_.into(),
+            status: s.into(),
+            reason: r.into(),
+            message: format!("{r} message"),
+            last_transition_time: Time(t),
+            observed_generation: Some(2),
+        };
+        cu.status = Some(ClusterUpgradeStatus {
+            observed_generation: Some(2),
+            conditions: vec![
+                cond("Ready", "False", "DrainBlocked"),
+                cond("Reconciling", "True", "DrainBlocked"),
+                cond("Stalled", "False", "DrainBlocked"),
+            ],
+            target: Some("containerd=1.7.23".into()),
+            progress: Some("3/8".into()),
+            stage: Some("Workers".into()),
+            counts: NodeCounts {
+                in_scope: 8,
+                updated: 3,
+                updating: 1,
+                failed: 0,
+                pending: 4,
+                unavailable: 1,
+            },
+            components: vec![ComponentStatus {
+                name: "containerd".into(),
+                stage: "Runtime".into(),
+                desired: "1.7.23".into(),
+                updated: 3,
+                total: 8,
+            }],
+            nodes: vec![NodeDetail {
+                name: "worker-1".into(),
+                state: "Blocked".into(),
+                step: "Drain".into(),
+                component: None,
+                message: "evicting shop/web-1 would violate PodDisruptionBudget shop/web".into(),
+                since: Time(t),
+                attempts: 3,
+            }],
+            history: vec![RolloutRecord {
+                target: "containerd=1.7.22".into(),
+                generation: 1,
+                start_time: Time(t),
+                completion_time: Some(Time(t)),
+                result: "Completed".into(),
+            }],
+            start_time: Some(Time(t)),
+            ..Default::default()
+        });
+        let now: Timestamp = "2026-11-23T10:01:30Z".parse().unwrap();
+        let out = render(&cu, now);
+        for want in [
+            "ClusterUpgrade platform",
+            "Target:     containerd=1.7.23",
+            "Stage:      Workers",
+            "Progress:   3/8 nodes updated",
+            "Conditions:",
+            "Ready        False   DrainBlocked  90s    DrainBlocked message",
+            "Nodes: 8 in scope, 3 updated, 1 updating, 0 failed, 4 pending, 1 unavailable",
+            "containerd  Runtime  1.7.23   3/8",
+            "worker-1  Blocked  Drain  -          3         90s    evicting shop/web-1",
+            "History:",
+            "Completed  1",
+        ] {
+            assert!(out.contains(want), "missing {want:?} in\n{out}");
+        }
+    }
+
+    #[test]
+    fn an_object_without_status_says_so() {
+        let spec = serde_json::from_value(serde_json::json!({"components": []})).unwrap();
+        let cu = ClusterUpgrade::new("fresh", spec);
+        assert!(render(&cu, Timestamp::now()).contains("no status yet"));
+    }
+}
