@@ -113,7 +113,7 @@ async fn a_pod_goes_pending_running_ready_and_honours_its_grace_period() {
     .await;
     let slow = t.elapsed();
     assert!(
-        slow > normal * 3,
+        slow >= normal + Duration::from_millis(1500),
         "grace honoured: normal {normal:?}, stubborn {slow:?}"
     );
     assert!(slow >= Duration::from_millis(2500), "{slow:?}");
