@@ -162,11 +162,12 @@ impl ApiError {
         )
         .with(details(group, resource, name))
     }
-    pub fn method_not_allowed(verb: &str, what: &str) -> Self {
+    /// A method the path does not serve (POST to an object, PATCH to a collection...).
+    pub fn method_not_allowed() -> Self {
         ApiError::new(
             405,
             "MethodNotAllowed",
-            format!("{verb} is not supported on resources of kind \"{what}\""),
+            "the server does not allow this method on the requested resource",
         )
         .with(json!({}))
     }

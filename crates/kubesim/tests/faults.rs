@@ -170,6 +170,15 @@ async fn namespaced_resources_need_a_namespace_to_be_written() {
         .unwrap();
     let st = status(c.request_text(req).await.unwrap_err());
     assert_eq!((st.code, st.reason.as_str()), (405, "MethodNotAllowed"));
+    let req = axum::http::Request::post("/api/v1/namespaces/default/configmaps/x")
+        .header("Content-Type", "application/json")
+        .body(serde_json::to_vec(&body).unwrap())
+        .unwrap();
+    let st = status(c.request_text(req).await.unwrap_err());
+    assert_eq!(
+        (st.code, st.message.as_str()),
+        (405, "the server does not allow this method on the requested resource")
+    );
     let req = axum::http::Request::get("/api/v1/configmaps/x")
         .body(Vec::new())
         .unwrap();

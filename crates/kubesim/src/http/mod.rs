@@ -330,12 +330,7 @@ async fn serve(
             ("list" | "watch", false) => {}
             (_, true) => return Err(ApiError::page_not_found()),
             _ => {
-                return Err(ApiError::new(
-                    405,
-                    "MethodNotAllowed",
-                    "the server does not allow this method on the requested resource",
-                )
-                .with_details(json!({})));
+                return Err(ApiError::method_not_allowed());
             }
         }
     }
@@ -439,7 +434,7 @@ async fn serve(
         ("delete", Some(name), None) => ctx.delete(name, &body),
         ("deletecollection", None, None) => ctx.delete_collection(&body),
         (_, _, Some(_)) => Err(ApiError::page_not_found()),
-        (v, _, _) => Err(ApiError::method_not_allowed(v, &t.kind)),
+        _ => Err(ApiError::method_not_allowed()),
     }
 }
 
