@@ -497,16 +497,25 @@ pub fn apply(
         }
         remove_path(&mut merged, &p[..cut]);
     }
-    let now = meta::now();
-    entries.retain(|e| !e.same(manager, "Apply", subresource));
-    entries.push(Entry {
-        manager: manager.to_string(),
-        operation: "Apply".into(),
-        api_version: api_version.to_string(),
-        time: now,
-        subresource: subresource.map(str::to_string),
-        fields: applied_set,
-    });
+    // Re-applying the same fields keeps the entry (and its time) as it was,
+    // so a no-op apply leaves the object untouched: no new resourceVersion,
+    // no watch event, as on a real server.
+    match entries.iter_mut().find(|e| e.same(manager, "Apply", subresource)) {
+        Some(e) if e.fields == applied_set && e.api_version == api_version => {}
+        Some(e) => {
+            e.fields = applied_set;
+            e.api_version = api_version.to_string();
+            e.time = meta::now();
+        }
+        None => entries.push(Entry {
+            manager: manager.to_string(),
+            operation: "Apply".into(),
+            api_version: api_version.to_string(),
+            time: meta::now(),
+            subresource: subresource.map(str::to_string),
+            fields: applied_set,
+        }),
+    }
     write_entries(&mut merged, entries);
     Ok(merged)
 }

@@ -257,3 +257,19 @@ async fn selectors_are_immutable() {
     );
     assert!(st.message.ends_with("field is immutable"), "{}", st.message);
 }
+
+#[tokio::test]
+async fn re_applying_the_same_configuration_is_a_no_op() {
+    let (_s, c) = server().await;
+    let api: Api<Deployment> = Api::default_namespaced(c);
+    let pp = PatchParams::apply("alice");
+    let first = api.patch("d", &pp, &Patch::Apply(deployment(1, "i:1"))).await.unwrap();
+    let again = api.patch("d", &pp, &Patch::Apply(deployment(1, "i:1"))).await.unwrap();
+    assert_eq!(again.metadata.resource_version, first.metadata.resource_version);
+    let status =
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}, "status": {"replicas": 1}});
+    let s1 = api.patch_status("d", &pp, &Patch::Apply(&status)).await.unwrap();
+    let s2 = api.patch_status("d", &pp, &Patch::Apply(&status)).await.unwrap();
+    assert_eq!(s1.metadata.resource_version, s2.metadata.resource_version);
+    assert_ne!(s1.metadata.resource_version, first.metadata.resource_version);
+}
