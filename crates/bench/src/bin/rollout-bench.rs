@@ -1,0 +1,3 @@
+//! Rollout benchmark (work in progress).
+
+fn main() {}
