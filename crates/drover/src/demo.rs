@@ -141,6 +141,7 @@ struct Row {
     name: String,
     role: &'static str,
     step: String,
+    cordoned: bool,
     kubelet: String,
     runtime: String,
     etcd: String,
@@ -150,16 +151,17 @@ struct Row {
 const MAX_ROWS: usize = 24;
 
 fn row_text(r: &Row) -> String {
+    let sched = if r.cordoned { "cordoned" } else { "" };
     format!(
-        "  {:<12} {:<14} {:<26} {:<9} {:<10} {:<9} {}",
-        r.name, r.role, r.step, r.kubelet, r.runtime, r.etcd, r.apiserver
+        "  {:<11} {:<14} {:<9} {:<34} {:<9} {:<9} {:<9} {}",
+        r.name, r.role, sched, r.step, r.kubelet, r.runtime, r.etcd, r.apiserver
     )
 }
 
 fn header_text() -> String {
     format!(
-        "  {:<12} {:<14} {:<26} {:<9} {:<10} {:<9} {}",
-        "NODE", "ROLE", "STEP", "KUBELET", "RUNTIME", "ETCD", "APISERVER"
+        "  {:<11} {:<14} {:<9} {:<34} {:<9} {:<9} {:<9} {}",
+        "NODE", "ROLE", "SCHED", "STEP", "KUBELET", "RUNTIME", "ETCD", "APISERVER"
     )
 }
 
@@ -175,13 +177,12 @@ fn role_of(n: &Node) -> &'static str {
 }
 
 fn step_of(n: &Node) -> String {
-    let cordoned = n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false);
     let p = n
         .annotations()
         .get(annotation::PROGRESS)
         .and_then(|s| NodeProgress::from_annotation(s))
         .filter(|p| p.upgrade == NAME);
-    let mut s = match p {
+    match p {
         None => "waiting".to_string(),
         Some(p) => match p.phase {
             drover_plan::NodePhase::Done => "done".to_string(),
@@ -202,11 +203,7 @@ fn step_of(n: &Node) -> String {
                 s
             }
         },
-    };
-    if cordoned {
-        s.push_str(" [cordoned]");
     }
-    s
 }
 
 fn rows(nodes: &[Node], cp_pods: &[Pod]) -> Vec<Row> {
@@ -226,6 +223,7 @@ fn rows(nodes: &[Node], cp_pods: &[Pod]) -> Vec<Row> {
             Row {
                 role: role_of(n),
                 step: step_of(n),
+                cordoned: n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false),
                 kubelet: info.map(|i| i.kubelet_version.clone()).unwrap_or_default(),
                 runtime: info
                     .map(|i| {
@@ -328,9 +326,12 @@ async fn example_spec(client: &Client) -> anyhow::Result<ClusterUpgradeSpec> {
     if components.is_empty() {
         anyhow::bail!("the scenario's cluster runs none of the components the demo upgrades");
     }
+    // Two workers at a time on a small cluster, a fifth of them on a large one.
+    let workers = nodes.iter().filter(|n| role_of(n) == "worker").count();
+    let max_unavailable = if workers > 10 { json!("20%") } else { json!(2) };
     let spec = json!({
         "components": components,
-        "strategy": {"maxUnavailable": 2},
+        "strategy": {"maxUnavailable": max_unavailable},
         "drain": {"force": true, "deleteEmptyDirData": true, "timeout": "10m"}
     });
     Ok(serde_json::from_value(spec)?)
@@ -686,12 +687,16 @@ async fn drive(
                     println!("{} progress: {summary_line}", clock.stamp());
                 }
                 for r in &table {
-                    if last_rows.get(&r.name).is_none_or(|old| old.step != r.step) {
+                    if last_rows
+                        .get(&r.name)
+                        .is_none_or(|old| (&old.step, old.cordoned) != (&r.step, r.cordoned))
+                    {
                         println!(
-                            "{} {}: {} (kubelet {}, runtime {}, etcd {}, apiserver {})",
+                            "{} {}: {}{} (kubelet {}, runtime {}, etcd {}, apiserver {})",
                             clock.stamp(),
                             r.name,
                             r.step,
+                            if r.cordoned { " [cordoned]" } else { "" },
                             r.kubelet,
                             r.runtime,
                             r.etcd,

@@ -180,11 +180,11 @@ async fn the_demo_with_a_failing_upgrade_stalls_naming_node_component_and_reason
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_demo_that_cannot_finish_in_time_fails_clearly() {
     let _one = serial().await;
-    let out = drover(&["demo", "--timeout", "3s", "--speed", "10"], DEMO).await;
+    let out = drover(&["demo", "--timeout", "10s", "--speed", "5"], DEMO).await;
     let text = stdout(&out);
     assert!(!out.status.success(), "{text}");
     assert!(
-        stderr(&out).contains("the rollout did not complete within --timeout 3s"),
+        stderr(&out).contains("the rollout did not complete within --timeout 10s"),
         "{}",
         stderr(&out)
     );
