@@ -149,6 +149,8 @@ struct Row {
 }
 
 const MAX_ROWS: usize = 24;
+/// Drain blocks listed in the summary.
+const MAX_BLOCKS: usize = 5;
 
 fn row_text(r: &Row) -> String {
     let sched = if r.cordoned { "cordoned" } else { "" };
@@ -877,13 +879,25 @@ async fn drive(
     if met.blocks.is_empty() {
         line("blocks met", "none".into());
     } else {
-        for (i, (node, (first, last, msg))) in met.blocks.iter().enumerate() {
+        // The longest waits first; on a large cluster, only a few.
+        let mut blocks: Vec<_> = met.blocks.iter().collect();
+        blocks.sort_by_key(|(node, (first, last, _))| (std::cmp::Reverse(last.duration_since(*first)), *node));
+        for (i, (node, (first, last, msg))) in blocks.iter().take(MAX_BLOCKS).enumerate() {
             line(
                 if i == 0 { "blocks met" } else { "" },
                 format!(
                     "DrainBlocked on {node} for {:.1}s: {}",
                     last.duration_since(*first).as_secs_f64(),
                     clip(msg, 160)
+                ),
+            );
+        }
+        if blocks.len() > MAX_BLOCKS {
+            line(
+                "",
+                format!(
+                    "… and {} more nodes waited on a PodDisruptionBudget",
+                    blocks.len() - MAX_BLOCKS
                 ),
             );
         }
