@@ -39,6 +39,7 @@ pub struct PlanArgs {
     /// The ClusterUpgrade manifest (YAML or JSON; `-` for standard input).
     #[arg(long = "filename", short = 'f')]
     pub file: PathBuf,
+    /// Text for people, JSON for machines.
     #[arg(long, short, value_enum, default_value = "text")]
     pub output: Format,
     /// A kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or the in-cluster config).

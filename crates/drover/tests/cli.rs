@@ -178,6 +178,48 @@ async fn the_demo_with_a_failing_upgrade_stalls_naming_node_component_and_reason
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_terminal_the_demo_redraws_a_progress_bar_and_node_table_in_place() {
+    let _one = serial().await;
+    // `script` gives the demo a pseudo-terminal (util-linux).
+    if std::process::Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: no `script` command to provide a terminal");
+        return;
+    }
+    let cmd = format!(
+        "stty cols 160 rows 50; {} demo --speed 600 --timeout 4m",
+        env!("CARGO_BIN_EXE_drover")
+    );
+    let out = run("script", &["-qec", &cmd, "/dev/null"], &[], DEMO).await;
+    let text = stdout(&out);
+    assert!(out.status.success(), "exit {:?}\n{text}", out.status);
+    // Cursor movements: the bar and the table are redrawn, not appended.
+    assert!(text.contains("\x1b[") && text.contains("\x1b[2K"), "{text}");
+    line_with(
+        &text,
+        &[
+            "NODE",
+            "ROLE",
+            "SCHED",
+            "STEP",
+            "KUBELET",
+            "RUNTIME",
+            "ETCD",
+            "APISERVER",
+        ],
+    );
+    line_with(&text, &["worker-5", "worker", "done", "v1.32.0", "1.7.23"]);
+    assert!(
+        text.contains("/10 stage "),
+        "the bar counts 8 nodes and 2 workloads:\n{text}"
+    );
+    assert!(
+        text.contains("Rollout complete: Ready=True (Completed), 8/8 nodes run"),
+        "{text}"
+    );
+    assert!(!text.contains("progress: "), "no plain lines on a terminal");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_demo_that_cannot_finish_in_time_fails_clearly() {
     let _one = serial().await;
     let out = drover(&["demo", "--timeout", "10s", "--speed", "5"], DEMO).await;
