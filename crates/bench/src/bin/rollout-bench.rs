@@ -1,3 +1,412 @@
-//! Rollout benchmark (work in progress).
+//! Rollout benchmark: the real `drover` binary upgrades containerd on every
+//! worker of a large simulated cluster (`maxUnavailable: 10%`, fixed
+//! simulated step durations) until the ClusterUpgrade is Ready. Reports the
+//! time against the ideal, drover's API requests per upgraded node (counted
+//! at kubesim's HTTP layer), drover's peak memory (VmHWM of its process) and
+//! kubesim's own CPU and memory idle and during the rollout. See
+//! docs/benchmarks.md.
+//!
+//! ```sh
+//! cargo build --release -p drover -p drover-bench
+//! cargo run --release -p drover-bench --bin rollout-bench -- --workers 1000
+//! cargo run --release -p drover-bench --bin rollout-bench -- --scenario examples/clusters/large.yaml
+//! ```
 
-fn main() {}
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use clap::Parser;
+use drover_api::ClusterUpgrade;
+use drover_bench::{BENCH_AGENT, DROVER_AGENT, agent_requests, bench_client, table, usage};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, PostParams};
+use kubesim::sim::{ComponentTiming, Role, Scenario, SimOptions, Simulation};
+use serde_json::json;
+
+const COMPONENT: &str = "containerd";
+const FROM: &str = "1.7.22";
+const TO: &str = "1.7.23";
+
+#[derive(Parser, Debug)]
+#[command(about = "A whole rollout by the drover binary on a large simulated cluster")]
+struct Args {
+    /// Workers (the large scenario scaled down, same pods per node); ignored with --scenario.
+    #[arg(long, default_value_t = 1000)]
+    workers: u32,
+    /// Control-plane nodes with --workers.
+    #[arg(long, default_value_t = 3)]
+    control_plane: u32,
+    /// A scenario file instead (e.g. examples/clusters/large.yaml); its timing is overridden.
+    #[arg(long)]
+    scenario: Option<PathBuf>,
+    /// Simulated seconds per real second.
+    #[arg(long, default_value_t = 10.0)]
+    speed: f64,
+    /// Simulated seconds containerd's upgrade takes on a node (no reboot).
+    #[arg(long, default_value_t = 60.0)]
+    upgrade_seconds: f64,
+    /// spec.strategy.maxUnavailable.
+    #[arg(long, default_value = "10%")]
+    max_unavailable: String,
+    /// Longest the rollout may take (real seconds) before the figures are taken as they are.
+    #[arg(long, default_value_t = 600)]
+    timeout: u64,
+    /// Real seconds of idling measured before drover starts.
+    #[arg(long, default_value_t = 10)]
+    idle: u64,
+    /// The drover binary (default: `drover` next to this one).
+    #[arg(long)]
+    drover: Option<PathBuf>,
+    /// Extra arguments for `drover run` (repeat; e.g. --drover-arg=--kube-qps=0).
+    #[arg(long = "drover-arg", allow_hyphen_values = true)]
+    drover_args: Vec<String>,
+}
+
+/// The large example scaled to `workers` (pods per node kept), or a file.
+fn scenario(args: &Args) -> anyhow::Result<Scenario> {
+    let mut s = match &args.scenario {
+        Some(path) => Scenario::from_file(path)?,
+        None => {
+            let mut s = Scenario::large();
+            let pools = s.nodes.iter().filter(|p| p.role == Role::Worker).count().max(1) as u32;
+            let base: u32 = s.nodes.iter().filter(|p| p.role == Role::Worker).map(|p| p.count).sum();
+            for p in &mut s.nodes {
+                p.count = match p.role {
+                    Role::Worker => (args.workers / pools).max(1),
+                    _ => args.control_plane,
+                };
+            }
+            let scale = f64::from(args.workers) / f64::from(base.max(1));
+            for w in &mut s.workloads {
+                if w.copies > 0 {
+                    w.copies = ((f64::from(w.copies) * scale).round() as u32).max(1);
+                }
+            }
+            s.name = format!("large scaled to {} workers", args.workers);
+            s
+        }
+    };
+    let t = &mut s.timing;
+    t.pod_start_seconds = 2.0;
+    t.pod_ready_seconds = 3.0;
+    t.pod_shutdown_seconds = 2.0;
+    t.heartbeat_seconds = Some(0.0);
+    t.components.insert(
+        COMPONENT.into(),
+        ComponentTiming {
+            seconds: Some(args.upgrade_seconds),
+            reboot: false,
+        },
+    );
+    s.speed = args.speed;
+    s.validate()?;
+    Ok(s)
+}
+
+/// `maxUnavailable` as drover resolves it for workers: an integer, or a
+/// percentage rounded down, at least 1.
+fn budget(max_unavailable: &str, workers: usize) -> usize {
+    match max_unavailable.strip_suffix('%') {
+        Some(p) => ((p.trim().parse::<f64>().unwrap_or(0.0) / 100.0 * workers as f64).floor() as usize).max(1),
+        None => max_unavailable.trim().parse::<usize>().unwrap_or(1).max(1),
+    }
+}
+
+/// (status, reason) of a ClusterUpgrade condition, if the status is current.
+fn condition(cu: &ClusterUpgrade, type_: &str) -> Option<(String, String)> {
+    let st = cu.status.as_ref()?;
+    if st.observed_generation != cu.metadata.generation {
+        return None;
+    }
+    st.conditions
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| (c.status.clone(), c.reason.clone()))
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let drover = match &args.drover {
+        Some(p) => p.clone(),
+        None => std::env::current_exe()?.with_file_name("drover"),
+    };
+    if !drover.exists() {
+        bail!(
+            "{} not found: build it first (cargo build --release -p drover) or pass --drover",
+            drover.display()
+        );
+    }
+    println!("rollout-bench: {}", drover_bench::machine());
+    let sc = scenario(&args)?;
+    let workers = sc
+        .nodes
+        .iter()
+        .filter(|p| p.role == Role::Worker)
+        .map(|p| p.count as usize)
+        .sum::<usize>();
+    let per_batch = budget(&args.max_unavailable, workers);
+    let batches = workers.div_ceil(per_batch);
+    // One node: its pods stop (shutdown), the upgrade Job's pod starts and turns Ready, the upgrade runs.
+    let step = sc.timing.pod_shutdown_seconds
+        + sc.timing.pod_start_seconds
+        + sc.timing.pod_ready_seconds
+        + args.upgrade_seconds;
+    let ideal_sim = batches as f64 * step;
+    println!(
+        "scenario {:?}: {} nodes ({workers} workers); speed {}; {COMPONENT} {FROM} -> {TO}, maxUnavailable {} = {per_batch} workers per batch, {batches} batches",
+        sc.name,
+        sc.node_count(),
+        args.speed,
+        args.max_unavailable
+    );
+
+    let t = Instant::now();
+    let before = usage("self");
+    let sim = Simulation::start_with(
+        sc,
+        SimOptions {
+            speed: Some(args.speed),
+            settle_timeout: Duration::from_secs(1200),
+            ..Default::default()
+        },
+    )
+    .await?;
+    let status = sim.status().await?;
+    let started = usage("self");
+    println!(
+        "kubesim: {} nodes, {} pods Running and Ready in {:.1} s (CPU {:.1} s); VmRSS {:.0} MiB, VmHWM {:.0} MiB (baseline before the cluster {:.0} MiB)",
+        status.nodes,
+        status.pods,
+        t.elapsed().as_secs_f64(),
+        started.cpu - before.cpu,
+        started.rss_mib,
+        started.hwm_mib,
+        before.rss_mib
+    );
+    let client = bench_client(&sim.server().url())?;
+    Api::<CustomResourceDefinition>::all(client.clone())
+        .create(&PostParams::default(), &drover_api::crd::crd())
+        .await?;
+
+    // kubesim idle (this process is kubesim plus the benchmark's light polling).
+    let idle0 = usage("self");
+    tokio::time::sleep(Duration::from_secs(args.idle)).await;
+    let idle1 = usage("self");
+    let idle_cpu = (idle1.cpu - idle0.cpu) / args.idle as f64 * 100.0;
+    println!(
+        "kubesim idle {} s: CPU {:.1} % of one core; VmRSS {:.0} MiB",
+        args.idle, idle_cpu, idle1.rss_mib
+    );
+
+    let dir = std::env::temp_dir().join(format!("rollout-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let kubeconfig = dir.join("kubeconfig");
+    sim.server().write_kubeconfig(&kubeconfig)?;
+    let log = dir.join("drover.log");
+    let mut child = tokio::process::Command::new(&drover)
+        .args(["run", "--http-addr", "off", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .args(&args.drover_args)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
+        .kill_on_drop(true)
+        .spawn()
+        .with_context(|| format!("starting {}", drover.display()))?;
+    let pid = child.id().unwrap_or(0).to_string();
+    println!("drover: {} run {}", drover.display(), args.drover_args.join(" "));
+
+    let spec = json!({
+        "components": [{"name": COMPONENT, "version": TO, "upgrade": {"job": {
+            "image": "registry.example.com/drover-upgrade:1", "privileged": true, "hostRoot": true, "timeout": "30m"}}}],
+        "nodeSelector": {"matchExpressions": [{"key": "node-role.kubernetes.io/control-plane", "operator": "DoesNotExist"}]},
+        "strategy": {"maxUnavailable": args.max_unavailable.parse::<i64>().map(|n| json!(n)).unwrap_or(json!(args.max_unavailable))},
+        "drain": {"force": true, "deleteEmptyDirData": true, "timeout": "30m"}
+    });
+    let spec: drover_api::ClusterUpgradeSpec = serde_json::from_value(spec)?;
+    let cus: Api<ClusterUpgrade> = Api::all(client.clone());
+    sim.recorder().reset();
+    sim.server().requests().reset();
+    let cpu0 = usage("self").cpu;
+    let (t0, s0) = (Instant::now(), sim.now());
+    cus.create(&PostParams::default(), &ClusterUpgrade::new("runtime", spec))
+        .await?;
+
+    let timeout = Duration::from_secs(args.timeout);
+    let mut last_print = Instant::now();
+    let mut rss_peak = 0f64;
+    let mut last_updated = -1;
+    let mut batch_done: Vec<(f64, f64)> = Vec::new();
+    let mut first_done: Option<(f64, f64)> = None;
+    let mut ready = false;
+    let mut last: Option<ClusterUpgrade> = None;
+    let mut drover_usage = usage(&pid);
+    while t0.elapsed() < timeout {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        rss_peak = rss_peak.max(usage("self").rss_mib);
+        let du = usage(&pid);
+        if du.hwm_mib > 0.0 {
+            drover_usage = du;
+        }
+        if let Ok(Some(st)) = child.try_wait() {
+            bail!("drover exited ({st}); its log: {}", log.display());
+        }
+        let Ok(cu) = cus.get("runtime").await else { continue };
+        let (real, simulated) = (t0.elapsed().as_secs_f64(), sim.now() - s0);
+        let counts = cu.status.as_ref().map(|s| s.counts.clone()).unwrap_or_default();
+        if counts.updated != last_updated {
+            if counts.updated > 0 && first_done.is_none() {
+                first_done = Some((real, simulated));
+            }
+            let done_batches = counts.updated as usize / per_batch;
+            while batch_done.len() < done_batches {
+                batch_done.push((real, simulated));
+            }
+            last_updated = counts.updated;
+        }
+        if last_print.elapsed() >= Duration::from_secs(15) {
+            last_print = Instant::now();
+            println!(
+                "  {real:>6.1} s real / {simulated:>6.0} s simulated: {} updated, {} updating, {} pending, {} failed; drover VmRSS {:.0} MiB; kubesim VmRSS {:.0} MiB, CPU {:.0} %",
+                counts.updated,
+                counts.updating,
+                counts.pending,
+                counts.failed,
+                du.rss_mib,
+                usage("self").rss_mib,
+                (usage("self").cpu - cpu0) / real * 100.0
+            );
+        }
+        let done = condition(&cu, "Ready").is_some_and(|(s, _)| s == "True");
+        last = Some(cu);
+        if done {
+            ready = true;
+            break;
+        }
+    }
+    let (real, simulated) = (t0.elapsed().as_secs_f64(), sim.now() - s0);
+    let kubesim_cpu = usage("self").cpu - cpu0;
+    let final_drover = usage(&pid);
+    if final_drover.hwm_mib > 0.0 {
+        drover_usage = final_drover;
+    }
+    let _ = child.kill().await;
+
+    let st = last.as_ref().and_then(|c| c.status.clone()).unwrap_or_default();
+    let report = sim.recorder().report(sim.now());
+    let reqs = agent_requests(sim.server().requests(), DROVER_AGENT);
+    let mine = agent_requests(sim.server().requests(), BENCH_AGENT);
+    let updated = st.counts.updated.max(0) as usize;
+    println!();
+    if ready {
+        println!("Ready=True after {real:.1} s real, {simulated:.0} s simulated");
+    } else {
+        let cond: Vec<String> = st
+            .conditions
+            .iter()
+            .map(|c| format!("{}={} {}: {}", c.type_, c.status, c.reason, c.message))
+            .collect();
+        println!(
+            "NOT finished after {real:.1} s real ({simulated:.0} s simulated): {updated} of {workers} workers updated, {} updating, {} pending, {} failed; conditions: {}",
+            st.counts.updating,
+            st.counts.pending,
+            st.counts.failed,
+            cond.join(" | ")
+        );
+    }
+    if let Some((r, s)) = first_done {
+        println!("first node upgraded after {r:.1} s real, {s:.0} s simulated");
+    }
+    for (i, (r, s)) in batch_done.iter().enumerate() {
+        println!("batch {} done at {r:.1} s real, {s:.0} s simulated", i + 1);
+    }
+    println!(
+        "drover's requests: {} ({:.1} per upgraded node); {}; 429s {}",
+        reqs.total,
+        reqs.total as f64 / updated.max(1) as f64,
+        reqs.top(12),
+        reqs.all_429
+    );
+    println!("the benchmark's own requests (not counted as drover's): {}", mine.total);
+    println!(
+        "recorder: max workers unavailable at once {}; PDB violations {}; left cordoned {}",
+        report.max_unavailable.get("worker").copied().unwrap_or(0),
+        report.pdb_violations.len(),
+        report.cordoned.len()
+    );
+    let ideal_real = ideal_sim / args.speed;
+    println!(
+        "\nideal = batches x per-node step = {batches} x ({} shutdown + {} start + {} ready + {} upgrade = {step} s) = {ideal_sim:.0} s simulated = {ideal_real:.1} s real at speed {}\n",
+        2, 2, 3, args.upgrade_seconds, args.speed
+    );
+    let rows = vec![
+        vec![
+            "total time, real".into(),
+            format!("{real:.1} s{}", if ready { "" } else { " (not finished)" }),
+            format!("{ideal_real:.1} s ideal ({:.1}x)", real / ideal_real),
+        ],
+        vec![
+            "total time, simulated".into(),
+            format!("{simulated:.0} s"),
+            format!("{ideal_sim:.0} s ideal"),
+        ],
+        vec![
+            "workers upgraded".into(),
+            format!("{updated} of {workers}"),
+            format!("{batches} batches of {per_batch}"),
+        ],
+        vec![
+            "drover API requests".into(),
+            format!("{}", reqs.total),
+            format!("{:.1} per upgraded node", reqs.total as f64 / updated.max(1) as f64),
+        ],
+        vec![
+            "drover peak memory (VmHWM)".into(),
+            format!("{:.0} MiB", drover_usage.hwm_mib),
+            format!(
+                "CPU {:.1} s ({:.0} % of one core)",
+                drover_usage.cpu,
+                drover_usage.cpu / real * 100.0
+            ),
+        ],
+        vec![
+            "kubesim idle".into(),
+            format!("{:.1} % CPU", idle_cpu),
+            format!("{:.0} MiB VmRSS", idle1.rss_mib),
+        ],
+        vec![
+            "kubesim during the rollout".into(),
+            format!("{:.0} % CPU (of one core, average)", kubesim_cpu / real * 100.0),
+            format!("{rss_peak:.0} MiB VmRSS peak"),
+        ],
+    ];
+    println!("{}", table(&["measure", "figure", "note"], &rows));
+    if !ready {
+        let tail: Vec<String> = std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .rev()
+            .take(10)
+            .map(str::to_string)
+            .collect();
+        println!("drover's last log lines (newest first):\n{}", tail.join("\n"));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    sim.shutdown().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budgets_as_drover_resolves_them() {
+        assert_eq!(budget("10%", 1000), 100);
+        assert_eq!(budget("10%", 5), 1);
+        assert_eq!(budget("3", 1000), 3);
+    }
+}
