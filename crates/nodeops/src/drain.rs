@@ -129,6 +129,7 @@ impl Drainer<'_> {
     /// One bounded pass of draining `node`.
     pub async fn drain(&self, node: &str, opts: &DrainOptions) -> Result<Outcome> {
         let pods: Api<Pod> = Api::all(self.client.clone());
+        let budgets_api: Api<PodDisruptionBudget> = Api::all(self.client.clone());
         let on_node = format!("spec.nodeName={node}");
         let pass_end = Instant::now() + opts.pass;
         // Budget refusals seen last, by pod, and when each pod may be tried again.
@@ -180,11 +181,35 @@ impl Drainer<'_> {
                 to_evict.clear();
             }
 
-            // Evict what is due, a few at a time.
-            let due: Vec<Pod> = to_evict
-                .into_iter()
-                .filter(|p| retry_at.get(&key(p)).is_none_or(|t| Instant::now() >= *t))
-                .collect();
+            // One list of budgets per round: to pace evictions and to name blockers.
+            let budget_list = budgets_api.list(&ListParams::default()).await?;
+            let budgets_rv = budget_list.metadata.resource_version.clone().unwrap_or_default();
+            let budgets = Budgets(budget_list.items);
+            // Never send more evictions for a budget than it allows now: the
+            // rest would only be refused (kubectl sends them and polls).
+            let mut allowance: BTreeMap<String, i32> = BTreeMap::new();
+            let mut due = Vec::new();
+            let mut waiting_on: BTreeSet<String> = BTreeSet::new();
+            for pod in to_evict {
+                let k = key(&pod);
+                let covering = budgets.covering(&pod);
+                let budget = covering.first().map(|b| budget_key(b));
+                if let (Some(b), [only]) = (&budget, covering.as_slice()) {
+                    let left = allowance.entry(b.clone()).or_insert_with(|| allowed(only));
+                    if *left <= 0 {
+                        blocked.insert(k.clone(), format!("{k} blocked by {}", budgets.describe(&pod)));
+                        waiting_on.insert(b.clone());
+                        continue;
+                    }
+                    *left -= 1;
+                }
+                if retry_at.get(&k).is_none_or(|t| Instant::now() >= *t) {
+                    due.push(pod);
+                } else if let Some(b) = budget {
+                    waiting_on.insert(b);
+                }
+            }
+
             let results: Vec<(Pod, Result<Evicted>)> = futures::stream::iter(due)
                 .map(|pod| async move {
                     let r = self
@@ -211,13 +236,18 @@ impl Drainer<'_> {
                         terminating.insert(pod.uid().unwrap_or_default());
                     }
                     Evicted::Blocked { message } => {
-                        let budgets = self.budgets_for(&pod).await?;
-                        blocked.insert(k.clone(), format!("{k} blocked by {budgets}: {message}"));
+                        blocked.insert(
+                            k.clone(),
+                            format!("{k} blocked by {}: {message}", budgets.describe(&pod)),
+                        );
                         retry_at.insert(k, Instant::now() + opts.retry_every);
+                        waiting_on.extend(budgets.covering(&pod).iter().map(|b| budget_key(b)));
                     }
                     Evicted::Refused { status: 500, message } if message.contains("more than one") => {
-                        let budgets = self.budgets_for(&pod).await?;
-                        blocked.insert(k.clone(), format!("{k} matches several budgets ({budgets}): {message}"));
+                        blocked.insert(
+                            k.clone(),
+                            format!("{k} matches several budgets ({}): {message}", budgets.describe(&pod)),
+                        );
                         retry_at.insert(k, Instant::now() + opts.retry_every);
                     }
                     Evicted::Refused { status, message } if status >= 500 => {
@@ -242,19 +272,24 @@ impl Drainer<'_> {
                 });
             }
 
-            // Wait for the terminating pods to go, or until a blocked pod is due again.
+            // Wait until a terminating pod is gone, a budget we wait on allows
+            // a disruption, a blocked pod is due again, or the pass ends.
             let next_retry = retry_at.values().min().copied();
             let wait_until = [Some(pass_end), next_retry]
                 .into_iter()
                 .flatten()
                 .min()
                 .unwrap_or(pass_end);
-            if !terminating.is_empty() {
-                self.wait_gone(&pods, &on_node, &rv, &mut terminating, wait_until)
-                    .await?;
-            } else if Instant::now() < wait_until {
-                tokio::time::sleep_until(wait_until).await;
-            }
+            self.wait_change(
+                &pods,
+                &on_node,
+                &rv,
+                &mut terminating,
+                &budgets_rv,
+                &waiting_on,
+                wait_until,
+            )
+            .await?;
             if Instant::now() >= pass_end {
                 let message = summary(&blocked, &[], terminating.len());
                 return Ok(if blocked.is_empty() {
@@ -275,75 +310,119 @@ impl Drainer<'_> {
         }
     }
 
-    /// Watch the node's pods until every UID in `uids` is gone (deleted, or
-    /// replaced by a pod with a new UID) or `until`.
-    async fn wait_gone(
+    /// Watch the node's pods and the budgets until a terminating pod is gone
+    /// (deleted, or replaced by one with a new UID), a budget in `budgets`
+    /// allows a disruption, or `until`.
+    #[allow(clippy::too_many_arguments)]
+    async fn wait_change(
         &self,
         pods: &Api<Pod>,
         on_node: &str,
         rv: &str,
         uids: &mut BTreeSet<String>,
+        budgets_rv: &str,
+        budgets: &BTreeSet<String>,
         until: Instant,
     ) -> Result<()> {
         let remaining = until.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
             return Ok(());
         }
-        let wp = WatchParams::default()
-            .fields(on_node)
-            .timeout(remaining.as_secs().clamp(1, 290) as u32);
-        let stream = match pods.watch(&wp, rv).await {
-            Ok(s) => s,
-            // A watch that cannot start (410, a fault): re-list on the next round.
+        let secs = remaining.as_secs().clamp(1, 290) as u32;
+        #[allow(clippy::large_enum_variant)] // one event at a time, straight off the stream
+        enum Change {
+            Pod(WatchEvent<Pod>),
+            Budget(WatchEvent<PodDisruptionBudget>),
+        }
+        // A watch that cannot start (410, a fault) just ends the wait: the next round re-lists.
+        let pod_events = match pods
+            .watch(&WatchParams::default().fields(on_node).timeout(secs), rv)
+            .await
+        {
+            Ok(s) => s.map(|e| e.map(Change::Pod)).boxed(),
             Err(_) => return Ok(()),
         };
-        let mut stream = Box::pin(stream);
+        let budget_events = if budgets.is_empty() {
+            futures::stream::empty().boxed()
+        } else {
+            let api: Api<PodDisruptionBudget> = Api::all(self.client.clone());
+            match api.watch(&WatchParams::default().timeout(secs), budgets_rv).await {
+                Ok(s) => s.map(|e| e.map(Change::Budget)).boxed(),
+                Err(_) => futures::stream::empty().boxed(),
+            }
+        };
+        let mut events = futures::stream::select(pod_events, budget_events);
+        let had = uids.len();
         let _ = tokio::time::timeout_at(until, async {
-            while let Ok(Some(event)) = stream.try_next().await {
+            while let Ok(Some(event)) = events.try_next().await {
                 match event {
-                    WatchEvent::Deleted(p) => {
+                    Change::Pod(WatchEvent::Deleted(p)) => {
                         uids.remove(&p.uid().unwrap_or_default());
+                        // Every pod we waited for is gone: look again.
+                        if uids.is_empty() && had > 0 {
+                            break;
+                        }
                     }
-                    WatchEvent::Error(_) => break,
+                    Change::Budget(WatchEvent::Modified(b) | WatchEvent::Added(b))
+                        if budgets.contains(&budget_key(&b)) && allowed(&b) > 0 =>
+                    {
+                        break;
+                    }
+                    Change::Pod(WatchEvent::Error(_)) | Change::Budget(WatchEvent::Error(_)) => break,
                     _ => {}
-                }
-                if uids.is_empty() {
-                    break;
                 }
             }
         })
         .await;
         Ok(())
     }
+}
 
-    /// The PodDisruptionBudgets that select `pod`, with what each allows.
-    async fn budgets_for(&self, pod: &Pod) -> Result<String> {
+/// `namespace/name` of a budget.
+fn budget_key(b: &PodDisruptionBudget) -> String {
+    format!("{}/{}", b.namespace().unwrap_or_default(), b.name_any())
+}
+
+fn allowed(b: &PodDisruptionBudget) -> i32 {
+    b.status.as_ref().map(|s| s.disruptions_allowed).unwrap_or(0)
+}
+
+/// The budgets of the cluster, as listed once per round.
+struct Budgets(Vec<PodDisruptionBudget>);
+
+impl Budgets {
+    fn covering(&self, pod: &Pod) -> Vec<&PodDisruptionBudget> {
         let ns = pod.namespace().unwrap_or_default();
-        let pdbs: Api<PodDisruptionBudget> = Api::namespaced(self.client.clone(), &ns);
-        let matching: Vec<String> = pdbs
-            .list(&ListParams::default())
-            .await?
-            .items
+        self.0
             .iter()
+            .filter(|b| b.namespace().as_deref() == Some(ns.as_str()))
             .filter(|b| {
                 b.spec
                     .as_ref()
                     .and_then(|s| s.selector.as_ref())
                     .is_some_and(|s| drover_plan::selector::matches(s, pod.labels()))
             })
+            .collect()
+    }
+
+    /// The budgets that select `pod`, with what each allows.
+    fn describe(&self, pod: &Pod) -> String {
+        let matching: Vec<String> = self
+            .covering(pod)
+            .iter()
             .map(|b| {
-                let allowed = b.status.as_ref().map(|s| s.disruptions_allowed).unwrap_or(0);
                 format!(
-                    "PodDisruptionBudget {ns}/{} ({allowed} disruptions allowed)",
-                    b.name_any()
+                    "PodDisruptionBudget {} ({} disruptions allowed)",
+                    budget_key(b),
+                    allowed(b)
                 )
             })
             .collect();
-        Ok(if matching.is_empty() {
+        if matching.is_empty() {
             "a disruption budget".into()
         } else {
             matching.join(", ")
-        })
+        }
     }
 }
 

@@ -252,10 +252,8 @@ async fn a_pdb_block_is_reported_at_once_naming_pods_and_budgets_and_then_unbloc
         ),
         "{message}"
     );
-    assert!(
-        message.contains("Cannot evict pod as it would violate the pod's disruption budget."),
-        "{message}"
-    );
+    // The budget allowed nothing when listed, so drover sent no eviction just to be refused.
+    assert!(!message.contains("Cannot evict pod"), "{message}");
     assert_eq!(c.pods_on("n1").await, ["web-1"]);
 
     c.pdb_allows("default", "web", 1).await;
