@@ -462,3 +462,42 @@ async fn workload_component_rolls_out_pod_by_pod() {
     assert!(max_terminating <= 1, "one pod at a time: {max_terminating}");
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebooting_an_undrained_node_is_a_recorded_pdb_violation() {
+    let scenario = Scenario::builder()
+        .control_plane(1)
+        .workers(2)
+        .no_addons()
+        .deployment("shop", "web", 4)
+        .pdb_max_unavailable(1)
+        .component("kernel", 30.0, true)
+        .build()
+        .unwrap();
+    let sim = Simulation::start(scenario, 600.0).await.unwrap();
+    let client = sim.client().unwrap();
+    let on_w1 = pods(&client, "shop", "app=web")
+        .await
+        .iter()
+        .filter(|p| node_of(p) == "worker-1")
+        .count();
+    assert_eq!(on_w1, 2);
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "kube-system");
+    jobs.create(
+        &PostParams::default(),
+        &upgrade_job("kernel-w1", "worker-1", "kernel", "6.8.0", json!({})),
+    )
+    .await
+    .unwrap();
+    let (_, ok) = finished(&client, "kernel-w1").await;
+    assert!(ok);
+    // Two covered pods went down with the node; the budget allowed one.
+    let v = sim.recorder().pdb_violations();
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert_eq!(
+        (v[0].kind.as_str(), v[0].pdb.as_str(), v[0].node.as_str()),
+        ("NodeReboot", "web", "worker-1")
+    );
+    assert_eq!((v[0].healthy_after, v[0].desired_healthy), (2, 3));
+    sim.shutdown().await;
+}

@@ -172,7 +172,7 @@ impl Engine {
     }
 
     /// Healthy members of `pdb` other than `except`, as the budget counts them.
-    fn healthy_members(&self, pdb: &Key, except: &Key) -> i64 {
+    fn healthy_members(&self, pdb: &Key, except: &std::collections::HashSet<Key>) -> i64 {
         let disrupted = self
             .obj(Kind::Pdb, pdb)
             .and_then(|o| o.v["status"]["disruptedPods"].as_object().cloned())
@@ -181,7 +181,7 @@ impl Engine {
             .get(pdb)
             .into_iter()
             .flatten()
-            .filter(|k| *k != except)
+            .filter(|k| !except.contains(*k))
             .filter_map(|k| self.pods.get(k))
             .filter(|p| p.healthy() && !disrupted.contains_key(&*p.stored.name))
             .count() as i64
@@ -201,11 +201,12 @@ impl Engine {
         {
             return;
         }
-        self.check_budget(key, old, "Deletion");
+        self.check_budget(key, old, "Deletion", &[key.clone()].into());
     }
 
-    /// Records a violation if taking `pod` away now breaks a budget.
-    pub(crate) fn check_budget(&mut self, key: &Key, pod: &PodView, kind: &str) {
+    /// Records a violation if taking `pod` away now breaks a budget; `gone`
+    /// holds it and the pods going away with it (a rebooting node's).
+    pub(crate) fn check_budget(&mut self, key: &Key, pod: &PodView, kind: &str, gone: &std::collections::HashSet<Key>) {
         let pdbs = self.pdbs_for(&key.0, &pod.stored.labels);
         for pdb in pdbs {
             let fresh = self.store.get(&gr_pdbs(), &pdb.0, &pdb.1).map(|s| s.value()).ok();
@@ -214,7 +215,7 @@ impl Engine {
                 continue;
             }
             let desired = fresh["status"]["desiredHealthy"].as_i64().unwrap_or(0);
-            let others = self.healthy_members(&pdb, key);
+            let others = self.healthy_members(&pdb, gone);
             if others < desired {
                 let v = PdbViolation {
                     at: self.now(),

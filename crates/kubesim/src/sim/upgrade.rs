@@ -90,12 +90,14 @@ impl Engine {
         }
         // A reboot takes every pod on the node down with it.
         let keys: Vec<Key> = self.pods_on_node.get(&node).into_iter().flatten().cloned().collect();
+        let mut gone = std::collections::HashSet::new();
         for k in keys {
             if &k == key {
                 continue;
             }
             if let Some(p) = self.pods.get(&k).filter(|p| p.healthy()).cloned() {
-                self.check_budget(&k, &p, "NodeReboot");
+                gone.insert(k.clone());
+                self.check_budget(&k, &p, "NodeReboot", &gone);
             }
         }
         self.node_down(&node, Some(key));
