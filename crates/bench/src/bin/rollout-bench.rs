@@ -105,6 +105,122 @@ fn scenario(args: &Args) -> anyhow::Result<Scenario> {
     Ok(s)
 }
 
+/// Each node's `drover.dev/progress` phase over time, followed through the
+/// in-process store's watch (no HTTP requests): node -> [(phase or None, real s)].
+type Phases = std::collections::BTreeMap<String, Vec<(Option<String>, f64)>>;
+
+fn phase_of(node: &kubesim::Stored) -> Option<String> {
+    let needle = drover_api::names::annotation::PROGRESS.as_bytes();
+    if !node.bytes.windows(needle.len()).any(|w| w == needle) {
+        return None;
+    }
+    let v = node.value();
+    let progress = v["metadata"]["annotations"][drover_api::names::annotation::PROGRESS].as_str()?;
+    let p: serde_json::Value = serde_json::from_str(progress).ok()?;
+    p["phase"].as_str().map(str::to_string)
+}
+
+fn follow_phases(
+    store: kubesim::Store,
+    t0: Instant,
+    stop: tokio::sync::oneshot::Receiver<()>,
+) -> tokio::task::JoinHandle<Phases> {
+    tokio::spawn(async move {
+        let mut phases = Phases::new();
+        let Ok((_, mut stream)) = store.watch(&kubesim::GroupResource::new("", "nodes"), None) else {
+            return phases;
+        };
+        let mut stop = std::pin::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                ev = stream.next() => {
+                    let Some(Ok(ev)) = ev else { break };
+                    let phase = phase_of(&ev.object);
+                    let log = phases.entry(ev.object.name.to_string()).or_default();
+                    if log.last().map(|(p, _)| p) != Some(&phase) && !(log.is_empty() && phase.is_none()) {
+                        log.push((phase, t0.elapsed().as_secs_f64()));
+                    }
+                }
+            }
+        }
+        phases
+    })
+}
+
+/// Per phase: nodes, median, 90th percentile and max of the time spent in it (real s).
+fn phase_table(phases: &Phases) -> String {
+    let mut by: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
+    for log in phases.values() {
+        for w in log.windows(2) {
+            if let Some(p) = &w[0].0 {
+                by.entry(p.clone()).or_default().push(w[1].1 - w[0].1);
+            }
+        }
+    }
+    let order = ["Cordoning", "Draining", "Upgrading", "Verifying", "Uncordoning"];
+    let mut names: Vec<&String> = by.keys().collect();
+    names.sort_by_key(|n| order.iter().position(|o| o == n).unwrap_or(order.len()));
+    let rows: Vec<Vec<String>> = names
+        .iter()
+        .map(|n| {
+            let mut v = by[*n].clone();
+            v.sort_by(f64::total_cmp);
+            let pct = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+            vec![
+                n.to_string(),
+                v.len().to_string(),
+                format!("{:.1}", drover_bench::median(&v)),
+                format!("{:.1}", pct(0.9)),
+                format!("{:.1}", pct(1.0)),
+            ]
+        })
+        .collect();
+    table(&["phase", "nodes", "median real s", "p90 real s", "max real s"], &rows)
+}
+
+/// Transitions to an earlier phase (e.g. Upgrading back to Draining): node, from, to, real s.
+fn regressions(phases: &Phases) -> Vec<(String, String, String, f64)> {
+    let order = ["Cordoning", "Draining", "Upgrading", "Verifying", "Uncordoning"];
+    let rank = |p: &Option<String>| p.as_deref().and_then(|p| order.iter().position(|o| *o == p));
+    let mut out = Vec::new();
+    for (node, log) in phases {
+        for w in log.windows(2) {
+            if let (Some(a), Some(b)) = (rank(&w[0].0), rank(&w[1].0))
+                && b < a
+            {
+                out.push((node.clone(), order[a].to_string(), order[b].to_string(), w[1].1));
+            }
+        }
+    }
+    out
+}
+
+/// Batches in start order: (first start, last finish) of each group of `per_batch` nodes (real s).
+fn batch_spans(phases: &Phases, per_batch: usize) -> Vec<(f64, Option<f64>)> {
+    let mut nodes: Vec<(f64, Option<f64>)> = phases
+        .values()
+        .filter_map(|log| {
+            let start = log.iter().find(|(p, _)| p.is_some())?.1;
+            let done = log.last().filter(|(p, _)| p.is_none()).map(|(_, t)| *t);
+            Some((start, done))
+        })
+        .collect();
+    nodes.sort_by(|a, b| a.0.total_cmp(&b.0));
+    nodes
+        .chunks(per_batch.max(1))
+        .map(|c| {
+            let start = c.iter().map(|n| n.0).fold(f64::MAX, f64::min);
+            let done = if c.iter().all(|n| n.1.is_some()) && c.len() == per_batch {
+                c.iter().filter_map(|n| n.1).reduce(f64::max)
+            } else {
+                None
+            };
+            (start, done)
+        })
+        .collect()
+}
+
 /// `maxUnavailable` as drover resolves it for workers: an integer, or a
 /// percentage rounded down, at least 1.
 fn budget(max_unavailable: &str, workers: usize) -> usize {
@@ -232,6 +348,8 @@ async fn main() -> anyhow::Result<()> {
     sim.server().requests().reset();
     let cpu0 = usage("self").cpu;
     let (t0, s0) = (Instant::now(), sim.now());
+    let (stop_phases, stopped) = tokio::sync::oneshot::channel();
+    let follower = follow_phases(sim.store().clone(), t0, stopped);
     cus.create(&PostParams::default(), &ClusterUpgrade::new("runtime", spec))
         .await?;
 
@@ -294,6 +412,8 @@ async fn main() -> anyhow::Result<()> {
         drover_usage = final_drover;
     }
     let _ = child.kill().await;
+    let _ = stop_phases.send(());
+    let phases = follower.await.unwrap_or_default();
 
     let st = last.as_ref().and_then(|c| c.status.clone()).unwrap_or_default();
     let report = sim.recorder().report(sim.now());
@@ -321,8 +441,34 @@ async fn main() -> anyhow::Result<()> {
         println!("first node upgraded after {r:.1} s real, {s:.0} s simulated");
     }
     for (i, (r, s)) in batch_done.iter().enumerate() {
-        println!("batch {} done at {r:.1} s real, {s:.0} s simulated", i + 1);
+        println!("batch {} counted done at {r:.1} s real, {s:.0} s simulated", i + 1);
     }
+    let mut prev_end: Option<f64> = None;
+    for (i, (start, end)) in batch_spans(&phases, per_batch).iter().enumerate() {
+        println!(
+            "batch {}: first node started at {start:.1} s, last finished at {}{}",
+            i + 1,
+            end.map_or("-".into(), |e| format!("{e:.1} s ({:.1} s)", e - start)),
+            prev_end.map_or(String::new(), |p| format!(
+                "; {:.1} s after the previous batch",
+                start - p
+            ))
+        );
+        prev_end = *end;
+    }
+    let back = regressions(&phases);
+    println!(
+        "nodes whose drover.dev/progress went back to an earlier phase: {} transitions{}",
+        back.len(),
+        back.iter()
+            .take(5)
+            .map(|(n, a, b, t)| format!("; {n} {a} -> {b} at {t:.1} s"))
+            .collect::<String>()
+    );
+    println!(
+        "\ntime in each node phase (from drover.dev/progress, real seconds):\n{}\n",
+        phase_table(&phases)
+    );
     println!(
         "drover's requests: {} ({:.1} per upgraded node); {}; 429s {}",
         reqs.total,
