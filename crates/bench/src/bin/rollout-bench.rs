@@ -476,6 +476,15 @@ async fn main() -> anyhow::Result<()> {
         reqs.top(12),
         reqs.all_429
     );
+    let evictions: Vec<String> = sim
+        .server()
+        .requests()
+        .rows()
+        .into_iter()
+        .filter(|r| r.key.agent == DROVER_AGENT && r.key.resource == "pods/eviction")
+        .map(|r| format!("{} answered {}", r.count, r.key.code))
+        .collect();
+    println!("drover's evictions: {}", evictions.join(", "));
     println!("the benchmark's own requests (not counted as drover's): {}", mine.total);
     println!(
         "recorder: max workers unavailable at once {}; PDB violations {}; left cordoned {}",
