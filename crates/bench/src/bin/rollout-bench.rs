@@ -181,7 +181,15 @@ fn phase_table(phases: &Phases) -> String {
 
 /// Transitions to an earlier phase (e.g. Upgrading back to Draining): node, from, to, real s.
 fn regressions(phases: &Phases) -> Vec<(String, String, String, f64)> {
-    let order = ["Cordoning", "Draining", "Upgrading", "Verifying", "Uncordoning"];
+    let order = [
+        "Cordoning",
+        "Draining",
+        "Upgrading",
+        "Verifying",
+        "Uncordoning",
+        "Done",
+        "Failed",
+    ];
     let rank = |p: &Option<String>| p.as_deref().and_then(|p| order.iter().position(|o| *o == p));
     let mut out = Vec::new();
     for (node, log) in phases {
@@ -202,7 +210,11 @@ fn batch_spans(phases: &Phases, per_batch: usize) -> Vec<(f64, Option<f64>)> {
         .values()
         .filter_map(|log| {
             let start = log.iter().find(|(p, _)| p.is_some())?.1;
-            let done = log.last().filter(|(p, _)| p.is_none()).map(|(_, t)| *t);
+            // Finished: the record says Done or Failed, or is gone.
+            let done = log
+                .iter()
+                .find(|(p, _)| p.is_none() || matches!(p.as_deref(), Some("Done" | "Failed")))
+                .map(|(_, t)| *t);
             Some((start, done))
         })
         .collect();
