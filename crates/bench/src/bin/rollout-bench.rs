@@ -482,7 +482,7 @@ async fn main() -> anyhow::Result<()> {
         phase_table(&phases)
     );
     println!(
-        "drover's requests: {} ({:.1} per upgraded node); {}; 429s {}",
+        "drover's requests: {} ({:.1} per upgraded node, if any); {}; 429s {}",
         reqs.total,
         reqs.total as f64 / updated.max(1) as f64,
         reqs.top(12),
@@ -528,7 +528,12 @@ async fn main() -> anyhow::Result<()> {
         vec![
             "drover API requests".into(),
             format!("{}", reqs.total),
-            format!("{:.1} per upgraded node", reqs.total as f64 / updated.max(1) as f64),
+            if updated > 0 {
+                format!("{:.1} per upgraded node", reqs.total as f64 / updated as f64)
+            } else {
+                let started = (st.counts.updating + st.counts.failed).max(1) as f64;
+                format!("no node finished; {:.1} per node started", reqs.total as f64 / started)
+            },
         ],
         vec![
             "drover peak memory (VmHWM)".into(),
