@@ -4,6 +4,7 @@
 //! over HTTP.
 
 pub mod error;
+pub mod inflight;
 pub mod leader;
 pub mod metrics;
 pub mod observe;
@@ -206,6 +207,7 @@ pub async fn run(
         metrics: metrics.clone(),
         recorder,
         settings: cfg.settings.clone(),
+        inflight: inflight::Inflight::new(cfg.settings.step_concurrency),
     });
     {
         let ready = ready.clone();
@@ -229,6 +231,7 @@ pub async fn run(
             tokio::select! { _ = s => {}, _ = l => {} }
         }
     };
+    let inflight = ctx.inflight.clone();
     controller
         .owns(
             Api::<Job>::all(client.clone()),
@@ -242,8 +245,15 @@ pub async fn run(
 
     metrics.leader.set(0);
     if !*leading.borrow() {
+        inflight.abort_all();
         tracing::error!("lost the leader lease; stopped acting");
         return Err(Error::Other("lost the leader lease".into()));
+    }
+    // Let node steps in flight end and record what they did (each is bounded), then hand over.
+    let limit = cfg.settings.drain_pass + Duration::from_secs(10);
+    if !inflight.wait_idle(limit).await {
+        tracing::warn!(running = inflight.running(), "node steps still running at shutdown; stopping them");
+        inflight.abort_all();
     }
     if let Some((api, l)) = lease {
         leader::release(&api, &l).await;

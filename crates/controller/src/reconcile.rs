@@ -22,6 +22,7 @@ use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::error::{Error, Result};
+use crate::inflight::Inflight;
 use crate::metrics::{Metrics, StepKind, StepLabels, UpgradeLabels};
 use crate::observe::{self, now};
 
@@ -34,7 +35,8 @@ pub struct Settings {
     pub job_namespace: String,
     /// The longest one drain pass runs before the loop reports progress.
     pub drain_pass: Duration,
-    /// Node steps performed at once.
+    /// Node steps performed at once (each node's step runs as its own task;
+    /// at least the largest batch, or a batch waits on its slowest steps).
     pub step_concurrency: usize,
     /// How soon to look again while work is in flight.
     pub busy_requeue: Duration,
@@ -46,7 +48,7 @@ impl Default for Settings {
             self_node: None,
             job_namespace: "kube-system".into(),
             drain_pass: Duration::from_secs(5),
-            step_concurrency: 64,
+            step_concurrency: 1000,
             busy_requeue: Duration::from_secs(2),
         }
     }
@@ -60,6 +62,7 @@ pub struct Context<O: NodeOps> {
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
     pub settings: Settings,
+    pub inflight: Arc<Inflight>,
 }
 
 impl<O: NodeOps> Context<O> {
@@ -84,13 +87,75 @@ fn ready_condition(s: Option<&ClusterUpgradeStatus>) -> Option<(String, String)>
         .map(|c| (c.status.clone(), c.reason.clone()))
 }
 
-async fn write_progress(nodes: &Api<Node>, node: &str, progress: Option<&NodeProgress>) -> Result<()> {
-    let value = progress.map(|p| p.to_annotation());
-    let patch = json!({"metadata": {"annotations": {annotation::PROGRESS: value}}});
-    nodes
-        .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
-        .await?;
-    Ok(())
+/// What a progress write is based on: the record as the pass saw it.
+#[derive(Debug, Clone, Default)]
+pub struct Base {
+    /// The annotation's text, when it held the record the step started from.
+    pub record: Option<String>,
+    /// The node's resourceVersion, for writing where there was no record.
+    pub resource_version: Option<String>,
+}
+
+impl Base {
+    fn of(n: &Node, progress: Option<&NodeProgress>) -> Base {
+        let raw = n.annotations().get(annotation::PROGRESS);
+        let record = raw.filter(|r| progress.is_some() && NodeProgress::from_annotation(r).as_ref() == progress);
+        Base {
+            record: record.cloned(),
+            resource_version: n.resource_version(),
+        }
+    }
+}
+
+/// Replace `node`'s progress record with `next`, only if it still is what
+/// `base` saw: a compare-and-swap, so a pass planned over a stale cache can
+/// never move a record backwards or undo another writer. False when the
+/// record changed meanwhile (the next pass re-plans from the new one).
+async fn write_progress<O: NodeOps>(
+    ctx: &Context<O>,
+    node: &str,
+    base: &Base,
+    next: Option<&NodeProgress>,
+) -> Result<bool> {
+    let nodes: Api<Node> = Api::all(ctx.client.clone());
+    let value = next.map(|p| p.to_annotation());
+    let written = match &base.record {
+        Some(record) => {
+            // JSON Pointer escapes "/" as "~1".
+            let path = format!("/metadata/annotations/{}", annotation::PROGRESS.replace('~', "~0").replace('/', "~1"));
+            let mut ops = vec![json!({"op": "test", "path": path, "value": record})];
+            ops.push(match &value {
+                Some(v) => json!({"op": "replace", "path": path, "value": v}),
+                None => json!({"op": "remove", "path": path}),
+            });
+            let patch: json_patch::Patch = serde_json::from_value(json!(ops)).map_err(|e| Error::Other(e.to_string()))?;
+            nodes
+                .patch(node, &PatchParams::default(), &Patch::<()>::Json(patch))
+                .await
+        }
+        // Nothing of ours to remove.
+        None if value.is_none() => return Ok(true),
+        None => {
+            let patch = json!({"metadata": {
+                "annotations": {annotation::PROGRESS: value},
+                "resourceVersion": base.resource_version,
+            }});
+            nodes.patch(node, &PatchParams::default(), &Patch::Merge(&patch)).await
+        }
+    };
+    match written {
+        Ok(_) => {
+            ctx.inflight.wrote(node, value);
+            Ok(true)
+        }
+        // 409: the node changed since the pass saw it; 422: the record did (the test failed).
+        Err(kube::Error::Api(e)) if e.code == 409 || e.code == 422 => {
+            ctx.inflight.forget(node);
+            tracing::debug!(%node, "the progress record changed meanwhile; re-planning");
+            Ok(false)
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn outcome_kind(o: &Outcome) -> &'static str {
@@ -120,6 +185,7 @@ async fn step<O: NodeOps>(
     s: &Step,
     progress: &NodeProgress,
     on_done: Option<&NodeProgress>,
+    base: &Base,
 ) -> Result<()> {
     let spec = &cu.spec;
     let name = cu.name_any();
@@ -179,7 +245,9 @@ async fn step<O: NodeOps>(
     if next.as_ref() == Some(progress) {
         return Ok(());
     }
-    write_progress(&Api::all(ctx.client.clone()), node, next.as_ref()).await?;
+    if !write_progress(ctx, node, base, next.as_ref()).await? {
+        return Ok(());
+    }
 
     // Say what happened, once per change.
     let what = match s {
@@ -240,12 +308,13 @@ async fn step<O: NodeOps>(
     Ok(())
 }
 
-async fn act<O: NodeOps>(ctx: &Context<O>, cu: &ClusterUpgrade, action: &Action, target_hash: &str) -> Result<()> {
+async fn act<O: NodeOps>(ctx: &Context<O>, cu: &ClusterUpgrade, action: &Action, base: &Base, hash: &str) -> Result<()> {
     match action {
         Action::Start { node, progress } => {
-            write_progress(&Api::all(ctx.client.clone()), node, Some(progress)).await?;
-            ctx.event(cu, false, "NodeStarted", "Start", format!("starting node {node}"))
-                .await;
+            if write_progress(ctx, node, base, Some(progress)).await? {
+                ctx.event(cu, false, "NodeStarted", "Start", format!("starting node {node}"))
+                    .await;
+            }
             Ok(())
         }
         Action::Step {
@@ -253,7 +322,7 @@ async fn act<O: NodeOps>(ctx: &Context<O>, cu: &ClusterUpgrade, action: &Action,
             step: s,
             progress,
             on_done,
-        } => step(ctx, cu, node, s, progress, on_done.as_ref()).await,
+        } => step(ctx, cu, node, s, progress, on_done.as_ref(), base).await,
         Action::UpgradeWorkload { component, version } => {
             let c = cu.spec.components.iter().find(|c| &c.name == component);
             let Some(w) = c.and_then(|c| c.upgrade.workload.as_ref()) else {
@@ -267,27 +336,60 @@ async fn act<O: NodeOps>(ctx: &Context<O>, cu: &ClusterUpgrade, action: &Action,
         }
         Action::RunBackup => {
             if let Some(b) = &cu.spec.backup {
-                ctx.ops.ensure_backup(&observe::owner(cu), target_hash, b).await?;
+                ctx.ops.ensure_backup(&observe::owner(cu), hash, b).await?;
             }
             Ok(())
         }
     }
 }
 
+/// Run a node step as its own task, so that a pass never waits on its
+/// slowest step and each node moves on as soon as its step ends (the
+/// progress write wakes the next pass). One step per node at a time.
+fn spawn_step<O: NodeOps + 'static>(ctx: &Arc<Context<O>>, cu: &Arc<ClusterUpgrade>, action: Action, base: Base) {
+    let Some(node) = action.node().map(str::to_string) else {
+        return;
+    };
+    let Some(claim) = ctx.inflight.claim(&node, &cu.name_any()) else {
+        return;
+    };
+    let (task_ctx, cu, task_node) = (ctx.clone(), cu.clone(), node.clone());
+    let handle = tokio::spawn(async move {
+        let node = task_node;
+        let _claim = claim;
+        let Ok(_permit) = task_ctx.inflight.permits.clone().acquire_owned().await else {
+            return;
+        };
+        if let Err(e) = act(&task_ctx, &cu, &action, &base, "").await {
+            task_ctx.metrics.api_errors.inc();
+            tracing::warn!(upgrade = %cu.name_any(), %node, error = %e, "a step failed; it is retried on the next pass");
+        }
+    });
+    ctx.inflight.set_abort(&node, handle.abort_handle());
+}
+
 /// Undo everything drover holds for a ClusterUpgrade being deleted, then let it go.
 async fn cleanup<O: NodeOps>(ctx: &Context<O>, cu: &ClusterUpgrade) -> Result<Requeue> {
     let name = cu.name_any();
-    let nodes: Api<Node> = Api::all(ctx.client.clone());
+    // A step still running could cordon after the sweep below; let them end first (each is bounded).
+    if ctx.inflight.running_for(&name) > 0 {
+        return Ok(Requeue::requeue(Duration::from_millis(500)));
+    }
     for n in ctx.nodes.state() {
+        let n = ctx.inflight.overlay(n);
         let a = n.annotations();
         if a.get(annotation::CORDONED_BY) == Some(&name) {
             ctx.ops.uncordon(&n.name_any(), &name).await?;
         }
-        if a.get(annotation::PROGRESS)
+        let ours = a
+            .get(annotation::PROGRESS)
             .and_then(|p| NodeProgress::from_annotation(p))
-            .is_some_and(|p| p.upgrade == name)
-        {
-            write_progress(&nodes, &n.name_any(), None).await?;
+            .filter(|p| p.upgrade == name);
+        if ours.is_some() && !write_progress(ctx, &n.name_any(), &Base::of(&n, ours.as_ref()), None).await? {
+            return Err(Error::Other(format!(
+                "the progress record of node {} changed during cleanup",
+                n.name_any()
+            )));
         }
     }
     let selector = format!("{}={}", label::UPGRADE, name);
@@ -308,7 +410,7 @@ async fn cleanup<O: NodeOps>(ctx: &Context<O>, cu: &ClusterUpgrade) -> Result<Re
     Ok(Requeue::await_change())
 }
 
-pub async fn reconcile<O: NodeOps>(cu: Arc<ClusterUpgrade>, ctx: Arc<Context<O>>) -> Result<Requeue> {
+pub async fn reconcile<O: NodeOps + 'static>(cu: Arc<ClusterUpgrade>, ctx: Arc<Context<O>>) -> Result<Requeue> {
     let started = std::time::Instant::now();
     ctx.metrics.reconciles.inc();
     let result = reconcile_inner(&cu, &ctx).await;
@@ -320,7 +422,7 @@ pub async fn reconcile<O: NodeOps>(cu: Arc<ClusterUpgrade>, ctx: Arc<Context<O>>
     result
 }
 
-async fn reconcile_inner<O: NodeOps>(cu: &ClusterUpgrade, ctx: &Context<O>) -> Result<Requeue> {
+async fn reconcile_inner<O: NodeOps + 'static>(cu: &Arc<ClusterUpgrade>, ctx: &Arc<Context<O>>) -> Result<Requeue> {
     // Never plan over an empty cache: zero nodes would look like a finished rollout.
     if tokio::time::timeout(Duration::from_secs(30), ctx.nodes.wait_until_ready())
         .await
@@ -344,7 +446,8 @@ async fn reconcile_inner<O: NodeOps>(cu: &ClusterUpgrade, ctx: &Context<O>) -> R
         api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
     }
 
-    let nodes = ctx.nodes.state();
+    // The cache, with our own writes it has not shown yet.
+    let nodes: Vec<Arc<Node>> = ctx.nodes.state().into_iter().map(|n| ctx.inflight.overlay(n)).collect();
     let upgrades = ctx.upgrades.state();
     let obs = observe::observe(
         &ctx.client,
@@ -388,17 +491,33 @@ async fn reconcile_inner<O: NodeOps>(cu: &ClusterUpgrade, ctx: &Context<O>) -> R
         }
     }
 
-    // Act, a bounded number of node steps at once.
+    // Act: node steps as their own tasks; starts, workloads and the backup here.
+    let by_name: std::collections::HashMap<String, &Arc<Node>> = nodes.iter().map(|n| (n.name_any(), n)).collect();
+    let base = |a: &Action| match a {
+        Action::Start { node, .. } => by_name.get(node).map(|n| Base::of(n, None)).unwrap_or_default(),
+        Action::Step { node, progress, .. } => by_name
+            .get(node)
+            .map(|n| Base::of(n, Some(progress)))
+            .unwrap_or_default(),
+        _ => Base::default(),
+    };
+    let mut here = Vec::new();
+    for a in &plan.actions {
+        match a {
+            Action::Step { .. } => spawn_step(ctx, cu, a.clone(), base(a)),
+            _ => here.push((a.clone(), base(a))),
+        }
+    }
     let hash = plan.target_hash.as_str();
-    let results: Vec<Result<()>> = futures::stream::iter(plan.actions.clone())
-        .map(|a| async move { act(ctx, cu, &a, hash).await })
-        .buffer_unordered(ctx.settings.step_concurrency.max(1))
+    let results: Vec<Result<()>> = futures::stream::iter(here)
+        .map(|(a, b)| async move { act(ctx, cu, &a, &b, hash).await })
+        .buffer_unordered(64)
         .collect()
         .await;
     for r in &results {
         if let Err(e) = r {
             ctx.metrics.api_errors.inc();
-            tracing::warn!(upgrade = %name, error = %e, "a step failed; it is retried on the next pass");
+            tracing::warn!(upgrade = %name, error = %e, "an action failed; it is retried on the next pass");
         }
     }
 
