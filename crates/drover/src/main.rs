@@ -76,8 +76,8 @@ struct RunArgs {
     /// Requests per second to the API server (0: unlimited).
     #[arg(long, default_value_t = 50)]
     kube_qps: u64,
-    /// Node steps performed at once.
-    #[arg(long, default_value_t = 64)]
+    /// Node steps performed at once (keep it at least the largest batch).
+    #[arg(long, default_value_t = 1000)]
     step_concurrency: usize,
     /// Longest a single drain pass runs before progress is written.
     #[arg(long, default_value_t = 5)]

@@ -149,4 +149,7 @@ async fn the_medium_cluster_rolls_workers_in_ten_percent_batches() {
         "10% of 100 workers is 10; saw {workers} at once"
     );
     assert!(report.max_unavailable.get("control-plane").copied().unwrap_or(0) <= 1);
+    let back = env.progress.regressions();
+    assert!(back.is_empty(), "progress records went back: {back:#?}");
+    assert_eq!(env.progress.nodes(), 103, "every node's record was seen");
 }

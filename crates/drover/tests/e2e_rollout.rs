@@ -26,6 +26,41 @@ fn assert_invariants(env: &Env, max_workers: usize) {
         workers <= max_workers,
         "{workers} workers were unavailable at once, budget {max_workers}"
     );
+    let back = env.progress.regressions();
+    assert!(back.is_empty(), "progress records went back: {back:#?}");
+    assert!(env.progress.nodes() > 0, "the progress watch saw no record");
+}
+
+#[test]
+fn the_progress_check_catches_a_record_going_back() {
+    let log = ProgressLog::default();
+    let r = |generation: i64, phase: &str, component: Option<&str>, started: &str| {
+        serde_json::json!({"upgrade": "u", "generation": generation, "phase": phase, "component": component,
+            "since": "2026-01-01T00:00:09Z", "started": started})
+        .to_string()
+    };
+    let t0 = "2026-01-01T00:00:00Z";
+    // Forward through two components, a retry message, a bump (new generation) and a new attempt: fine.
+    for rec in [
+        r(1, "Cordoning", None, t0),
+        r(1, "Draining", None, t0),
+        r(1, "Upgrading", Some("kubelet"), t0),
+        r(1, "Verifying", Some("kubelet"), t0),
+        r(1, "Upgrading", Some("containerd"), t0),
+        r(2, "Upgrading", Some("kubelet"), t0),
+        r(2, "Done", None, t0),
+        r(3, "Cordoning", None, "2026-01-01T00:05:00Z"),
+    ] {
+        log.record("n1", &rec);
+    }
+    assert_eq!(log.regressions(), Vec::<String>::new());
+    // A stale write: Done back to Uncordoning... of the same attempt and generation.
+    log.record("n2", &r(1, "Uncordoning", None, t0));
+    log.record("n2", &r(1, "Done", None, t0));
+    log.record("n2", &r(1, "Uncordoning", None, t0));
+    let back = log.regressions();
+    assert_eq!(back.len(), 1, "{back:?}");
+    assert!(back[0].starts_with("n2:"), "{back:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

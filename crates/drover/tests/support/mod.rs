@@ -2,14 +2,19 @@
 //! against it, and bounded waits on what the API says.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use drover_api::ClusterUpgrade;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::Client;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
 use kubesim::sim::{Scenario, Simulation};
 use serde_json::Value;
 
@@ -53,7 +58,74 @@ pub struct Env {
     pub client: Client,
     pub dir: PathBuf,
     pub kubeconfig: PathBuf,
+    /// Every node's drover.dev/progress record over the test.
+    pub progress: ProgressLog,
+    progress_watch: tokio::task::JoinHandle<()>,
     runs: usize,
+}
+
+/// Each node's `drover.dev/progress` record, every change a node watch saw.
+#[derive(Clone, Default)]
+pub struct ProgressLog(Arc<Mutex<BTreeMap<String, Vec<String>>>>);
+
+impl ProgressLog {
+    fn watch(&self, client: Client) -> tokio::task::JoinHandle<()> {
+        let log = self.clone();
+        tokio::spawn(async move {
+            let nodes = watcher(Api::<Node>::all(client), watcher::Config::default())
+                .default_backoff()
+                .applied_objects();
+            futures::pin_mut!(nodes);
+            while let Some(n) = nodes.next().await {
+                let Ok(n) = n else { continue };
+                let Some(record) = n.annotations().get("drover.dev/progress") else {
+                    continue;
+                };
+                log.record(&n.name_any(), record);
+            }
+        })
+    }
+
+    pub fn record(&self, node: &str, record: &str) {
+        let mut m = self.0.lock().unwrap();
+        let seen = m.entry(node.to_string()).or_default();
+        if seen.last().map(String::as_str) != Some(record) {
+            seen.push(record.to_string());
+        }
+    }
+
+    /// Records that went back to a state they had left: within one attempt
+    /// on a node (same upgrade and start time), a (generation, phase,
+    /// component) seen before, then left, then seen again.
+    pub fn regressions(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (node, records) in self.0.lock().unwrap().iter() {
+            let mut states: BTreeMap<(String, String), Vec<(i64, String, String)>> = BTreeMap::new();
+            for r in records {
+                let Ok(v) = serde_json::from_str::<Value>(r) else { continue };
+                let attempt = (v["upgrade"].to_string(), v["started"].to_string());
+                let state = (
+                    v["generation"].as_i64().unwrap_or(0),
+                    v["phase"].as_str().unwrap_or_default().to_string(),
+                    v["component"].as_str().unwrap_or_default().to_string(),
+                );
+                let seen = states.entry(attempt).or_default();
+                if seen.last() == Some(&state) {
+                    continue;
+                }
+                if seen.contains(&state) {
+                    out.push(format!("{node}: {seen:?} then back to {state:?}"));
+                }
+                seen.push(state);
+            }
+        }
+        out
+    }
+
+    /// Nodes with at least one record.
+    pub fn nodes(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
 }
 
 impl Env {
@@ -68,11 +140,15 @@ impl Env {
             .create(&PostParams::default(), &drover_api::crd::crd())
             .await
             .unwrap();
+        let progress = ProgressLog::default();
+        let progress_watch = progress.watch(client.clone());
         Env {
             sim,
             client,
             dir,
             kubeconfig,
+            progress,
+            progress_watch,
             runs: 0,
         }
     }
@@ -206,6 +282,7 @@ impl Env {
 
 impl Drop for Env {
     fn drop(&mut self) {
+        self.progress_watch.abort();
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
         } else {
