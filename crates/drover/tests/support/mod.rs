@@ -4,14 +4,14 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use drover_api::ClusterUpgrade;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
@@ -102,7 +102,9 @@ impl ProgressLog {
         for (node, records) in self.0.lock().unwrap().iter() {
             let mut states: BTreeMap<(String, String), Vec<(i64, String, String)>> = BTreeMap::new();
             for r in records {
-                let Ok(v) = serde_json::from_str::<Value>(r) else { continue };
+                let Ok(v) = serde_json::from_str::<Value>(r) else {
+                    continue;
+                };
                 let attempt = (v["upgrade"].to_string(), v["started"].to_string());
                 let state = (
                     v["generation"].as_i64().unwrap_or(0),
