@@ -2,28 +2,34 @@
 //! refuse pods with emptyDir data or without a controller unless allowed,
 //! evict the rest through `pods/eviction` a few at a time, retry budget
 //! refusals on drover's own cadence, and wait for each evicted pod to be gone
-//! by watching the node's pods. Each call does one bounded pass and reports
-//! what is left; the caller persists the deadline, so a restart resumes.
+//! by watching the node's pods. Budget allowances come from the shared
+//! [`BudgetCache`]. Each call does one bounded pass and reports what is left;
+//! the caller persists the deadline, so a restart resumes.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use drover_api::names::reason;
 use drover_api::{DrainTimeoutAction, names::label};
 use drover_plan::Outcome;
-use futures::{StreamExt, TryStreamExt};
+use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{Api, DeleteParams, ListParams, WatchEvent, WatchParams};
 use kube::{Client, ResourceExt};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::budgets::{BudgetCache, budget_key};
 use crate::error::{Result, is_not_found};
 use crate::eviction::{Evicted, Evictor};
 
 const MIRROR_ANNOTATION: &str = "kubernetes.io/config.mirror";
+/// The longest a pass waits for the budget cache's first list.
+const CACHE_SYNC: Duration = Duration::from_secs(10);
 
 /// How to drain, from `spec.drain` plus the persisted deadline.
 #[derive(Debug, Clone)]
@@ -62,7 +68,7 @@ impl DrainOptions {
 /// What to do with one pod on the node.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PodDisposition {
-    /// Mirror (static) pods, DaemonSet pods and pods outside the pod selector stay.
+    /// Mirror (static) pods, DaemonSet pods, drover's own Job pods and pods outside the pod selector stay.
     Skip(&'static str),
     /// Pods the spec does not allow drover to evict.
     Refuse(String),
@@ -76,6 +82,13 @@ fn controller_kind(pod: &Pod) -> Option<&str> {
         .iter()
         .find(|o| o.controller == Some(true))
         .map(|o| o.kind.as_str())
+}
+
+fn ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
 fn finished(pod: &Pod) -> bool {
@@ -92,6 +105,13 @@ pub fn disposition(pod: &Pod, opts: &DrainOptions) -> PodDisposition {
     }
     if controller_kind(pod) == Some("DaemonSet") {
         return PodDisposition::Skip("DaemonSet pod");
+    }
+    // The upgrade Job runs on the node being drained (a drain re-run while it
+    // runs must not kill it). The Job owner keeps a label alone from exempting a pod.
+    if controller_kind(pod) == Some("Job")
+        && pod.labels().get(label::MANAGED_BY).map(String::as_str) == Some(label::MANAGED_BY_VALUE)
+    {
+        return PodDisposition::Skip("drover's own Job pod");
     }
     if let Some(sel) = &opts.pod_selector
         && !drover_plan::selector::matches(sel, pod.labels())
@@ -123,15 +143,17 @@ fn key(pod: &Pod) -> String {
 pub struct Drainer<'a> {
     pub client: &'a Client,
     pub evictor: &'a Evictor,
+    pub budgets: &'a BudgetCache,
 }
 
 impl Drainer<'_> {
     /// One bounded pass of draining `node`.
     pub async fn drain(&self, node: &str, opts: &DrainOptions) -> Result<Outcome> {
         let pods: Api<Pod> = Api::all(self.client.clone());
-        let budgets_api: Api<PodDisruptionBudget> = Api::all(self.client.clone());
         let on_node = format!("spec.nodeName={node}");
-        let pass_end = Instant::now() + opts.pass;
+        let start = Instant::now();
+        let pass_end = start + opts.pass;
+        let mut budget_events = self.budgets.subscribe();
         // Budget refusals seen last, by pod, and when each pod may be tried again.
         let mut blocked: BTreeMap<String, String> = BTreeMap::new();
         let mut retry_at: BTreeMap<String, Instant> = BTreeMap::new();
@@ -181,33 +203,41 @@ impl Drainer<'_> {
                 to_evict.clear();
             }
 
-            // One list of budgets per round: to pace evictions and to name blockers.
-            let budget_list = budgets_api.list(&ListParams::default()).await?;
-            let budgets_rv = budget_list.metadata.resource_version.clone().unwrap_or_default();
-            let budgets = Budgets(budget_list.items);
+            if !to_evict.is_empty()
+                && let Err(message) = self.budgets.ready(pass_end.min(start + CACHE_SYNC)).await
+            {
+                return Ok(Outcome::Waiting { message });
+            }
+            // Marked before reading the cache, so any later change wakes the wait.
+            let seen = *budget_events.borrow_and_update();
+            let namespaces: BTreeSet<String> = to_evict.iter().filter_map(|p| p.namespace()).collect();
+            let budgets = Budgets(self.budgets.in_namespaces(&namespaces));
             // Never send more evictions for a budget than it allows now: the
             // rest would only be refused (kubectl sends them and polls).
-            let mut allowance: BTreeMap<String, i32> = BTreeMap::new();
             let mut due = Vec::new();
-            let mut waiting_on: BTreeSet<String> = BTreeSet::new();
+            // Budgets waited on, with the resourceVersion this round saw.
+            let mut waiting_on: BTreeMap<String, Option<String>> = BTreeMap::new();
             for pod in to_evict {
                 let k = key(&pod);
                 let covering = budgets.covering(&pod);
-                let budget = covering.first().map(|b| budget_key(b));
-                if let (Some(b), [only]) = (&budget, covering.as_slice()) {
-                    let left = allowance.entry(b.clone()).or_insert_with(|| allowed(only));
-                    if *left <= 0 {
-                        blocked.insert(k.clone(), format!("{k} blocked by {}", budgets.describe(&pod)));
-                        waiting_on.insert(b.clone());
-                        continue;
+                let budget = covering.first().map(|(b, _)| (budget_key(b), b.resource_version()));
+                if retry_at.get(&k).is_some_and(|t| Instant::now() < *t) {
+                    if let Some((b, rv)) = budget {
+                        waiting_on.insert(b, rv);
                     }
-                    *left -= 1;
+                    continue;
                 }
-                if retry_at.get(&k).is_none_or(|t| Instant::now() >= *t) {
-                    due.push(pod);
-                } else if let Some(b) = budget {
-                    waiting_on.insert(b);
+                if let (Some((b, rv)), [_]) = (&budget, covering.as_slice())
+                    && let Err(allows) = self.budgets.reserve(b, &pod.name_any(), seen)
+                {
+                    blocked.insert(
+                        k.clone(),
+                        format!("{k} blocked by PodDisruptionBudget {b} ({allows} disruptions allowed)"),
+                    );
+                    waiting_on.insert(b.clone(), rv.clone());
+                    continue;
                 }
+                due.push(pod);
             }
 
             let results: Vec<(Pod, Result<Evicted>)> = futures::stream::iter(due)
@@ -229,6 +259,11 @@ impl Drainer<'_> {
             let mut failures = Vec::new();
             for (pod, r) in results {
                 let k = key(&pod);
+                if let [(b, _)] = budgets.covering(&pod).as_slice() {
+                    // Evicting a Ready pod spends a disruption; nothing else does.
+                    let spent = matches!(r, Ok(Evicted::Accepted)) && ready(&pod);
+                    self.budgets.settle(&budget_key(b), &pod.name_any(), spent);
+                }
                 match r? {
                     Evicted::Accepted | Evicted::Gone => {
                         blocked.remove(&k);
@@ -241,7 +276,12 @@ impl Drainer<'_> {
                             format!("{k} blocked by {}: {message}", budgets.describe(&pod)),
                         );
                         retry_at.insert(k, Instant::now() + opts.retry_every);
-                        waiting_on.extend(budgets.covering(&pod).iter().map(|b| budget_key(b)));
+                        waiting_on.extend(
+                            budgets
+                                .covering(&pod)
+                                .iter()
+                                .map(|(b, _)| (budget_key(b), b.resource_version())),
+                        );
                     }
                     Evicted::Refused { status: 500, message } if message.contains("more than one") => {
                         blocked.insert(
@@ -285,7 +325,7 @@ impl Drainer<'_> {
                 &on_node,
                 &rv,
                 &mut terminating,
-                &budgets_rv,
+                &mut budget_events,
                 &waiting_on,
                 wait_until,
             )
@@ -310,9 +350,10 @@ impl Drainer<'_> {
         }
     }
 
-    /// Watch the node's pods and the budgets until a terminating pod is gone
-    /// (deleted, or replaced by one with a new UID), a budget in `budgets`
-    /// allows a disruption, or `until`.
+    /// Watch the node's pods and the budget cache until a terminating pod is
+    /// gone (deleted, or replaced by one with a new UID), a budget in `budgets`
+    /// changed since this round saw it and allows a disruption (or is gone),
+    /// or `until`.
     #[allow(clippy::too_many_arguments)]
     async fn wait_change(
         &self,
@@ -320,56 +361,58 @@ impl Drainer<'_> {
         on_node: &str,
         rv: &str,
         uids: &mut BTreeSet<String>,
-        budgets_rv: &str,
-        budgets: &BTreeSet<String>,
+        budget_events: &mut watch::Receiver<u64>,
+        budgets: &BTreeMap<String, Option<String>>,
         until: Instant,
     ) -> Result<()> {
         let remaining = until.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
             return Ok(());
         }
-        let secs = remaining.as_secs().clamp(1, 290) as u32;
-        #[allow(clippy::large_enum_variant)] // one event at a time, straight off the stream
-        enum Change {
-            Pod(WatchEvent<Pod>),
-            Budget(WatchEvent<PodDisruptionBudget>),
+        // Only a change of the budget itself counts: a budget that already
+        // allows a disruption but whose pods await their retry must not wake
+        // the wait on every budget event in the cluster.
+        let unblocked = || {
+            budgets.iter().any(|(key, then)| match self.budgets.get(key) {
+                Some((now, allows)) => now != *then && allows > 0,
+                None => true,
+            })
+        };
+        if unblocked() {
+            return Ok(());
         }
+        let secs = remaining.as_secs().clamp(1, 290) as u32;
         // A watch that cannot start (410, a fault) just ends the wait: the next round re-lists.
-        let pod_events = match pods
+        let Ok(pod_events) = pods
             .watch(&WatchParams::default().fields(on_node).timeout(secs), rv)
             .await
-        {
-            Ok(s) => s.map(|e| e.map(Change::Pod)).boxed(),
-            Err(_) => return Ok(()),
+        else {
+            return Ok(());
         };
-        let budget_events = if budgets.is_empty() {
-            futures::stream::empty().boxed()
-        } else {
-            let api: Api<PodDisruptionBudget> = Api::all(self.client.clone());
-            match api.watch(&WatchParams::default().timeout(secs), budgets_rv).await {
-                Ok(s) => s.map(|e| e.map(Change::Budget)).boxed(),
-                Err(_) => futures::stream::empty().boxed(),
-            }
-        };
-        let mut events = futures::stream::select(pod_events, budget_events);
+        let mut pod_events = std::pin::pin!(pod_events);
+        let mut cache_alive = !budgets.is_empty();
         let had = uids.len();
         let _ = tokio::time::timeout_at(until, async {
-            while let Ok(Some(event)) = events.try_next().await {
-                match event {
-                    Change::Pod(WatchEvent::Deleted(p)) => {
-                        uids.remove(&p.uid().unwrap_or_default());
-                        // Every pod we waited for is gone: look again.
-                        if uids.is_empty() && had > 0 {
+            loop {
+                tokio::select! {
+                    event = pod_events.next() => match event {
+                        Some(Ok(WatchEvent::Deleted(p))) => {
+                            uids.remove(&p.uid().unwrap_or_default());
+                            // Every pod we waited for is gone: look again.
+                            if uids.is_empty() && had > 0 {
+                                break;
+                            }
+                        }
+                        Some(Ok(WatchEvent::Error(_)) | Err(_)) | None => break,
+                        Some(Ok(_)) => {}
+                    },
+                    changed = budget_events.changed(), if cache_alive => {
+                        if changed.is_err() {
+                            cache_alive = false;
+                        } else if unblocked() {
                             break;
                         }
                     }
-                    Change::Budget(WatchEvent::Modified(b) | WatchEvent::Added(b))
-                        if budgets.contains(&budget_key(&b)) && allowed(&b) > 0 =>
-                    {
-                        break;
-                    }
-                    Change::Pod(WatchEvent::Error(_)) | Change::Budget(WatchEvent::Error(_)) => break,
-                    _ => {}
                 }
             }
         })
@@ -378,25 +421,16 @@ impl Drainer<'_> {
     }
 }
 
-/// `namespace/name` of a budget.
-fn budget_key(b: &PodDisruptionBudget) -> String {
-    format!("{}/{}", b.namespace().unwrap_or_default(), b.name_any())
-}
-
-fn allowed(b: &PodDisruptionBudget) -> i32 {
-    b.status.as_ref().map(|s| s.disruptions_allowed).unwrap_or(0)
-}
-
-/// The budgets of the cluster, as listed once per round.
-struct Budgets(Vec<PodDisruptionBudget>);
+/// The budgets of the round's namespaces, each with what it allows now.
+struct Budgets(Vec<(Arc<PodDisruptionBudget>, i32)>);
 
 impl Budgets {
-    fn covering(&self, pod: &Pod) -> Vec<&PodDisruptionBudget> {
+    fn covering(&self, pod: &Pod) -> Vec<&(Arc<PodDisruptionBudget>, i32)> {
         let ns = pod.namespace().unwrap_or_default();
         self.0
             .iter()
-            .filter(|b| b.namespace().as_deref() == Some(ns.as_str()))
-            .filter(|b| {
+            .filter(|(b, _)| b.namespace().as_deref() == Some(ns.as_str()))
+            .filter(|(b, _)| {
                 b.spec
                     .as_ref()
                     .and_then(|s| s.selector.as_ref())
@@ -410,13 +444,7 @@ impl Budgets {
         let matching: Vec<String> = self
             .covering(pod)
             .iter()
-            .map(|b| {
-                format!(
-                    "PodDisruptionBudget {} ({} disruptions allowed)",
-                    budget_key(b),
-                    allowed(b)
-                )
-            })
+            .map(|(b, allows)| format!("PodDisruptionBudget {} ({allows} disruptions allowed)", budget_key(b)))
             .collect();
         if matching.is_empty() {
             "a disruption budget".into()

@@ -4,6 +4,7 @@
 //! [`Outcome`] that says precisely why it is not finished.
 
 pub mod backup;
+pub mod budgets;
 pub mod cordon;
 pub mod drain;
 pub mod error;
@@ -78,6 +79,8 @@ pub trait NodeOps: Send + Sync {
 pub struct KubeNodeOps {
     client: Client,
     evictor: Evictor,
+    /// Shared by every drain; its watch starts with the first drain and ends on drop.
+    budgets: budgets::BudgetCache,
     /// Where upgrade Jobs run.
     pub job_namespace: String,
 }
@@ -87,6 +90,7 @@ impl KubeNodeOps {
     /// itself (build it from a `kube::Config` with `default_retry = false`).
     pub fn new(client: Client, evict_client: Client, job_namespace: impl Into<String>) -> Self {
         KubeNodeOps {
+            budgets: budgets::BudgetCache::new(client.clone()),
             client,
             evictor: Evictor::new(evict_client),
             job_namespace: job_namespace.into(),
@@ -124,6 +128,7 @@ impl NodeOps for KubeNodeOps {
         drain::Drainer {
             client: &self.client,
             evictor: &self.evictor,
+            budgets: &self.budgets,
         }
         .drain(node, opts)
         .await

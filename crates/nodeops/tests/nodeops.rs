@@ -6,6 +6,7 @@ mod support;
 use std::time::Duration;
 
 use drover_api::names::annotation::CORDONED_BY;
+use drover_api::names::label::{MANAGED_BY, MANAGED_BY_VALUE};
 use drover_api::{DrainTimeoutAction, JobUpgrade, NodeInfoField, PodImageCheck, Verify, WorkloadKind, WorkloadUpgrade};
 use drover_nodeops::eviction::Evicted;
 use drover_nodeops::{DrainOptions, NodeOps, Owner, UpgradeRequest};
@@ -17,6 +18,17 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde_json::json;
 use support::*;
+
+/// Requests the server answered, by verb, resource and (optionally) status code.
+fn requests(c: &Cluster, verb: &str, resource: &str, code: Option<u16>) -> u64 {
+    c.server
+        .requests()
+        .rows()
+        .iter()
+        .filter(|r| r.key.verb == verb && r.key.resource == resource && code.is_none_or(|x| r.key.code == x))
+        .map(|r| r.count)
+        .sum()
+}
 
 fn drain_opts(deadline_in: i64) -> DrainOptions {
     let mut o = DrainOptions::from_spec(
@@ -130,6 +142,83 @@ async fn drain_skips_mirror_and_daemonset_pods_and_refuses_bare_and_emptydir_pod
         assert_eq!(within(c.ops.drain("n1", &opts)).await.unwrap(), Outcome::Done);
     }
     assert_eq!(c.pods_on("n1").await, ["calico-node-x", "kube-apiserver-n1"]);
+}
+
+#[tokio::test]
+async fn a_drain_leaves_drovers_own_upgrade_pod_running_and_evicts_the_rest() {
+    let mut c = Cluster::start().await;
+    c.run_kubelet(Duration::from_millis(20));
+    c.node("n1", true).await;
+    // drover's upgrade Job for n1, as `upgrade` creates it.
+    let o: Owner = c.cluster_upgrade("platform").await;
+    let j = job_spec();
+    let v = Verify {
+        node_info: None,
+        pod: None,
+        job_succeeded: Some(true),
+    };
+    let req = UpgradeRequest {
+        owner: &o,
+        node: "n1",
+        component: "containerd",
+        version: "1.7.23",
+        job: &j,
+        verify: &v,
+        not_before: None,
+    };
+    c.ops.upgrade(&req).await.unwrap();
+    let job_name = drover_nodeops::job::job_name("platform", "n1", "containerd", "1.7.23");
+    let job = Api::<Job>::namespaced(c.client.clone(), "kube-system")
+        .get(&job_name)
+        .await
+        .unwrap();
+    // Its pod, as the Job controller would make it from the template (kubesim runs none).
+    let template = job.spec.clone().unwrap().template;
+    let labels = template.metadata.unwrap().labels.unwrap();
+    assert_eq!(
+        labels[MANAGED_BY], MANAGED_BY_VALUE,
+        "the pod template carries the label"
+    );
+    let pod_name = format!("{job_name}-x7k2p");
+    let pod: Pod = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": pod_name, "namespace": "kube-system", "labels": labels,
+                     "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": job_name,
+                                          "uid": job.metadata.uid, "controller": true, "blockOwnerDeletion": true}]},
+        "spec": template.spec,
+    }))
+    .unwrap();
+    let pods: Api<Pod> = Api::namespaced(c.client.clone(), "kube-system");
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let running = json!({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}});
+    pods.patch_status(&pod_name, &PatchParams::default(), &Patch::Merge(&running))
+        .await
+        .unwrap();
+    c.pod(
+        "default",
+        "web",
+        "n1",
+        json!({"app": "web"}),
+        Some(("ReplicaSet", "web-rs")),
+        json!([]),
+    )
+    .await;
+
+    // A drain re-run while the upgrade runs (as after a restart) finishes each time.
+    for _ in 0..2 {
+        assert_eq!(within(c.ops.drain("n1", &drain_opts(60))).await.unwrap(), Outcome::Done);
+    }
+    assert_eq!(c.pods_on("n1").await, [pod_name.as_str()]);
+    let p = pods.get(&pod_name).await.unwrap();
+    assert!(
+        p.metadata.deletion_timestamp.is_none(),
+        "the upgrade pod is not terminating"
+    );
+    assert_eq!(
+        requests(&c, "create", "pods/eviction", None),
+        1,
+        "only the ReplicaSet pod was evicted"
+    );
 }
 
 #[tokio::test]
@@ -259,6 +348,98 @@ async fn a_pdb_block_is_reported_at_once_naming_pods_and_budgets_and_then_unbloc
     c.pdb_allows("default", "web", 1).await;
     assert_eq!(within(c.ops.drain("n1", &drain_opts(60))).await.unwrap(), Outcome::Done);
     assert!(c.pods_on("n1").await.is_empty());
+}
+
+#[tokio::test]
+async fn a_budget_that_allows_a_disruption_wakes_the_drain_within_the_pass() {
+    let mut c = Cluster::start().await;
+    c.run_kubelet(Duration::from_millis(20));
+    c.node("n1", true).await;
+    c.pod(
+        "default",
+        "web-1",
+        "n1",
+        json!({"app": "web"}),
+        Some(("ReplicaSet", "web-rs")),
+        json!([]),
+    )
+    .await;
+    c.pdb("default", "web", json!({"app": "web"}), 0).await;
+    let client = c.client.clone();
+    let unblock = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let api: Api<k8s_openapi::api::policy::v1::PodDisruptionBudget> = Api::namespaced(client, "default");
+        api.patch_status(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"disruptionsAllowed": 1}})),
+        )
+        .await
+        .unwrap();
+    });
+    // One 3 s pass: only the budget's watch event can start another round in time.
+    let started = std::time::Instant::now();
+    assert_eq!(within(c.ops.drain("n1", &drain_opts(60))).await.unwrap(), Outcome::Done);
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+    unblock.await.unwrap();
+    assert_eq!(requests(&c, "create", "pods/eviction", Some(429)), 0);
+}
+
+#[tokio::test]
+async fn the_budget_cache_starts_with_the_first_drain_serves_every_drain_and_never_overspends() {
+    let mut c = Cluster::start().await;
+    c.run_kubelet(Duration::from_millis(20));
+    for n in ["n1", "n2"] {
+        c.node(n, true).await;
+        for i in 0..3 {
+            c.pod(
+                "default",
+                &format!("web-{n}-{i}"),
+                n,
+                json!({"app": "web"}),
+                Some(("ReplicaSet", "web-rs")),
+                json!([]),
+            )
+            .await;
+        }
+    }
+    c.pdb("default", "web", json!({"app": "web"}), 2).await;
+    // Operations that do not drain open no budget watch (as `drover plan`).
+    c.ops.cordon("n1", "cu1").await.unwrap();
+    assert_eq!(requests(&c, "list", "poddisruptionbudgets", None), 0);
+    assert_eq!(requests(&c, "watch", "poddisruptionbudgets", None), 0);
+
+    // The budget allows two evictions at a time: each pass spends them and
+    // waits; the cache must count its own evictions before the watch shows them.
+    let client = c.client.clone();
+    let refill = tokio::spawn(async move {
+        let api: Api<k8s_openapi::api::policy::v1::PodDisruptionBudget> = Api::namespaced(client, "default");
+        for _ in 0..6 {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            api.patch_status(
+                "web",
+                &PatchParams::default(),
+                &Patch::Merge(json!({"status": {"disruptionsAllowed": 2}})),
+            )
+            .await
+            .unwrap();
+        }
+    });
+    let opts = drain_opts(60);
+    let (a, b) = tokio::join!(within(c.ops.drain("n1", &opts)), within(c.ops.drain("n2", &opts)));
+    refill.await.unwrap();
+    for out in [a.unwrap(), b.unwrap()] {
+        assert_eq!(out, Outcome::Done);
+    }
+    assert!(c.pods_on("n1").await.is_empty() && c.pods_on("n2").await.is_empty());
+    assert_eq!(
+        requests(&c, "create", "pods/eviction", Some(429)),
+        0,
+        "no eviction was refused"
+    );
+    // One list and one watch, shared by both drains.
+    assert_eq!(requests(&c, "list", "poddisruptionbudgets", None), 1);
+    assert_eq!(requests(&c, "watch", "poddisruptionbudgets", None), 1);
 }
 
 #[tokio::test]
