@@ -2,7 +2,7 @@
 //! deleted only if the one PodDisruptionBudget covering it allows a disruption.
 
 use crate::error::ApiError;
-use crate::store::{DeleteOptions, GroupResource, LabelSelector, ListOptions, Store, WriteOptions};
+use crate::store::{DeleteOptions, GroupResource, Store};
 use serde_json::{Value, json};
 
 const VIOLATION: &str = "Cannot evict pod as it would violate the pod's disruption budget.";
@@ -44,7 +44,8 @@ pub fn evict(store: &Store, ns: &str, name: &str, body: &Value) -> Result<Value,
         ));
     }
     let opts = DeleteOptions::from_value(&body["deleteOptions"]);
-    let pod = store.get(&pods(), ns, name)?.value();
+    let stored = store.get(&pods(), ns, name)?;
+    let pod = stored.value();
     let success = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201});
     let phase = pod["status"]["phase"].as_str().unwrap_or("");
     let terminating = !pod["metadata"]["deletionTimestamp"].is_null();
@@ -52,30 +53,14 @@ pub fn evict(store: &Store, ns: &str, name: &str, body: &Value) -> Result<Value,
         store.delete(&pods(), ns, name, &opts)?;
         return Ok(success);
     }
-    let labels: Vec<(Box<str>, Box<str>)> = pod["metadata"]["labels"]
-        .as_object()
-        .map(|l| {
-            l.iter()
-                .map(|(k, v)| (Box::from(k.as_str()), Box::from(v.as_str().unwrap_or(""))))
-                .collect()
-        })
-        .unwrap_or_default();
-    let page = store.list(&pdbs(), Some(ns), &ListOptions::default())?;
-    let matching: Vec<Value> = page
-        .items
-        .iter()
-        .map(|p| p.value())
-        .filter(|p| {
-            let sel = &p["spec"]["selector"];
-            !sel.is_null() && LabelSelector::from_object(sel).matches(&labels)
-        })
-        .collect();
+    // Only the matching budget is parsed: a namespace may hold thousands.
+    let matching = store.pdbs_selecting(ns, &stored.labels);
     if matching.len() > 1 {
         return Err(ApiError::internal(
             "This pod has more than one PodDisruptionBudget, which the eviction subresource does not support.",
         ));
     }
-    let Some(pdb) = matching.into_iter().next() else {
+    let Some(pdb) = matching.first().map(|p| p.value()) else {
         store.delete(&pods(), ns, name, &opts)?;
         return Ok(success);
     };
@@ -136,6 +121,5 @@ pub fn evict(store: &Store, ns: &str, name: &str, body: &Value) -> Result<Value,
         }
     }
     store.delete(&pods(), ns, name, &opts)?;
-    let _ = WriteOptions::default();
     Ok(success)
 }

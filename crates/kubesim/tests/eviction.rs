@@ -173,3 +173,48 @@ async fn binding_places_a_pod_once() {
         "Operation cannot be fulfilled on pods/binding \"p\": pod p is already assigned to node \"n1\""
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_evictions_take_no_more_than_the_budget_allows() {
+    let (_s, c) = server().await;
+    for i in 0..6 {
+        running_pod(&c, "default", &format!("web-{i}"), Some("n"), json!({"app": "web"})).await;
+    }
+    pdb(&c, "web", "web", 1).await;
+    let results = futures::future::join_all((0..6).map(|i| {
+        let pods: Api<Pod> = Api::default_namespaced(c.clone());
+        async move { pods.evict(&format!("web-{i}"), &EvictParams::default()).await }
+    }))
+    .await;
+    let accepted = results.iter().filter(|r| r.is_ok()).count();
+    let blocked = results
+        .iter()
+        .filter(|r| matches!(r, Err(kube::Error::Api(s)) if s.code == 429))
+        .count();
+    assert_eq!((accepted, blocked), (1, 5));
+}
+
+#[tokio::test]
+async fn eviction_follows_a_budget_whose_selector_changes() {
+    let (_s, c) = server().await;
+    running_pod(&c, "default", "p", Some("n"), json!({"app": "a"})).await;
+    // Many budgets in the namespace, none covering the pod: deleted directly.
+    for i in 0..20 {
+        pdb(&c, &format!("other-{i}"), &format!("other-{i}"), 0).await;
+    }
+    let api: Api<PodDisruptionBudget> = Api::default_namespaced(c.clone());
+    let p = json!({"spec": {"selector": {"matchLabels": {"app": "a"}}}});
+    api.patch("other-7", &PatchParams::default(), &Patch::Merge(&p))
+        .await
+        .unwrap();
+    let pods: Api<Pod> = Api::default_namespaced(c.clone());
+    let st = status(pods.evict("p", &EvictParams::default()).await.unwrap_err());
+    assert_eq!(st.code, 429);
+    assert!(
+        st.details.unwrap().causes[0].message.contains("other-7"),
+        "now covered by other-7"
+    );
+    api.delete("other-7", &DeleteParams::default()).await.unwrap();
+    pods.evict("p", &EvictParams::default()).await.unwrap();
+    assert!(pods.get_opt("p").await.unwrap().is_none());
+}

@@ -450,6 +450,75 @@ async fn garbage_collection_follows_owner_references() {
 }
 
 #[tokio::test]
+async fn garbage_collection_of_missing_owners_several_owners_and_chains() {
+    let (_s, c) = server().await;
+    let api: Api<ConfigMap> = Api::default_namespaced(c);
+    let owned = |name: &str, owners: &[&ConfigMap]| -> ConfigMap {
+        let refs: Vec<_> = owners
+            .iter()
+            .map(|o| json!({"apiVersion": "v1", "kind": "ConfigMap", "name": o.metadata.name, "uid": o.metadata.uid}))
+            .collect();
+        serde_json::from_value(json!({"metadata": {"name": name, "ownerReferences": refs}})).unwrap()
+    };
+    let gone = |name: &'static str| {
+        let api = api.clone();
+        async move {
+            within(async {
+                while api.get_opt(name).await.unwrap().is_some() {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+            })
+            .await
+        }
+    };
+    // Created naming an owner that does not exist: collected.
+    let ghost: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "ghost", "uid": "00000000-0000-0000-0000-000000000000"}}))
+            .unwrap();
+    api.create(&PostParams::default(), &owned("stray", &[&ghost]))
+        .await
+        .unwrap();
+    gone("stray").await;
+
+    // Two owners: kept while one of them is left.
+    let a = api.create(&PostParams::default(), &cm("a")).await.unwrap();
+    let b = api.create(&PostParams::default(), &cm("b")).await.unwrap();
+    api.create(&PostParams::default(), &owned("shared", &[&a, &b]))
+        .await
+        .unwrap();
+    api.delete("a", &DeleteParams::background()).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(api.get_opt("shared").await.unwrap().is_some(), "one owner is left");
+    api.delete("b", &DeleteParams::background()).await.unwrap();
+    gone("shared").await;
+
+    // A chain goes level by level; an object that gains a live owner is kept.
+    let top = api.create(&PostParams::default(), &cm("top")).await.unwrap();
+    let mid = api
+        .create(&PostParams::default(), &owned("mid", &[&top]))
+        .await
+        .unwrap();
+    api.create(&PostParams::default(), &owned("leaf", &[&mid]))
+        .await
+        .unwrap();
+    let keep = api.create(&PostParams::default(), &cm("keep")).await.unwrap();
+    let adopted = api
+        .create(&PostParams::default(), &owned("adopted", &[&mid]))
+        .await
+        .unwrap();
+    let p = json!({"metadata": {"ownerReferences": [
+        {"apiVersion": "v1", "kind": "ConfigMap", "name": "keep", "uid": keep.metadata.uid}]}});
+    api.patch("adopted", &PatchParams::default(), &Patch::Merge(&p))
+        .await
+        .unwrap();
+    api.delete("top", &DeleteParams::background()).await.unwrap();
+    gone("mid").await;
+    gone("leaf").await;
+    let kept = api.get("adopted").await.unwrap();
+    assert_eq!(kept.metadata.uid, adopted.metadata.uid);
+}
+
+#[tokio::test]
 async fn events_k8s_io_and_core_events_are_one_storage() {
     use k8s_openapi::api::core::v1::Event as CoreEvent;
     use k8s_openapi::api::events::v1::Event;

@@ -89,6 +89,8 @@ impl Stored {
 }
 
 type Key = (String, String);
+/// An object of any resource.
+type Entry = (GroupResource, Key);
 
 /// A fresh receiver and the kept events after a given rv.
 pub(crate) type Resubscription = (broadcast::Receiver<Arc<WatchEvent>>, VecDeque<Arc<WatchEvent>>);
@@ -99,6 +101,9 @@ struct Table {
     by_node: HashMap<Box<str>, BTreeSet<Key>>,
     /// objects per namespace, for `remainingItemCount`.
     ns_counts: HashMap<String, usize>,
+    /// PodDisruptionBudgets' parsed `spec.selector` (those that have one), so
+    /// an eviction finds the pod's budget without parsing every budget.
+    pdb_selectors: BTreeMap<Key, LabelSelector>,
     log: VecDeque<Arc<WatchEvent>>,
     /// Events with rv <= this were dropped from the log.
     compacted: u64,
@@ -111,6 +116,7 @@ impl Table {
             objects: BTreeMap::new(),
             by_node: HashMap::new(),
             ns_counts: HashMap::new(),
+            pdb_selectors: BTreeMap::new(),
             log: VecDeque::new(),
             compacted: 0,
             tx: broadcast::channel(8192).0,
@@ -215,10 +221,16 @@ struct Inner {
     tables: HashMap<GroupResource, Table>,
     config: StoreConfig,
     /// What the garbage collector looks at, kept up to date on every write
-    /// so a pass costs O(owned + terminating objects), not O(all objects).
+    /// so a pass costs O(what changed since the last one), not O(owned objects).
     uids: HashSet<Box<str>>,
-    owned: HashSet<(GroupResource, Key)>,
-    terminating: HashSet<(GroupResource, Key)>,
+    /// Owner uid -> the objects naming it in `ownerReferences` (the owner may
+    /// be gone: those dependents are what the collector deletes).
+    dependents: HashMap<Box<str>, HashSet<Entry>>,
+    /// Owned objects whose owners may all be gone, for the next pass.
+    gc_candidates: HashSet<Entry>,
+    /// Terminating objects the collector has to finish: namespaces and those
+    /// with the `foregroundDeletion` or `orphan` finalizer.
+    finalizing: HashSet<Entry>,
     gc_dirty: bool,
 }
 
@@ -236,6 +248,10 @@ impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store").finish_non_exhaustive()
     }
+}
+
+fn is_pdb(gr: &GroupResource) -> bool {
+    gr.group == "policy" && gr.resource == "poddisruptionbudgets"
 }
 
 fn key(ns: &str, name: &str) -> Key {
@@ -271,8 +287,9 @@ impl Store {
             tables: HashMap::new(),
             config,
             uids: HashSet::new(),
-            owned: HashSet::new(),
-            terminating: HashSet::new(),
+            dependents: HashMap::new(),
+            gc_candidates: HashSet::new(),
+            finalizing: HashSet::new(),
             gc_dirty: false,
         };
         for t in resources::builtins() {
@@ -311,8 +328,17 @@ impl Store {
         });
     }
 
-    fn kick_gc(&self) {
-        self.0.gc.notify_one();
+    /// Runs a write under the lock and wakes the collector only if the write
+    /// left it something to do (most writes do not).
+    fn write<R>(&self, f: impl FnOnce(&mut Inner) -> R) -> R {
+        let mut inner = self.0.inner.write();
+        let r = f(&mut inner);
+        let dirty = inner.gc_dirty;
+        drop(inner);
+        if dirty {
+            self.0.gc.notify_one();
+        }
+        r
     }
 
     /// Ends every open watch (clients see the stream close and re-watch).
@@ -361,10 +387,24 @@ impl Store {
         self.0.inner.read().list(gr, ns, opts)
     }
 
+    /// The PodDisruptionBudgets of `ns` whose selector matches `labels` (a
+    /// budget without a selector matches nothing), from parsed selectors
+    /// kept up to date on every write.
+    pub fn pdbs_selecting(&self, ns: &str, labels: &[(Box<str>, Box<str>)]) -> Vec<Arc<Stored>> {
+        let inner = self.0.inner.read();
+        let Some(t) = inner.tables.get(&GroupResource::new("policy", "poddisruptionbudgets")) else {
+            return Vec::new();
+        };
+        t.pdb_selectors
+            .range((ns.to_string(), String::new())..)
+            .take_while(|(k, _)| k.0 == ns)
+            .filter(|(_, sel)| sel.matches(labels))
+            .filter_map(|(k, _)| t.objects.get(k).cloned())
+            .collect()
+    }
+
     pub fn create(&self, gr: &GroupResource, ns: &str, obj: Value, opts: &WriteOptions) -> Result<Value, ApiError> {
-        let r = self.0.inner.write().create(gr, ns, obj, opts);
-        self.kick_gc();
-        r
+        self.write(|i| i.create(gr, ns, obj, opts))
     }
 
     /// PUT: `subresource` is `Some("status")` for the status subresource.
@@ -377,9 +417,7 @@ impl Store {
         subresource: Option<&str>,
         opts: &WriteOptions,
     ) -> Result<Value, ApiError> {
-        let r = self.0.inner.write().update(gr, ns, name, obj, subresource, opts);
-        self.kick_gc();
-        r
+        self.write(|i| i.update(gr, ns, name, obj, subresource, opts))
     }
 
     pub fn patch(
@@ -391,15 +429,11 @@ impl Store {
         subresource: Option<&str>,
         opts: &WriteOptions,
     ) -> Result<Value, ApiError> {
-        let r = self.0.inner.write().patch(gr, ns, name, p, subresource, opts);
-        self.kick_gc();
-        r
+        self.write(|i| i.patch(gr, ns, name, p, subresource, opts))
     }
 
     pub fn delete(&self, gr: &GroupResource, ns: &str, name: &str, opts: &DeleteOptions) -> Result<Deleted, ApiError> {
-        let r = self.0.inner.write().delete(gr, ns, name, opts);
-        self.kick_gc();
-        r
+        self.write(|i| i.delete(gr, ns, name, opts))
     }
 
     /// Reads, changes and writes one object under the store lock, so an
@@ -412,13 +446,11 @@ impl Store {
         subresource: Option<&str>,
         f: impl FnOnce(&mut Value),
     ) -> Result<Value, ApiError> {
-        let mut inner = self.0.inner.write();
-        let mut v = inner.get(gr, ns, name)?.value();
-        f(&mut v);
-        let r = inner.update(gr, ns, name, v, subresource, &WriteOptions::default());
-        drop(inner);
-        self.kick_gc();
-        r
+        self.write(|inner| {
+            let mut v = inner.get(gr, ns, name)?.value();
+            f(&mut v);
+            inner.update(gr, ns, name, v, subresource, &WriteOptions::default())
+        })
     }
 
     /// Watches a resource from `from` (None: from now, after the current
@@ -480,9 +512,36 @@ impl Inner {
             for (k, o) in t.objects {
                 self.uids.remove(&o.uid);
                 let e = (gr.clone(), k);
-                self.owned.remove(&e);
-                self.terminating.remove(&e);
+                self.unindex_owners(&e, &o.owners);
+                self.gc_candidates.remove(&e);
+                self.finalizing.remove(&e);
+                self.owner_gone(&o.uid);
             }
+            self.gc_dirty = true;
+        }
+    }
+
+    fn index_owners(&mut self, e: &Entry, owners: &[Box<str>]) {
+        for u in owners {
+            self.dependents.entry(u.clone()).or_default().insert(e.clone());
+        }
+    }
+
+    fn unindex_owners(&mut self, e: &Entry, owners: &[Box<str>]) {
+        for u in owners {
+            if let Some(set) = self.dependents.get_mut(u) {
+                set.remove(e);
+                if set.is_empty() {
+                    self.dependents.remove(u);
+                }
+            }
+        }
+    }
+
+    /// The object with `uid` is gone: its dependents may have no owner left.
+    fn owner_gone(&mut self, uid: &str) {
+        if let Some(deps) = self.dependents.get(uid) {
+            self.gc_candidates.extend(deps.iter().cloned());
             self.gc_dirty = true;
         }
     }
@@ -618,11 +677,6 @@ impl Inner {
         let table = self.tables.get_mut(gr).expect("table of a registered type");
         let prev = table.objects.get(&k).cloned();
         let entry = (gr.clone(), k.clone());
-        if let Some(p) = &prev {
-            self.uids.remove(&p.uid);
-            self.owned.remove(&entry);
-            self.terminating.remove(&entry);
-        }
         let (type_, stored, out) = match new {
             Some(mut v) => {
                 metadata_mut(&mut v).insert("resourceVersion".into(), json!(rv.to_string()));
@@ -635,6 +689,14 @@ impl Inner {
                 if table.objects.insert(k.clone(), s.clone()).is_none() {
                     *table.ns_counts.entry(k.0.clone()).or_default() += 1;
                 }
+                if is_pdb(gr) {
+                    match v["spec"]["selector"].is_null() {
+                        true => table.pdb_selectors.remove(&k),
+                        false => table
+                            .pdb_selectors
+                            .insert(k.clone(), LabelSelector::from_object(&v["spec"]["selector"])),
+                    };
+                }
                 (ty, s, v)
             }
             None => {
@@ -645,34 +707,23 @@ impl Inner {
                 {
                     *c = c.saturating_sub(1);
                 }
+                table.pdb_selectors.remove(&k);
                 (EventType::Deleted, Arc::new(Stored::new(&v, rv)), v)
             }
         };
-        if let Some(p) = &prev
-            && let Some(n) = &p.node_name
-            && let Some(set) = table.by_node.get_mut(n)
-        {
-            set.remove(&k);
-            if set.is_empty() {
-                table.by_node.remove(n);
+        let old_node = prev.as_ref().and_then(|p| p.node_name.as_deref());
+        let new_node = stored.node_name.as_deref().filter(|_| type_ != EventType::Deleted);
+        if old_node != new_node {
+            if let Some(n) = old_node
+                && let Some(set) = table.by_node.get_mut(n)
+            {
+                set.remove(&k);
+                if set.is_empty() {
+                    table.by_node.remove(n);
+                }
             }
-        }
-        if type_ != EventType::Deleted
-            && let Some(n) = &stored.node_name
-        {
-            table.by_node.entry(n.clone()).or_default().insert(k);
-        }
-        if type_ == EventType::Deleted {
-            self.gc_dirty = true;
-        } else {
-            self.uids.insert(stored.uid.clone());
-            if !stored.owners.is_empty() {
-                self.owned.insert(entry.clone());
-                self.gc_dirty = true;
-            }
-            if stored.deleting {
-                self.terminating.insert(entry);
-                self.gc_dirty = true;
+            if let Some(n) = new_node {
+                table.by_node.entry(n.into()).or_default().insert(k);
             }
         }
         let ev = Arc::new(WatchEvent {
@@ -687,8 +738,62 @@ impl Inner {
                 table.compacted = old.rv;
             }
         }
-        let _ = table.tx.send(ev);
+        let _ = table.tx.send(ev.clone());
+        let new = (type_ != EventType::Deleted).then_some(&*ev.object);
+        self.gc_track(entry, ev.prev.as_deref(), new);
         out
+    }
+
+    /// Keeps the collector's indexes current after `e` changed from `prev`
+    /// to `new` (None: removed), and queues what the next pass must look at.
+    fn gc_track(&mut self, e: Entry, prev: Option<&Stored>, new: Option<&Stored>) {
+        let old_owners: &[Box<str>] = prev.map(|p| &*p.owners).unwrap_or(&[]);
+        let new_owners: &[Box<str>] = new.map(|n| &*n.owners).unwrap_or(&[]);
+        if old_owners != new_owners {
+            self.unindex_owners(&e, old_owners);
+            self.index_owners(&e, new_owners);
+            // Foreground owners wait for this list to empty; orphaning edits it.
+            if !self.finalizing.is_empty() {
+                self.gc_dirty = true;
+            }
+        }
+        match new {
+            None => {
+                if let Some(p) = prev {
+                    self.uids.remove(&p.uid);
+                    self.owner_gone(&p.uid);
+                }
+                self.gc_candidates.remove(&e);
+                self.finalizing.remove(&e);
+                // A terminating namespace waits for its objects to go.
+                if !self.finalizing.is_empty() {
+                    self.gc_dirty = true;
+                }
+            }
+            Some(n) => {
+                if let Some(p) = prev.filter(|p| p.uid != n.uid) {
+                    self.uids.remove(&p.uid);
+                    self.owner_gone(&p.uid);
+                }
+                self.uids.insert(n.uid.clone());
+                if !n.deleting && !new_owners.is_empty() && new_owners.iter().all(|u| !self.uids.contains(u)) {
+                    self.gc_candidates.insert(e.clone());
+                    self.gc_dirty = true;
+                }
+                let is_ns = e.0.group.is_empty() && e.0.resource == "namespaces";
+                if n.deleting
+                    && (is_ns
+                        || n.finalizers
+                            .iter()
+                            .any(|f| &**f == "foregroundDeletion" || &**f == "orphan"))
+                {
+                    self.finalizing.insert(e);
+                    self.gc_dirty = true;
+                } else if !self.finalizing.is_empty() {
+                    self.finalizing.remove(&e);
+                }
+            }
+        }
     }
 
     fn check_namespace(&self, t: &ResourceType, ns: &str, name: &str) -> Result<(), ApiError> {
@@ -1219,38 +1324,36 @@ impl Inner {
             return false;
         }
         self.gc_dirty = false;
-        let mut to_delete: Vec<(GroupResource, Key)> = Vec::new();
+        let mut to_delete: Vec<Entry> = Vec::new();
         let mut unfinalize: Vec<(GroupResource, Key, &'static str)> = Vec::new();
         let mut orphan: Vec<(GroupResource, Key, Box<str>)> = Vec::new();
-        let mut dependents: HashMap<Box<str>, Vec<(GroupResource, Key)>> = HashMap::new();
-        for (gr, k) in &self.owned {
-            let Some(o) = self.tables.get(gr).and_then(|t| t.objects.get(k)) else {
+        for e in std::mem::take(&mut self.gc_candidates) {
+            let Some(o) = self.tables.get(&e.0).and_then(|t| t.objects.get(&e.1)) else {
                 continue;
             };
-            for owner in o.owners.iter() {
-                dependents
-                    .entry(owner.clone())
-                    .or_default()
-                    .push((gr.clone(), k.clone()));
-            }
-            if !o.deleting && o.owners.iter().all(|u| !self.uids.contains(u)) {
-                to_delete.push((gr.clone(), k.clone()));
+            if !o.deleting && !o.owners.is_empty() && o.owners.iter().all(|u| !self.uids.contains(u)) {
+                to_delete.push(e);
             }
         }
+        let no_deps = HashSet::new();
         let ns_gr = GroupResource::new("", "namespaces");
         let mut empty_ns = Vec::new();
-        for (gr, k) in &self.terminating {
+        for (gr, k) in &self.finalizing {
             {
                 let Some(o) = self.tables.get(gr).and_then(|t| t.objects.get(k)) else {
                     continue;
                 };
+                let deps = self.dependents.get(&o.uid).unwrap_or(&no_deps);
                 if o.finalizers.iter().any(|f| &**f == "foregroundDeletion") {
-                    let deps = dependents.get(&o.uid).map(Vec::as_slice).unwrap_or(&[]);
                     if deps.is_empty() {
                         unfinalize.push((gr.clone(), k.clone(), "foregroundDeletion"));
                     } else {
                         for d in deps {
-                            let dep_deleting = self.tables[&d.0].objects.get(&d.1).is_some_and(|x| x.deleting);
+                            let dep_deleting = self
+                                .tables
+                                .get(&d.0)
+                                .and_then(|t| t.objects.get(&d.1))
+                                .is_some_and(|x| x.deleting);
                             if !dep_deleting {
                                 to_delete.push(d.clone());
                             }
@@ -1258,7 +1361,7 @@ impl Inner {
                     }
                 }
                 if o.finalizers.iter().any(|f| &**f == "orphan") {
-                    for d in dependents.get(&o.uid).map(Vec::as_slice).unwrap_or(&[]) {
+                    for d in deps {
                         orphan.push((d.0.clone(), d.1.clone(), o.uid.clone()));
                     }
                     unfinalize.push((gr.clone(), k.clone(), "orphan"));
