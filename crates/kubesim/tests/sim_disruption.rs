@@ -114,6 +114,20 @@ async fn pdb_status_follows_pods_and_spec() {
     .await;
     assert!(cond.message.contains("found no controllers"), "{}", cond.message);
     assert_eq!(pdb_status(&pdbs, "lonely").await.3, 0);
+
+    // A selector change moves the budget to other pods (its members are
+    // re-matched only then, not on its status writes).
+    pdbs.patch(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"spec": {"selector": {"matchLabels": {"app": "api"}}}})),
+    )
+    .await
+    .unwrap();
+    eventually("web PDB over the api pods", || async {
+        (pdb_status(&pdbs, "web").await == (5, 4, 5, 1, 3)).then_some(())
+    })
+    .await;
     sim.shutdown().await;
 }
 

@@ -729,6 +729,13 @@ impl Engine {
         let key = key_of(&s);
         let map = self.objs.entry(kind).or_default();
         let old = map.remove(&key);
+        let new = (t != EventType::Deleted).then(|| Obj::parse(s));
+        // A budget's members follow its selector only; most budget events are
+        // status writes, and re-matching every pod of the namespace on each
+        // one was most of the simulation's time while draining.
+        let keep_pdb_index = kind == Kind::Pdb
+            && matches!((&old, &new), (Some(o), Some(n))
+                if o.uid() == n.uid() && o.v["spec"]["selector"] == n.v["spec"]["selector"]);
         if let Some(o) = &old {
             self.uid_index.remove(o.stored.uid.as_ref());
             if kind == Kind::ReplicaSet
@@ -737,7 +744,7 @@ impl Engine {
             {
                 set.remove(&key);
             }
-            if kind == Kind::Pdb {
+            if kind == Kind::Pdb && !keep_pdb_index {
                 self.unindex_pdb(&key);
             }
         }
@@ -750,15 +757,14 @@ impl Engine {
                 }
             }
         }
-        if t == EventType::Deleted {
+        let Some(o) = new else {
             if kind == Kind::Job
                 && let Some(o) = &old
             {
                 self.jobs.remove(o.uid());
             }
             return;
-        }
-        let o = Obj::parse(s);
+        };
         self.uid_index.insert(o.stored.uid.clone(), (kind, key.clone()));
         if kind == Kind::ReplicaSet
             && let Some(owner) = o.owner_uid()
@@ -771,7 +777,7 @@ impl Engine {
                 self.mark(Kind::Deployment, dk);
             }
         }
-        if kind == Kind::Pdb {
+        if kind == Kind::Pdb && !keep_pdb_index {
             self.index_pdb(&key, &o);
         }
         self.objs.entry(kind).or_default().insert(key.clone(), o);
