@@ -252,7 +252,10 @@ pub async fn run(
     // Let node steps in flight end and record what they did (each is bounded), then hand over.
     let limit = cfg.settings.drain_pass + Duration::from_secs(10);
     if !inflight.wait_idle(limit).await {
-        tracing::warn!(running = inflight.running(), "node steps still running at shutdown; stopping them");
+        tracing::warn!(
+            running = inflight.running(),
+            "node steps still running at shutdown; stopping them"
+        );
         inflight.abort_all();
     }
     if let Some((api, l)) = lease {

@@ -122,13 +122,17 @@ async fn write_progress<O: NodeOps>(
     let written = match &base.record {
         Some(record) => {
             // JSON Pointer escapes "/" as "~1".
-            let path = format!("/metadata/annotations/{}", annotation::PROGRESS.replace('~', "~0").replace('/', "~1"));
+            let path = format!(
+                "/metadata/annotations/{}",
+                annotation::PROGRESS.replace('~', "~0").replace('/', "~1")
+            );
             let mut ops = vec![json!({"op": "test", "path": path, "value": record})];
             ops.push(match &value {
                 Some(v) => json!({"op": "replace", "path": path, "value": v}),
                 None => json!({"op": "remove", "path": path}),
             });
-            let patch: json_patch::Patch = serde_json::from_value(json!(ops)).map_err(|e| Error::Other(e.to_string()))?;
+            let patch: json_patch::Patch =
+                serde_json::from_value(json!(ops)).map_err(|e| Error::Other(e.to_string()))?;
             nodes
                 .patch(node, &PatchParams::default(), &Patch::<()>::Json(patch))
                 .await
@@ -308,7 +312,13 @@ async fn step<O: NodeOps>(
     Ok(())
 }
 
-async fn act<O: NodeOps>(ctx: &Context<O>, cu: &ClusterUpgrade, action: &Action, base: &Base, hash: &str) -> Result<()> {
+async fn act<O: NodeOps>(
+    ctx: &Context<O>,
+    cu: &ClusterUpgrade,
+    action: &Action,
+    base: &Base,
+    hash: &str,
+) -> Result<()> {
     match action {
         Action::Start { node, progress } => {
             if write_progress(ctx, node, base, Some(progress)).await? {
