@@ -66,7 +66,14 @@ pub struct Env {
 
 /// Each node's `drover.dev/progress` record, every change a node watch saw.
 #[derive(Clone, Default)]
-pub struct ProgressLog(Arc<Mutex<BTreeMap<String, Vec<String>>>>);
+pub struct ProgressLog(Arc<Mutex<Records>>);
+
+/// Node → its records in the order seen.
+type Records = BTreeMap<String, Vec<String>>;
+/// (upgrade, started) of one attempt on a node.
+type Attempt = (String, String);
+/// (generation, phase, component).
+type State = (i64, String, String);
 
 impl ProgressLog {
     fn watch(&self, client: Client) -> tokio::task::JoinHandle<()> {
@@ -100,7 +107,7 @@ impl ProgressLog {
     pub fn regressions(&self) -> Vec<String> {
         let mut out = Vec::new();
         for (node, records) in self.0.lock().unwrap().iter() {
-            let mut states: BTreeMap<(String, String), Vec<(i64, String, String)>> = BTreeMap::new();
+            let mut states: BTreeMap<Attempt, Vec<State>> = BTreeMap::new();
             for r in records {
                 let Ok(v) = serde_json::from_str::<Value>(r) else {
                     continue;
