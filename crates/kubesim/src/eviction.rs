@@ -100,25 +100,32 @@ pub fn evict(store: &Store, ns: &str, name: &str, body: &Value) -> Result<Value,
         ));
     }
     if !opts.dry_run {
-        // Check and take the disruption under the store's lock: two evictions
-        // racing for the last allowed disruption must not both succeed (the
-        // real server gets this from optimistic concurrency on the PDB).
+        // Check and take the disruption and delete the pod in one store
+        // operation: two evictions racing for the last allowed disruption
+        // must not both succeed (the real server gets this from optimistic
+        // concurrency on the PDB), and the disruption controller must never
+        // see the budget's record of this eviction without the deletion.
         let now = crate::meta::now();
-        let mut taken = false;
-        store.modify(&pdbs(), ns, &pdb_name, Some("status"), |p| {
-            let left = p["status"]["disruptionsAllowed"].as_i64().unwrap_or(0);
-            if left > 0 {
-                p["status"]["disruptionsAllowed"] = json!(left - 1);
-                p["status"]["disruptedPods"][name] = json!(now);
-                taken = true;
-            }
-        })?;
-        if !taken {
+        let taken = store.take_disruption_and_delete(
+            (&pdbs(), ns, &pdb_name),
+            |p| {
+                let left = p["status"]["disruptionsAllowed"].as_i64().unwrap_or(0);
+                if left > 0 {
+                    p["status"]["disruptionsAllowed"] = json!(left - 1);
+                    p["status"]["disruptedPods"][name] = json!(now);
+                }
+                left > 0
+            },
+            (&pods(), ns, name),
+            &opts,
+        )?;
+        if taken.is_none() {
             return Err(ApiError::too_many_requests(
                 VIOLATION,
                 json!([{"reason": "DisruptionBudget", "message": format!("The disruption budget {pdb_name} needs {desired} healthy pods and has {current} currently")}]),
             ));
         }
+        return Ok(success);
     }
     store.delete(&pods(), ns, name, &opts)?;
     Ok(success)

@@ -237,3 +237,85 @@ async fn api_errors_and_watch_drops_are_faults_too() {
     assert!(ended.is_ok(), "the watch was never dropped");
     sim.shutdown().await;
 }
+
+/// Regression (issue 11): an eviction that stalls between taking its
+/// budget's disruption and deleting the pod, as on a loaded machine, must
+/// not turn into a `Deletion` violation. At speed 600 the 120 s
+/// disruptedPods timeout is 0.2 s of wall time; each eviction here stalls
+/// 0.3 s between its two writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_eviction_stalled_between_its_two_writes_is_no_violation() {
+    let sim = Simulation::start(scenario(), 600.0).await.unwrap();
+    let client = no_retry(&sim);
+    let shop: Api<Pod> = Api::namespaced(client.clone(), "shop");
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), "shop");
+    sim.store().stall_evictions(Duration::from_millis(300));
+    for round in 0..3 {
+        eventually("web allows a disruption", || async {
+            let (_, _, healthy, allowed, _) = pdb_status(&pdbs, "web").await;
+            (healthy == 4 && allowed == 1).then_some(())
+        })
+        .await;
+        let victim = pods(&client, "shop", "app=web")
+            .await
+            .into_iter()
+            .find(|p| ready(p) && p.metadata.deletion_timestamp.is_none())
+            .unwrap();
+        let name = victim.metadata.name.clone().unwrap();
+        shop.evict(&name, &EvictParams::default())
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: evicting {name}: {e}"));
+    }
+    sim.store().stall_evictions(Duration::ZERO);
+    eventually("web whole again", || async {
+        (pdb_status(&pdbs, "web").await.2 == 4).then_some(())
+    })
+    .await;
+    assert_eq!(sim.recorder().pdb_violations(), vec![]);
+    sim.shutdown().await;
+}
+
+/// Regression (issue 11): a `disruptedPods` stamp is wall time rounded to
+/// the second, while the disruption controller runs in simulated time. At
+/// speed 600 the rounding alone is up to 600 simulated seconds, so ageing
+/// the stamp as wall time x speed dropped fresh entries at once. The
+/// controller ages an entry in simulated time from when it first sees it.
+/// Here the stamp is 5 s of wall time old, 300 simulated seconds at speed 60
+/// by the old reckoning: the entry must still hold its pod out of
+/// `currentHealthy`, then expire 120 simulated seconds later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disrupted_pod_entry_ages_in_simulated_time() {
+    let sim = Simulation::start(scenario(), 600.0).await.unwrap();
+    let client = sim.client().unwrap();
+    let pdbs: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), "shop");
+    let victim = pods(&client, "shop", "app=web").await[0].metadata.name.clone().unwrap();
+    // 120 simulated s is 2 s of wall time at speed 60.
+    sim.set_speed(60.0);
+    let stamp = jiff::Timestamp::now() - jiff::SignedDuration::from_secs(5);
+    let stamp = stamp.strftime("%Y-%m-%dT%H:%M:%SZ").to_string();
+    let start = sim.now();
+    pdbs.patch_status(
+        "web",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"status": {"disruptedPods": {victim.clone(): stamp}}})),
+    )
+    .await
+    .unwrap();
+    // The controller recomputes the budget with the entry kept.
+    eventually("the entry counted", || async {
+        let st = pdbs.get("web").await.ok()?.status?;
+        let kept = st.disrupted_pods.as_ref().is_some_and(|d| d.contains_key(&victim));
+        (kept && st.current_healthy == 3 && st.disruptions_allowed == 0).then_some(())
+    })
+    .await;
+    // It expires after the simulated timeout, and the budget recovers.
+    eventually("entry expired", || async {
+        let st = pdbs.get("web").await.ok()?.status?;
+        let gone = st.disrupted_pods.is_none_or(|d| d.is_empty());
+        (gone && st.current_healthy == 4 && st.disruptions_allowed == 1).then_some(())
+    })
+    .await;
+    let after = sim.now() - start;
+    assert!(after >= 120.0, "expired after {after:.0} simulated s");
+    sim.shutdown().await;
+}

@@ -72,6 +72,7 @@ impl Engine {
 
     pub(crate) fn reconcile_pdb(&mut self, key: &Key) {
         let Some(pdb) = self.obj(Kind::Pdb, key).cloned() else {
+            self.disrupted_since.retain(|(k, _), _| k != key);
             return;
         };
         if pdb.deleting() {
@@ -92,10 +93,18 @@ impl Engine {
             .any(|f| matches!(f, Fault::PdbBlocks { namespace, name } if namespace == pdb.ns() && name == pdb.name()));
         let generation = pdb.generation();
         let speed_now = self.now();
-        let wall_now = jiff::Timestamp::now();
-        let speed = self.shared.clock.speed();
         let mut next_check: Option<f64> = None;
         let wall = meta::now();
+        // Each entry ages in simulated time from when this controller first
+        // saw it. Its stamp is wall time rounded to the second, which at
+        // speed 600 alone would be up to 600 simulated seconds off.
+        let since: std::collections::HashMap<String, f64> = self
+            .disrupted_since
+            .iter()
+            .filter(|((k, _), _)| k == key)
+            .map(|((_, pod), t)| (pod.clone(), *t))
+            .collect();
+        let mut kept: Vec<(String, f64)> = Vec::new();
         // Computed against the freshest PDB, so an eviction that just
         // recorded a disrupted pod is never overwritten.
         self.write(&gr_pdbs(), key, Some("status"), |v| {
@@ -108,13 +117,11 @@ impl Engine {
                 if p.deleting {
                     continue;
                 }
-                let age = t
-                    .as_str()
-                    .and_then(meta::parse_time)
-                    .map(|t| wall_now.duration_since(t).as_secs_f64() * speed)
-                    .unwrap_or(f64::MAX);
+                let first_seen = since.get(name).copied().unwrap_or(speed_now);
+                let age = speed_now - first_seen;
                 if age < DISRUPTED_POD_TIMEOUT {
                     disrupted.insert(name.clone(), t.clone());
+                    kept.push((name.clone(), first_seen));
                     let at = speed_now + (DISRUPTED_POD_TIMEOUT - age);
                     next_check = Some(next_check.map_or(at, |n: f64| n.min(at)));
                 }
@@ -166,6 +173,10 @@ impl Engine {
             }
             true
         });
+        self.disrupted_since.retain(|(k, _), _| k != key);
+        for (pod, t) in kept {
+            self.disrupted_since.insert((key.clone(), pod), t);
+        }
         if let Some(at) = next_check {
             self.timers.add(at, Action::Reconcile(Kind::Pdb, key.clone()));
         }

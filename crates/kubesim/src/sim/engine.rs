@@ -196,6 +196,10 @@ pub struct Engine {
     pub kubelet_pending: HashSet<(Box<str>, u8)>,
     pub own_deletes: HashSet<Box<str>>,
     pub jobs: HashMap<Box<str>, JobRuntime>,
+    /// (budget, pod) -> the simulated time the disruption controller first
+    /// saw that `disruptedPods` entry: entries age in simulated time from
+    /// here, not from their second-rounded wall-clock stamp.
+    pub disrupted_since: HashMap<(Key, String), f64>,
 }
 
 pub fn write_opts() -> WriteOptions {
@@ -247,6 +251,7 @@ impl Engine {
             kubelet_pending: HashSet::new(),
             own_deletes: HashSet::new(),
             jobs: HashMap::new(),
+            disrupted_since: HashMap::new(),
         };
         for kind in Kind::ALL {
             let (initial, stream) = store.watch(&kind.gr(), None)?;

@@ -236,6 +236,9 @@ struct Inner {
 
 struct Shared {
     inner: RwLock<Inner>,
+    /// A test hook: milliseconds an eviction stalls between taking the
+    /// disruption and deleting the pod (0: none).
+    eviction_stall_ms: std::sync::atomic::AtomicU64,
     gc: Notify,
     closer: tokio::sync::watch::Sender<u64>,
 }
@@ -304,6 +307,7 @@ impl Store {
         }
         Store(Arc::new(Shared {
             inner: RwLock::new(inner),
+            eviction_stall_ms: std::sync::atomic::AtomicU64::new(0),
             gc: Notify::new(),
             closer: tokio::sync::watch::channel(0).0,
         }))
@@ -451,6 +455,43 @@ impl Store {
             f(&mut v);
             inner.update(gr, ns, name, v, subresource, &WriteOptions::default())
         })
+    }
+
+    /// The eviction's two writes as one store operation: `f` changes the
+    /// budget's status (returning false to leave it alone and refuse), then,
+    /// if it took the disruption, the pod is deleted under the same lock. No
+    /// reader (the disruption controller among them) ever sees the budget's
+    /// `disruptedPods` entry without the deletion that follows it. A pod
+    /// deletion that fails (a precondition, say) leaves the entry to time out,
+    /// as on a real server.
+    pub fn take_disruption_and_delete(
+        &self,
+        budget: (&GroupResource, &str, &str),
+        f: impl FnOnce(&mut Value) -> bool,
+        pod: (&GroupResource, &str, &str),
+        opts: &DeleteOptions,
+    ) -> Result<Option<Deleted>, ApiError> {
+        self.write(|inner| {
+            let (gr, ns, name) = budget;
+            let mut v = inner.get(gr, ns, name)?.value();
+            if !f(&mut v) {
+                return Ok(None);
+            }
+            inner.update(gr, ns, name, v, Some("status"), &WriteOptions::default())?;
+            let stall = self.0.eviction_stall_ms.load(std::sync::atomic::Ordering::Relaxed);
+            if stall > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(stall));
+            }
+            let (gr, ns, name) = pod;
+            inner.delete(gr, ns, name, opts).map(Some)
+        })
+    }
+
+    /// A test hook: every eviction from now on stalls for `d` between taking
+    /// its budget's disruption and deleting the pod, as a loaded machine may.
+    pub fn stall_evictions(&self, d: std::time::Duration) {
+        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        self.0.eviction_stall_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Watches a resource from `from` (None: from now, after the current
