@@ -181,6 +181,27 @@ fn step_name(s: &Step) -> &'static str {
     }
 }
 
+/// The condition reason of a step the API server refused for good; None
+/// for cordon and uncordon, which are retried (a node must not be left
+/// cordoned because one patch was refused).
+fn refusal_reason(s: &Step) -> Option<&'static str> {
+    match s {
+        Step::Drain => Some(reason::DRAIN_BLOCKED),
+        Step::Verify { .. } => Some(reason::VERIFICATION_FAILED),
+        Step::Upgrade { .. } => Some(reason::UPGRADE_JOB_FAILED),
+        Step::Cordon | Step::Uncordon { .. } => None,
+    }
+}
+
+fn refused_what(s: &Step) -> String {
+    match s {
+        Step::Drain => "an eviction".into(),
+        Step::Upgrade { component, .. } => format!("the upgrade Job of {component}"),
+        Step::Verify { component, .. } => format!("reading {component}'s version"),
+        Step::Cordon | Step::Uncordon { .. } => "a node patch".into(),
+    }
+}
+
 /// Perform one node step and record what it came to.
 async fn step<O: NodeOps>(
     ctx: &Context<O>,
@@ -200,13 +221,13 @@ async fn step<O: NodeOps>(
             .find(|x| x.name == c)
             .ok_or_else(|| Error::Other(format!("component {c} is not in the spec")))
     };
-    let outcome = match s {
-        Step::Cordon => ctx.ops.cordon(node, &name).await?,
+    let done = match s {
+        Step::Cordon => ctx.ops.cordon(node, &name).await,
         Step::Drain => {
             let deadline = deadline.unwrap_or_else(|| now() + jiff::SignedDuration::from_mins(15));
             let mut opts = DrainOptions::from_spec(&spec.drain, deadline);
             opts.pass = ctx.settings.drain_pass;
-            ctx.ops.drain(node, &opts).await?
+            ctx.ops.drain(node, &opts).await
         }
         Step::Upgrade { component: c, version } => {
             let comp = component(c)?;
@@ -226,14 +247,27 @@ async fn step<O: NodeOps>(
                 verify: &verify,
                 not_before: Some(progress.since),
             };
-            ctx.ops.upgrade(&req).await?
+            ctx.ops.upgrade(&req).await
         }
         Step::Verify { component: c, version } => {
             let verify = verify_of(component(c)?);
-            ctx.ops.verify(node, c, version, &verify, deadline).await?
+            ctx.ops.verify(node, c, version, &verify, deadline).await
         }
-        Step::Uncordon { undo_cordon: true } => ctx.ops.uncordon(node, &name).await?,
-        Step::Uncordon { undo_cordon: false } => Outcome::Done,
+        Step::Uncordon { undo_cordon: true } => ctx.ops.uncordon(node, &name).await,
+        Step::Uncordon { undo_cordon: false } => Ok(Outcome::Done),
+    };
+    // A request the API server refuses for good (an invalid Job, a policy
+    // that forbids it) fails the step in the server's words, instead of
+    // being retried every pass while status says nothing.
+    let outcome = match done {
+        Ok(o) => o,
+        Err(e) => match (drover_nodeops::refused_for_good(&e), refusal_reason(s)) {
+            (Some(text), Some(reason)) => Outcome::Failed {
+                reason: reason.into(),
+                message: format!("the API server refused {}: {text}", refused_what(s)),
+            },
+            _ => return Err(e.into()),
+        },
     };
     ctx.metrics
         .steps

@@ -170,7 +170,7 @@ impl BudgetCache {
                         }
                         Err(e) => {
                             tracing::debug!(error = %e, "PodDisruptionBudget watch");
-                            lock(&t).last_error = Some(e.to_string());
+                            lock(&t).last_error = Some(crate::error::watch_text(&e));
                             continue;
                         }
                     }

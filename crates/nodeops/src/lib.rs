@@ -23,7 +23,7 @@ use kube::Client;
 use kube::api::Api;
 
 pub use drain::DrainOptions;
-pub use error::{NodeOpsError, Result};
+pub use error::{NodeOpsError, Result, api_text, refused_for_good, watch_text};
 pub use eviction::Evictor;
 pub use job::Owner;
 
