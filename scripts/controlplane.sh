@@ -261,7 +261,7 @@ EOF
         --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api" \
         --endpoint-reconciler-type none \
         --tls-cert-file "$pki/server.crt" --tls-private-key-file "$pki/server.key" \
-        --client-ca-file "$pki/ca.crt" \
+        --client-ca-file "$pki/ca.crt" --allow-privileged=true \
         --authorization-mode Node,RBAC \
         --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
         --service-account-issuer https://kubernetes.default.svc.cluster.local \
@@ -336,12 +336,17 @@ EOF
     log "control plane up ($((SECONDS - t0 - t_build)) s)"
 
     if [[ -n ${OPT_SCENARIO:-} ]]; then
+        # The agent: $KUBESIM_BIN, else a built kubesim, else one built now.
         local agent=${KUBESIM_BIN:-}
         if [[ -z $agent ]]; then
+            for agent in "$ROOT/target/release/kubesim" "$ROOT/target/debug/kubesim" ""; do
+                [[ -x $agent ]] && break
+            done
+        fi
+        if [[ -z $agent ]]; then
+            log "building kubesim (the scenario's agent) ..."
+            (cd "$ROOT" && cargo build -q --release -p kubesim --bin kubesim) || die "cannot build kubesim"
             agent=$ROOT/target/release/kubesim
-            [[ -x $agent ]] || agent=$ROOT/target/debug/kubesim
-            [[ -x $agent ]] || (cd "$ROOT" && cargo build -q -p kubesim --bin kubesim) || die "cannot build kubesim"
-            [[ -x $ROOT/target/release/kubesim ]] && agent=$ROOT/target/release/kubesim || agent=$ROOT/target/debug/kubesim
         fi
         start agent "$agent" agent --kubeconfig "$DIR/agent.kubeconfig" --scenario "$OPT_SCENARIO" \
             --speed "$speed" --ready-file "$DIR/ready"

@@ -11,7 +11,7 @@ use std::time::Duration;
 use drover_api::ClusterUpgrade;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::Api;
-use kubesim::sim::{Fault, Scenario};
+use kubesim::sim::Fault;
 use serde_json::{Value, json};
 use support::*;
 
@@ -243,9 +243,9 @@ fn manifest(dir: &Path, name: &str, spec: Value) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_summarises_a_rollout_and_works_as_a_kubectl_plugin() {
     let _one = serial().await;
-    let mut env = Env::start(Scenario::small(), 600.0).await;
+    let mut env = Env::start(Bed::Kubesim, "small", 600.0).await;
     let kc = env.kubeconfig.to_str().unwrap().to_string();
-    env.sim
+    env.sim()
         .set_fault(Fault::PdbBlocks {
             namespace: "shop".into(),
             name: "web".into(),
@@ -283,7 +283,7 @@ async fn status_summarises_a_rollout_and_works_as_a_kubectl_plugin() {
         &["worker-", " Blocked ", " Drain ", "PodDisruptionBudget shop/web"],
     );
 
-    env.sim.clear_faults();
+    env.sim().clear_faults();
     env.wait_for("runtime", "Ready", ROLLOUT, |cu| is(cu, "Ready", "True"))
         .await;
 
@@ -352,9 +352,9 @@ async fn status_summarises_a_rollout_and_works_as_a_kubectl_plugin() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plan_forecasts_batches_refuses_skew_reports_blocked_drains_and_writes_nothing() {
     let _one = serial().await;
-    let env = Env::start(Scenario::small(), 600.0).await;
+    let env = Env::start(Bed::Kubesim, "small", 600.0).await;
     let kc = env.kubeconfig.to_str().unwrap().to_string();
-    env.sim
+    env.sim()
         .set_fault(Fault::PdbBlocks {
             namespace: "shop".into(),
             name: "web".into(),
@@ -369,9 +369,9 @@ async fn plan_forecasts_batches_refuses_skew_reports_blocked_drains_and_writes_n
     .await;
     // Freeze simulated time (no heartbeats), and make every write fail:
     // any change to the store from here on is drover plan's.
-    env.sim.set_speed(0.001);
+    env.sim().set_speed(0.001);
     for verb in ["create", "update", "patch", "delete", "deletecollection"] {
-        env.sim
+        env.sim()
             .set_fault(Fault::ApiErrors {
                 verb: Some(verb.into()),
                 resource: None,
@@ -382,7 +382,7 @@ async fn plan_forecasts_batches_refuses_skew_reports_blocked_drains_and_writes_n
             .unwrap();
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let before = env.sim.store().resource_version();
+    let before = env.sim().store().resource_version();
 
     let valid = manifest(&env.dir, "platform", full_spec());
     let out = drover(&["plan", "-f", &valid, "--kubeconfig", &kc], COMMAND).await;
@@ -491,7 +491,7 @@ async fn plan_forecasts_batches_refuses_skew_reports_blocked_drains_and_writes_n
     assert!(text.contains("spec.components[0].upgrade.job.timeout"), "{text}");
 
     assert_eq!(
-        env.sim.store().resource_version(),
+        env.sim().store().resource_version(),
         before,
         "drover plan changed something on the server"
     );

@@ -1,12 +1,12 @@
 //! Operating drover: metrics, health endpoints, JSON logs and graceful
-//! shutdown of the real binary, and a rollout on the medium scenario.
+//! shutdown of the real binary (kubesim), and a rollout on the medium
+//! scenario (both beds).
 
 mod support;
 
 use std::io::{Read, Write};
 use std::time::Duration;
 
-use kubesim::sim::Scenario;
 use support::*;
 
 fn free_port() -> u16 {
@@ -41,7 +41,10 @@ fn metric(body: &str, line_start: &str) -> Option<f64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_health_json_logs_and_graceful_shutdown() {
     let _one = serial().await;
-    let mut env = Env::start(Scenario::small(), 600.0).await;
+    if !Bed::Kubesim.selected() {
+        return;
+    }
+    let mut env = Env::start(Bed::Kubesim, "small", 600.0).await;
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
     let mut drover = env.drover(&["--http-addr", &addr, "--log-format", "json"]);
@@ -125,31 +128,32 @@ async fn metrics_health_json_logs_and_graceful_shutdown() {
     assert!(lines.iter().any(|l| l["message"] == "shut down"), "{log}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_medium_cluster_rolls_workers_in_ten_percent_batches() {
-    let _one = serial().await;
-    let mut env = Env::start(Scenario::medium(), 600.0).await;
-    let _drover = env.drover(&[]);
-    let mut spec = runtime_spec("1.7.23");
-    spec["components"] = serde_json::json!([job("containerd", "1.7.23"), job("kubelet", "v1.31.5")]);
-    spec["strategy"]["maxUnavailable"] = serde_json::json!("10%");
-    env.apply("platform", spec).await;
-    let cu = env
-        .wait_for("platform", "Ready", Duration::from_secs(600), |cu| {
-            is(cu, "Ready", "True")
-        })
-        .await;
-    assert_eq!(cu.status.unwrap().progress.as_deref(), Some("103/103"));
-    let report = env.sim.recorder().report(env.sim.now());
-    assert!(report.pdb_violations.is_empty(), "{:?}", report.pdb_violations);
-    assert!(report.cordoned.is_empty());
-    let workers = report.max_unavailable.get("worker").copied().unwrap_or(0);
-    assert!(
-        (1..=10).contains(&workers),
-        "10% of 100 workers is 10; saw {workers} at once"
-    );
-    assert!(report.max_unavailable.get("control-plane").copied().unwrap_or(0) <= 1);
-    let back = env.progress.regressions();
-    assert!(back.is_empty(), "progress records went back: {back:#?}");
-    assert_eq!(env.progress.nodes(), 103, "every node's record was seen");
+on_both_beds! {
+    async fn the_medium_cluster_rolls_workers_in_ten_percent_batches(bed: Bed) {
+        let _one = serial().await;
+        let mut env = Env::start(bed, "medium", 600.0).await;
+        let _drover = env.drover(&[]);
+        let mut spec = runtime_spec("1.7.23");
+        spec["components"] = serde_json::json!([job("containerd", "1.7.23"), job("kubelet", "v1.31.5")]);
+        spec["strategy"]["maxUnavailable"] = serde_json::json!("10%");
+        env.apply("platform", spec).await;
+        let cu = env
+            .wait_for("platform", "Ready", Duration::from_secs(600), |cu| {
+                is(cu, "Ready", "True")
+            })
+            .await;
+        assert_eq!(cu.status.unwrap().progress.as_deref(), Some("103/103"));
+        let report = env.report().await;
+        assert!(report.pdb_violations.is_empty(), "{:?}", report.pdb_violations);
+        assert!(report.cordoned.is_empty());
+        let workers = report.max_unavailable.get("worker").copied().unwrap_or(0);
+        assert!(
+            (1..=10).contains(&workers),
+            "10% of 100 workers is 10; saw {workers} at once"
+        );
+        assert!(report.max_unavailable.get("control-plane").copied().unwrap_or(0) <= 1);
+        let back = env.progress.regressions();
+        assert!(back.is_empty(), "progress records went back: {back:#?}");
+        assert_eq!(env.progress.nodes(), 103, "every node's record was seen");
+    }
 }

@@ -11,6 +11,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod agent;
 pub mod apply;
 pub mod binding;
 pub mod discovery;

@@ -1,6 +1,16 @@
-//! End-to-end harness: a kubesim simulation, the real `drover` binary
-//! against it, and bounded waits on what the API says.
+//! End-to-end harness: the real `drover` binary against one of two beds,
+//! and bounded waits on what the API says.
+//!
+//! - `Bed::Kubesim`: kubesim's in-process simulation (fast; faults of every kind).
+//! - `Bed::Real`: a real etcd, kube-apiserver, kube-controller-manager,
+//!   kube-scheduler and KWOK from `scripts/controlplane.sh`, drover running
+//!   as its ServiceAccount under deploy/'s RBAC (see real.rs).
+//!
+//! `on_both_beds!` writes a test once and runs it on each bed that
+//! `DROVER_TEST_BED` (kubesim, real; both when unset) selects.
 #![allow(dead_code)]
+
+pub mod real;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -15,8 +25,74 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
-use kubesim::sim::{Scenario, Simulation};
+use kubesim::sim::{Fault, Report, Scenario, Simulation};
 use serde_json::Value;
+
+/// Where a test runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bed {
+    Kubesim,
+    Real,
+}
+
+impl Bed {
+    /// Whether this run uses the bed. The real bed needs Go to build its
+    /// binaries: without it the real tests are skipped with a note, unless
+    /// `CI=true`, where they fail.
+    pub fn selected(self) -> bool {
+        match self {
+            Bed::Kubesim => real::bed_selected("kubesim"),
+            Bed::Real => {
+                if !real::bed_selected("real") {
+                    return false;
+                }
+                let go = Command::new("go")
+                    .arg("version")
+                    .output()
+                    .is_ok_and(|o| o.status.success());
+                if !go {
+                    assert!(
+                        std::env::var("CI").as_deref() != Ok("true"),
+                        "CI=true and the real test bed cannot be built: `go` is not installed"
+                    );
+                    eprintln!(
+                        "skipping the real-bed test: `go` is not installed (DROVER_TEST_BED=kubesim hides this note)"
+                    );
+                    return false;
+                }
+                true
+            }
+        }
+    }
+}
+
+/// One test, run once on each selected bed: `mod NAME { fn kubesim; fn real }`.
+#[macro_export]
+macro_rules! on_both_beds {
+    ($(#[$m:meta])* async fn $name:ident($bed:ident: Bed) $body:block) => {
+        $(#[$m])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            async fn case($bed: Bed) $body
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn kubesim() {
+                if Bed::Kubesim.selected() {
+                    case(Bed::Kubesim).await
+                }
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn real() {
+                if Bed::Real.selected() {
+                    case(Bed::Real).await
+                }
+            }
+        }
+    };
+}
 
 /// End-to-end tests share two cores: one at a time keeps their timing sane.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -54,14 +130,22 @@ impl Drop for Drover {
 }
 
 pub struct Env {
-    pub sim: Simulation,
+    pub bed: Bed,
+    sim: Option<Simulation>,
+    real: Option<real::Real>,
+    /// An admin client.
     pub client: Client,
     pub dir: PathBuf,
+    /// An admin kubeconfig (kubectl in tests).
     pub kubeconfig: PathBuf,
+    /// What `drover run` uses: on the real bed, its ServiceAccount's token.
+    pub drover_kubeconfig: PathBuf,
     /// Every node's drover.dev/progress record over the test.
     pub progress: ProgressLog,
     progress_watch: tokio::task::JoinHandle<()>,
     runs: usize,
+    /// PodDisruptionBudget specs changed by `block_pdb` on the real bed.
+    blocked: Mutex<Vec<(String, String, Value)>>,
 }
 
 /// Each node's `drover.dev/progress` record, every change a node watch saw.
@@ -138,28 +222,149 @@ impl ProgressLog {
 }
 
 impl Env {
-    pub async fn start(scenario: Scenario, speed: f64) -> Env {
-        let sim = Simulation::start(scenario, speed).await.expect("the simulation starts");
-        let client = sim.client().unwrap();
+    /// Starts `scenario` (a file of examples/clusters, without `.yaml`) on
+    /// `bed`. kubesim runs it at `speed`; the real bed at its own speed
+    /// (`DROVER_REAL_SPEED`, default 20), since its controllers keep real time.
+    pub async fn start(bed: Bed, scenario: &str, speed: f64) -> Env {
+        let file = real::repo_root().join(format!("examples/clusters/{scenario}.yaml"));
         let dir = std::env::temp_dir().join(format!("drover-e2e-{}-{}", std::process::id(), rand_suffix()));
         std::fs::create_dir_all(&dir).unwrap();
-        let kubeconfig = dir.join("kubeconfig");
-        sim.server().write_kubeconfig(&kubeconfig).unwrap();
-        Api::<CustomResourceDefinition>::all(client.clone())
-            .create(&PostParams::default(), &drover_api::crd::crd())
-            .await
-            .unwrap();
+        let (sim, real, client, kubeconfig, drover_kubeconfig) = match bed {
+            Bed::Kubesim => {
+                let sc = Scenario::from_file(&file).expect("the scenario parses");
+                let sim = Simulation::start(sc, speed).await.expect("the simulation starts");
+                let client = sim.client().unwrap();
+                let kubeconfig = dir.join("kubeconfig");
+                sim.server().write_kubeconfig(&kubeconfig).unwrap();
+                Api::<CustomResourceDefinition>::all(client.clone())
+                    .create(&PostParams::default(), &drover_api::crd::crd())
+                    .await
+                    .unwrap();
+                // drover's own namespace, as deploy/ makes it.
+                let ns: k8s_openapi::api::core::v1::Namespace =
+                    serde_json::from_value(serde_json::json!({"metadata": {"name": "drover-system"}})).unwrap();
+                Api::all(client.clone())
+                    .create(&PostParams::default(), &ns)
+                    .await
+                    .unwrap();
+                (Some(sim), None, client, kubeconfig.clone(), kubeconfig)
+            }
+            Bed::Real => {
+                let r = real::Real::start(&dir.join("cp"), &file, real::real_speed()).await;
+                let (client, admin, dk) = (r.client.clone(), r.admin.clone(), r.drover_kubeconfig.clone());
+                (None, Some(r), client, admin, dk)
+            }
+        };
         let progress = ProgressLog::default();
         let progress_watch = progress.watch(client.clone());
         Env {
+            bed,
             sim,
+            real,
             client,
             dir,
             kubeconfig,
+            drover_kubeconfig,
             progress,
             progress_watch,
             runs: 0,
+            blocked: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The simulation, for kubesim-only tests.
+    pub fn sim(&self) -> &Simulation {
+        self.sim.as_ref().expect("a kubesim-only test runs on the kubesim bed")
+    }
+
+    /// The real bed, for real-only checks.
+    pub fn real(&self) -> Option<&real::Real> {
+        self.real.as_ref()
+    }
+
+    /// A timeout for `d` of kubesim time: the real bed is slower.
+    pub fn timeout(&self, d: Duration) -> Duration {
+        match self.bed {
+            Bed::Kubesim => d,
+            Bed::Real => d * 5,
+        }
+    }
+
+    /// What the invariant recorder saw, on either bed.
+    pub async fn report(&self) -> Report {
+        match (&self.sim, &self.real) {
+            (Some(sim), _) => sim.recorder().report(sim.now()),
+            (_, Some(real)) => real.report().await,
+            _ => unreachable!(),
+        }
+    }
+
+    /// Makes a PodDisruptionBudget allow no disruption: kubesim's PdbBlocks
+    /// fault, or on the real bed its spec set to `maxUnavailable: 0`.
+    pub async fn block_pdb(&self, namespace: &str, name: &str) {
+        if let Some(sim) = &self.sim {
+            sim.set_fault(Fault::PdbBlocks {
+                namespace: namespace.into(),
+                name: name.into(),
+            })
+            .unwrap();
+            return;
+        }
+        let api: Api<k8s_openapi::api::policy::v1::PodDisruptionBudget> =
+            Api::namespaced(self.client.clone(), namespace);
+        let pdb = api.get(name).await.unwrap();
+        let spec = serde_json::to_value(pdb.spec.unwrap()).unwrap();
+        let patch = serde_json::json!({"spec": {"minAvailable": null, "maxUnavailable": 0}});
+        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
+        self.blocked.lock().unwrap().push((namespace.into(), name.into(), spec));
+    }
+
+    /// The upgrade pods of `component` fail (on every node).
+    pub async fn fail_upgrades(&self, component: &str) {
+        let f = Fault::UpgradeFails {
+            component: component.into(),
+            nodes: vec![],
+        };
+        match &self.sim {
+            Some(sim) => sim.set_fault(f).unwrap(),
+            None => self.set_agent_faults(&[f]).await,
+        }
+    }
+
+    /// Ends every fault: kubesim's, the agent's, and the blocked budgets.
+    pub async fn clear_faults(&self) {
+        if let Some(sim) = &self.sim {
+            sim.clear_faults();
+            return;
+        }
+        self.set_agent_faults(&[]).await;
+        let blocked = std::mem::take(&mut *self.blocked.lock().unwrap());
+        for (ns, name, spec) in blocked {
+            let api: Api<k8s_openapi::api::policy::v1::PodDisruptionBudget> = Api::namespaced(self.client.clone(), &ns);
+            let patch = serde_json::json!({"spec": {"minAvailable": spec["minAvailable"], "maxUnavailable": spec["maxUnavailable"]}});
+            api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .unwrap();
+        }
+    }
+
+    /// The real bed's agent reads its faults from a ConfigMap.
+    async fn set_agent_faults(&self, faults: &[Fault]) {
+        let cm = serde_json::json!({
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "kubesim-faults", "namespace": "kube-system"},
+            "data": {"faults": serde_json::to_string(faults).unwrap()}
+        });
+        let api: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(self.client.clone(), "kube-system");
+        api.patch(
+            "kubesim-faults",
+            &PatchParams::apply("drover-e2e").force(),
+            &Patch::Apply(&cm),
+        )
+        .await
+        .unwrap();
     }
 
     /// Start `drover run` with `extra` flags; its log goes to a file in the test's directory.
@@ -168,13 +373,16 @@ impl Env {
         let log = self.dir.join(format!("drover-{}.log", self.runs));
         let file = std::fs::File::create(&log).unwrap();
         let mut args: Vec<&str> = vec!["run", "--drain-pass-seconds", "1", "--kube-qps", "0"];
+        if !extra.contains(&"--namespace") {
+            args.extend(["--namespace", "drover-system"]);
+        }
         if !extra.contains(&"--http-addr") {
             args.extend(["--http-addr", "off"]);
         }
         let child = Command::new(env!("CARGO_BIN_EXE_drover"))
             .args(&args)
             .arg("--kubeconfig")
-            .arg(&self.kubeconfig)
+            .arg(&self.drover_kubeconfig)
             .args(extra)
             .env("RUST_LOG", "info,kube=warn")
             .stdout(Stdio::null())
@@ -187,7 +395,7 @@ impl Env {
     pub async fn apply(&self, name: &str, spec: Value) {
         let spec: drover_api::ClusterUpgradeSpec = serde_json::from_value(spec).expect("a ClusterUpgradeSpec");
         let cus: Api<ClusterUpgrade> = Api::all(self.client.clone());
-        within(Duration::from_secs(20), "the CRD to be served", async {
+        within(self.timeout(Duration::from_secs(20)), "the CRD to be served", async {
             loop {
                 match cus
                     .create(&PostParams::default(), &ClusterUpgrade::new(name, spec.clone()))
@@ -244,6 +452,7 @@ impl Env {
         pred: impl Fn(&ClusterUpgrade) -> bool,
     ) -> ClusterUpgrade {
         let mut last = None;
+        let timeout = self.timeout(timeout);
         let found = tokio::time::timeout(timeout, async {
             loop {
                 if let Some(cu) = self.get(name).await {
@@ -292,6 +501,9 @@ impl Env {
 impl Drop for Env {
     fn drop(&mut self) {
         self.progress_watch.abort();
+        if let Some(r) = &mut self.real {
+            r.stop();
+        }
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
         } else {

@@ -1,5 +1,8 @@
 //! `kubesim serve --port N --kubeconfig PATH`: run the in-memory API server.
 //! With `--scenario FILE [--speed F]` it runs a simulated cluster on it.
+//!
+//! `kubesim agent --kubeconfig PATH --scenario FILE [--speed F] [--ready-file PATH]`:
+//! load the scenario into a real API server and run the upgrade contract there.
 
 use clap::{Parser, Subcommand};
 
@@ -30,15 +33,58 @@ enum Command {
         #[arg(long, requires = "scenario")]
         speed: Option<f64>,
     },
+    /// Load a scenario into a real API server (nodes for KWOK) and run the upgrade contract there.
+    Agent {
+        /// Kubeconfig of the real API server (its current context).
+        #[arg(long)]
+        kubeconfig: std::path::PathBuf,
+        /// The scenario to load (YAML, see docs/simulation.md).
+        #[arg(long)]
+        scenario: std::path::PathBuf,
+        /// Speed factor (simulated seconds per real second); default: the scenario's.
+        #[arg(long)]
+        speed: Option<f64>,
+        /// Written once the scenario's cluster is Running and Ready.
+        #[arg(long)]
+        ready_file: Option<std::path::PathBuf>,
+        /// How long to wait for the cluster to be ready (seconds) before giving up.
+        #[arg(long, default_value_t = 300)]
+        ready_timeout: u64,
+    },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .init();
     let cli = Cli::parse();
+    // The agent logs what it does (info) unless RUST_LOG says otherwise.
+    let default = match cli.command {
+        Command::Agent { .. } => "kubesim=info",
+        Command::Serve { .. } => "error",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     match cli.command {
+        Command::Agent {
+            kubeconfig,
+            scenario,
+            speed,
+            ready_file,
+            ready_timeout,
+        } => {
+            kubesim::agent::run(kubesim::agent::AgentOptions {
+                kubeconfig,
+                scenario,
+                speed,
+                ready_file,
+                ready_timeout: std::time::Duration::from_secs(ready_timeout),
+            })
+            .await?;
+        }
         Command::Serve {
             port,
             kubeconfig,

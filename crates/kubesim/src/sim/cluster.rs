@@ -27,17 +27,7 @@ pub fn create(store: &Store, s: &Scenario) -> Result<HashMap<String, usize>, Sim
         let node = store.create(&gr_nodes(), "", node_object(&p, &now), &write_opts())?;
         let uid = node["metadata"]["uid"].as_str().unwrap_or("").to_string();
         let ip = node_ip(p.index);
-        let v = &p.versions;
-        let mut statics: Vec<(&str, &str)> = Vec::new();
-        if p.control_plane {
-            statics.push(("kube-apiserver", &v.kube_apiserver));
-            statics.push(("kube-controller-manager", &v.kube_controller_manager));
-            statics.push(("kube-scheduler", &v.kube_scheduler));
-        }
-        if p.etcd {
-            statics.push(("etcd", &v.etcd));
-        }
-        for (component, version) in statics {
+        for (component, version) in p.static_pods() {
             store.create(
                 &gr_pods(),
                 "kube-system",

@@ -74,6 +74,36 @@ pub fn running_status(v: &mut Value, host_ip: &str, pod_ip: &str, ready: bool, r
     v["status"]["containerStatuses"] = json!(statuses);
 }
 
+/// A running pod's containers exited: phase `Succeeded` (exit code 0,
+/// reason `Completed`) or `Failed` (exit code 1, reason `Error`, with
+/// `message` as the termination message).
+pub fn exit_status(v: &mut Value, ok: bool, message: &str, now: &str) {
+    v["status"]["phase"] = json!(if ok { "Succeeded" } else { "Failed" });
+    for t in ["Ready", "ContainersReady"] {
+        let mut c = condition(t, false, "PodCompleted", "", now);
+        c["lastProbeTime"] = Value::Null;
+        set_condition(&mut v["status"]["conditions"], c);
+    }
+    if let Some(cs) = v["status"]["containerStatuses"].as_array_mut() {
+        for c in cs {
+            let started = c["state"]["running"]["startedAt"].clone();
+            let mut term = json!({
+                "exitCode": if ok { 0 } else { 1 },
+                "reason": if ok { "Completed" } else { "Error" },
+                "startedAt": started,
+                "finishedAt": now,
+                "containerID": c["containerID"],
+            });
+            if !message.is_empty() {
+                term["message"] = json!(message);
+            }
+            c["state"] = json!({ "terminated": term });
+            c["ready"] = json!(false);
+            c["started"] = json!(false);
+        }
+    }
+}
+
 /// Marks a running pod (not) Ready, as readiness probes would.
 pub fn set_ready(v: &mut Value, ready: bool, now: &str) {
     for t in ["Ready", "ContainersReady"] {
@@ -256,30 +286,7 @@ impl Engine {
         }
         let now = meta::now();
         self.write(&gr_pods(), key, Some("status"), |v| {
-            v["status"]["phase"] = json!(if ok { "Succeeded" } else { "Failed" });
-            for t in ["Ready", "ContainersReady"] {
-                let mut c = condition(t, false, "PodCompleted", "", &now);
-                c["lastProbeTime"] = Value::Null;
-                set_condition(&mut v["status"]["conditions"], c);
-            }
-            if let Some(cs) = v["status"]["containerStatuses"].as_array_mut() {
-                for c in cs {
-                    let started = c["state"]["running"]["startedAt"].clone();
-                    let mut term = json!({
-                        "exitCode": if ok { 0 } else { 1 },
-                        "reason": if ok { "Completed" } else { "Error" },
-                        "startedAt": started,
-                        "finishedAt": now,
-                        "containerID": c["containerID"],
-                    });
-                    if !message.is_empty() {
-                        term["message"] = json!(message);
-                    }
-                    c["state"] = json!({ "terminated": term });
-                    c["ready"] = json!(false);
-                    c["started"] = json!(false);
-                }
-            }
+            exit_status(v, ok, message, &now);
             true
         });
     }

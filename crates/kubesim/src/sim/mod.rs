@@ -22,12 +22,12 @@ mod disruption;
 mod engine;
 mod http;
 mod jobs;
-mod kubelet;
+pub(crate) mod kubelet;
 pub mod objects;
 pub mod recorder;
 pub mod scenario;
 mod scheduler;
-mod upgrade;
+pub(crate) mod upgrade;
 pub mod view;
 mod workloads;
 

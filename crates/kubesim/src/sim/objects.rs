@@ -179,6 +179,23 @@ fn plan_node(s: &Scenario, pool: &NodePool, name: String, index: usize, dedicate
     }
 }
 
+impl NodePlan {
+    /// The static pods this node runs: (component, version).
+    pub fn static_pods(&self) -> Vec<(&'static str, &str)> {
+        let v = &self.versions;
+        let mut out: Vec<(&'static str, &str)> = Vec::new();
+        if self.control_plane {
+            out.push(("kube-apiserver", &v.kube_apiserver));
+            out.push(("kube-controller-manager", &v.kube_controller_manager));
+            out.push(("kube-scheduler", &v.kube_scheduler));
+        }
+        if self.etcd {
+            out.push(("etcd", &v.etcd));
+        }
+        out
+    }
+}
+
 /// `containerd://1.7.22` from a runtime name and a version with or without `v`.
 pub fn runtime_version(runtime: &str, version: &str) -> String {
     format!("{runtime}://{}", version.trim_start_matches('v'))
@@ -264,9 +281,14 @@ pub fn static_image(component: &str, version: &str) -> String {
     format!("registry.k8s.io/{component}:{version}")
 }
 
+/// The `kubernetes.io/config.hash` of a static pod: a hash of component, version and node.
+pub fn config_hash(component: &str, version: &str, node: &str) -> String {
+    format!("{:016x}", fnv(&format!("{component}/{version}/{node}")))
+}
+
 /// The mirror pod of a static pod, `<component>-<node>` in kube-system.
 pub fn mirror_pod(component: &str, version: &str, node: &str, node_uid: &str, ip: &str) -> Value {
-    let hash = format!("{:016x}", fnv(&format!("{component}/{version}/{node}")));
+    let hash = config_hash(component, version, node);
     let command = match component {
         "etcd" => json!([
             "etcd",

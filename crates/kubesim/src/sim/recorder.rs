@@ -110,8 +110,9 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// A node's availability as last seen; None when it was deleted.
-    pub(crate) fn node(&self, at: f64, name: &str, now: Option<(Vec<&'static str>, bool, bool)>) {
+    /// A node's availability as last seen; None when it was deleted. The
+    /// simulation calls it, and so do the watches of the real test bed.
+    pub fn node(&self, at: f64, name: &str, now: Option<(Vec<&'static str>, bool, bool)>) {
         let mut s = self.state.lock();
         let before = s.nodes.remove(name);
         if let Some(b) = &before
@@ -148,7 +149,7 @@ impl Recorder {
     }
 
     /// What a node reports for `component` (recorded only when it changes).
-    pub(crate) fn version(&self, at: f64, node: &str, component: &str, version: &str) {
+    pub fn version(&self, at: f64, node: &str, component: &str, version: &str) {
         let mut s = self.state.lock();
         let k = (node.to_string(), component.to_string());
         let from = s.current.get(&k).cloned();
@@ -165,7 +166,7 @@ impl Recorder {
         });
     }
 
-    pub(crate) fn violation(&self, v: PdbViolation) {
+    pub fn violation(&self, v: PdbViolation) {
         tracing::warn!(pdb = %v.pdb, pod = %v.pod, "kubesim: PDB violation");
         self.state.lock().violations.push(v);
     }

@@ -6,7 +6,7 @@
 
 use super::engine::{Action, Engine};
 use super::kubelet::running_status;
-use super::objects::{STATIC_COMPONENTS, fnv, gr_pods, runtime_version, static_image};
+use super::objects::{STATIC_COMPONENTS, config_hash, gr_pods, runtime_version, static_image};
 use super::scenario::Fault;
 use super::view::{Key, UpgradeEnv};
 use crate::meta;
@@ -30,20 +30,31 @@ pub fn node_info_change(component: &str, version: &str) -> Option<(&'static str,
     }
 }
 
+/// How the upgrade of `component` on `node` goes under `faults` (the first
+/// matching fault wins).
+pub fn outcome(faults: &[Fault], component: &str, node: &str) -> Outcome {
+    for f in faults {
+        match f {
+            Fault::UpgradeFails { component: c, nodes } if c == component && Fault::covers_node(nodes, node) => {
+                return Outcome::Fails;
+            }
+            Fault::UpgradeHangs { component: c, nodes } if c == component && Fault::covers_node(nodes, node) => {
+                return Outcome::Hangs;
+            }
+            _ => {}
+        }
+    }
+    Outcome::Succeeds
+}
+
+/// The message of a failed upgrade pod's container.
+pub fn failure_message(component: &str, version: &str) -> String {
+    format!("upgrade of {component} to {version} failed: simulated fault")
+}
+
 impl Engine {
     pub fn upgrade_outcome(&self, component: &str, node: &str) -> Outcome {
-        for f in self.faults() {
-            match f {
-                Fault::UpgradeFails { component: c, nodes } if c == component && Fault::covers_node(&nodes, node) => {
-                    return Outcome::Fails;
-                }
-                Fault::UpgradeHangs { component: c, nodes } if c == component && Fault::covers_node(&nodes, node) => {
-                    return Outcome::Hangs;
-                }
-                _ => {}
-            }
-        }
-        Outcome::Succeeds
+        outcome(&self.faults(), component, node)
     }
 
     fn upgrade_of(&self, key: &Key, uid: &str) -> Option<(UpgradeEnv, String)> {
@@ -65,7 +76,7 @@ impl Engine {
         match self.upgrade_outcome(&u.component, &node) {
             Outcome::Hangs => {}
             Outcome::Fails => {
-                let msg = format!("upgrade of {} to {} failed: simulated fault", u.component, u.version);
+                let msg = failure_message(&u.component, &u.version);
                 self.after(secs, Action::PodExit(key.clone(), uid, false, msg));
             }
             Outcome::Succeeds => self.after(secs, Action::UpgradeApply(key.clone(), uid)),
@@ -176,7 +187,7 @@ impl Engine {
             return false;
         }
         let image = static_image(component, version);
-        let hash = format!("{:016x}", fnv(&format!("{component}/{version}/{node}")));
+        let hash = config_hash(component, version, node);
         self.write(&gr_pods(), &key, None, |v| {
             if let Some(c) = v["spec"]["containers"].as_array_mut().and_then(|c| c.first_mut()) {
                 c["image"] = json!(image);

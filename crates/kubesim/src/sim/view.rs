@@ -121,7 +121,8 @@ pub fn affinity_node(spec: &Value) -> Option<String> {
     })
 }
 
-fn upgrade_env(spec: &Value) -> Option<UpgradeEnv> {
+/// The upgrade contract's environment of a pod spec, if it has one.
+pub(crate) fn upgrade_env(spec: &Value) -> Option<UpgradeEnv> {
     let containers = spec["containers"].as_array()?;
     for c in containers {
         let Some(env) = c["env"].as_array() else { continue };

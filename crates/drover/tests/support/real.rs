@@ -1,0 +1,419 @@
+//! The real test bed: etcd, kube-apiserver, kube-controller-manager,
+//! kube-scheduler and KWOK from `scripts/controlplane.sh`, the scenario and
+//! its upgrade contract from the kubesim agent (in this process, as an
+//! ordinary client), and watches that feed kubesim's own `Recorder`, so the
+//! tests read one report on both beds. PDB violations come from the API
+//! server's audit log: a `delete pods` by drover's ServiceAccount of a pod
+//! that a PodDisruptionBudget covers is one (evictions go through
+//! `pods/eviction`, which the server itself judges).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::api::{Api, ListParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+use kubesim::sim::{PdbViolation, Recorder, Report};
+
+/// drover's user on the real bed, as the audit log names it.
+pub const DROVER_USER: &str = "system:serviceaccount:drover-system:drover";
+
+/// Which beds this run uses: `DROVER_TEST_BED=kubesim|real`, both if unset.
+pub fn bed_selected(bed: &str) -> bool {
+    match std::env::var("DROVER_TEST_BED") {
+        Ok(v) if !v.is_empty() && v != "both" => v == bed,
+        _ => true,
+    }
+}
+
+/// The speed of the real bed (`DROVER_REAL_SPEED`, default 20): the
+/// scenario's simulated durations are divided by it, but the real
+/// controllers keep their own clocks.
+pub fn real_speed() -> f64 {
+    std::env::var("DROVER_REAL_SPEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20.0)
+}
+
+/// The Kubernetes version of the real bed (`DROVER_REAL_VERSION`, default
+/// the newest supported).
+pub fn real_version() -> String {
+    std::env::var("DROVER_REAL_VERSION").unwrap_or_else(|_| "newest".into())
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// Runs a command with a deadline; (success, stdout, stderr).
+fn run_bounded(cmd: &mut std::process::Command, limit: Duration) -> (bool, String, String) {
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let out = child.stdout.take().unwrap();
+    let err = child.stderr.take().unwrap();
+    let read = |mut r: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut s = String::new();
+            let _ = r.read_to_string(&mut s);
+            s
+        })
+    };
+    let (o, e) = (read(Box::new(out)), read(Box::new(err)));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break Some(st);
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let (o, mut e) = (o.join().unwrap(), e.join().unwrap());
+    if status.is_none() {
+        e.push_str(&format!("\n(killed after {limit:?})"));
+    }
+    (status.is_some_and(|s| s.success()), o, e)
+}
+
+/// A running real control plane with a loaded scenario.
+pub struct Real {
+    pub dir: PathBuf,
+    pub admin: PathBuf,
+    pub drover_kubeconfig: PathBuf,
+    pub client: Client,
+    pub speed: f64,
+    pub recorder: Arc<Recorder>,
+    started: Instant,
+    pods: Arc<Mutex<BTreeMap<(String, String), BTreeMap<String, String>>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Real {
+    /// Starts the control plane in `dir` and loads `scenario` (a file of
+    /// examples/clusters). Panics with the script's output if it cannot.
+    pub async fn start(dir: &Path, scenario: &Path, speed: f64) -> Real {
+        let root = repo_root();
+        let script = root.join("scripts/controlplane.sh");
+        let version = real_version();
+        let mut cmd = std::process::Command::new("bash");
+        cmd.arg(&script)
+            .args(["up", "--dir"])
+            .arg(dir)
+            .args(["--version", &version, "--speed", &speed.to_string()]);
+        // A cold build of the binaries takes minutes; a cached start seconds.
+        let (ok, _, err) = tokio::task::spawn_blocking(move || run_bounded(&mut cmd, Duration::from_secs(2400)))
+            .await
+            .unwrap();
+        assert!(
+            ok,
+            "the real control plane did not start (scripts/controlplane.sh up; set DROVER_TEST_BED=kubesim to run the simulated bed alone):\n{err}"
+        );
+        let admin = dir.join("admin.kubeconfig");
+        let client = kubesim::agent::client_from_kubeconfig(&admin)
+            .await
+            .expect("admin kubeconfig");
+        // drover's CRD and RBAC, as deploy/ has them.
+        let kubectl = |args: &[&str]| {
+            let mut c = std::process::Command::new("kubectl");
+            c.arg("--kubeconfig").arg(&admin).args(args).current_dir(&root);
+            let (ok, out, err) = run_bounded(&mut c, Duration::from_secs(60));
+            assert!(ok, "kubectl {args:?}: {out}{err}");
+        };
+        kubectl(&[
+            "apply",
+            "-f",
+            "crds/clusterupgrades.drover.dev.yaml",
+            "-f",
+            "deploy/base/clusterrole.yaml",
+            "-f",
+            "deploy/base/role.yaml",
+        ]);
+        kubectl(&[
+            "wait",
+            "--for=condition=Established",
+            "crd/clusterupgrades.drover.dev",
+            "--timeout=30s",
+        ]);
+
+        // The scenario and its contract, from the agent's own kubeconfig.
+        let agent_client = kubesim::agent::client_from_kubeconfig(&dir.join("agent.kubeconfig"))
+            .await
+            .expect("agent kubeconfig");
+        let scenario_v = kubesim::sim::Scenario::from_file(scenario).expect("the scenario parses");
+        let agent = kubesim::agent::Agent::new(agent_client, scenario_v, Some(speed)).expect("the agent");
+        let plan = agent.plan().expect("the scenario's objects");
+        let (contract, _faults) = agent.spawn_contract();
+        let mut tasks = vec![contract];
+        tokio::time::timeout(Duration::from_secs(360), agent.load(&plan))
+            .await
+            .expect("the scenario is Running and Ready within 360 s")
+            .expect("the scenario loads");
+
+        let recorder = Arc::new(Recorder::default());
+        let pods = Arc::new(Mutex::new(BTreeMap::new()));
+        let started = Instant::now();
+        tasks.push(watch_nodes(client.clone(), recorder.clone(), started, speed));
+        tasks.push(watch_pods(
+            client.clone(),
+            recorder.clone(),
+            pods.clone(),
+            started,
+            speed,
+        ));
+        let real = Real {
+            dir: dir.to_path_buf(),
+            admin,
+            drover_kubeconfig: dir.join("drover.kubeconfig"),
+            client,
+            speed,
+            recorder,
+            started,
+            pods,
+            tasks,
+        };
+        // The recorder has seen every node before a test acts.
+        let nodes = Api::<Node>::all(real.client.clone())
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len();
+        let rec = real.recorder.clone();
+        super::within(Duration::from_secs(30), "the node watch", async move {
+            while rec.report(0.0).versions.len() < nodes {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        real
+    }
+
+    /// Simulated seconds since the start.
+    pub fn now(&self) -> f64 {
+        self.started.elapsed().as_secs_f64() * self.speed
+    }
+
+    /// The recorder's report, with the PDB violations the audit log shows.
+    pub async fn report(&self) -> Report {
+        // The audit backend writes in batches of at most a second.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let mut report = self.recorder.report(self.now());
+        report.pdb_violations.extend(self.audit_violations().await);
+        report
+    }
+
+    /// `delete pods` answered 2xx for drover's user, of pods a budget covers.
+    async fn audit_violations(&self) -> Vec<PdbViolation> {
+        let log = std::fs::read_to_string(self.dir.join("audit.log")).unwrap_or_default();
+        let pdbs = Api::<PodDisruptionBudget>::all(self.client.clone())
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default();
+        let pods = self.pods.lock().unwrap().clone();
+        let mut out = Vec::new();
+        for line in log.lines() {
+            let Ok(ev) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            let r = &ev["objectRef"];
+            let ok = ev["responseStatus"]["code"]
+                .as_i64()
+                .is_some_and(|c| (200..300).contains(&c));
+            if ev["user"]["username"] != DROVER_USER
+                || ev["verb"] != "delete"
+                || r["resource"] != "pods"
+                || !r["subresource"].is_null()
+                || !ok
+            {
+                continue;
+            }
+            let (ns, name) = (
+                r["namespace"].as_str().unwrap_or_default().to_string(),
+                r["name"].as_str().unwrap_or_default().to_string(),
+            );
+            let labels = pods.get(&(ns.clone(), name.clone())).cloned().unwrap_or_default();
+            for pdb in &pdbs {
+                if pdb.namespace().as_deref() != Some(ns.as_str()) {
+                    continue;
+                }
+                let sel = pdb.spec.as_ref().and_then(|s| s.selector.as_ref());
+                let matches = sel.is_some_and(|s| {
+                    s.match_labels
+                        .as_ref()
+                        .is_some_and(|m| !m.is_empty() && m.iter().all(|(k, v)| labels.get(k) == Some(v)))
+                });
+                if matches {
+                    out.push(PdbViolation {
+                        at: 0.0,
+                        time: ev["stageTimestamp"].as_str().unwrap_or_default().to_string(),
+                        namespace: ns.clone(),
+                        pdb: pdb.name_any(),
+                        pod: name.clone(),
+                        node: String::new(),
+                        kind: "Deletion".into(),
+                        healthy_after: -1,
+                        desired_healthy: -1,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// Requests in the audit log by `user`: (verb, resource[/subresource], code) → count.
+    pub fn audit_requests(&self, user: &str) -> BTreeMap<(String, String, i64), usize> {
+        let log = std::fs::read_to_string(self.dir.join("audit.log")).unwrap_or_default();
+        let mut out = BTreeMap::new();
+        for line in log.lines() {
+            let Ok(ev) = serde_json::from_str::<serde_json::Value>(line) else {
+                continue;
+            };
+            if ev["user"]["username"] != user {
+                continue;
+            }
+            let r = &ev["objectRef"];
+            let mut resource = r["resource"].as_str().unwrap_or_default().to_string();
+            if let Some(sub) = r["subresource"].as_str() {
+                resource = format!("{resource}/{sub}");
+            }
+            let key = (
+                ev["verb"].as_str().unwrap_or_default().to_string(),
+                resource,
+                ev["responseStatus"]["code"].as_i64().unwrap_or(0),
+            );
+            *out.entry(key).or_default() += 1;
+        }
+        out
+    }
+
+    pub fn stop(&mut self) {
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+        let mut cmd = std::process::Command::new("bash");
+        cmd.arg(repo_root().join("scripts/controlplane.sh"))
+            .args(["down", "--dir"])
+            .arg(&self.dir);
+        let _ = run_bounded(&mut cmd, Duration::from_secs(60));
+    }
+}
+
+impl Drop for Real {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn roles(n: &Node) -> Vec<&'static str> {
+    let labels = n.labels();
+    let mut r = Vec::new();
+    if labels.contains_key("node-role.kubernetes.io/control-plane") {
+        r.push("control-plane");
+    }
+    if labels.contains_key("node-role.kubernetes.io/etcd") {
+        r.push("etcd");
+    }
+    if r.is_empty() {
+        r.push("worker");
+    }
+    r
+}
+
+fn ready(n: &Node) -> bool {
+    n.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .and_then(|c| c.iter().find(|c| c.type_ == "Ready"))
+        .is_some_and(|c| c.status == "True")
+}
+
+/// Every node change into the recorder: availability (cordoned or not
+/// Ready) by role, and the versions its nodeInfo reports.
+fn watch_nodes(client: Client, rec: Arc<Recorder>, started: Instant, speed: f64) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let events = watcher(Api::<Node>::all(client), watcher::Config::default()).default_backoff();
+        futures::pin_mut!(events);
+        while let Some(ev) = events.next().await {
+            let at = started.elapsed().as_secs_f64() * speed;
+            let (nodes, gone) = match ev {
+                Ok(watcher::Event::Apply(n) | watcher::Event::InitApply(n)) => (vec![n], false),
+                Ok(watcher::Event::Delete(n)) => (vec![n], true),
+                _ => continue,
+            };
+            for n in nodes {
+                let name = n.name_any();
+                if gone {
+                    rec.node(at, &name, None);
+                    continue;
+                }
+                let cordoned = n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false);
+                rec.node(at, &name, Some((roles(&n), cordoned, ready(&n))));
+                if let Some(info) = n.status.as_ref().and_then(|s| s.node_info.as_ref()) {
+                    for (component, v) in [
+                        ("kubelet", &info.kubelet_version),
+                        ("kube-proxy", &info.kube_proxy_version),
+                        ("container-runtime", &info.container_runtime_version),
+                        ("os-image", &info.os_image),
+                        ("kernel", &info.kernel_version),
+                    ] {
+                        if !v.is_empty() {
+                            rec.version(at, &name, component, v);
+                        }
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// Pod labels by (namespace, name), kept after deletion for the audit
+/// check, and the mirror pods' image tags as versions.
+fn watch_pods(
+    client: Client,
+    rec: Arc<Recorder>,
+    pods: Arc<Mutex<BTreeMap<(String, String), BTreeMap<String, String>>>>,
+    started: Instant,
+    speed: f64,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let events = watcher(Api::<Pod>::all(client), watcher::Config::default())
+            .default_backoff()
+            .applied_objects();
+        futures::pin_mut!(events);
+        while let Some(p) = events.next().await {
+            let Ok(p) = p else { continue };
+            let key = (p.namespace().unwrap_or_default(), p.name_any());
+            pods.lock().unwrap().insert(key, p.labels().clone());
+            let mirror = p.annotations().contains_key("kubernetes.io/config.mirror");
+            let node = p.spec.as_ref().and_then(|s| s.node_name.clone());
+            let component = p.labels().get("component").cloned();
+            let image = p
+                .spec
+                .as_ref()
+                .and_then(|s| s.containers.first())
+                .and_then(|c| c.image.clone());
+            if let (true, Some(node), Some(c), Some(image)) = (mirror, node, component, image)
+                && let Some((_, tag)) = image.rsplit_once(':')
+            {
+                rec.version(started.elapsed().as_secs_f64() * speed, &node, &c, tag);
+            }
+        }
+    })
+}
