@@ -157,3 +157,56 @@ on_both_beds! {
         assert_eq!(env.progress.nodes(), 103, "every node's record was seen");
     }
 }
+
+/// Real bed only: the audit-log check of PDB violations is not vacuous. A
+/// pod evicted with drover's credentials is no violation; one deleted
+/// with them, bypassing the budget, is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_real_beds_violation_check_sees_a_delete_that_bypasses_a_budget() {
+    if !Bed::Real.selected() {
+        return;
+    }
+    let _one = serial().await;
+    let env = Env::start(Bed::Real, "small", 600.0).await;
+    let as_drover = |args: &[&str]| {
+        let out = std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&env.drover_kubeconfig)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let pods = as_drover(&["get", "pods", "-n", "shop", "-l", "app=web", "-o", "name"]);
+    let pods: Vec<&str> = pods.lines().map(|l| l.trim_start_matches("pod/")).collect();
+    assert!(pods.len() >= 2, "{pods:?}");
+    // An eviction through the Eviction API (policy/v1), as drover's drain does.
+    let eviction = serde_json::json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": pods[0], "namespace": "shop"}});
+    let body = env.dir.join("eviction.json");
+    std::fs::write(&body, eviction.to_string()).unwrap();
+    as_drover(&[
+        "create",
+        "--raw",
+        &format!("/api/v1/namespaces/shop/pods/{}/eviction", pods[0]),
+        "-f",
+        body.to_str().unwrap(),
+    ]);
+    assert_eq!(env.report().await.pdb_violations, vec![], "an eviction is no violation");
+    as_drover(&["delete", "pod", "-n", "shop", pods[1], "--wait=false"]);
+    let v = env.report().await.pdb_violations;
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert_eq!(
+        (
+            v[0].namespace.as_str(),
+            v[0].pdb.as_str(),
+            v[0].pod.as_str(),
+            v[0].kind.as_str()
+        ),
+        ("shop", "web", pods[1], "Deletion")
+    );
+}
