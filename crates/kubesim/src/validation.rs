@@ -336,11 +336,28 @@ pub fn immutable_fields(t: &ResourceType, old: &Value, new: &Value) -> Vec<Cause
         ("policy", "poddisruptionbudgets") => &[],
         _ => &[],
     };
-    paths
+    let mut causes: Vec<Cause> = paths
         .iter()
         .filter(|p| !old["spec"][**p].is_null() && old["spec"][**p] != new["spec"][**p])
         .map(|p| Cause::invalid(format!("spec.{p}"), &new["spec"][*p], "field is immutable"))
-        .collect()
+        .collect();
+    // As the real server: a pod's mirror annotation cannot be added,
+    // changed or removed (found when the kubesim agent ran on a real one).
+    if t.group.is_empty() && t.plural == "pods" {
+        let key = crate::sim::objects::MIRROR;
+        let (o, n) = (
+            &old["metadata"]["annotations"][key],
+            &new["metadata"]["annotations"][key],
+        );
+        if o != n {
+            causes.push(Cause::invalid(
+                format!("metadata.annotations[{key}]"),
+                n,
+                "field is immutable",
+            ));
+        }
+    }
+    causes
 }
 
 #[cfg(test)]

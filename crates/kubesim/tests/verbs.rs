@@ -576,3 +576,34 @@ async fn services_get_a_cluster_ip_and_pending_deletions_answer_200() {
     // 200 with the terminating object (kube-rs maps it to Left).
     assert!(cms.delete("held", &DeleteParams::default()).await.unwrap().is_left());
 }
+
+/// As a real kube-apiserver (found by the kubesim agent on one): a pod's
+/// `kubernetes.io/config.mirror` annotation cannot change, while the rest
+/// of its metadata can.
+#[tokio::test]
+async fn a_mirror_pods_mirror_annotation_is_immutable() {
+    let (_s, c) = server().await;
+    let api: Api<Pod> = Api::default_namespaced(c);
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "etcd-n1", "annotations": {"kubernetes.io/config.mirror": "a", "kubernetes.io/config.hash": "a"}},
+        "spec": {"nodeName": "n1", "containers": [{"name": "etcd", "image": "registry.k8s.io/etcd:v3.5.15"}]}
+    }))
+    .unwrap();
+    api.create(&PostParams::default(), &pod).await.unwrap();
+    let ok = json!({"metadata": {"annotations": {"kubernetes.io/config.hash": "b"}}});
+    api.patch("etcd-n1", &PatchParams::default(), &Patch::Merge(&ok))
+        .await
+        .unwrap();
+    let bad = json!({"metadata": {"annotations": {"kubernetes.io/config.mirror": "b"}}});
+    match api.patch("etcd-n1", &PatchParams::default(), &Patch::Merge(&bad)).await {
+        Err(kube::Error::Api(s)) => {
+            assert_eq!((s.code, s.reason.as_str()), (422, "Invalid"));
+            let fields: Vec<String> = s
+                .details
+                .map(|d| d.causes.into_iter().map(|c| c.field).collect())
+                .unwrap_or_default();
+            assert_eq!(fields, vec!["metadata.annotations[kubernetes.io/config.mirror]"]);
+        }
+        other => panic!("expected 422, got {other:?}"),
+    }
+}

@@ -192,7 +192,6 @@ impl Engine {
             if let Some(c) = v["spec"]["containers"].as_array_mut().and_then(|c| c.first_mut()) {
                 c["image"] = json!(image);
             }
-            v["metadata"]["annotations"][super::objects::MIRROR] = json!(hash);
             v["metadata"]["annotations"]["kubernetes.io/config.hash"] = json!(hash);
             true
         });
