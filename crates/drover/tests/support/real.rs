@@ -125,6 +125,8 @@ impl Real {
             "the real control plane did not start (scripts/controlplane.sh up; set DROVER_TEST_BED=kubesim to run the simulated bed alone):\n{err}"
         );
         let admin = dir.join("admin.kubeconfig");
+        let served = std::fs::read_to_string(dir.join("version")).unwrap_or_default();
+        eprintln!("real bed: Kubernetes {} in {}", served.trim(), dir.display());
         let client = kubesim::agent::client_from_kubeconfig(&admin)
             .await
             .expect("admin kubeconfig");
