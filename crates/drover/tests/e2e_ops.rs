@@ -168,19 +168,23 @@ async fn the_real_beds_violation_check_sees_a_delete_that_bypasses_a_budget() {
     }
     let _one = serial().await;
     let env = Env::start(Bed::Real, "small", 600.0).await;
-    let as_drover = |args: &[&str]| {
+    let try_as_drover = |args: &[&str]| {
         let out = std::process::Command::new("kubectl")
             .arg("--kubeconfig")
             .arg(&env.drover_kubeconfig)
             .args(args)
             .output()
             .unwrap();
-        assert!(
+        (
             out.status.success(),
-            "kubectl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).to_string()
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let as_drover = |args: &[&str]| {
+        let (ok, out, err) = try_as_drover(args);
+        assert!(ok, "kubectl {args:?}: {err}");
+        out
     };
     let pods = as_drover(&["get", "pods", "-n", "shop", "-l", "app=web", "-o", "name"]);
     let pods: Vec<&str> = pods.lines().map(|l| l.trim_start_matches("pod/")).collect();
@@ -189,13 +193,21 @@ async fn the_real_beds_violation_check_sees_a_delete_that_bypasses_a_budget() {
     let eviction = serde_json::json!({"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": pods[0], "namespace": "shop"}});
     let body = env.dir.join("eviction.json");
     std::fs::write(&body, eviction.to_string()).unwrap();
-    as_drover(&[
-        "create",
-        "--raw",
-        &format!("/api/v1/namespaces/shop/pods/{}/eviction", pods[0]),
-        "-f",
-        body.to_str().unwrap(),
-    ]);
+    // The budget may not allow a disruption yet (a replacement still
+    // starting): the server answers 429 until it does, as drover's drain sees.
+    let path = format!("/api/v1/namespaces/shop/pods/{}/eviction", pods[0]);
+    let args = ["create", "--raw", path.as_str(), "-f", body.to_str().unwrap()];
+    within(Duration::from_secs(120), "the eviction to be accepted", async {
+        loop {
+            let (ok, _, err) = try_as_drover(&args);
+            if ok {
+                return;
+            }
+            assert!(err.contains("TooManyRequests"), "kubectl {args:?}: {err}");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    })
+    .await;
     assert_eq!(env.report().await.pdb_violations, vec![], "an eviction is no violation");
     as_drover(&["delete", "pod", "-n", "shop", pods[1], "--wait=false"]);
     let v = env.report().await.pdb_violations;
