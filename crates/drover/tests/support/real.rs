@@ -20,6 +20,9 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use kubesim::sim::{PdbViolation, Recorder, Report};
 
+/// Pod labels by (namespace, name), kept after the pod is gone.
+type PodLabels = Arc<Mutex<BTreeMap<(String, String), BTreeMap<String, String>>>>;
+
 /// drover's user on the real bed, as the audit log names it.
 pub const DROVER_USER: &str = "system:serviceaccount:drover-system:drover";
 
@@ -100,7 +103,7 @@ pub struct Real {
     pub speed: f64,
     pub recorder: Arc<Recorder>,
     started: Instant,
-    pods: Arc<Mutex<BTreeMap<(String, String), BTreeMap<String, String>>>>,
+    pods: PodLabels,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -390,7 +393,7 @@ fn watch_nodes(client: Client, rec: Arc<Recorder>, started: Instant, speed: f64)
 fn watch_pods(
     client: Client,
     rec: Arc<Recorder>,
-    pods: Arc<Mutex<BTreeMap<(String, String), BTreeMap<String, String>>>>,
+    pods: PodLabels,
     started: Instant,
     speed: f64,
 ) -> tokio::task::JoinHandle<()> {
