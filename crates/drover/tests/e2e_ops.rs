@@ -168,18 +168,11 @@ async fn the_real_beds_violation_check_sees_a_delete_that_bypasses_a_budget() {
     }
     let _one = serial().await;
     let env = Env::start(Bed::Real, "small", 600.0).await;
+    // Bounded like every kubectl of the harness: killed after a minute.
     let try_as_drover = |args: &[&str]| {
-        let out = std::process::Command::new("kubectl")
-            .arg("--kubeconfig")
-            .arg(&env.drover_kubeconfig)
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).to_string(),
-            String::from_utf8_lossy(&out.stderr).to_string(),
-        )
+        let mut cmd = std::process::Command::new("kubectl");
+        cmd.arg("--kubeconfig").arg(&env.drover_kubeconfig).args(args);
+        support::real::run_bounded(&mut cmd, Duration::from_secs(60))
     };
     let as_drover = |args: &[&str]| {
         let (ok, out, err) = try_as_drover(args);

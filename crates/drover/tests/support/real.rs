@@ -58,7 +58,7 @@ pub fn repo_root() -> PathBuf {
 }
 
 /// Runs a command with a deadline; (success, stdout, stderr).
-fn run_bounded(cmd: &mut std::process::Command, limit: Duration) -> (bool, String, String) {
+pub fn run_bounded(cmd: &mut std::process::Command, limit: Duration) -> (bool, String, String) {
     use std::process::Stdio;
     let mut child = cmd
         .stdout(Stdio::piped())
@@ -278,32 +278,6 @@ impl Real {
                     });
                 }
             }
-        }
-        out
-    }
-
-    /// Requests in the audit log by `user`: (verb, resource[/subresource], code) → count.
-    pub fn audit_requests(&self, user: &str) -> BTreeMap<(String, String, i64), usize> {
-        let log = std::fs::read_to_string(self.dir.join("audit.log")).unwrap_or_default();
-        let mut out = BTreeMap::new();
-        for line in log.lines() {
-            let Ok(ev) = serde_json::from_str::<serde_json::Value>(line) else {
-                continue;
-            };
-            if ev["user"]["username"] != user {
-                continue;
-            }
-            let r = &ev["objectRef"];
-            let mut resource = r["resource"].as_str().unwrap_or_default().to_string();
-            if let Some(sub) = r["subresource"].as_str() {
-                resource = format!("{resource}/{sub}");
-            }
-            let key = (
-                ev["verb"].as_str().unwrap_or_default().to_string(),
-                resource,
-                ev["responseStatus"]["code"].as_i64().unwrap_or(0),
-            );
-            *out.entry(key).or_default() += 1;
         }
         out
     }
