@@ -5,6 +5,7 @@
 #
 #   scripts/controlplane.sh build [--version V]
 #   scripts/controlplane.sh up    [--dir DIR] [--version V] [--scenario FILE] [--speed N]
+#                                 [--apiserver-arg ARG]...   (e.g. --runtime-config=events.k8s.io/v1=false)
 #   scripts/controlplane.sh down  [--dir DIR]
 #   scripts/controlplane.sh versions          # the supported versions, newest first
 #   scripts/controlplane.sh bin-dir [--version V]   # where the binaries of V are
@@ -272,7 +273,7 @@ EOF
         --audit-log-batch-max-wait 1s \
         --max-requests-inflight 800 --max-mutating-requests-inflight 400 \
         --enable-priority-and-fairness=false \
-        --profiling=false --v=1
+        --profiling=false --v=1 ${OPT_APISERVER_ARGS[@]+"${OPT_APISERVER_ARGS[@]}"}
     write_kubeconfig "$DIR/admin.kubeconfig" "$server" admin
     local k=(kubectl --kubeconfig "$DIR/admin.kubeconfig" --request-timeout 10s)
     local deadline=$((SECONDS + 90))
@@ -577,12 +578,14 @@ EOF
 CMD=${1:-}
 [[ -n $CMD ]] && shift
 OPT_DIR= OPT_VERSION= OPT_SCENARIO= OPT_SPEED=
+OPT_APISERVER_ARGS=()
 while (($#)); do
     case $1 in
         --dir) OPT_DIR=$2; shift 2 ;;
         --version) OPT_VERSION=$2; shift 2 ;;
         --scenario) OPT_SCENARIO=$(cd "$(dirname "$2")" && pwd)/$(basename "$2"); shift 2 ;;
         --speed) OPT_SPEED=$2; shift 2 ;;
+        --apiserver-arg) OPT_APISERVER_ARGS+=("$2"); shift 2 ;;
         *) die "unknown option '$1' (see the top of $0)" ;;
     esac
 done

@@ -3,6 +3,7 @@
 //! components, spec validation and CRD generation. No I/O.
 
 pub mod crd;
+pub mod floor;
 pub mod known;
 pub mod names;
 pub mod spec;

@@ -25,6 +25,25 @@ pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$";
 pub const CLOCK_PATTERN: &str = r"^([01][0-9]|2[0-3]):[0-5][0-9]$";
 /// A DNS-1123 label: what a component name must be, since it ends up in Job names.
 pub const NAME_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+/// A DNS-1123 subdomain: what a workload's name must be.
+pub const SUBDOMAIN_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+/// An image reference: `[registry[:port]/]path[:tag][@sha256:digest]`, no spaces.
+pub const IMAGE_PATTERN: &str = r"^[a-z0-9]+([._-]+[a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-]+[a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$";
+/// An environment variable name: a C identifier.
+pub const ENV_NAME_PATTERN: &str = r"^[A-Za-z_][A-Za-z0-9_]*$";
+/// What an IANA time zone name looks like (`UTC`, `Europe/Berlin`,
+/// `America/Argentina/Buenos_Aires`); drover checks the name is known.
+pub const TIME_ZONE_PATTERN: &str = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+)*$";
+/// A label key: an optional DNS-subdomain prefix and `/`, then a name of at
+/// most 63 characters.
+pub const LABEL_KEY_PATTERN: &str = r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$";
+/// A label value: empty, or at most 63 characters of letters, digits, `-`, `_`
+/// and `.`, starting and ending with a letter or digit.
+pub const LABEL_VALUE_PATTERN: &str = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$";
+/// The longest duration any timeout or soak may be.
+pub const MAX_DURATION: &str = "24h";
+/// Environment variables drover sets on every Job; a spec may not override them.
+pub const RESERVED_ENV: [&str; 3] = ["DROVER_COMPONENT", "DROVER_VERSION", "DROVER_NODE"];
 
 /// A cluster-scoped request to bring every node in scope to the declared
 /// component versions by rolling, drained, verified node upgrades.
@@ -42,7 +61,8 @@ pub const NAME_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
     printcolumn = r#"{"name":"Stage","type":"string","jsonPath":".status.stage","description":"The rollout stage in progress"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
-    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = Rule::new("self.metadata.name.size() <= 63").message("metadata.name must be at most 63 characters: drover puts it in the drover.dev/upgrade label of the Jobs it creates")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterUpgradeSpec {
@@ -53,6 +73,7 @@ pub struct ClusterUpgradeSpec {
 
     /// Which nodes are in scope (all nodes when omitted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "label_selector_schema")]
     pub node_selector: Option<LabelSelector>,
 
     /// How nodes are taken out of service and how many at once.
@@ -85,16 +106,19 @@ pub struct ClusterUpgradeSpec {
 /// One platform component and the version it must run.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(known_name_rule()).field_path(".stage").message("spec.components[].stage is required for a name drover does not know; allowed stages: Runtime, Etcd, ControlPlane, Kubelet, Network, Addons"))]
+#[x_kube(validation = Rule::new("!has(self.verify) || has(self.upgrade.job)").field_path(".verify").message("spec.components[].verify is for job components only: a workload's rollout status is its verification"))]
+#[x_kube(validation = Rule::new("!has(self.nodes) || has(self.upgrade.job)").field_path(".nodes").message("spec.components[].nodes is for job components only: a workload runs where its controller puts it"))]
 pub struct Component {
     /// A DNS label (lowercase letters, digits, '-'), unique in the spec.
     #[schemars(length(min = 1, max = 40))]
-    #[x_kube(validation = Rule::new(format!("self.matches('{}')", escape_cel(NAME_PATTERN))).message("spec.components[].name must be a DNS label: lowercase letters, digits and '-', starting and ending with a letter or digit"))]
+    #[x_kube(validation = Rule::new(matches_rule(NAME_PATTERN)).message("spec.components[].name must be a DNS label: lowercase letters, digits and '-', starting and ending with a letter or digit"))]
     pub name: String,
 
     /// The desired version, a semantic version with an optional leading `v`
     /// (`1.7.22`, `v1.31.2`). For workload components it is also the image tag.
     #[schemars(length(min = 1, max = 64))]
-    #[x_kube(validation = Rule::new(format!("self.matches('{}')", escape_cel(VERSION_PATTERN))).message("spec.components[].version must be a semantic version such as 1.7.22 or v1.31.2 (optionally -prerelease and +build)"))]
+    #[x_kube(validation = Rule::new(matches_rule(VERSION_PATTERN)).message("spec.components[].version must be a semantic version such as 1.7.22 or v1.31.2 (optionally -prerelease and +build)"))]
     pub version: String,
 
     /// Where the component sits in the upgrade order. Inferred from well-known
@@ -194,9 +218,9 @@ pub struct UpgradeMethod {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct JobUpgrade {
-    /// The upgrade image.
+    /// The upgrade image, `[registry[:port]/]path[:tag][@sha256:digest]`.
     #[schemars(length(min = 1, max = 512))]
-    #[x_kube(validation = Rule::new("self != ''").message("spec.components[].upgrade.job.image must not be empty"))]
+    #[x_kube(validation = Rule::new(matches_rule(IMAGE_PATTERN)).message("spec.components[].upgrade.job.image must be an image reference such as registry.example.com/upgrade:1.2 (lowercase path, optional :tag and @sha256:digest, no spaces)"))]
     pub image: String,
     /// Entrypoint override.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -204,8 +228,11 @@ pub struct JobUpgrade {
     /// Arguments.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<String>,
-    /// Extra environment variables.
+    /// Extra environment variables. Names are unique and may not be one
+    /// drover sets (DROVER_COMPONENT, DROVER_VERSION, DROVER_NODE).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new("self.all(e, self.exists_one(f, f.name == e.name))").message("spec.components[].upgrade.job.env[].name must be unique"))]
     pub env: Vec<EnvVar>,
     /// Run privileged. Required by most runtime and kubelet upgrades.
     #[serde(default)]
@@ -213,10 +240,10 @@ pub struct JobUpgrade {
     /// Mount the node's root filesystem at `/host`.
     #[serde(default)]
     pub host_root: bool,
-    /// How long one attempt may run (the Job's activeDeadlineSeconds).
+    /// How long one attempt may run (the Job's activeDeadlineSeconds), at most 24h.
     #[serde(default = "default_job_timeout")]
     #[schemars(length(max = 32))]
-    #[x_kube(validation = Rule::new(format!("self.matches('{}')", escape_cel(DURATION_PATTERN))).message("spec.components[].upgrade.job.timeout must be a duration such as 90s, 10m or 1h30m"))]
+    #[x_kube(validation = Rule::new(duration_rule(true)).message("spec.components[].upgrade.job.timeout must be a duration above 0s and at most 24h, such as 90s, 10m or 1h30m"))]
     pub timeout: String,
     /// Whether the node reboots as part of the upgrade: drover then waits
     /// for it to go NotReady and come back before verifying.
@@ -225,8 +252,12 @@ pub struct JobUpgrade {
 }
 
 /// A plain name/value environment variable.
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct EnvVar {
+    /// A C identifier: letters, digits and '_', not starting with a digit.
+    #[schemars(length(min = 1, max = 128))]
+    #[x_kube(validation = Rule::new(matches_rule(ENV_NAME_PATTERN)).message("env[].name must be a C identifier: letters, digits and '_', not starting with a digit"))]
+    #[x_kube(validation = Rule::new(format!("!(self in [{}])", RESERVED_ENV.map(|n| format!("'{n}'")).join(", "))).message("env[].name may not be DROVER_COMPONENT, DROVER_VERSION or DROVER_NODE: drover sets those"))]
     pub name: String,
     #[serde(default)]
     pub value: String,
@@ -237,17 +268,23 @@ pub struct EnvVar {
 #[serde(rename_all = "camelCase")]
 pub struct WorkloadUpgrade {
     pub kind: WorkloadKind,
+    /// The workload's namespace, a DNS label.
     #[schemars(length(min = 1, max = 63))]
+    #[x_kube(validation = Rule::new(matches_rule(NAME_PATTERN)).message("spec.components[].upgrade.workload.namespace must be a DNS label: lowercase letters, digits and '-'"))]
     pub namespace: String,
+    /// The workload's name, a DNS subdomain.
     #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new(matches_rule(SUBDOMAIN_PATTERN)).message("spec.components[].upgrade.workload.name must be a DNS subdomain: lowercase letters, digits, '-' and '.'"))]
     pub name: String,
     /// The container whose image tag is set. The first container when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    #[x_kube(validation = Rule::new(matches_rule(NAME_PATTERN)).message("spec.components[].upgrade.workload.container must be a DNS label: lowercase letters, digits and '-'"))]
     pub container: Option<String>,
-    /// How long the rollout may take before the upgrade counts as failed.
+    /// How long the rollout may take before the upgrade counts as failed, at most 24h.
     #[serde(default = "default_rollout_timeout")]
     #[schemars(length(max = 32))]
-    #[x_kube(validation = Rule::new(format!("self.matches('{}')", escape_cel(DURATION_PATTERN))).message("spec.components[].upgrade.workload.timeout must be a duration such as 90s, 10m or 1h30m"))]
+    #[x_kube(validation = Rule::new(duration_rule(true)).message("spec.components[].upgrade.workload.timeout must be a duration above 0s and at most 24h, such as 90s, 10m or 1h30m"))]
     pub timeout: String,
 }
 
@@ -308,9 +345,11 @@ impl NodeInfoField {
 
 /// A pod on the node, selected by namespace and labels, whose container
 /// image tag is the component's version (static control-plane pods, etcd).
-#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct PodImageCheck {
+    #[schemars(length(min = 1, max = 63))]
+    #[x_kube(validation = Rule::new(matches_rule(NAME_PATTERN)).message("spec.components[].verify.pod.namespace must be a DNS label: lowercase letters, digits and '-'"))]
     pub namespace: String,
     pub labels: BTreeMap<String, String>,
     /// The container to read. The first container when omitted.
@@ -336,16 +375,17 @@ pub struct Strategy {
     pub max_unavailable: IntOrString,
     /// Failed nodes tolerated before the rollout halts.
     #[serde(default)]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0, max = 10000))]
     pub max_failures: i32,
     /// How long to wait after each node (etcd, control plane) or batch
-    /// (workers) is verified before starting the next.
+    /// (workers) is verified before starting the next. At most 24h.
     #[serde(default = "default_soak")]
     #[schemars(length(max = 32))]
-    #[x_kube(validation = Rule::new(format!("self.matches('{}')", escape_cel(DURATION_PATTERN))).message("spec.strategy.soak must be a duration such as 0s, 90s or 10m"))]
+    #[x_kube(validation = Rule::new(duration_rule(false)).message("spec.strategy.soak must be a duration from 0s to 24h, such as 0s, 90s or 10m"))]
     pub soak: String,
     /// Workers matching this selector go after all other workers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "label_selector_schema")]
     pub last_node_selector: Option<LabelSelector>,
 }
 
@@ -375,14 +415,14 @@ pub struct Drain {
     /// Drain before node-level upgrades. Cordoning happens either way in Rolling mode.
     #[serde(default = "default_true")]
     pub enabled: bool,
-    /// How long a drain may take before `onTimeout` applies.
+    /// How long a drain may take before `onTimeout` applies, at most 24h.
     #[serde(default = "default_drain_timeout")]
     #[schemars(length(max = 32))]
-    #[x_kube(validation = Rule::new(format!("self.matches('{}')", escape_cel(DURATION_PATTERN))).message("spec.drain.timeout must be a duration such as 90s, 15m or 1h"))]
+    #[x_kube(validation = Rule::new(duration_rule(true)).message("spec.drain.timeout must be a duration above 0s and at most 24h, such as 90s, 15m or 1h"))]
     pub timeout: String,
-    /// Grace period given to evicted pods; each pod's own when omitted.
+    /// Grace period given to evicted pods, at most a day; each pod's own when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 0))]
+    #[schemars(range(min = 0, max = 86400))]
     pub grace_period_seconds: Option<i64>,
     /// Evict pods using emptyDir volumes (their data is lost).
     #[serde(default)]
@@ -392,6 +432,7 @@ pub struct Drain {
     pub force: bool,
     /// Only pods matching this selector are evicted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "label_selector_schema")]
     pub pod_selector: Option<LabelSelector>,
     /// What to do when the timeout passes.
     #[serde(default)]
@@ -426,6 +467,7 @@ pub enum DrainTimeoutAction {
 /// A recurring window in which new nodes may start.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.start != self.end").field_path(".end").message("spec.windows[].end must differ from start: a window of zero length never opens"))]
 pub struct MaintenanceWindow {
     /// Days the window opens on (in its time zone). Every day when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -433,15 +475,17 @@ pub struct MaintenanceWindow {
     pub days: Vec<Weekday>,
     /// Opening time, `HH:MM`.
     #[schemars(length(max = 5))]
-    #[x_kube(validation = Rule::new(format!("self.matches('{}')", escape_cel(CLOCK_PATTERN))).message("spec.windows[].start must be a 24-hour time HH:MM, from 00:00 to 23:59"))]
+    #[x_kube(validation = Rule::new(matches_rule(CLOCK_PATTERN)).message("spec.windows[].start must be a 24-hour time HH:MM, from 00:00 to 23:59"))]
     pub start: String,
     /// Closing time, `HH:MM`. Earlier than start means the window crosses midnight.
     #[schemars(length(max = 5))]
-    #[x_kube(validation = Rule::new(format!("self.matches('{}')", escape_cel(CLOCK_PATTERN))).message("spec.windows[].end must be a 24-hour time HH:MM, from 00:00 to 23:59"))]
+    #[x_kube(validation = Rule::new(matches_rule(CLOCK_PATTERN)).message("spec.windows[].end must be a 24-hour time HH:MM, from 00:00 to 23:59"))]
     pub end: String,
-    /// An IANA time zone such as Europe/Berlin.
+    /// An IANA time zone such as Europe/Berlin. The schema checks its shape;
+    /// drover checks the zone is known and stalls with InvalidSpec if not.
     #[serde(default = "default_time_zone")]
     #[schemars(length(min = 1, max = 64))]
+    #[x_kube(validation = Rule::new(matches_rule(TIME_ZONE_PATTERN)).message("spec.windows[].timeZone must be an IANA time zone name such as UTC, Europe/Berlin or America/New_York"))]
     pub time_zone: String,
 }
 
@@ -492,16 +536,22 @@ pub enum SkewPolicy {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct BackupJob {
+    /// The backup image, `[registry[:port]/]path[:tag][@sha256:digest]`.
     #[schemars(length(min = 1, max = 512))]
+    #[x_kube(validation = Rule::new(matches_rule(IMAGE_PATTERN)).message("spec.backup.image must be an image reference such as registry.example.com/etcd-backup:1.0 (lowercase path, optional :tag and @sha256:digest, no spaces)"))]
     pub image: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub command: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new("self.all(e, self.exists_one(f, f.name == e.name))").message("spec.backup.env[].name must be unique"))]
     pub env: Vec<EnvVar>,
-    /// Namespace the Job runs in.
+    /// Namespace the Job runs in, a DNS label.
     #[serde(default = "default_namespace")]
+    #[schemars(length(min = 1, max = 63))]
+    #[x_kube(validation = Rule::new(matches_rule(NAME_PATTERN)).message("spec.backup.namespace must be a DNS label: lowercase letters, digits and '-'"))]
     pub namespace: String,
     /// Run on a node matching these labels (an etcd member, typically).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -511,7 +561,7 @@ pub struct BackupJob {
     pub host_root: bool,
     #[serde(default = "default_job_timeout")]
     #[schemars(length(max = 32))]
-    #[x_kube(validation = Rule::new(format!("self.matches('{}')", escape_cel(DURATION_PATTERN))).message("spec.backup.timeout must be a duration such as 90s, 10m or 1h30m"))]
+    #[x_kube(validation = Rule::new(duration_rule(true)).message("spec.backup.timeout must be a duration above 0s and at most 24h, such as 90s, 10m or 1h30m"))]
     pub timeout: String,
 }
 
@@ -543,4 +593,92 @@ fn default_namespace() -> String {
 /// Quote a regex for a single-quoted CEL string literal.
 fn escape_cel(pattern: &str) -> String {
     pattern.replace('\\', "\\\\").replace('\'', "\\'")
+}
+
+/// A CEL rule: the string matches `pattern`.
+fn matches_rule(pattern: &str) -> String {
+    format!("self.matches('{}')", escape_cel(pattern))
+}
+
+/// A CEL rule: a Go duration of at most `MAX_DURATION`, and above zero when
+/// `positive`. The pattern is checked first, so `duration()` never sees a
+/// string it cannot parse.
+fn duration_rule(positive: bool) -> String {
+    let floor = if positive { " && duration(self) > duration('0s')" } else { "" };
+    format!(
+        "{} && duration(self) <= duration('{MAX_DURATION}'){floor}",
+        matches_rule(DURATION_PATTERN)
+    )
+}
+
+/// A CEL rule: the component has a stage, or a name drover infers one from.
+fn known_name_rule() -> String {
+    let names: Vec<String> = crate::known::KNOWN.iter().map(|(n, _)| format!("'{n}'")).collect();
+    format!("has(self.stage) || self.name in [{}]", names.join(", "))
+}
+
+/// `metav1.LabelSelector`'s schema with what the API server checks of a
+/// selector added: the operators, values by operator, and label syntax.
+fn label_selector_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let key = serde_json::json!({
+        "type": "string",
+        "maxLength": 317,
+        "x-kubernetes-validations": [{
+            "rule": matches_rule(LABEL_KEY_PATTERN),
+            "message": "a label key is an optional DNS-subdomain prefix and '/', then a name of at most 63 letters, digits, '-', '_' and '.', starting and ending with a letter or digit"
+        }]
+    });
+    let value = serde_json::json!({
+        "type": "string",
+        "maxLength": 63,
+        "x-kubernetes-validations": [{
+            "rule": matches_rule(LABEL_VALUE_PATTERN),
+            "message": "a label value is empty or at most 63 letters, digits, '-', '_' and '.', starting and ending with a letter or digit"
+        }]
+    });
+    let schema = serde_json::json!({
+        "description": "A label selector (matchLabels and matchExpressions, ANDed), as kubectl's -l and a Deployment's selector take.",
+        "type": "object",
+        "nullable": true,
+        "properties": {
+            "matchLabels": {
+                "description": "Labels a node must carry, key to value.",
+                "type": "object",
+                "maxProperties": 64,
+                "additionalProperties": value,
+                "x-kubernetes-validations": [{
+                    "rule": format!("self.all(k, k.size() <= 317 && {})", matches_rule(LABEL_KEY_PATTERN).replace("self.", "k.")),
+                    "message": "matchLabels keys are label keys: an optional DNS-subdomain prefix and '/', then a name of at most 63 letters, digits, '-', '_' and '.'"
+                }]
+            },
+            "matchExpressions": {
+                "description": "Requirements on labels, ANDed.",
+                "type": "array",
+                "maxItems": 32,
+                "items": {
+                    "type": "object",
+                    "required": ["key", "operator"],
+                    "properties": {
+                        "key": key,
+                        "operator": {
+                            "description": "In, NotIn, Exists or DoesNotExist.",
+                            "type": "string",
+                            "enum": ["In", "NotIn", "Exists", "DoesNotExist"]
+                        },
+                        "values": {
+                            "description": "Non-empty for In and NotIn, empty for Exists and DoesNotExist.",
+                            "type": "array",
+                            "maxItems": 64,
+                            "items": value
+                        }
+                    },
+                    "x-kubernetes-validations": [{
+                        "rule": "(self.operator in ['In', 'NotIn']) == (has(self.values) && size(self.values) > 0)",
+                        "message": "values must be non-empty for the operators In and NotIn, and empty for Exists and DoesNotExist"
+                    }]
+                }
+            }
+        }
+    });
+    schemars::Schema::try_from(schema).expect("a JSON object is a schema")
 }

@@ -5,12 +5,17 @@
 //! beyond what CEL can do.
 
 use std::collections::BTreeSet;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::known::stage_of;
-use crate::spec::{CLOCK_PATTERN, ClusterUpgradeSpec, NAME_PATTERN, Stage};
+use crate::spec::{
+    CLOCK_PATTERN, ClusterUpgradeSpec, ENV_NAME_PATTERN, EnvVar, IMAGE_PATTERN, LABEL_KEY_PATTERN, LABEL_VALUE_PATTERN,
+    MAX_DURATION, NAME_PATTERN, RESERVED_ENV, SUBDOMAIN_PATTERN, Stage, TIME_ZONE_PATTERN,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use crate::version::parse_version;
 
 /// One rejected field: the path and what is allowed.
@@ -27,6 +32,17 @@ fn err(field: impl Into<String>, message: impl Into<String>) -> FieldError {
         message: message.into(),
     }
 }
+
+fn regex(pattern: &str) -> regex::Regex {
+    regex::Regex::new(pattern).expect("the schema's patterns are valid regexes")
+}
+
+static IMAGE: LazyLock<regex::Regex> = LazyLock::new(|| regex(IMAGE_PATTERN));
+static ENV_NAME: LazyLock<regex::Regex> = LazyLock::new(|| regex(ENV_NAME_PATTERN));
+static SUBDOMAIN: LazyLock<regex::Regex> = LazyLock::new(|| regex(SUBDOMAIN_PATTERN));
+static TIME_ZONE: LazyLock<regex::Regex> = LazyLock::new(|| regex(TIME_ZONE_PATTERN));
+static LABEL_KEY: LazyLock<regex::Regex> = LazyLock::new(|| regex(LABEL_KEY_PATTERN));
+static LABEL_VALUE: LazyLock<regex::Regex> = LazyLock::new(|| regex(LABEL_VALUE_PATTERN));
 
 /// Parse a Go-style duration (`90s`, `1h30m`) as `metav1.Duration` does.
 pub fn parse_duration(s: &str) -> Option<Duration> {
@@ -67,12 +83,102 @@ pub fn parse_clock(s: &str) -> Option<u32> {
 }
 
 fn is_dns_label(s: &str) -> bool {
+    is_dns_label_max(s, 40)
+}
+
+fn is_dns_label_max(s: &str, max: usize) -> bool {
     !s.is_empty()
-        && s.len() <= 40
+        && s.len() <= max
         && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
+}
+
+/// A timeout or soak: a duration of at most `MAX_DURATION`, above zero when `positive`.
+fn check_duration(errs: &mut Vec<FieldError>, field: String, value: &str, positive: bool) {
+    let max = parse_duration(MAX_DURATION).expect("MAX_DURATION parses");
+    let ok = parse_duration(value).is_some_and(|d| d <= max && (!positive || !d.is_zero()));
+    if !ok {
+        let range = if positive { "above 0s and at most" } else { "from 0s to" };
+        errs.push(err(
+            field,
+            format!("{value:?} must be a duration {range} {MAX_DURATION}, such as 90s, 10m or 1h30m"),
+        ));
+    }
+}
+
+fn check_image(errs: &mut Vec<FieldError>, field: String, image: &str) {
+    if !IMAGE.is_match(image) || image.len() > 512 {
+        errs.push(err(
+            field,
+            format!("{image:?} must be an image reference such as registry.example.com/upgrade:1.2 (lowercase path, optional :tag and @sha256:digest, no spaces)"),
+        ));
+    }
+}
+
+fn check_env(errs: &mut Vec<FieldError>, at: &str, env: &[EnvVar]) {
+    let mut names = BTreeSet::new();
+    for (i, e) in env.iter().enumerate() {
+        let field = format!("{at}.env[{i}].name");
+        if !ENV_NAME.is_match(&e.name) || e.name.len() > 128 {
+            errs.push(err(&field, format!("{:?} must be a C identifier: letters, digits and '_', not starting with a digit", e.name)));
+        } else if RESERVED_ENV.contains(&e.name.as_str()) {
+            errs.push(err(&field, format!("{:?} is set by drover on every Job and may not be overridden", e.name)));
+        }
+        if !names.insert(e.name.as_str()) {
+            errs.push(err(&field, format!("{:?} appears more than once; env names must be unique", e.name)));
+        }
+    }
+}
+
+/// The checks the API server makes of a `metav1.LabelSelector`.
+pub fn check_selector(errs: &mut Vec<FieldError>, at: &str, sel: &LabelSelector) {
+    let key_ok = |k: &str| k.len() <= 317 && LABEL_KEY.is_match(k);
+    let value_ok = |v: &str| v.len() <= 63 && LABEL_VALUE.is_match(v);
+    for (k, v) in sel.match_labels.iter().flatten() {
+        if !key_ok(k) {
+            errs.push(err(format!("{at}.matchLabels"), format!("{k:?} is not a label key: an optional DNS-subdomain prefix and '/', then a name of at most 63 letters, digits, '-', '_' and '.'")));
+        }
+        if !value_ok(v) {
+            errs.push(err(format!("{at}.matchLabels[{k}]"), format!("{v:?} is not a label value: empty or at most 63 letters, digits, '-', '_' and '.', starting and ending with a letter or digit")));
+        }
+    }
+    for (i, e) in sel.match_expressions.iter().flatten().enumerate() {
+        let at = format!("{at}.matchExpressions[{i}]");
+        if !key_ok(&e.key) {
+            errs.push(err(format!("{at}.key"), format!("{:?} is not a label key", e.key)));
+        }
+        let values = e.values.as_deref().unwrap_or_default();
+        match e.operator.as_str() {
+            "In" | "NotIn" if values.is_empty() => {
+                errs.push(err(&at, "values must be non-empty for the operators In and NotIn"))
+            }
+            "Exists" | "DoesNotExist" if !values.is_empty() => {
+                errs.push(err(&at, "values must be empty for the operators Exists and DoesNotExist"))
+            }
+            "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
+            other => errs.push(err(
+                format!("{at}.operator"),
+                format!("{other:?} is not an operator; allowed: In, NotIn, Exists, DoesNotExist"),
+            )),
+        }
+        for v in values.iter().filter(|v| !value_ok(v)) {
+            errs.push(err(format!("{at}.values"), format!("{v:?} is not a label value")));
+        }
+    }
+}
+
+/// What drover needs of a ClusterUpgrade's name: it goes into the
+/// `drover.dev/upgrade` label of every Job.
+pub fn validate_name(name: &str) -> Result<(), FieldError> {
+    if name.len() > 63 {
+        return Err(err(
+            "metadata.name",
+            format!("{name:?} is {} characters; it must be at most 63, since drover puts it in the drover.dev/upgrade label of the Jobs it creates", name.len()),
+        ));
+    }
+    Ok(())
 }
 
 /// Every problem with the spec that needs no cluster to see, in field order.
@@ -114,19 +220,25 @@ pub fn validate(spec: &ClusterUpgradeSpec) -> Result<(), Vec<FieldError>> {
         }
         match (&c.upgrade.job, &c.upgrade.workload) {
             (Some(job), None) => {
-                if job.image.trim().is_empty() {
-                    errs.push(err(format!("{at}.upgrade.job.image"), "must name the upgrade image"));
-                }
-                if parse_duration(&job.timeout).is_none() {
-                    errs.push(err(format!("{at}.upgrade.job.timeout"), format!("{:?} must be a duration such as 90s, 10m or 1h30m", job.timeout)));
-                }
+                check_image(&mut errs, format!("{at}.upgrade.job.image"), &job.image);
+                check_env(&mut errs, &format!("{at}.upgrade.job"), &job.env);
+                check_duration(&mut errs, format!("{at}.upgrade.job.timeout"), &job.timeout, true);
             }
             (None, Some(w)) => {
-                if w.namespace.is_empty() || w.name.is_empty() {
-                    errs.push(err(format!("{at}.upgrade.workload"), "must name the workload's namespace and name"));
+                if !is_dns_label_max(&w.namespace, 63) {
+                    errs.push(err(format!("{at}.upgrade.workload.namespace"), format!("{:?} must be a DNS label: lowercase letters, digits and '-'", w.namespace)));
                 }
-                if parse_duration(&w.timeout).is_none() {
-                    errs.push(err(format!("{at}.upgrade.workload.timeout"), format!("{:?} must be a duration such as 90s, 10m or 1h30m", w.timeout)));
+                if w.name.len() > 253 || !SUBDOMAIN.is_match(&w.name) {
+                    errs.push(err(format!("{at}.upgrade.workload.name"), format!("{:?} must be a DNS subdomain: lowercase letters, digits, '-' and '.'", w.name)));
+                }
+                if let Some(c) = &w.container
+                    && !is_dns_label_max(c, 63)
+                {
+                    errs.push(err(format!("{at}.upgrade.workload.container"), format!("{c:?} must be a DNS label: lowercase letters, digits and '-'")));
+                }
+                check_duration(&mut errs, format!("{at}.upgrade.workload.timeout"), &w.timeout, true);
+                if c.nodes.is_some() {
+                    errs.push(err(format!("{at}.nodes"), "is for job components only: a workload runs where its controller puts it"));
                 }
             }
             _ => errs.push(err(format!("{at}.upgrade"), "must set exactly one of job (node-level, run on each node) or workload (cluster-level Deployment/DaemonSet/StatefulSet)")),
@@ -142,34 +254,35 @@ pub fn validate(spec: &ClusterUpgradeSpec) -> Result<(), Vec<FieldError>> {
             if c.upgrade.workload.is_some() {
                 errs.push(err(
                     format!("{at}.verify"),
-                    "is not used by workload components: their rollout status is the verification",
+                    "is for job components only: a workload's rollout status is its verification",
                 ));
             }
+            if let Some(p) = &v.pod
+                && !is_dns_label_max(&p.namespace, 63)
+            {
+                errs.push(err(format!("{at}.verify.pod.namespace"), format!("{:?} must be a DNS label: lowercase letters, digits and '-'", p.namespace)));
+            }
         }
+    }
+    if let Some(sel) = &spec.node_selector {
+        check_selector(&mut errs, "spec.nodeSelector", sel);
     }
     if let Err(e) = resolve_max_unavailable(&spec.strategy.max_unavailable, 100) {
         errs.push(err("spec.strategy.maxUnavailable", e));
     }
-    if spec.strategy.max_failures < 0 {
-        errs.push(err("spec.strategy.maxFailures", "must be 0 or more"));
+    if !(0..=10000).contains(&spec.strategy.max_failures) {
+        errs.push(err("spec.strategy.maxFailures", format!("{} must be from 0 to 10000", spec.strategy.max_failures)));
     }
-    if parse_duration(&spec.strategy.soak).is_none() {
-        errs.push(err(
-            "spec.strategy.soak",
-            format!("{:?} must be a duration such as 0s, 90s or 10m", spec.strategy.soak),
-        ));
+    check_duration(&mut errs, "spec.strategy.soak".into(), &spec.strategy.soak, false);
+    if let Some(sel) = &spec.strategy.last_node_selector {
+        check_selector(&mut errs, "spec.strategy.lastNodeSelector", sel);
     }
-    if parse_duration(&spec.drain.timeout).is_none_or(|d| d.is_zero()) {
-        errs.push(err(
-            "spec.drain.timeout",
-            format!(
-                "{:?} must be a positive duration such as 90s, 15m or 1h",
-                spec.drain.timeout
-            ),
-        ));
+    check_duration(&mut errs, "spec.drain.timeout".into(), &spec.drain.timeout, true);
+    if spec.drain.grace_period_seconds.is_some_and(|g| !(0..=86400).contains(&g)) {
+        errs.push(err("spec.drain.gracePeriodSeconds", "must be from 0 to 86400 (a day)"));
     }
-    if spec.drain.grace_period_seconds.is_some_and(|g| g < 0) {
-        errs.push(err("spec.drain.gracePeriodSeconds", "must be 0 or more"));
+    if let Some(sel) = &spec.drain.pod_selector {
+        check_selector(&mut errs, "spec.drain.podSelector", sel);
     }
     for (i, w) in spec.windows.iter().enumerate() {
         let at = format!("spec.windows[{i}]");
@@ -193,7 +306,7 @@ pub fn validate(spec: &ClusterUpgradeSpec) -> Result<(), Vec<FieldError>> {
                 "must differ from start (a window of zero length never opens)",
             ));
         }
-        if jiff::tz::TimeZone::get(&w.time_zone).is_err() {
+        if !TIME_ZONE.is_match(&w.time_zone) || jiff::tz::TimeZone::get(&w.time_zone).is_err() {
             errs.push(err(
                 format!("{at}.timeZone"),
                 format!(
@@ -204,15 +317,12 @@ pub fn validate(spec: &ClusterUpgradeSpec) -> Result<(), Vec<FieldError>> {
         }
     }
     if let Some(b) = &spec.backup {
-        if b.image.trim().is_empty() {
-            errs.push(err("spec.backup.image", "must name the backup image"));
+        check_image(&mut errs, "spec.backup.image".into(), &b.image);
+        check_env(&mut errs, "spec.backup", &b.env);
+        if !is_dns_label_max(&b.namespace, 63) {
+            errs.push(err("spec.backup.namespace", format!("{:?} must be a DNS label: lowercase letters, digits and '-'", b.namespace)));
         }
-        if parse_duration(&b.timeout).is_none() {
-            errs.push(err(
-                "spec.backup.timeout",
-                format!("{:?} must be a duration such as 90s, 10m or 1h30m", b.timeout),
-            ));
-        }
+        check_duration(&mut errs, "spec.backup.timeout".into(), &b.timeout, true);
     }
     if errs.is_empty() { Ok(()) } else { Err(errs) }
 }

@@ -65,7 +65,11 @@ fn with(path: &[&str], value: Value) -> Value {
             Err(_) => &mut at[*p],
         };
     }
-    at[path[path.len() - 1]] = value;
+    let last = path[path.len() - 1];
+    match last.parse::<usize>() {
+        Ok(i) => at[i] = value,
+        Err(_) => at[last] = value,
+    }
     spec
 }
 
@@ -133,18 +137,84 @@ fn max_unavailable_is_not_zero() {
 }
 
 #[test]
-fn durations_are_well_formed() {
-    assert_refused(
-        with(&["drain", "timeout"], json!("10 minutes")),
-        "spec.drain.timeout must be a duration such as 90s, 15m or 1h",
-    );
+fn durations_are_well_formed_and_bounded() {
+    let drain = "spec.drain.timeout must be a duration above 0s and at most 24h, such as 90s, 15m or 1h";
+    assert_refused(with(&["drain", "timeout"], json!("10 minutes")), drain);
+    assert_refused(with(&["drain", "timeout"], json!("0s")), drain);
+    assert_refused(with(&["drain", "timeout"], json!("25h")), drain);
     assert_refused(
         with(&["strategy", "soak"], json!("-5m")),
-        "spec.strategy.soak must be a duration such as 0s, 90s or 10m",
+        "spec.strategy.soak must be a duration from 0s to 24h, such as 0s, 90s or 10m",
+    );
+    let job = "spec.components[].upgrade.job.timeout must be a duration above 0s and at most 24h, such as 90s, 10m or 1h30m";
+    assert_refused(with(&["components", "0", "upgrade", "job", "timeout"], json!("1d")), job);
+    assert_refused(with(&["components", "0", "upgrade", "job", "timeout"], json!("99999h")), job);
+    assert_eq!(
+        cel_errors(with(&["components", "0", "upgrade", "job", "timeout"], json!("1h30m"))),
+        Vec::<String>::new()
+    );
+    assert_eq!(cel_errors(with(&["strategy", "soak"], json!("24h"))), Vec::<String>::new());
+}
+
+#[test]
+fn images_env_and_selectors() {
+    assert_refused(
+        with(&["components", "0", "upgrade", "job", "image"], json!("a b c")),
+        "spec.components[].upgrade.job.image must be an image reference such as registry.example.com/upgrade:1.2 (lowercase path, optional :tag and @sha256:digest, no spaces)",
+    );
+    assert_eq!(
+        cel_errors(with(
+            &["components", "0", "upgrade", "job", "image"],
+            json!("localhost:5000/team/up-grade:v1.2_3@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef")
+        )),
+        Vec::<String>::new()
     );
     assert_refused(
-        with(&["components", "0", "upgrade", "job", "timeout"], json!("1d")),
-        "spec.components[].upgrade.job.timeout must be a duration such as 90s, 10m or 1h30m",
+        with(&["components", "0", "upgrade", "job", "env"], json!([{"name": "1 bad", "value": "x"}])),
+        "env[].name must be a C identifier: letters, digits and '_', not starting with a digit",
+    );
+    assert_refused(
+        with(&["components", "0", "upgrade", "job", "env"], json!([{"name": "DROVER_NODE"}])),
+        "env[].name may not be DROVER_COMPONENT, DROVER_VERSION or DROVER_NODE: drover sets those",
+    );
+    assert_refused(
+        with(&["components", "0", "upgrade", "job", "env"], json!([{"name": "A"}, {"name": "A"}])),
+        "spec.components[].upgrade.job.env[].name must be unique",
+    );
+    assert_refused(
+        with(&["nodeSelector"], json!({"matchExpressions": [{"key": "zone", "operator": "Exists", "values": ["a"]}]})),
+        "values must be non-empty for the operators In and NotIn, and empty for Exists and DoesNotExist",
+    );
+    assert_refused(
+        with(&["nodeSelector"], json!({"matchLabels": {"zone": "a b"}})),
+        "a label value is empty or at most 63 letters, digits, '-', '_' and '.', starting and ending with a letter or digit",
+    );
+    assert_eq!(
+        cel_errors(with(
+            &["nodeSelector"],
+            json!({"matchLabels": {"topology.kubernetes.io/zone": "eu-1a"}, "matchExpressions": [{"key": "pool", "operator": "In", "values": ["a"]}]})
+        )),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn cross_field_rules() {
+    assert_refused(
+        with(&["components", "0", "name"], json!("my-agent")),
+        "spec.components[].stage is required for a name drover does not know; allowed stages: Runtime, Etcd, ControlPlane, Kubelet, Network, Addons",
+    );
+    assert_eq!(
+        cel_errors(with(&["components", "0"], json!({"name": "my-agent", "stage": "Addons", "version": "1.0.0", "upgrade": {"job": {"image": "x"}}}))),
+        Vec::<String>::new()
+    );
+    assert_refused(
+        with(&["components", "2", "verify"], json!({"jobSucceeded": true})),
+        "spec.components[].verify is for job components only: a workload's rollout status is its verification",
+    );
+    assert_refused(
+        with(&["windows", "0", "end"], json!("22:00")),
+        "spec.windows[].end must differ from start: a window of zero length never opens",
     );
 }
 

@@ -8,6 +8,7 @@ pub mod inflight;
 pub mod leader;
 pub mod metrics;
 pub mod observe;
+pub mod preflight;
 pub mod reconcile;
 
 use std::collections::HashMap;
@@ -141,6 +142,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let (client, evict_client) = clients(kube_config, cfg.qps)?;
+    // A cluster drover cannot serve is refused before anything is served or touched.
+    let server = preflight::check(&client).await.map_err(Error::Other)?;
+    tracing::info!(version = %server.git_version, "the API server serves everything drover needs");
     let metrics = Arc::new(Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));
     if let Some(addr) = cfg.http_addr {

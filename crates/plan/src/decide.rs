@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use drover_api::known::{stage_of, target_of};
 use drover_api::names::reason;
-use drover_api::validate::{parse_duration, resolve_max_unavailable, validate};
+use drover_api::validate::{parse_duration, resolve_max_unavailable, validate, validate_name};
 use drover_api::version::same_version;
 use drover_api::{ClusterUpgradeSpec, Component, DrainTimeoutAction, NodeTarget, Stage, StrategyType};
 use jiff::Timestamp;
@@ -262,10 +262,14 @@ fn view<'a>(spec: &'a ClusterUpgradeSpec, obs: &Observation, node: &'a ObservedN
 
 /// Check the spec before anything is touched.
 pub fn refusal(spec: &ClusterUpgradeSpec, obs: &Observation) -> Option<Refusal> {
+    let mut problems: Vec<String> = validate_name(&obs.name).err().iter().map(|e| e.to_string()).collect();
     if let Err(errors) = validate(spec) {
+        problems.extend(errors.iter().map(|e| e.to_string()));
+    }
+    if !problems.is_empty() {
         return Some(Refusal {
             reason: reason::INVALID_SPEC,
-            problems: errors.iter().map(|e| e.to_string()).collect(),
+            problems,
         });
     }
     let in_scope: Vec<&ObservedNode> = obs
