@@ -23,6 +23,7 @@ pub mod http;
 pub mod meta;
 pub mod openapi;
 pub mod patch;
+pub mod protobuf;
 pub mod requests;
 pub mod scale;
 pub mod sim;

@@ -1,5 +1,6 @@
 //! The HTTP API: path parsing, verbs, content negotiation (JSON, Table,
-//! PartialObjectMetadata), errors as `Status`, and the admin endpoints.
+//! PartialObjectMetadata; JSON, YAML and, for built-in kinds, protobuf request
+//! bodies), errors as `Status`, and the admin endpoints.
 
 mod watch;
 
@@ -374,9 +375,9 @@ async fn serve(
         }
         ("list", None, None) => ctx.list(),
         ("get", Some(name), None | Some("status")) => ctx.get(name),
-        ("create", None, None) => ctx.create(&decode_body(&body, &content_type)?),
+        ("create", None, None) => ctx.create(&decode_body(&body, &content_type, t.custom)?),
         ("create", Some(name), Some("eviction")) if t.plural == "pods" && t.group.is_empty() => {
-            let b = decode_body(&body, &content_type)?;
+            let b = decode_body(&body, &content_type, t.custom)?;
             let v = eviction::evict(&app.store, &ctx.ns, name, &b)?;
             Ok(json_response(StatusCode::CREATED, &v))
         }
@@ -389,7 +390,7 @@ async fn serve(
                 &ctx.gr(),
                 &ctx.ns,
                 name,
-                ctx.to_storage(decode_body(&body, &content_type)?),
+                ctx.to_storage(decode_body(&body, &content_type, t.custom)?),
                 sub,
                 &ctx.write_opts(),
             )?;
@@ -402,7 +403,7 @@ async fn serve(
             ctx.patch(name, sub, &content_type, &body)
         }
         ("create", Some(name), Some("binding")) if t.plural == "pods" && t.group.is_empty() => {
-            let b = decode_body(&body, &content_type)?;
+            let b = decode_body(&body, &content_type, t.custom)?;
             let v = crate::binding::bind(&app.store, &ctx.ns, name, &b)?;
             Ok(json_response(StatusCode::CREATED, &v))
         }
@@ -411,7 +412,7 @@ async fn serve(
             Ok(json_response(StatusCode::OK, &scale::of(&o)))
         }
         ("update", Some(name), Some("scale")) if scale::has_scale(&t) => {
-            let b = decode_body(&body, &content_type)?;
+            let b = decode_body(&body, &content_type, t.custom)?;
             let v = scale::write(&app.store, &ctx.gr(), &ctx.ns, name, &b, &ctx.write_opts())?;
             Ok(json_response(StatusCode::OK, &v))
         }
@@ -438,7 +439,9 @@ async fn serve(
     }
 }
 
-fn decode_body(body: &Bytes, content_type: &str) -> Result<Value, ApiError> {
+/// A request body as JSON: JSON, YAML, or protobuf for built-in kinds
+/// (`custom`: the resource is a custom resource).
+fn decode_body(body: &Bytes, content_type: &str, custom: bool) -> Result<Value, ApiError> {
     if body.is_empty() {
         return Ok(Value::Null);
     }
@@ -446,10 +449,14 @@ fn decode_body(body: &Bytes, content_type: &str) -> Result<Value, ApiError> {
         return serde_yaml::from_slice(body).map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")));
     }
     if content_type.contains("protobuf") {
-        return Err(ApiError::unsupported_media_type(
-            content_type,
-            &["application/json", "application/yaml"],
-        ));
+        // Custom resources have no protobuf form, as on a real server.
+        if custom {
+            return Err(ApiError::unsupported_media_type(
+                content_type,
+                &["application/json", "application/yaml"],
+            ));
+        }
+        return crate::protobuf::decode(body);
     }
     serde_json::from_slice(body).map_err(|e| {
         ApiError::bad_request(format!(
@@ -690,13 +697,20 @@ impl Ctx<'_> {
         self.respond(if creating { StatusCode::CREATED } else { StatusCode::OK }, v)
     }
 
-    fn delete_options(&self, body: &Bytes) -> Result<DeleteOptions, ApiError> {
-        let v: Value = if body.is_empty() {
-            json!({})
+    /// A DeleteOptions body: empty, JSON, or protobuf (told by its `k8s\0` prefix).
+    fn delete_body(body: &Bytes) -> Result<Value, ApiError> {
+        if body.is_empty() {
+            Ok(json!({}))
+        } else if body.starts_with(b"k8s\0") {
+            crate::protobuf::decode(body)
         } else {
             serde_json::from_slice(body)
-                .map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?
-        };
+                .map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))
+        }
+    }
+
+    fn delete_options(&self, body: &Bytes) -> Result<DeleteOptions, ApiError> {
+        let v = Self::delete_body(body)?;
         let mut o = DeleteOptions::from_value(&v);
         if let Some(g) = self.query.get("gracePeriodSeconds").and_then(|g| g.parse().ok()) {
             o.grace_period_seconds = Some(g);
@@ -715,7 +729,7 @@ impl Ctx<'_> {
         let d = self.app.store.delete(&self.gr(), &self.ns, name, &opts)?;
         // The real server answers 202 only for a pending deletion that asked
         // for `orphanDependents: false`; otherwise 200, terminating or not.
-        let orphan_false = serde_json::from_slice::<Value>(body)
+        let orphan_false = Self::delete_body(body)
             .ok()
             .is_some_and(|b| b["orphanDependents"] == json!(false))
             || self.query.get("orphanDependents") == Some("false");
