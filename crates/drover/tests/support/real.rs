@@ -149,12 +149,25 @@ impl Real {
             "-f",
             "deploy/base/role.yaml",
         ]);
-        kubectl(&[
-            "wait",
-            "--for=condition=Established",
-            "crd/clusterupgrades.drover.dev",
-            "--timeout=30s",
-        ]);
+        // `kubectl wait` fails outright while the CRD has no conditions yet:
+        // retry it (bounded) until it can wait.
+        let mut attempts = 0;
+        loop {
+            let mut c = std::process::Command::new("kubectl");
+            c.arg("--kubeconfig").arg(&admin).current_dir(&root).args([
+                "wait",
+                "--for=condition=Established",
+                "crd/clusterupgrades.drover.dev",
+                "--timeout=30s",
+            ]);
+            let (ok, out, err) = run_bounded(&mut c, Duration::from_secs(60));
+            attempts += 1;
+            if ok {
+                break;
+            }
+            assert!(attempts < 10, "the CRD is not Established: {out}{err}");
+            std::thread::sleep(Duration::from_millis(500));
+        }
 
         // The scenario and its contract, from the agent's own kubeconfig.
         let agent_client = kubesim::agent::client_from_kubeconfig(&dir.join("agent.kubeconfig"))
@@ -220,6 +233,15 @@ impl Real {
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let mut report = self.recorder.report(self.now());
         report.pdb_violations.extend(self.audit_violations().await);
+        // Least privilege, both ways: deploy/'s RBAC never refuses drover.
+        let forbidden: Vec<AuditRequest> = audit_requests(&self.dir.join("audit.log"))
+            .into_iter()
+            .filter(|r| r.code == 403 || r.decision == "forbid")
+            .collect();
+        assert!(
+            forbidden.is_empty(),
+            "the API server refused drover's ServiceAccount (403): deploy/'s RBAC lacks a rule: {forbidden:#?}"
+        );
         report
     }
 
@@ -395,4 +417,109 @@ fn watch_pods(
             }
         }
     })
+}
+
+/// A real control plane with no scenario loaded (no nodes, no pods): for
+/// tests of the API surface. Stopped when dropped.
+pub struct Bare {
+    pub dir: PathBuf,
+    pub admin: PathBuf,
+    pub drover_kubeconfig: PathBuf,
+    pub client: Client,
+}
+
+impl Bare {
+    /// `scripts/controlplane.sh up` in `dir`, with `apiserver_args` passed to
+    /// kube-apiserver (e.g. `--runtime-config=events.k8s.io/v1=false`).
+    pub async fn start(dir: &Path, apiserver_args: &[&str]) -> Bare {
+        let mut cmd = std::process::Command::new("bash");
+        cmd.arg(repo_root().join("scripts/controlplane.sh"))
+            .args(["up", "--dir"])
+            .arg(dir)
+            .args(["--version", &real_version()]);
+        for a in apiserver_args {
+            cmd.arg("--apiserver-arg").arg(a);
+        }
+        let (ok, _, err) = tokio::task::spawn_blocking(move || run_bounded(&mut cmd, Duration::from_secs(2400)))
+            .await
+            .unwrap();
+        assert!(
+            ok,
+            "the real control plane did not start (scripts/controlplane.sh up):\n{err}"
+        );
+        let admin = dir.join("admin.kubeconfig");
+        let client = kubesim::agent::client_from_kubeconfig(&admin)
+            .await
+            .expect("admin kubeconfig");
+        Bare {
+            dir: dir.to_path_buf(),
+            drover_kubeconfig: dir.join("drover.kubeconfig"),
+            admin,
+            client,
+        }
+    }
+
+    /// kubectl with the admin kubeconfig, from the repository root, bounded.
+    pub fn kubectl(&self, args: &[&str]) -> (bool, String, String) {
+        let mut c = std::process::Command::new("kubectl");
+        c.arg("--kubeconfig")
+            .arg(&self.admin)
+            .args(args)
+            .current_dir(repo_root());
+        run_bounded(&mut c, Duration::from_secs(60))
+    }
+
+    /// drover's audit-log lines: (verb, group, resource[/subresource], namespace, code).
+    pub fn drover_requests(&self) -> Vec<AuditRequest> {
+        audit_requests(&self.dir.join("audit.log"))
+    }
+}
+
+impl Drop for Bare {
+    fn drop(&mut self) {
+        let mut cmd = std::process::Command::new("bash");
+        cmd.arg(repo_root().join("scripts/controlplane.sh"))
+            .args(["down", "--dir"])
+            .arg(&self.dir);
+        let _ = run_bounded(&mut cmd, Duration::from_secs(60));
+    }
+}
+
+/// One request of drover's user, as the audit log records it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct AuditRequest {
+    pub verb: String,
+    pub group: String,
+    pub resource: String,
+    pub namespace: Option<String>,
+    pub code: i64,
+    pub uri: String,
+    /// `forbid` when RBAC refused it (`authorization.k8s.io/decision`).
+    pub decision: String,
+}
+
+/// Every request of drover's ServiceAccount in an audit log.
+pub fn audit_requests(log: &Path) -> Vec<AuditRequest> {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|ev| ev["user"]["username"] == DROVER_USER)
+        .map(|ev| {
+            let r = &ev["objectRef"];
+            let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+            let resource = match r["subresource"].as_str() {
+                Some(sub) => format!("{}/{sub}", s(&r["resource"])),
+                None => s(&r["resource"]),
+            };
+            AuditRequest {
+                verb: s(&ev["verb"]),
+                group: s(&r["apiGroup"]),
+                resource,
+                namespace: r["namespace"].as_str().map(str::to_string),
+                code: ev["responseStatus"]["code"].as_i64().unwrap_or(0),
+                uri: s(&ev["requestURI"]),
+                decision: s(&ev["annotations"]["authorization.k8s.io/decision"]),
+            }
+        })
+        .collect()
 }
