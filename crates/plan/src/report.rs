@@ -57,50 +57,88 @@ fn wanted(type_: &'static str, status: bool, reason: &str, message: &str) -> Wan
     }
 }
 
-/// Ready, Reconciling and Stalled for this plan.
+/// Ready, Reconciling and Stalled for this plan. They share a reason; each
+/// message says what its condition owns, so no text is said three times:
+/// Ready how far the nodes are from the target, Reconciling what drover is
+/// doing now, Stalled what needs a human.
 pub fn conditions(plan: &Plan, counts: &NodeCounts, complete: bool) -> Vec<Wanted> {
     let target = &plan.target;
+    let nothing_wrong = "nothing needs a human";
     if let Some(r) = &plan.refusal {
-        let message = format!("the spec is refused and nothing was changed: {}", r.problems.join("; "));
         return vec![
-            wanted(condition::READY, false, r.reason, &message),
-            wanted(condition::RECONCILING, false, r.reason, &message),
-            wanted(condition::STALLED, true, r.reason, &message),
+            wanted(
+                condition::READY,
+                false,
+                r.reason,
+                &format!("not started towards {target}: the spec is refused (see the Stalled condition)"),
+            ),
+            wanted(
+                condition::RECONCILING,
+                false,
+                r.reason,
+                "not working: drover acts only on a spec it accepts, and touched nothing",
+            ),
+            wanted(
+                condition::STALLED,
+                true,
+                r.reason,
+                &format!("the spec is refused and nothing was changed: {}", r.problems.join("; ")),
+            ),
         ];
     }
     if complete {
-        let message = format!("all {} nodes in scope run {target}", counts.in_scope);
         return vec![
-            wanted(condition::READY, true, reason::COMPLETED, &message),
-            wanted(condition::RECONCILING, false, reason::COMPLETED, &message),
-            wanted(condition::STALLED, false, reason::AS_EXPECTED, &message),
+            wanted(
+                condition::READY,
+                true,
+                reason::COMPLETED,
+                &format!("all {} nodes in scope run {target}", counts.in_scope),
+            ),
+            wanted(condition::RECONCILING, false, reason::COMPLETED, "nothing left to do"),
+            wanted(condition::STALLED, false, reason::AS_EXPECTED, nothing_wrong),
         ];
     }
-    let progress = format!(
-        "working towards {target}: {} of {} nodes updated, {} updating, {} failed; stage {}",
-        counts.updated,
-        counts.in_scope,
-        counts.updating,
-        counts.failed,
-        plan.stage.as_str()
-    );
+    let ready = |why: &str| {
+        format!(
+            "{} of {} nodes in scope run {target} ({} updating, {} failed); {why}",
+            counts.updated, counts.in_scope, counts.updating, counts.failed
+        )
+    };
+    let stage = plan.stage.as_str();
     match &plan.hold {
-        Some(h) if h.stalled => {
-            let message = format!("{}; {progress}", h.message);
-            vec![
-                wanted(condition::READY, false, h.reason, &message),
-                wanted(condition::RECONCILING, false, h.reason, &message),
-                wanted(condition::STALLED, true, h.reason, &message),
-            ]
-        }
-        Some(h) if h.reason == reason::PAUSED => {
-            let message = format!("{}; {progress}", h.message);
-            vec![
-                wanted(condition::READY, false, reason::PAUSED, &message),
-                wanted(condition::RECONCILING, false, reason::PAUSED, &message),
-                wanted(condition::STALLED, false, reason::PAUSED, &message),
-            ]
-        }
+        Some(h) if h.stalled => vec![
+            wanted(
+                condition::READY,
+                false,
+                h.reason,
+                &ready(&format!("stalled at stage {stage} (see the Stalled condition)")),
+            ),
+            wanted(
+                condition::RECONCILING,
+                false,
+                h.reason,
+                &format!(
+                    "not progressing: no new node starts until what the Stalled condition names is resolved; {} nodes in progress finish",
+                    counts.updating
+                ),
+            ),
+            wanted(condition::STALLED, true, h.reason, &h.message),
+        ],
+        Some(h) if h.reason == reason::PAUSED => vec![
+            wanted(
+                condition::READY,
+                false,
+                reason::PAUSED,
+                &ready(&format!("paused at stage {stage}")),
+            ),
+            wanted(condition::RECONCILING, false, reason::PAUSED, &h.message),
+            wanted(
+                condition::STALLED,
+                false,
+                reason::PAUSED,
+                "nothing needs a human; set spec.paused to false to resume",
+            ),
+        ],
         hold => {
             // A drain that is blocked but not yet past its timeout is said, not stalled.
             let blocked = plan
@@ -109,21 +147,21 @@ pub fn conditions(plan: &Plan, counts: &NodeCounts, complete: bool) -> Vec<Wante
                 .filter(|v| v.state == NodeState::InFlight)
                 .filter_map(|v| v.node.progress.as_ref().map(|p| (v, p)))
                 .find(|(_, p)| p.phase == NodePhase::Draining && !p.message.is_empty());
-            let (r, message) = match (hold, blocked) {
-                (Some(h), _) => (h.reason.to_string(), format!("{}; {progress}", h.message)),
+            let (r, doing) = match (hold, blocked) {
+                (Some(h), _) => (h.reason.to_string(), h.message.clone()),
                 (None, Some((v, p))) => (
                     reason::DRAIN_BLOCKED.to_string(),
-                    format!(
-                        "draining {} (attempt {}): {}; {progress}",
-                        v.node.name, p.attempts, p.message
-                    ),
+                    format!("draining {} (attempt {}): {}", v.node.name, p.attempts, p.message),
                 ),
-                (None, None) => (reason::ROLLING_OUT.to_string(), progress.clone()),
+                (None, None) => (
+                    reason::ROLLING_OUT.to_string(),
+                    format!("upgrading stage {stage}: {} nodes in progress", counts.updating),
+                ),
             };
             vec![
-                wanted(condition::READY, false, &r, &message),
-                wanted(condition::RECONCILING, true, &r, &message),
-                wanted(condition::STALLED, false, reason::AS_EXPECTED, &message),
+                wanted(condition::READY, false, &r, &ready(&format!("stage {stage}"))),
+                wanted(condition::RECONCILING, true, &r, &doing),
+                wanted(condition::STALLED, false, reason::AS_EXPECTED, nothing_wrong),
             ]
         }
     }

@@ -354,10 +354,15 @@ fn paused_starts_nothing_and_says_so() {
     let (status, r, message) = m.condition(condition::READY);
     assert_eq!((status.as_str(), r.as_str()), ("False", reason::PAUSED));
     assert!(
+        message.starts_with("0 of 2 nodes in scope run containerd=1.7.23"),
+        "{message}"
+    );
+    let (status, _, message) = m.condition(condition::RECONCILING);
+    assert_eq!(status, "False");
+    assert!(
         message.starts_with("spec.paused is true: no new node starts"),
         "{message}"
     );
-    assert_eq!(m.condition(condition::RECONCILING).0, "False");
     m.spec.paused = false;
     assert_eq!(started(&m.plan()), ["worker-000"]);
 }
@@ -781,4 +786,70 @@ fn target_and_progress_feed_the_printer_columns() {
     assert_eq!(st.progress.as_deref(), Some("0/3"));
     assert_eq!(st.stage.as_deref(), Some("EtcdMembers"));
     assert_eq!(st.components[1].total, 3);
+}
+
+/// Each condition says what it owns: no two carry the same message, and
+/// none is a Debug dump, in each state a rollout passes through.
+#[test]
+fn each_condition_says_what_it_owns_in_human_text() {
+    fn check(m: &Model, when: &str) {
+        let msgs: Vec<String> = [condition::READY, condition::RECONCILING, condition::STALLED]
+            .iter()
+            .map(|c| m.condition(c).2)
+            .collect();
+        for (i, a) in msgs.iter().enumerate() {
+            assert!(!a.is_empty(), "{when}: an empty message in {msgs:#?}");
+            for pat in ["{ ", "Some(", "Error {", "Api(", "\\\""] {
+                assert!(!a.contains(pat), "{when}: {a:?} looks like a Debug dump");
+            }
+            for b in &msgs[i + 1..] {
+                assert_ne!(a, b, "{when}: two conditions repeat one message");
+            }
+        }
+    }
+    // Refused.
+    let mut bad = spec(vec![job("containerd", "latest")]);
+    bad.strategy.soak = "10m".into();
+    let mut refused = Model::new(bad, cluster(0, 2));
+    assert!(refused.plan().is_empty());
+    check(&refused, "refused");
+    // Rolling, soaking, blocked, stalled, complete.
+    let mut s = spec(vec![job("containerd", "1.7.23")]);
+    s.drain.timeout = "1m".into();
+    let mut m = Model::new(s, cluster(0, 2));
+    let drain = drive_to_drain(&mut m);
+    check(&m, "rolling");
+    let blocked = "evicting default/web-0: blocked by PodDisruptionBudget default/web (0 disruptions allowed)";
+    m.apply(
+        &drain,
+        Outcome::Blocked {
+            message: blocked.into(),
+            timed_out: false,
+        },
+    );
+    m.plan();
+    check(&m, "drain blocked");
+    m.apply(
+        &drain,
+        Outcome::Blocked {
+            message: blocked.into(),
+            timed_out: true,
+        },
+    );
+    m.plan();
+    assert_eq!(m.condition(condition::STALLED).0, "True");
+    check(&m, "stalled");
+    let mut p = spec(vec![job("containerd", "1.7.23")]);
+    p.paused = true;
+    let mut paused = Model::new(p, cluster(0, 2));
+    assert!(paused.plan().is_empty());
+    check(&paused, "paused");
+    let mut done = Model::new(spec(vec![job("containerd", "1.7.23")]), cluster(0, 1));
+    for _ in 0..8 {
+        for a in done.plan() {
+            done.apply(&a, Outcome::Done);
+        }
+    }
+    assert_eq!(done.condition(condition::READY).0, "True");
+    check(&done, "complete");
 }
