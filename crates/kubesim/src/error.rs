@@ -174,7 +174,8 @@ impl ApiError {
     pub fn expired(message: impl Into<String>) -> Self {
         ApiError::new(410, "Expired", message)
     }
-    pub fn unsupported_media_type(content_type: &str, accepted: &[&str]) -> Self {
+    /// As kube-apiserver: no details.
+    pub fn unsupported_media_type(_content_type: &str, accepted: &[&str]) -> Self {
         ApiError::new(
             415,
             "UnsupportedMediaType",
@@ -183,7 +184,6 @@ impl ApiError {
                 accepted.join(", ")
             ),
         )
-        .with(json!({ "causes": [{ "reason": "UnexpectedServerResponse", "message": content_type }] }))
     }
     pub fn not_acceptable() -> Self {
         ApiError::new(

@@ -69,6 +69,95 @@ pub fn validate_name(name: &str, label_only: bool) -> Option<Cause> {
     }
 }
 
+/// The rule of names that only have to be a path segment (PodDisruptionBudgets).
+pub fn validate_path_segment(name: &str, field: &str) -> Option<Cause> {
+    let msg = if name == "." || name == ".." {
+        format!("may not be '{name}'")
+    } else if name.contains('/') {
+        "may not contain '/'".to_string()
+    } else if name.contains('%') {
+        "may not contain '%'".to_string()
+    } else {
+        return None;
+    };
+    Some(Cause::invalid(field, &json!(name), &msg))
+}
+
+/// Checks `metadata.generateName` as the real server: the name rule with
+/// a trailing '-' allowed.
+pub fn validate_generate_name(prefix: &str, label_only: bool) -> Option<Cause> {
+    let masked = match prefix.strip_suffix('-') {
+        Some(p) => format!("{p}a"),
+        None => prefix.to_string(),
+    };
+    validate_name(&masked, label_only).map(|c| {
+        Cause::invalid(
+            "metadata.generateName",
+            &json!(prefix),
+            c.message.split_once(": ").map(|(_, m)| m).unwrap_or(&c.message),
+        )
+    })
+}
+
+/// `[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?`, at most 63 characters.
+fn is_qualified_part(s: &str) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= 63
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+}
+
+/// A label or annotation key: `[prefix/]name`, the prefix a DNS subdomain.
+fn is_qualified_name(k: &str) -> bool {
+    match k.split_once('/') {
+        Some((prefix, name)) => {
+            !prefix.is_empty() && prefix.len() <= 253 && prefix.split('.').all(is_label) && is_qualified_part(name)
+        }
+        None => is_qualified_part(k),
+    }
+}
+
+const QUALIFIED_NAME_MSG: &str = "name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
+const LABEL_VALUE_MSG: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
+
+/// The label and annotation rules of `ValidateObjectMeta`: keys are
+/// qualified names, label values short qualified parts (or empty),
+/// annotations at most 256 KiB in all.
+pub fn validate_labels_and_annotations(meta: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    if let Some(labels) = meta["labels"].as_object() {
+        for (k, v) in labels {
+            if !is_qualified_name(k) {
+                causes.push(Cause::invalid("metadata.labels", &json!(k), QUALIFIED_NAME_MSG));
+            }
+            let v = v.as_str().unwrap_or("");
+            if !v.is_empty() && !is_qualified_part(v) {
+                causes.push(Cause::invalid("metadata.labels", &json!(v), LABEL_VALUE_MSG));
+            }
+        }
+    }
+    if let Some(ann) = meta["annotations"].as_object() {
+        let mut total = 0;
+        for (k, v) in ann {
+            total += k.len() + v.as_str().map_or(0, str::len);
+            if !is_qualified_name(&k.to_ascii_lowercase()) {
+                causes.push(Cause::invalid("metadata.annotations", &json!(k), QUALIFIED_NAME_MSG));
+            }
+        }
+        if total > 256 * 1024 {
+            causes.push(Cause::new(
+                "FieldValueTooLong",
+                "metadata.annotations",
+                format!("Too long: may not be more than {} bytes", 256 * 1024),
+            ));
+        }
+    }
+    causes
+}
+
 /// `duration.HumanDuration` from apimachinery, which `kubectl get` shows as AGE.
 pub fn human_duration(secs: i64) -> String {
     if secs < -1 {

@@ -10,11 +10,12 @@ use serde_json::{Value, json};
 /// Prunes, defaults and validates a custom resource against its version's
 /// `openAPIV3Schema`. Unknown fields are an error only with `strict`.
 pub fn validate_custom(
-    _t: &ResourceType,
+    t: &ResourceType,
     schema: &Value,
     obj: &mut Value,
     old: Option<&Value>,
     strict: bool,
+    prior: &[Cause],
 ) -> Result<Vec<Cause>, ApiError> {
     let mut unknown = Vec::new();
     if let Some(m) = obj.as_object_mut() {
@@ -39,12 +40,14 @@ pub fn validate_custom(
         }
     }
     if strict && !unknown.is_empty() {
-        let list: Vec<String> = unknown.iter().map(|u| format!("unknown field \"{u}\"")).collect();
-        return Err(ApiError::bad_request(format!(
-            "strict decoding error: {}",
-            list.join(", ")
-        )));
+        let version = obj["apiVersion"]
+            .as_str()
+            .and_then(|a| a.rsplit('/').next())
+            .unwrap_or(t.storage_version())
+            .to_string();
+        return Err(strict_error(&t.kind, &version, &unknown));
     }
+    drop_nulls(schema, obj);
     let defaulted = kube::core::cel::apply_defaults(schema, obj);
     *obj = defaulted;
     let mut causes = Vec::new();
@@ -65,7 +68,28 @@ pub fn validate_custom(
             }
         }
     }
-    if !causes.is_empty() {
+    // As the real server: CEL rules run only when no schema error blocks
+    // them (wrong type, enum, required, too long, too many), and a blocked
+    // run is reported as one more cause.
+    if !has_cel(schema) {
+        return Ok(causes);
+    }
+    let blocking = causes.iter().chain(prior).any(|c| {
+        matches!(
+            c.reason,
+            "FieldValueNotSupported"
+                | "FieldValueRequired"
+                | "FieldValueTooLong"
+                | "FieldValueTooMany"
+                | "FieldValueTypeInvalid"
+        )
+    });
+    if blocking {
+        causes.push(Cause::new(
+            "FieldValueInvalid",
+            "<nil>",
+            "Invalid value: null: some validation rules were not checked because the object was invalid; correct the existing errors to complete validation",
+        ));
         return Ok(causes);
     }
     if let Err(errs) = Validator::new().validate(schema, obj, old) {
@@ -82,10 +106,53 @@ pub fn validate_custom(
                 "FieldValueRequired" => format!("Required value: {}", e.message),
                 _ => format!("Invalid value: \"{ty}\": {}", e.message),
             };
-            causes.push(Cause::new(reason, e.field_path.clone(), message));
+            // A rule of the root object has no field: the real server prints a nil path.
+            let field = if e.field_path.is_empty() {
+                "<nil>".to_string()
+            } else {
+                e.field_path.clone()
+            };
+            causes.push(Cause::new(reason, field, message));
         }
     }
     Ok(causes)
+}
+
+/// Whether a schema has `x-kubernetes-validations` anywhere.
+fn has_cel(schema: &Value) -> bool {
+    match schema {
+        Value::Object(m) => m.get("x-kubernetes-validations").is_some() || m.values().any(has_cel),
+        Value::Array(a) => a.iter().any(has_cel),
+        _ => false,
+    }
+}
+
+/// Removes the nulls of fields that are not `nullable` (the real server
+/// prunes them, then defaults what has a default), in properties and maps.
+fn drop_nulls(schema: &Value, v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            let props = schema.get("properties").and_then(Value::as_object);
+            let additional = schema.get("additionalProperties").filter(|a| a.is_object());
+            m.retain(|k, c| {
+                let sub = props.and_then(|p| p.get(k)).or(additional);
+                !(c.is_null() && sub.is_some_and(|s| s.get("nullable") != Some(&json!(true))))
+            });
+            for (k, c) in m.iter_mut() {
+                if let Some(s) = props.and_then(|p| p.get(k)).or(additional) {
+                    drop_nulls(s, c);
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(s) = schema.get("items") {
+                for it in items {
+                    drop_nulls(s, it);
+                }
+            }
+        }
+        _ => {}
+    }
 }
 
 /// The value at a kube-cel field path such as `spec.components[0].name`.
@@ -185,6 +252,20 @@ fn structural(schema: &Value, v: &Value, path: &str, causes: &mut Vec<Cause>) {
                 path,
                 format!("Invalid value: \"{actual}\": {path} in body must be of type {ty}: \"{actual}\""),
             ));
+            if let Some(e) = schema.get("enum").and_then(Value::as_array)
+                && !e.contains(v)
+            {
+                let supported: Vec<String> = e.iter().map(shown).collect();
+                causes.push(Cause::new(
+                    "FieldValueNotSupported",
+                    path,
+                    format!(
+                        "Unsupported value: {}: supported values: {}",
+                        shown(v),
+                        supported.join(", ")
+                    ),
+                ));
+            }
             return;
         }
     }
@@ -311,21 +392,401 @@ fn pattern_matches(pattern: &str, s: &str) -> bool {
     Validator::new().validate(&schema, &json!(s), None).is_ok()
 }
 
-/// The built-in checks clients run into most often.
+/// A body the real server cannot decode into its Go type (a wrong JSON
+/// type; with `fieldValidation=Strict` an unknown field): on create and
+/// update `400 BadRequest`, on a patch `422` with a `patch` cause
+/// ([`patch_decode_error`]).
+pub fn decode_error(kind: &str, version: &str, detail: &str) -> ApiError {
+    ApiError::bad_request(format!(
+        "{kind} in version \"{version}\" cannot be handled as a {kind}: {detail}"
+    ))
+}
+
+/// Whether an error is a [`decode_error`].
+pub fn is_decode_error(e: &ApiError) -> bool {
+    e.code == 400 && e.message.contains(" cannot be handled as a ")
+}
+
+/// What a patch that produced an undecodable object answers, as the real
+/// server: `"" is invalid: patch: Invalid value: "<the patched object>": <why>`.
+pub fn patch_decode_error(patched: &Value, e: &ApiError) -> ApiError {
+    let why = e.message.split_once(": ").map(|(_, w)| w).unwrap_or(&e.message);
+    let cause = Cause::invalid("patch", &json!(patched.to_string()), why);
+    let message = format!(" \"\" is invalid: patch: {}", cause.message);
+    let mut err = ApiError::new(422, "Invalid", message);
+    err.details = Some(json!({"causes": [{"reason": cause.reason, "message": cause.message, "field": "patch"}]}));
+    err
+}
+
+/// A server-side apply body the real server cannot type (a field its schema
+/// does not declare, a wrong JSON type): `500` with no reason, whatever the
+/// field validation, as kube-apiserver v1.37 answers.
+pub fn apply_type_error(t: &ResourceType, name: &str, body: &Value, schema: Option<&Value>) -> Option<ApiError> {
+    let version = body["apiVersion"]
+        .as_str()
+        .and_then(|a| a.rsplit('/').next())
+        .unwrap_or(t.storage_version())
+        .to_string();
+    let problem = if t.custom {
+        let schema = schema?;
+        let mut v = body.clone();
+        drop_all_nulls(&mut v);
+        let mut unknown = Vec::new();
+        let mut causes = Vec::new();
+        if let Some(m) = v.as_object_mut() {
+            for (k, c) in m.iter_mut() {
+                if matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
+                    continue;
+                }
+                match schema.pointer(&format!("/properties/{k}")) {
+                    Some(s) => {
+                        prune(s, c, k, &mut unknown);
+                        structural(s, c, k, &mut causes);
+                    }
+                    None if schema.get("x-kubernetes-preserve-unknown-fields") != Some(&json!(true)) => {
+                        unknown.push(k.clone())
+                    }
+                    None => {}
+                }
+            }
+        }
+        let meta = metadata_problem(&body["metadata"]);
+        if let Some(u) = unknown.first() {
+            Some(format!(".{u}: field not declared in schema"))
+        } else if let Some(c) = causes.iter().find(|c| c.reason == "FieldValueTypeInvalid") {
+            Some(format!(".{}: expected {}", c.field, c.message))
+        } else {
+            meta
+        }
+    } else {
+        match typed(t, body) {
+            Some(Err(e)) => Some(format!(": {e}")),
+            Some(Ok(round)) => {
+                let mut v = body.clone();
+                let mut unknown = Vec::new();
+                unknown_fields(&mut v, &round, "", &mut unknown);
+                unknown.first().map(|u| format!(".{u}: field not declared in schema"))
+            }
+            None => None,
+        }
+    }?;
+    let gv = if t.group.is_empty() {
+        format!("/{version}")
+    } else {
+        format!("{}/{version}", t.group)
+    };
+    Some(ApiError::new(
+        500,
+        "",
+        format!(
+            "failed to create typed patch object (/{name}; {gv}, Kind={}): {problem}",
+            t.kind
+        ),
+    ))
+}
+
+fn drop_all_nulls(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.retain(|_, c| !c.is_null());
+            m.values_mut().for_each(drop_all_nulls);
+        }
+        Value::Array(a) => a.iter_mut().for_each(drop_all_nulls),
+        _ => {}
+    }
+}
+
+/// Why `metadata` does not decode as an ObjectMeta, if it does not.
+fn metadata_problem(meta: &Value) -> Option<String> {
+    if meta.is_null() {
+        return None;
+    }
+    serde_json::from_value::<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>(meta.clone())
+        .err()
+        .map(|e| e.to_string())
+}
+
+/// Decodes a custom resource's metadata as the real server does: a wrong
+/// type is a [`decode_error`]; unknown metadata fields are dropped (an
+/// error when strict).
+pub fn decode_custom_metadata(t: &ResourceType, obj: &mut Value, strict: bool) -> Result<(), ApiError> {
+    let version = obj["apiVersion"]
+        .as_str()
+        .and_then(|a| a.rsplit('/').next())
+        .unwrap_or(t.storage_version())
+        .to_string();
+    if let Some(e) = metadata_problem(&obj["metadata"]) {
+        return Err(decode_error(&t.kind, &version, &e));
+    }
+    let round = serde_json::to_value(
+        serde_json::from_value::<k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>(obj["metadata"].clone())
+            .unwrap_or_default(),
+    )
+    .unwrap_or(Value::Null);
+    let mut unknown = Vec::new();
+    if obj["metadata"].is_object() {
+        unknown_fields(&mut obj["metadata"], &round, "metadata", &mut unknown);
+    }
+    if strict && !unknown.is_empty() {
+        return Err(strict_error(&t.kind, &version, &unknown));
+    }
+    Ok(())
+}
+
+fn strict_error(kind: &str, version: &str, unknown: &[String]) -> ApiError {
+    let list: Vec<String> = unknown.iter().map(|u| format!("unknown field \"{u}\"")).collect();
+    decode_error(kind, version, &format!("strict decoding error: {}", list.join(", ")))
+}
+
+/// Decodes a built-in object into its type, as the real server's decoder:
+/// a wrong JSON type is a [`decode_error`], unknown fields are dropped (an
+/// error when strict). Kinds without a typed model here pass unchanged.
+pub fn decode_builtin(t: &ResourceType, obj: &mut Value, strict: bool) -> Result<(), ApiError> {
+    let version = obj["apiVersion"]
+        .as_str()
+        .and_then(|a| a.rsplit('/').next())
+        .unwrap_or(t.storage_version())
+        .to_string();
+    let round = match typed(t, obj) {
+        None => return Ok(()),
+        Some(Err(e)) => return Err(decode_error(&t.kind, &version, &e)),
+        Some(Ok(r)) => r,
+    };
+    let mut unknown = Vec::new();
+    unknown_fields(obj, &round, "", &mut unknown);
+    if strict && !unknown.is_empty() {
+        return Err(strict_error(&t.kind, &version, &unknown));
+    }
+    Ok(())
+}
+
+/// The object through its k8s-openapi type and back, for the built-ins
+/// clients write most (events and leases, the hot paths, are left out).
+fn typed(t: &ResourceType, obj: &Value) -> Option<Result<Value, String>> {
+    use k8s_openapi::api::{apps, batch, core, policy};
+    fn round<T: k8s_openapi::Resource + serde::de::DeserializeOwned + serde::Serialize>(
+        obj: &Value,
+    ) -> Result<Value, String> {
+        let mut v = obj.clone();
+        go_decodable(&mut v, "");
+        // The stored version may be another (policy/v1beta1): the fields are the same.
+        v["apiVersion"] = json!(T::API_VERSION);
+        v["kind"] = json!(T::KIND);
+        match serde_json::from_value::<T>(v) {
+            Ok(typed) => serde_json::to_value(typed).map_err(|e| e.to_string()),
+            // Go decodes an object without its required fields (validation
+            // then says Required): no verdict from the typed model.
+            Err(e) if e.to_string().starts_with("missing field") => Ok(obj.clone()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+    Some(match (t.group.as_str(), t.plural.as_str()) {
+        ("", "pods") => round::<core::v1::Pod>(obj),
+        ("", "nodes") => round::<core::v1::Node>(obj),
+        ("", "configmaps") => round::<core::v1::ConfigMap>(obj),
+        ("", "secrets") => round::<core::v1::Secret>(obj),
+        ("", "services") => round::<core::v1::Service>(obj),
+        ("", "namespaces") => round::<core::v1::Namespace>(obj),
+        ("", "serviceaccounts") => round::<core::v1::ServiceAccount>(obj),
+        ("apps", "deployments") => round::<apps::v1::Deployment>(obj),
+        ("apps", "replicasets") => round::<apps::v1::ReplicaSet>(obj),
+        ("apps", "daemonsets") => round::<apps::v1::DaemonSet>(obj),
+        ("apps", "statefulsets") => round::<apps::v1::StatefulSet>(obj),
+        ("batch", "jobs") => round::<batch::v1::Job>(obj),
+        ("batch", "cronjobs") => round::<batch::v1::CronJob>(obj),
+        ("policy", "poddisruptionbudgets") => round::<policy::v1::PodDisruptionBudget>(obj),
+        _ => return None,
+    })
+}
+
+/// What Go's decoder takes and serde's typed model does not: nulls (Go
+/// leaves the field unset) and numbers as resource quantities.
+fn go_decodable(v: &mut Value, key: &str) {
+    let quantities = matches!(
+        key,
+        "limits" | "requests" | "capacity" | "allocatable" | "hard" | "used" | "overhead"
+    );
+    match v {
+        Value::Object(m) => {
+            m.retain(|_, c| !c.is_null());
+            for (k, c) in m.iter_mut() {
+                if (quantities || k == "sizeLimit") && c.is_number() {
+                    *c = json!(c.to_string());
+                } else {
+                    go_decodable(c, k);
+                }
+            }
+        }
+        Value::Array(a) => {
+            for c in a {
+                go_decodable(c, key);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Removes from `v` the (non-null) fields its typed round trip `typed`
+/// lost, recording their paths (`spec.containers[0].foo`).
+fn unknown_fields(v: &mut Value, typed: &Value, path: &str, out: &mut Vec<String>) {
+    match (v, typed) {
+        (Value::Object(m), Value::Object(t)) => {
+            let keys: Vec<String> = m.keys().cloned().collect();
+            for k in keys {
+                let here = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                match t.get(&k) {
+                    Some(tc) => unknown_fields(m.get_mut(&k).unwrap(), tc, &here, out),
+                    None => {
+                        let envelope = path.is_empty() && matches!(k.as_str(), "apiVersion" | "kind");
+                        if !(m[&k].is_null() || envelope) {
+                            out.push(here);
+                            m.remove(&k);
+                        }
+                    }
+                }
+            }
+        }
+        (Value::Array(a), Value::Array(t)) => {
+            for (i, (x, y)) in a.iter_mut().zip(t.iter()).enumerate() {
+                unknown_fields(x, y, &format!("{path}[{i}]"), out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The built-in checks clients run into most often, with the real
+/// server's fields: a pod spec's containers (name, image, ports), a Job
+/// template's restartPolicy, a workload's selector and its match with the
+/// template labels, a budget's percentages.
 pub fn validate_builtin(t: &ResourceType, obj: &Value) -> Vec<Cause> {
     let mut causes = Vec::new();
+    let spec = &obj["spec"];
     match (t.group.as_str(), t.plural.as_str()) {
-        ("", "pods") if obj["spec"]["containers"].as_array().is_none_or(|c| c.is_empty()) => {
-            causes.push(Cause::required("spec.containers", ""));
+        ("", "pods") => pod_spec(spec, "spec", &mut causes),
+        ("apps", "deployments" | "replicasets" | "daemonsets" | "statefulsets") => {
+            let sel = &spec["selector"];
+            let labels = &spec["template"]["metadata"]["labels"];
+            if sel.is_null() {
+                causes.push(Cause::required("spec.selector", ""));
+            } else if sel.as_object().is_some_and(|m| {
+                m.get("matchLabels")
+                    .and_then(Value::as_object)
+                    .is_none_or(|l| l.is_empty())
+                    && m.get("matchExpressions")
+                        .and_then(Value::as_array)
+                        .is_none_or(|e| e.is_empty())
+            }) {
+                causes.push(Cause::invalid(
+                    "spec.selector",
+                    sel,
+                    &format!("empty selector is invalid for {}", t.singular),
+                ));
+            }
+            if sel.is_null() || !selector_matches(sel, labels) {
+                causes.push(Cause::invalid(
+                    "spec.template.metadata.labels",
+                    labels,
+                    "`selector` does not match template `labels`",
+                ));
+            }
+            pod_spec(&spec["template"]["spec"], "spec.template.spec", &mut causes);
         }
-        ("apps", "deployments" | "replicasets" | "daemonsets" | "statefulsets")
-            if obj["spec"]["selector"].is_null() =>
-        {
-            causes.push(Cause::required("spec.selector", ""));
+        ("batch", "jobs") => {
+            let tpl = &spec["template"]["spec"];
+            pod_spec(tpl, "spec.template.spec", &mut causes);
+            match tpl["restartPolicy"].as_str() {
+                None | Some("") => causes.push(Cause::required("spec.template.spec.restartPolicy", "")),
+                Some("Never" | "OnFailure") => {}
+                Some(other) => causes.push(Cause::new(
+                    "FieldValueNotSupported",
+                    "spec.template.spec.restartPolicy",
+                    format!("Unsupported value: \"{other}\": supported values: \"OnFailure\", \"Never\""),
+                )),
+            }
+        }
+        ("policy", "poddisruptionbudgets") => {
+            for f in ["minAvailable", "maxUnavailable"] {
+                if let Some(v) = spec[f].as_str() {
+                    let pct = v
+                        .strip_suffix('%')
+                        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+                    if !pct {
+                        causes.push(Cause::invalid(
+                            format!("spec.{f}"),
+                            &json!(v),
+                            "a valid percent string must be a numeric string followed by an ending '%' (e.g. '1%',  or '93%', regex used for validation is '[0-9]+%')",
+                        ));
+                    }
+                }
+            }
         }
         _ => {}
     }
     causes
+}
+
+/// `matchLabels` (and simple `matchExpressions`) against a label map.
+fn selector_matches(sel: &Value, labels: &Value) -> bool {
+    let get = |k: &str| labels.get(k).and_then(Value::as_str);
+    let ml = sel["matchLabels"].as_object();
+    let labels_ok = ml.is_none_or(|m| m.iter().all(|(k, v)| get(k) == v.as_str()));
+    let exprs_ok = sel["matchExpressions"].as_array().is_none_or(|es| {
+        es.iter().all(|e| {
+            let key = e["key"].as_str().unwrap_or("");
+            let values: Vec<&str> = e["values"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            match e["operator"].as_str() {
+                Some("In") => get(key).is_some_and(|v| values.contains(&v)),
+                Some("NotIn") => get(key).is_none_or(|v| !values.contains(&v)),
+                Some("Exists") => get(key).is_some(),
+                Some("DoesNotExist") => get(key).is_none(),
+                _ => true,
+            }
+        })
+    });
+    labels_ok && exprs_ok
+}
+
+/// A pod spec's containers, as `ValidatePodSpec` names them.
+fn pod_spec(spec: &Value, path: &str, causes: &mut Vec<Cause>) {
+    let containers = spec["containers"].as_array();
+    if containers.is_none_or(|c| c.is_empty()) {
+        causes.push(Cause::required(format!("{path}.containers"), ""));
+    }
+    for (list, items) in [
+        ("containers", containers),
+        ("initContainers", spec["initContainers"].as_array()),
+    ] {
+        for (i, c) in items.into_iter().flatten().enumerate() {
+            let here = format!("{path}.{list}[{i}]");
+            if c["name"].as_str().is_none_or(str::is_empty) {
+                causes.push(Cause::required(format!("{here}.name"), ""));
+            }
+            if c["image"].as_str().is_none_or(str::is_empty) {
+                causes.push(Cause::required(format!("{here}.image"), ""));
+            }
+            for (j, p) in c["ports"].as_array().into_iter().flatten().enumerate() {
+                match p["containerPort"].as_i64() {
+                    None | Some(0) => causes.push(Cause::required(format!("{here}.ports[{j}].containerPort"), "")),
+                    Some(n) if !(1..=65535).contains(&n) => causes.push(Cause::invalid(
+                        format!("{here}.ports[{j}].containerPort"),
+                        &json!(n),
+                        "must be between 1 and 65535, inclusive",
+                    )),
+                    _ => {}
+                }
+            }
+        }
+    }
 }
 
 /// Fields the real server refuses to change once set.

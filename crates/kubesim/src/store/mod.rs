@@ -837,6 +837,15 @@ impl Inner {
         }
     }
 
+    /// The real server decodes a body into its type before anything else.
+    fn decode(t: &ResourceType, obj: &mut Value, opts: &WriteOptions) -> Result<(), ApiError> {
+        if t.custom {
+            validation::decode_custom_metadata(t, obj, opts.strict)
+        } else {
+            validation::decode_builtin(t, obj, opts.strict)
+        }
+    }
+
     fn check_namespace(&self, t: &ResourceType, ns: &str, name: &str) -> Result<(), ApiError> {
         if !t.namespaced {
             return Ok(());
@@ -889,13 +898,26 @@ impl Inner {
                 ));
             }
         }
+        let path_segment_only = t.gr() == GroupResource::new("policy", "poddisruptionbudgets");
         if name.is_empty() {
             causes.push(Cause::required("metadata.name", "name or generateName is required"));
+        } else if path_segment_only {
+            if let Some(c) = meta::validate_path_segment(&name, "metadata.name") {
+                causes.push(c);
+            }
         } else if t.gr() != GroupResource::new("apiextensions.k8s.io", "customresourcedefinitions")
             && let Some(c) = meta::validate_name(&name, t.plural == "namespaces")
         {
             causes.push(c);
         }
+        if let Some(g) = obj["metadata"]["generateName"].as_str().filter(|g| !g.is_empty())
+            && t.gr() != GroupResource::new("apiextensions.k8s.io", "customresourcedefinitions")
+            && !path_segment_only
+            && let Some(c) = meta::validate_generate_name(g, t.plural == "namespaces")
+        {
+            causes.push(c);
+        }
+        causes.extend(meta::validate_labels_and_annotations(&obj["metadata"]));
         if t.custom {
             let version = obj["apiVersion"]
                 .as_str()
@@ -903,7 +925,8 @@ impl Inner {
                 .unwrap_or(t.storage_version())
                 .to_string();
             if let Some(schema) = t.version(&version).and_then(|v| v.schema.clone()) {
-                causes.extend(validation::validate_custom(t, &schema, obj, old, opts.strict)?);
+                let more = validation::validate_custom(t, &schema, obj, old, opts.strict, &causes)?;
+                causes.extend(more);
             }
         } else {
             causes.extend(validation::validate_builtin(t, obj));
@@ -934,6 +957,10 @@ impl Inner {
         if !obj.is_object() {
             return Err(ApiError::bad_request("the body of the request was not a JSON object"));
         }
+        if let Some(kind) = obj["kind"].as_str().filter(|k| !k.is_empty() && *k != t.kind) {
+            return Err(kind_mismatch(&t, kind, &obj));
+        }
+        Self::decode(&t, &mut obj, opts)?;
         let body_ns = obj["metadata"]["namespace"].as_str().unwrap_or("").to_string();
         if t.namespaced && !body_ns.is_empty() && !ns.is_empty() && body_ns != ns {
             return Err(ApiError::bad_request(
@@ -1036,6 +1063,27 @@ impl Inner {
         subresource: Option<&str>,
         opts: &WriteOptions,
     ) -> Result<Value, ApiError> {
+        // As the real server: a custom resource is never updated unconditionally.
+        if let Some(t) = self.types.get(gr)
+            && t.custom
+            && obj.is_object()
+            && obj["metadata"]["resourceVersion"].as_str().is_none_or(str::is_empty)
+            && obj["metadata"]["name"]
+                .as_str()
+                .is_none_or(|n| n.is_empty() || n == name)
+            && self.get(gr, ns, name).is_ok()
+        {
+            return Err(ApiError::invalid(
+                &t.group,
+                &t.kind,
+                name,
+                vec![Cause::invalid(
+                    "metadata.resourceVersion",
+                    &json!("0x0"),
+                    "must be specified for an update",
+                )],
+            ));
+        }
         self.update_inner(gr, ns, name, obj, subresource, opts, None)
     }
 
@@ -1056,6 +1104,10 @@ impl Inner {
         if !obj.is_object() {
             return Err(ApiError::bad_request("the body of the request was not a JSON object"));
         }
+        if let Some(kind) = obj["kind"].as_str().filter(|k| !k.is_empty() && *k != t.kind) {
+            return Err(kind_mismatch(&t, kind, &obj));
+        }
+        Self::decode(&t, &mut obj, opts)?;
         let body_name = obj["metadata"]["name"].as_str().unwrap_or("");
         if !body_name.is_empty() && body_name != name {
             return Err(ApiError::bad_request(format!(
@@ -1193,10 +1245,28 @@ impl Inner {
         let current = self.tables[gr].objects.get(&key(ns, name)).map(|s| s.value());
         if let Patch::Apply { body, force } = &p {
             let manager = opts.field_manager.clone().filter(|m| !m.is_empty()).ok_or_else(|| {
-                ApiError::bad_request(
-                    "PATCH, application/apply-patch+yaml requires a non-empty fieldManager query parameter",
-                )
+                let mut e = ApiError::invalid(
+                    "meta.k8s.io",
+                    "PatchOptions",
+                    "",
+                    vec![Cause::required("fieldManager", "is required for apply patch")],
+                );
+                if let Some(d) = e.details.as_mut().and_then(Value::as_object_mut) {
+                    d.remove("name");
+                }
+                e
             })?;
+            if body["kind"].as_str().is_none_or(str::is_empty) || body["apiVersion"].as_str().is_none_or(str::is_empty)
+            {
+                return Err(ApiError::bad_request(format!(
+                    "invalid object type: {}",
+                    if body["kind"].is_null() {
+                        "Object 'Kind' is missing"
+                    } else {
+                        "Object 'apiVersion' is missing"
+                    }
+                )));
+            }
             if body["metadata"]["name"].as_str().is_some_and(|n| n != name) {
                 return Err(ApiError::bad_request(format!(
                     "the name of the object ({}) does not match the name on the URL ({name})",
@@ -1207,6 +1277,11 @@ impl Inner {
                 .as_str()
                 .map(str::to_string)
                 .unwrap_or_else(|| t.api_version(t.storage_version()));
+            let version = api_version.rsplit('/').next().unwrap_or_default();
+            let schema = t.version(version).and_then(|v| v.schema.clone());
+            if let Some(e) = validation::apply_type_error(&t, name, body, schema.as_deref()) {
+                return Err(e);
+            }
             let merged = apply::apply(&t, current.as_ref(), body, &manager, *force, &api_version, subresource)?;
             let mut merged = merged;
             let mf = merged["metadata"]["managedFields"].take();
@@ -1225,6 +1300,11 @@ impl Inner {
         let current = current.ok_or_else(|| ApiError::not_found(&t.group, &t.plural, name))?;
         let patched = match p {
             Patch::Merge(patch) => patch::merge(&current, &patch),
+            Patch::Json(patch) if !patch.is_array() => {
+                return Err(ApiError::bad_request(
+                    "json: cannot unmarshal object into Go value of type jsonpatch.Patch",
+                ));
+            }
             Patch::Json(patch) => {
                 patch::json(&current, &patch).map_err(|e| ApiError::new(422, "Invalid", e).with_details(json!({})))?
             }
@@ -1244,10 +1324,19 @@ impl Inner {
             Patch::Apply { .. } => unreachable!("handled above"),
         };
         let mut body = patched;
+        let shown = body.clone();
         if body["metadata"]["resourceVersion"] == current["metadata"]["resourceVersion"] {
             metadata_mut(&mut body).remove("resourceVersion");
         }
-        self.update(gr, ns, name, body, subresource, opts)
+        // A patched object that does not decode is the patch's fault (422).
+        self.update_inner(gr, ns, name, body, subresource, opts, None)
+            .map_err(|e| {
+                if validation::is_decode_error(&e) {
+                    validation::patch_decode_error(&shown, &e)
+                } else {
+                    e
+                }
+            })
     }
 
     fn delete(&mut self, gr: &GroupResource, ns: &str, name: &str, opts: &DeleteOptions) -> Result<Deleted, ApiError> {
@@ -1527,11 +1616,37 @@ fn strategy_create(t: &ResourceType, obj: &mut Value, rv: u64) {
         }
         ("", "nodes") => {
             let name = obj["metadata"]["name"].clone();
-            if obj["metadata"]["labels"]["kubernetes.io/hostname"].is_null() {
+            let valid = name
+                .as_str()
+                .is_some_and(|n| meta::validate_labels_and_annotations(&json!({"labels": {"k": n}})).is_empty());
+            if valid && obj["metadata"]["labels"]["kubernetes.io/hostname"].is_null() {
                 obj["metadata"]["labels"]["kubernetes.io/hostname"] = name;
             }
         }
         _ => {}
+    }
+}
+
+/// A body of another kind than the URL's: a custom resource says so in a
+/// `kind` cause; a built-in fails to decode (400), as on the real server.
+fn kind_mismatch(t: &ResourceType, kind: &str, obj: &Value) -> ApiError {
+    if t.custom {
+        let name = obj["metadata"]["name"].as_str().unwrap_or("");
+        ApiError::invalid(
+            &t.group,
+            kind,
+            name,
+            vec![Cause::invalid("kind", &json!(kind), &format!("must be {}", t.kind))],
+        )
+    } else {
+        let version = obj["apiVersion"]
+            .as_str()
+            .and_then(|a| a.rsplit('/').next())
+            .unwrap_or("v1");
+        ApiError::bad_request(format!(
+            "{kind} in version \"{version}\" cannot be handled as a {}: the object's kind is not {}",
+            t.kind, t.kind
+        ))
     }
 }
 
