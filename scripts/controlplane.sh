@@ -252,6 +252,7 @@ omitStages: [RequestReceived]
 rules:
 - level: None
   resources: [{group: coordination.k8s.io, resources: [leases]}]
+  namespaces: [kube-node-lease, kube-system]
   verbs: [get, update, patch]
 - level: None
   nonResourceURLs: ["/healthz*", "/readyz*", "/livez*", "/version", "/metrics"]

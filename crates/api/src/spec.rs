@@ -604,7 +604,11 @@ fn matches_rule(pattern: &str) -> String {
 /// `positive`. The pattern is checked first, so `duration()` never sees a
 /// string it cannot parse.
 fn duration_rule(positive: bool) -> String {
-    let floor = if positive { " && duration(self) > duration('0s')" } else { "" };
+    let floor = if positive {
+        " && duration(self) > duration('0s')"
+    } else {
+        ""
+    };
     format!(
         "{} && duration(self) <= duration('{MAX_DURATION}'){floor}",
         matches_rule(DURATION_PATTERN)

@@ -15,8 +15,8 @@ use crate::spec::{
     CLOCK_PATTERN, ClusterUpgradeSpec, ENV_NAME_PATTERN, EnvVar, IMAGE_PATTERN, LABEL_KEY_PATTERN, LABEL_VALUE_PATTERN,
     MAX_DURATION, NAME_PATTERN, RESERVED_ENV, SUBDOMAIN_PATTERN, Stage, TIME_ZONE_PATTERN,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use crate::version::parse_version;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 /// One rejected field: the path and what is allowed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -122,12 +122,24 @@ fn check_env(errs: &mut Vec<FieldError>, at: &str, env: &[EnvVar]) {
     for (i, e) in env.iter().enumerate() {
         let field = format!("{at}.env[{i}].name");
         if !ENV_NAME.is_match(&e.name) || e.name.len() > 128 {
-            errs.push(err(&field, format!("{:?} must be a C identifier: letters, digits and '_', not starting with a digit", e.name)));
+            errs.push(err(
+                &field,
+                format!(
+                    "{:?} must be a C identifier: letters, digits and '_', not starting with a digit",
+                    e.name
+                ),
+            ));
         } else if RESERVED_ENV.contains(&e.name.as_str()) {
-            errs.push(err(&field, format!("{:?} is set by drover on every Job and may not be overridden", e.name)));
+            errs.push(err(
+                &field,
+                format!("{:?} is set by drover on every Job and may not be overridden", e.name),
+            ));
         }
         if !names.insert(e.name.as_str()) {
-            errs.push(err(&field, format!("{:?} appears more than once; env names must be unique", e.name)));
+            errs.push(err(
+                &field,
+                format!("{:?} appears more than once; env names must be unique", e.name),
+            ));
         }
     }
 }
@@ -154,9 +166,10 @@ pub fn check_selector(errs: &mut Vec<FieldError>, at: &str, sel: &LabelSelector)
             "In" | "NotIn" if values.is_empty() => {
                 errs.push(err(&at, "values must be non-empty for the operators In and NotIn"))
             }
-            "Exists" | "DoesNotExist" if !values.is_empty() => {
-                errs.push(err(&at, "values must be empty for the operators Exists and DoesNotExist"))
-            }
+            "Exists" | "DoesNotExist" if !values.is_empty() => errs.push(err(
+                &at,
+                "values must be empty for the operators Exists and DoesNotExist",
+            )),
             "In" | "NotIn" | "Exists" | "DoesNotExist" => {}
             other => errs.push(err(
                 format!("{at}.operator"),
@@ -175,7 +188,10 @@ pub fn validate_name(name: &str) -> Result<(), FieldError> {
     if name.len() > 63 {
         return Err(err(
             "metadata.name",
-            format!("{name:?} is {} characters; it must be at most 63, since drover puts it in the drover.dev/upgrade label of the Jobs it creates", name.len()),
+            format!(
+                "{name:?} is {} characters; it must be at most 63, since drover puts it in the drover.dev/upgrade label of the Jobs it creates",
+                name.len()
+            ),
         ));
     }
     Ok(())
@@ -260,7 +276,13 @@ pub fn validate(spec: &ClusterUpgradeSpec) -> Result<(), Vec<FieldError>> {
             if let Some(p) = &v.pod
                 && !is_dns_label_max(&p.namespace, 63)
             {
-                errs.push(err(format!("{at}.verify.pod.namespace"), format!("{:?} must be a DNS label: lowercase letters, digits and '-'", p.namespace)));
+                errs.push(err(
+                    format!("{at}.verify.pod.namespace"),
+                    format!(
+                        "{:?} must be a DNS label: lowercase letters, digits and '-'",
+                        p.namespace
+                    ),
+                ));
             }
         }
     }
@@ -271,14 +293,21 @@ pub fn validate(spec: &ClusterUpgradeSpec) -> Result<(), Vec<FieldError>> {
         errs.push(err("spec.strategy.maxUnavailable", e));
     }
     if !(0..=10000).contains(&spec.strategy.max_failures) {
-        errs.push(err("spec.strategy.maxFailures", format!("{} must be from 0 to 10000", spec.strategy.max_failures)));
+        errs.push(err(
+            "spec.strategy.maxFailures",
+            format!("{} must be from 0 to 10000", spec.strategy.max_failures),
+        ));
     }
     check_duration(&mut errs, "spec.strategy.soak".into(), &spec.strategy.soak, false);
     if let Some(sel) = &spec.strategy.last_node_selector {
         check_selector(&mut errs, "spec.strategy.lastNodeSelector", sel);
     }
     check_duration(&mut errs, "spec.drain.timeout".into(), &spec.drain.timeout, true);
-    if spec.drain.grace_period_seconds.is_some_and(|g| !(0..=86400).contains(&g)) {
+    if spec
+        .drain
+        .grace_period_seconds
+        .is_some_and(|g| !(0..=86400).contains(&g))
+    {
         errs.push(err("spec.drain.gracePeriodSeconds", "must be from 0 to 86400 (a day)"));
     }
     if let Some(sel) = &spec.drain.pod_selector {
@@ -320,7 +349,13 @@ pub fn validate(spec: &ClusterUpgradeSpec) -> Result<(), Vec<FieldError>> {
         check_image(&mut errs, "spec.backup.image".into(), &b.image);
         check_env(&mut errs, "spec.backup", &b.env);
         if !is_dns_label_max(&b.namespace, 63) {
-            errs.push(err("spec.backup.namespace", format!("{:?} must be a DNS label: lowercase letters, digits and '-'", b.namespace)));
+            errs.push(err(
+                "spec.backup.namespace",
+                format!(
+                    "{:?} must be a DNS label: lowercase letters, digits and '-'",
+                    b.namespace
+                ),
+            ));
         }
         check_duration(&mut errs, "spec.backup.timeout".into(), &b.timeout, true);
     }

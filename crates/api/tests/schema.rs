@@ -146,14 +146,24 @@ fn durations_are_well_formed_and_bounded() {
         with(&["strategy", "soak"], json!("-5m")),
         "spec.strategy.soak must be a duration from 0s to 24h, such as 0s, 90s or 10m",
     );
-    let job = "spec.components[].upgrade.job.timeout must be a duration above 0s and at most 24h, such as 90s, 10m or 1h30m";
-    assert_refused(with(&["components", "0", "upgrade", "job", "timeout"], json!("1d")), job);
-    assert_refused(with(&["components", "0", "upgrade", "job", "timeout"], json!("99999h")), job);
+    let job =
+        "spec.components[].upgrade.job.timeout must be a duration above 0s and at most 24h, such as 90s, 10m or 1h30m";
+    assert_refused(
+        with(&["components", "0", "upgrade", "job", "timeout"], json!("1d")),
+        job,
+    );
+    assert_refused(
+        with(&["components", "0", "upgrade", "job", "timeout"], json!("99999h")),
+        job,
+    );
     assert_eq!(
         cel_errors(with(&["components", "0", "upgrade", "job", "timeout"], json!("1h30m"))),
         Vec::<String>::new()
     );
-    assert_eq!(cel_errors(with(&["strategy", "soak"], json!("24h"))), Vec::<String>::new());
+    assert_eq!(
+        cel_errors(with(&["strategy", "soak"], json!("24h"))),
+        Vec::<String>::new()
+    );
 }
 
 #[test]
@@ -165,24 +175,38 @@ fn images_env_and_selectors() {
     assert_eq!(
         cel_errors(with(
             &["components", "0", "upgrade", "job", "image"],
-            json!("localhost:5000/team/up-grade:v1.2_3@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef")
+            json!(
+                "localhost:5000/team/up-grade:v1.2_3@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+            )
         )),
         Vec::<String>::new()
     );
     assert_refused(
-        with(&["components", "0", "upgrade", "job", "env"], json!([{"name": "1 bad", "value": "x"}])),
+        with(
+            &["components", "0", "upgrade", "job", "env"],
+            json!([{"name": "1 bad", "value": "x"}]),
+        ),
         "env[].name must be a C identifier: letters, digits and '_', not starting with a digit",
     );
     assert_refused(
-        with(&["components", "0", "upgrade", "job", "env"], json!([{"name": "DROVER_NODE"}])),
+        with(
+            &["components", "0", "upgrade", "job", "env"],
+            json!([{"name": "DROVER_NODE"}]),
+        ),
         "env[].name may not be DROVER_COMPONENT, DROVER_VERSION or DROVER_NODE: drover sets those",
     );
     assert_refused(
-        with(&["components", "0", "upgrade", "job", "env"], json!([{"name": "A"}, {"name": "A"}])),
+        with(
+            &["components", "0", "upgrade", "job", "env"],
+            json!([{"name": "A"}, {"name": "A"}]),
+        ),
         "spec.components[].upgrade.job.env[].name must be unique",
     );
     assert_refused(
-        with(&["nodeSelector"], json!({"matchExpressions": [{"key": "zone", "operator": "Exists", "values": ["a"]}]})),
+        with(
+            &["nodeSelector"],
+            json!({"matchExpressions": [{"key": "zone", "operator": "Exists", "values": ["a"]}]}),
+        ),
         "values must be non-empty for the operators In and NotIn, and empty for Exists and DoesNotExist",
     );
     assert_refused(
@@ -205,7 +229,10 @@ fn cross_field_rules() {
         "spec.components[].stage is required for a name drover does not know; allowed stages: Runtime, Etcd, ControlPlane, Kubelet, Network, Addons",
     );
     assert_eq!(
-        cel_errors(with(&["components", "0"], json!({"name": "my-agent", "stage": "Addons", "version": "1.0.0", "upgrade": {"job": {"image": "x"}}}))),
+        cel_errors(with(
+            &["components", "0"],
+            json!({"name": "my-agent", "stage": "Addons", "version": "1.0.0", "upgrade": {"job": {"image": "x"}}})
+        )),
         Vec::<String>::new()
     );
     assert_refused(

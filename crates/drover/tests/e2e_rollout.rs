@@ -200,7 +200,7 @@ on_both_beds! {
 }
 
 on_both_beds! {
-    async fn a_skew_violating_spec_is_refused_and_touches_nothing(bed: Bed) {
+    async fn a_skew_violating_spec_or_an_unknown_time_zone_is_refused_and_touches_nothing(bed: Bed) {
         let _one = serial().await;
         let mut env = Env::start(bed, "small", 600.0).await;
         let _drover = env.drover(&[]);
@@ -220,6 +220,23 @@ on_both_beds! {
             "{message}"
         );
         assert!(message.contains("upgrade to v1.32 first"), "{message}");
+
+        // A time zone of the right shape that does not exist: only drover can
+        // judge it, and it refuses the same way, naming the field.
+        env.kubectl(&["delete", "clusterupgrade", "too-far", "--timeout=60s"]);
+        let mut spec = runtime_spec("1.7.23");
+        spec["windows"] = serde_json::json!([{"start": "01:00", "end": "05:00", "timeZone": "Mars/Olympus_Mons"}]);
+        env.apply("no-such-zone", spec).await;
+        let cu = env
+            .wait_for("no-such-zone", "Stalled with InvalidSpec", ROLLOUT, |cu| {
+                stalled_with(cu, "InvalidSpec")
+            })
+            .await;
+        let (_, _, message) = condition(&cu, "Stalled").unwrap();
+        assert!(
+            message.contains("spec.windows[0].timeZone: \"Mars/Olympus_Mons\" is not a known IANA time zone"),
+            "{message}"
+        );
         tokio::time::sleep(Duration::from_secs(2)).await;
         let report = env.report().await;
         assert!(

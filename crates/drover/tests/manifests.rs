@@ -284,7 +284,7 @@ fn the_rbac_is_least_privilege() {
         vec![Rule {
             groups: vec!["coordination.k8s.io".into()],
             resources: vec!["leases".into()],
-            verbs: ["get", "create", "update", "patch"].map(String::from).to_vec(),
+            verbs: ["get", "create", "update"].map(String::from).to_vec(),
         }]
     );
     // Leases only where drover runs; never cluster-wide.

@@ -11,6 +11,7 @@
 //! against the ClusterRole (anywhere) and the Role (in drover-system only).
 
 mod deploy_support;
+mod support;
 
 use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
@@ -679,4 +680,180 @@ async fn drovers_rbac_covers_every_call_it_makes_and_no_rule_is_idle() {
         .collect();
     assert!(idle.is_empty(), "rules no call needs: {idle:#?}\ncalls: {calls:#?}");
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Verbs drover's code uses on paths the real-bed rollout below does not
+/// reach, each with the code site that needs it.
+const REAL_UNREACHED: [(&str, &str, &str); 1] = [(
+    "delete",
+    "jobs",
+    "nodeops::job::run deletes a failed Job of an earlier attempt before running the step again",
+)];
+
+/// The same question on the real API server, whose audit log is the record:
+/// over a rollout that exercises drover's paths (leader election, every
+/// component kind of the small scenario, a drain blocked by a budget until
+/// `drain.onTimeout: ForceDelete`, events, deletion with the finalizer's
+/// cleanup, the Lease released on SIGTERM), drover's ServiceAccount is
+/// never refused, and every verb of every rule of deploy/'s ClusterRole and
+/// Role is used by some request. `kubectl auth whoami` shows the identity
+/// drover runs as; SubjectAccessReviews show it cannot read Secrets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_real_server_drover_is_never_refused_and_uses_every_rule() {
+    use support::real::{AuditRequest, DROVER_USER, audit_requests};
+    if !support::Bed::Real.selected() {
+        return;
+    }
+    let _one = support::serial().await;
+    let mut env = support::Env::start(support::Bed::Real, "small", 0.0).await;
+    let real = env.real().unwrap();
+    let (admin, audit) = (real.admin.clone(), real.dir.join("audit.log"));
+
+    // The identity drover runs as.
+    let dk = env.drover_kubeconfig.clone();
+    let who = tokio::task::spawn_blocking(move || {
+        kubectl(
+            Some(&dk),
+            &["auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"],
+            Duration::from_secs(30),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(who.ok, "{}", who.text);
+    assert_eq!(
+        who.stdout.trim(),
+        DROVER_USER,
+        "the kubeconfig drover uses is its ServiceAccount"
+    );
+
+    // What it may not do: read Secrets (or ConfigMaps), anywhere.
+    let sars: Api<k8s_openapi::api::authorization::v1::SubjectAccessReview> = Api::all(env.client.clone());
+    for (verb, resource, namespace) in [
+        ("get", "secrets", "kube-system"),
+        ("list", "secrets", ""),
+        ("watch", "secrets", ""),
+        ("get", "secrets", NS),
+        ("list", "configmaps", ""),
+    ] {
+        let review: k8s_openapi::api::authorization::v1::SubjectAccessReview = serde_json::from_value(json!({
+            "spec": {"user": DROVER_USER,
+                     "groups": ["system:serviceaccounts", format!("system:serviceaccounts:{NS}"), "system:authenticated"],
+                     "resourceAttributes": {"verb": verb, "resource": resource, "namespace": namespace}}
+        }))
+        .unwrap();
+        let answer = sars.create(&PostParams::default(), &review).await.unwrap();
+        let allowed = answer.status.map(|s| s.allowed).unwrap_or(true);
+        assert!(!allowed, "drover may {verb} {resource} in {namespace:?}");
+    }
+
+    // drover as deployed (leader election), through a rollout that takes every path.
+    env.block_pdb("shop", "web").await;
+    let mut drover = env.drover(&["--leader-elect"]);
+    let mut spec = support::full_spec();
+    spec["drain"]["timeout"] = json!("10s");
+    spec["drain"]["onTimeout"] = json!("ForceDelete");
+    spec["strategy"]["maxUnavailable"] = json!(4);
+    env.apply("platform", spec).await;
+    env.wait_for("platform", "Ready", env.timeout(Duration::from_secs(240)), |cu| {
+        support::is(cu, "Ready", "True")
+    })
+    .await;
+    let cus: Api<ClusterUpgrade> = Api::all(env.client.clone());
+    cus.delete("platform", &Default::default()).await.unwrap();
+    support::within(Duration::from_secs(60), "the finalizer to be removed", async {
+        while cus.get_opt("platform").await.unwrap().is_some() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    let pid = drover.child.id().to_string();
+    let _ = Command::new("kill").args(["-TERM", &pid]).status();
+    support::within(Duration::from_secs(30), "drover to exit on SIGTERM", async {
+        while drover.exited().is_none() {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    // The audit backend writes in batches of at most a second.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+
+    let rendered = kubectl(
+        None,
+        &["kustomize", &repo().join("deploy/base").to_string_lossy()],
+        Duration::from_secs(60),
+    );
+    assert!(rendered.ok, "{}", rendered.text);
+    let docs = documents(&rendered.stdout);
+    let role = |kind: &str, name: &str| {
+        rules(
+            docs.iter()
+                .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+                .unwrap(),
+        )
+    };
+    let policy = Policy {
+        cluster: role("ClusterRole", "drover"),
+        namespaced: role("Role", "drover-leader-election"),
+    };
+    let requests: Vec<AuditRequest> = audit_requests(&audit);
+    assert!(
+        requests.len() > 100,
+        "the audit log records drover's requests: {}",
+        requests.len()
+    );
+    let refused: Vec<&AuditRequest> = requests
+        .iter()
+        .filter(|r| r.code == 403 || r.decision == "forbid")
+        .collect();
+    assert!(refused.is_empty(), "RBAC refused drover: {refused:#?}");
+
+    // Each (rule, verb) some request needed.
+    let mut used: BTreeSet<(bool, usize, String)> = BTreeSet::new();
+    let mut outside = Vec::new();
+    for r in &requests {
+        // Discovery and /version (system:discovery), and the whoami above
+        // (selfsubjectreviews, system:basic-user): granted to every user.
+        if r.resource.is_empty() || (r.group == "authentication.k8s.io" && r.resource == "selfsubjectreviews") {
+            continue;
+        }
+        let a = Attributes::Resource {
+            verb: r.verb.clone(),
+            group: r.group.clone(),
+            resource: r.resource.clone(),
+            namespace: r.namespace.clone(),
+        };
+        let allowing = policy.allowing(&a);
+        if allowing.is_empty() {
+            outside.push(format!("{a:?}"));
+        }
+        for (c, i) in allowing {
+            used.insert((c, i, r.verb.clone()));
+        }
+    }
+    let idle: Vec<String> = policy
+        .cluster
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (true, i, r))
+        .chain(policy.namespaced.iter().enumerate().map(|(i, r)| (false, i, r)))
+        .flat_map(|(c, i, r)| r.verbs.iter().map(move |v| (c, i, r, v.clone())))
+        .filter(|(c, i, _, v)| !used.contains(&(*c, *i, v.clone())))
+        // A path this rollout does not reach, named with the code that needs it.
+        .filter(|(_, _, r, v)| {
+            !(REAL_UNREACHED
+                .iter()
+                .any(|(verb, res, _)| verb == v && r.resources.iter().any(|x| x == res)))
+        })
+        .map(|(_, _, r, v)| format!("{v} on {:?} {:?}", r.groups, r.resources))
+        .collect();
+    let calls: BTreeSet<(String, String, String)> = requests
+        .iter()
+        .map(|r| (r.verb.clone(), r.group.clone(), r.resource.clone()))
+        .collect();
+    assert!(
+        idle.is_empty() && outside.is_empty(),
+        "verbs of deploy/'s rules drover never used on the real server: {idle:#?}\nrequests no rule of deploy/ allows: {outside:#?}\ncalls: {calls:#?}"
+    );
+    let _ = admin;
 }

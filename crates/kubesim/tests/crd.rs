@@ -65,11 +65,10 @@ async fn creating_a_crd_serves_its_resource_and_discovery_lists_it() {
 #[tokio::test]
 async fn cel_rules_refuse_invalid_objects_with_422() {
     let (_s, _c, api) = with_crd().await;
-    let st = status(
-        api.create(&PostParams::default(), &upgrade("bad", "Bad_Name"))
-            .await
-            .unwrap_err(),
-    );
+    // A stage, so the name is the one thing wrong (unknown names need one).
+    let mut bad = upgrade("bad", "Bad_Name");
+    bad.data["spec"]["components"][0]["stage"] = json!("Runtime");
+    let st = status(api.create(&PostParams::default(), &bad).await.unwrap_err());
     assert_eq!((st.code, st.reason.as_str()), (422, "Invalid"));
     assert_eq!(
         st.message,
