@@ -727,12 +727,16 @@ async fn drive(
                     .or_insert_with(|| n.message.clone());
             }
         }
-        if let Some(c) = ready_c
+        // What drover is doing about a blocked drain is Reconciling's message.
+        if let Some(c) = cond(&cu, condition::RECONCILING)
             && current(&cu)
             && c.reason == reason::DRAIN_BLOCKED
-            && met
-                .said
-                .insert(format!("{}{}", c.reason, c.message.split(';').next().unwrap_or("")))
+            // Once per node and cause, not once per attempt.
+            && met.said.insert(format!(
+                "{}{}",
+                c.reason,
+                c.message.replace(|ch: char| ch.is_ascii_digit(), "")
+            ))
         {
             display.say(&format!("{} DrainBlocked: {}", clock.stamp(), c.message));
         }

@@ -110,12 +110,44 @@ pub fn validate_custom(
             let field = if e.field_path.is_empty() {
                 "<nil>".to_string()
             } else {
-                e.field_path.clone()
+                bracket_map_keys(schema, &e.field_path)
             };
             causes.push(Cause::new(reason, field, message));
         }
     }
     Ok(causes)
+}
+
+/// The real server's path for a CEL error: a key of a map
+/// (`additionalProperties`) is written `[key]`, not `.key`.
+fn bracket_map_keys(schema: &Value, path: &str) -> String {
+    let mut out = String::new();
+    let mut at = schema;
+    for seg in path.split('.') {
+        let (name, index) = seg.find('[').map_or((seg, ""), |i| seg.split_at(i));
+        if let Some(p) = at.get("properties").and_then(|p| p.get(name)) {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(name);
+            at = p;
+        } else if let Some(a) = at.get("additionalProperties").filter(|a| a.is_object()) {
+            out.push_str(&format!("[{name}]"));
+            at = a;
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(name);
+        }
+        out.push_str(index);
+        for _ in index.matches('[') {
+            if let Some(items) = at.get("items") {
+                at = items;
+            }
+        }
+    }
+    out
 }
 
 /// Whether a schema has `x-kubernetes-validations` anywhere.
