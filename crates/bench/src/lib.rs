@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 
+pub mod real;
+
 use kubesim::RequestCounts;
 
 /// The User-Agent of the benchmarks' own client, so that its requests are

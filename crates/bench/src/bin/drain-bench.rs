@@ -1,11 +1,18 @@
 //! Drain benchmark: drover's drain (the nodeops crate, as `drover run`
 //! drives it) against the real `kubectl drain`, on two equivalent nodes of
-//! the same simulated cluster, one after the other, with the API requests
-//! each made counted per User-Agent at kubesim's HTTP layer and the PDB
-//! violations from kubesim's recorder. See docs/benchmarks.md.
+//! the same cluster, one after the other. On kubesim (`--bed kubesim`) the
+//! API requests each made are counted per User-Agent at kubesim's HTTP layer
+//! and the PDB violations come from kubesim's recorder; on the real control
+//! plane (`--bed real`: scripts/controlplane.sh, KWOK nodes, the scenario
+//! loaded by `kubesim agent`) requests come from the API server's audit log
+//! (drover drains with its own ServiceAccount) and a violation is a pod a
+//! budget covers deleted outright. On both, a sampler checks every budget's
+//! healthy pods against its `desiredHealthy`. Exits non-zero when a drain
+//! fails or a budget is violated. See docs/benchmarks.md.
 //!
 //! ```sh
 //! cargo run --release -p drover-bench --bin drain-bench -- --speed 10 --reps 3
+//! cargo run --release -p drover-bench --bin drain-bench -- --bed real --reps 1
 //! ```
 
 use std::collections::BTreeMap;
@@ -14,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
+use drover_bench::real::{self, DROVER_USER, RealBed, RealOptions};
 use drover_bench::{AgentRequests, DROVER_AGENT, KUBECTL_AGENT, agent_requests, bench_client, median, table};
 use drover_nodeops::{DrainOptions, KubeNodeOps, NodeOps};
 use drover_plan::Outcome;
@@ -26,9 +34,22 @@ const SPARE_TAINT: &str = "bench.drover.dev/spare";
 const NODE_DROVER: &str = "drain-1";
 const NODE_KUBECTL: &str = "drain-2";
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum BedKind {
+    /// kubesim's API server and simulation, in this process.
+    Kubesim,
+    /// etcd, kube-apiserver, kube-controller-manager, kube-scheduler and KWOK (scripts/controlplane.sh).
+    Real,
+}
+
 #[derive(Parser, Debug)]
-#[command(about = "drover's drain against kubectl drain on equivalent nodes of one simulated cluster")]
+#[command(
+    about = "drover's drain against kubectl drain on equivalent nodes of one cluster (kubesim or the real control plane)"
+)]
 struct Args {
+    /// The bed: kubesim (in this process) or real (scripts/controlplane.sh, KWOK nodes).
+    #[arg(long, value_enum, default_value = "kubesim")]
+    bed: BedKind,
     /// Simulated seconds per real second.
     #[arg(long, default_value_t = 10.0)]
     speed: f64,
@@ -53,6 +74,18 @@ struct Args {
     /// drover's client rate limit (`drover run --kube-qps`, default 50; 0: none).
     #[arg(long, default_value_t = 50)]
     qps: u64,
+    /// Real bed: the Kubernetes version (scripts/controlplane.sh --version).
+    #[arg(long, default_value = "newest")]
+    real_version: String,
+    /// Real bed: longest `scripts/controlplane.sh up` may take (s; a cold build of the binaries takes ~20 min).
+    #[arg(long, default_value_t = 1800)]
+    up_timeout: u64,
+    /// Real bed: longest the scenario may take to be Running and Ready (s).
+    #[arg(long, default_value_t = 600)]
+    load_timeout: u64,
+    /// Real bed: the kubesim binary for `kubesim agent` (default: `kubesim` next to this one).
+    #[arg(long)]
+    kubesim: Option<PathBuf>,
 }
 
 /// The cluster: one control-plane node, two drain targets with 110 pods
@@ -267,11 +300,11 @@ struct Run {
     detail: String,
 }
 
-async fn drain_drover(sim: &Simulation, args: &Args) -> anyhow::Result<Run> {
+/// drover drains `NODE_DROVER` with `config`'s credentials; `now` is the simulated clock.
+async fn drain_drover(config: kube::Config, args: &Args, now: &dyn Fn() -> f64) -> anyhow::Result<Run> {
     // As `drover run` builds its clients: rate-limited, plus a no-retry client for evictions.
-    let config = kube::Config::new(sim.server().url().parse()?);
     let (client, evict) = drover_controller::clients(config, (args.qps > 0).then_some(args.qps))?;
-    let ops = KubeNodeOps::new(client, evict, "kube-system");
+    let ops = KubeNodeOps::new(client, evict, "drover-system");
     let timeout = Duration::from_secs(args.timeout);
     let spec = drover_api::Drain {
         force: true,
@@ -283,7 +316,7 @@ async fn drain_drover(sim: &Simulation, args: &Args) -> anyhow::Result<Run> {
     let mut opts = DrainOptions::from_spec(&spec, deadline);
     opts.pass = Duration::from_secs(args.pass_seconds.max(1));
     opts.concurrency = args.concurrency;
-    let (t0, s0) = (Instant::now(), sim.now());
+    let (t0, s0) = (Instant::now(), now());
     match ops.cordon(NODE_DROVER, "drain-bench").await? {
         Outcome::Done => {}
         other => bail!("cordon: {other:?}"),
@@ -298,20 +331,21 @@ async fn drain_drover(sim: &Simulation, args: &Args) -> anyhow::Result<Run> {
             other => bail!("drover's drain did not finish in {timeout:?}: {other:?}"),
         }
     }
-    let (real, simulated) = (t0.elapsed().as_secs_f64(), sim.now() - s0);
+    let (real, simulated) = (t0.elapsed().as_secs_f64(), now() - s0);
     Ok(Run {
         tool: "drover",
         real,
         sim: simulated,
-        requests: agent_requests(sim.server().requests(), DROVER_AGENT),
+        requests: AgentRequests::default(),
         violations: 0,
         below_budget: Vec::new(),
         detail: format!("{passes} drain passes"),
     })
 }
 
-async fn drain_kubectl(sim: &Simulation, args: &Args, kubeconfig: &std::path::Path) -> anyhow::Result<Run> {
-    let (t0, s0) = (Instant::now(), sim.now());
+/// `kubectl drain NODE_KUBECTL` with `kubeconfig`; `now` is the simulated clock.
+async fn drain_kubectl(args: &Args, kubeconfig: &std::path::Path, now: &dyn Fn() -> f64) -> anyhow::Result<Run> {
+    let (t0, s0) = (Instant::now(), now());
     let child = tokio::process::Command::new(&args.kubectl)
         .arg("--kubeconfig")
         .arg(kubeconfig)
@@ -331,7 +365,7 @@ async fn drain_kubectl(sim: &Simulation, args: &Args, kubeconfig: &std::path::Pa
     let out = tokio::time::timeout(Duration::from_secs(args.timeout + 30), child.wait_with_output())
         .await
         .context("kubectl drain outlived its own --timeout")??;
-    let (real, simulated) = (t0.elapsed().as_secs_f64(), sim.now() - s0);
+    let (real, simulated) = (t0.elapsed().as_secs_f64(), now() - s0);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
@@ -342,7 +376,7 @@ async fn drain_kubectl(sim: &Simulation, args: &Args, kubeconfig: &std::path::Pa
         tool: "kubectl",
         real,
         sim: simulated,
-        requests: agent_requests(sim.server().requests(), KUBECTL_AGENT),
+        requests: AgentRequests::default(),
         violations: 0,
         below_budget: Vec::new(),
         detail: format!(
@@ -396,12 +430,18 @@ async fn one_rep(args: &Args, rep: usize) -> anyhow::Result<Vec<Run>> {
     // Alternate who goes first, so that neither always drains the fresher cluster.
     let drover_first = rep % 2 == 1;
     let mut runs = Vec::new();
+    let now = || sim.now();
     for i in 0..2 {
         let watch = BudgetWatch::start(sim.store().clone());
         let mut run = if (i == 0) == drover_first {
-            drain_drover(&sim, args).await?
+            let config = kube::Config::new(sim.server().url().parse()?);
+            let mut r = drain_drover(config, args, &now).await?;
+            r.requests = agent_requests(sim.server().requests(), DROVER_AGENT);
+            r
         } else {
-            drain_kubectl(&sim, args, &kubeconfig).await?
+            let mut r = drain_kubectl(args, &kubeconfig, &now).await?;
+            r.requests = agent_requests(sim.server().requests(), KUBECTL_AGENT);
+            r
         };
         wait_pods_ready(&sim, Duration::from_secs(300)).await?;
         run.below_budget = watch.finish().await;
@@ -420,6 +460,94 @@ async fn one_rep(args: &Args, rep: usize) -> anyhow::Result<Vec<Run>> {
     println!("rep {rep}: nodes cordoned at the end: {left:?}");
     let _ = std::fs::remove_dir_all(&dir);
     sim.shutdown().await;
+    Ok(runs)
+}
+
+/// One repetition on the real bed: the same scenario, loaded by `kubesim agent`.
+async fn one_rep_real(args: &Args, rep: usize) -> anyhow::Result<Vec<Run>> {
+    let t = Instant::now();
+    let mut opts = RealOptions::new(&args.real_version, args.up_timeout, args.load_timeout)?;
+    if let Some(k) = &args.kubesim {
+        opts.kubesim = k.clone();
+    }
+    let dir = std::env::temp_dir().join(format!("drain-bench-{}-{rep}", std::process::id()));
+    let sc = scenario(args.speed, args.spares)?;
+    let mut bed = RealBed::up(&opts, &dir, &sc, args.speed).await?;
+    let client = bed.client.clone();
+    for node in [NODE_DROVER, NODE_KUBECTL] {
+        add_mirror_pod(&client, node).await?;
+    }
+    let nodes: Api<Node> = Api::all(client.clone());
+    for n in nodes.list(&ListParams::default()).await?.items {
+        let name = n.metadata.name.unwrap_or_default();
+        if name.starts_with("spare-") {
+            let p = json!({"spec": {"taints": null}});
+            nodes.patch(&name, &PatchParams::default(), &Patch::Merge(&p)).await?;
+        }
+    }
+    real::wait_settled(&client, Duration::from_secs(120)).await?;
+    for node in [NODE_DROVER, NODE_KUBECTL] {
+        let (all, daemon, mirror) = census(&client, node).await?;
+        println!(
+            "rep {rep}: {node}: {all} pods ({daemon} DaemonSet, {mirror} mirror, {} to evict)",
+            all - daemon - mirror
+        );
+    }
+    println!(
+        "rep {rep}: real bed (Kubernetes {}) up in {:.1} s",
+        bed.version,
+        t.elapsed().as_secs_f64()
+    );
+    let budgets = real::BudgetWatch::start(client.clone());
+    // The watch has listed everything before a drain starts.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let t0 = Instant::now();
+    let speed = args.speed;
+    let now = move || t0.elapsed().as_secs_f64() * speed;
+    let drover_first = rep % 2 == 1;
+    let mut runs = Vec::new();
+    for i in 0..2 {
+        budgets.reset();
+        let mark = bed.audit_mark();
+        let drover = (i == 0) == drover_first;
+        let mut run = if drover {
+            drain_drover(bed.drover_config().await?, args, &now).await?
+        } else {
+            drain_kubectl(args, &bed.admin, &now).await?
+        };
+        real::wait_settled(&client, Duration::from_secs(300)).await?;
+        bed.check_alive()?;
+        // The audit backend writes in batches of at most a second.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let audit = bed.audit_since(mark)?;
+        let (mine, user): (Vec<real::Audit>, String) = if drover {
+            (
+                audit.into_iter().filter(|e| e.user == DROVER_USER).collect(),
+                DROVER_USER.into(),
+            )
+        } else {
+            (
+                audit
+                    .into_iter()
+                    .filter(|e| e.agent.starts_with(KUBECTL_AGENT))
+                    .collect(),
+                "admin".into(),
+            )
+        };
+        run.requests = real::audit_requests(&mine, |_| true);
+        let deleted = budgets.deletions_under_budget(&mine, &user);
+        if !deleted.is_empty() {
+            println!("rep {rep}: {}: pods deleted under a budget: {deleted:?}", run.tool);
+        }
+        run.violations = deleted.len();
+        run.below_budget = budgets.below();
+        runs.push(run);
+    }
+    drop(budgets);
+    let (nudges, pods) = bed.nudged();
+    println!("rep {rep}: pods KWOK left not Ready, nudged by the bench: {nudges} nudges of {pods} pods");
+    bed.stop();
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(runs)
 }
 
@@ -448,14 +576,30 @@ const HEADER: [&str; 7] = [
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // Ctrl-C drops the bed (the real one is stopped) instead of leaving it running.
+    tokio::select! {
+        r = run(&args) => r,
+        _ = tokio::signal::ctrl_c() => bail!("interrupted"),
+    }
+}
+
+async fn run(args: &Args) -> anyhow::Result<()> {
     println!("drain-bench: {}", drover_bench::machine());
+    if args.bed == BedKind::Real {
+        println!(
+            "bed real: pods stop 2 s (simulated) after their deletion whatever their grace period (KWOK's pod-delete stage; the agent ignores SlowTermination, so cart pods do not take their 30 s)"
+        );
+    }
     println!(
         "speed {} (simulated s per real s); pod start 2 s + ready 3 s, shutdown 2 s (cart pods: their whole 30 s grace); drover: pass {} s, {} QPS",
         args.speed, args.pass_seconds, args.qps
     );
     let mut all: Vec<Run> = Vec::new();
     for rep in 1..=args.reps {
-        let runs = one_rep(&args, rep).await?;
+        let runs = match args.bed {
+            BedKind::Kubesim => one_rep(args, rep).await?,
+            BedKind::Real => one_rep_real(args, rep).await?,
+        };
         for r in &runs {
             println!(
                 "rep {rep}: {:<7} {:>6.1} s real, {:>5.0} s simulated, {} requests ({}), {} evictions, {} answered 429, {} PDB violations; below budget: {:?}; {}",
@@ -492,5 +636,21 @@ async fn main() -> anyhow::Result<()> {
     }
     println!("{}", table(&HEADER, &rows));
     println!("(PDB violations: the sum over all repetitions)");
+    let mut failures = Vec::new();
+    for r in &all {
+        if r.violations > 0 {
+            failures.push(format!("{}: {} PDB violations", r.tool, r.violations));
+        }
+        if !r.below_budget.is_empty() {
+            failures.push(format!(
+                "{}: budgets below desiredHealthy: {:?}",
+                r.tool, r.below_budget
+            ));
+        }
+    }
+    if !failures.is_empty() {
+        bail!("the drain benchmark FAILED: {}", failures.join("; "));
+    }
+    println!("drain-bench: OK (both drains done, no PDB violation, no budget below desiredHealthy)");
     Ok(())
 }

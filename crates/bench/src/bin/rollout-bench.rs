@@ -1,37 +1,57 @@
 //! Rollout benchmark: the real `drover` binary upgrades containerd on every
-//! worker of a large simulated cluster (`maxUnavailable: 10%`, fixed
-//! simulated step durations) until the ClusterUpgrade is Ready. Reports the
-//! time against the ideal, drover's API requests per upgraded node (counted
-//! at kubesim's HTTP layer), drover's peak memory (VmHWM of its process) and
-//! kubesim's own CPU and memory idle and during the rollout. See
-//! docs/benchmarks.md.
+//! worker of a large cluster (`maxUnavailable: 10%`, fixed simulated step
+//! durations) until the ClusterUpgrade is Ready. Two beds: kubesim
+//! (`--bed kubesim`, in this process) and the real control plane (`--bed
+//! real`: etcd, kube-apiserver, kube-controller-manager, kube-scheduler and
+//! KWOK from scripts/controlplane.sh, the scenario loaded by `kubesim
+//! agent`). Reports the time against the ideal, drover's API requests per
+//! upgraded node (counted at kubesim's HTTP layer, or from the real API
+//! server's audit log), drover's peak memory (VmHWM of its process) and the
+//! bed's own CPU and memory. Exits non-zero when the rollout does not finish,
+//! a node fails, more workers than `maxUnavailable` are unavailable at once,
+//! a PodDisruptionBudget is violated, a node is left cordoned or a progress
+//! record goes back. See docs/benchmarks.md.
 //!
 //! ```sh
-//! cargo build --release -p drover -p drover-bench
-//! cargo run --release -p drover-bench --bin rollout-bench -- --workers 1000
-//! cargo run --release -p drover-bench --bin rollout-bench -- --scenario examples/clusters/large.yaml
+//! cargo build --release -p drover -p drover-bench -p kubesim
+//! ./target/release/rollout-bench --workers 1000
+//! ./target/release/rollout-bench --scenario examples/clusters/large.yaml
+//! ./target/release/rollout-bench --bed real --workers 200 --timeout 1200
 //! ```
 
 use std::path::PathBuf;
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use drover_api::ClusterUpgrade;
-use drover_bench::{BENCH_AGENT, DROVER_AGENT, agent_requests, bench_client, table, usage};
+use drover_bench::real::{self, BudgetWatch, DROVER_USER, PhaseEvent, RealBed, RealOptions, Sampled};
+use drover_bench::{AgentRequests, BENCH_AGENT, DROVER_AGENT, agent_requests, bench_client, table, usage};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, PostParams};
-use kubesim::sim::{ComponentTiming, Role, Scenario, SimOptions, Simulation};
+use kubesim::sim::{ComponentTiming, Recorder, Role, Scenario, SimOptions, Simulation};
 use serde_json::json;
 
 const COMPONENT: &str = "containerd";
 const FROM: &str = "1.7.22";
 const TO: &str = "1.7.23";
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum BedKind {
+    /// kubesim's API server and simulation, in this process.
+    Kubesim,
+    /// etcd, kube-apiserver, kube-controller-manager, kube-scheduler and KWOK (scripts/controlplane.sh).
+    Real,
+}
+
 #[derive(Parser, Debug)]
-#[command(about = "A whole rollout by the drover binary on a large simulated cluster")]
+#[command(about = "A whole rollout by the drover binary on a large cluster (kubesim or the real control plane)")]
 struct Args {
+    /// The bed: kubesim (in this process) or real (scripts/controlplane.sh, KWOK nodes).
+    #[arg(long, value_enum, default_value = "kubesim")]
+    bed: BedKind,
     /// Workers (the large scenario scaled down, same pods per node); ignored with --scenario.
     #[arg(long, default_value_t = 1000)]
     workers: u32,
@@ -50,7 +70,7 @@ struct Args {
     /// spec.strategy.maxUnavailable.
     #[arg(long, default_value = "10%")]
     max_unavailable: String,
-    /// Longest the rollout may take (real seconds) before the figures are taken as they are.
+    /// Longest the rollout may take (real seconds); past it the figures are printed and the run fails.
     #[arg(long, default_value_t = 600)]
     timeout: u64,
     /// Real seconds of idling measured before drover starts.
@@ -62,6 +82,21 @@ struct Args {
     /// Extra arguments for `drover run` (repeat; e.g. --drover-arg=--kube-qps=0).
     #[arg(long = "drover-arg", allow_hyphen_values = true)]
     drover_args: Vec<String>,
+    /// Real bed: the Kubernetes version (scripts/controlplane.sh --version).
+    #[arg(long, default_value = "newest")]
+    real_version: String,
+    /// Real bed: the directory of the control plane (default: a new one under the temporary directory).
+    #[arg(long)]
+    real_dir: Option<PathBuf>,
+    /// Real bed: longest `scripts/controlplane.sh up` may take (s; a cold build of the binaries takes ~20 min).
+    #[arg(long, default_value_t = 1800)]
+    up_timeout: u64,
+    /// Real bed: longest the scenario may take to be Running and Ready (s).
+    #[arg(long, default_value_t = 900)]
+    load_timeout: u64,
+    /// Real bed: the kubesim binary for `kubesim agent` (default: `kubesim` next to this one).
+    #[arg(long)]
+    kubesim: Option<PathBuf>,
 }
 
 /// The large example scaled to `workers` (pods per node kept), or a file.
@@ -88,6 +123,7 @@ fn scenario(args: &Args) -> anyhow::Result<Scenario> {
             s
         }
     };
+    // The same durations as the real bed's KWOK stages (scripts/controlplane.sh stages).
     let t = &mut s.timing;
     t.pod_start_seconds = 2.0;
     t.pod_ready_seconds = 3.0;
@@ -105,8 +141,7 @@ fn scenario(args: &Args) -> anyhow::Result<Scenario> {
     Ok(s)
 }
 
-/// Each node's `drover.dev/progress` phase over time, followed through the
-/// in-process store's watch (no HTTP requests): node -> [(phase or None, real s)].
+/// Each node's `drover.dev/progress` phase over time: node -> [(phase or None, real s)].
 type Phases = std::collections::BTreeMap<String, Vec<(Option<String>, f64)>>;
 
 fn phase_of(node: &kubesim::Stored) -> Option<String> {
@@ -120,26 +155,47 @@ fn phase_of(node: &kubesim::Stored) -> Option<String> {
     p["phase"].as_str().map(str::to_string)
 }
 
-fn follow_phases(
+/// kubesim: node phases through the in-process store's watch (no HTTP requests).
+fn follow_store_phases(
     store: kubesim::Store,
     t0: Instant,
+    tx: tokio::sync::mpsc::UnboundedSender<PhaseEvent>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let Ok((_, mut stream)) = store.watch(&kubesim::GroupResource::new("", "nodes"), None) else {
+            return;
+        };
+        while let Some(Ok(ev)) = stream.next().await {
+            if tx
+                .send((
+                    ev.object.name.to_string(),
+                    phase_of(&ev.object),
+                    t0.elapsed().as_secs_f64(),
+                ))
+                .is_err()
+            {
+                break;
+            }
+        }
+    })
+}
+
+/// Collects phase changes until `stop`.
+fn collect_phases(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<PhaseEvent>,
     stop: tokio::sync::oneshot::Receiver<()>,
 ) -> tokio::task::JoinHandle<Phases> {
     tokio::spawn(async move {
         let mut phases = Phases::new();
-        let Ok((_, mut stream)) = store.watch(&kubesim::GroupResource::new("", "nodes"), None) else {
-            return phases;
-        };
         let mut stop = std::pin::pin!(stop);
         loop {
             tokio::select! {
                 _ = &mut stop => break,
-                ev = stream.next() => {
-                    let Some(Ok(ev)) = ev else { break };
-                    let phase = phase_of(&ev.object);
-                    let log = phases.entry(ev.object.name.to_string()).or_default();
+                ev = rx.recv() => {
+                    let Some((name, phase, at)) = ev else { break };
+                    let log = phases.entry(name).or_default();
                     if log.last().map(|(p, _)| p) != Some(&phase) && !(log.is_empty() && phase.is_none()) {
-                        log.push((phase, t0.elapsed().as_secs_f64()));
+                        log.push((phase, at));
                     }
                 }
             }
@@ -254,9 +310,43 @@ fn condition(cu: &ClusterUpgrade, type_: &str) -> Option<(String, String)> {
         .map(|c| (c.status.clone(), c.reason.clone()))
 }
 
+/// The bed the rollout runs on.
+enum Bed {
+    Kubesim(Box<Simulation>),
+    Real(Box<RealBed>),
+}
+
+/// What the rollout left behind, per bed.
+struct Outcome {
+    drover: AgentRequests,
+    bench: u64,
+    /// (eviction answer code, count)
+    evictions: Vec<(u16, u64)>,
+    max_workers_unavailable: usize,
+    violations: Vec<String>,
+    below_budget: Vec<String>,
+    left_cordoned: Vec<String>,
+    /// Real bed: (nudges, pods) of pods KWOK left not Ready (see `real::Nudger`).
+    nudged: (u64, usize),
+}
+
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // Ctrl-C drops the bed (the real one is stopped) instead of leaving it running.
+    let failures = tokio::select! {
+        r = run(&args) => r?,
+        _ = tokio::signal::ctrl_c() => bail!("interrupted"),
+    };
+    if !failures.is_empty() {
+        bail!("the rollout benchmark FAILED: {}", failures.join("; "));
+    }
+    println!("rollout-bench: OK (Ready, no failed node, budgets and maxUnavailable kept)");
+    Ok(())
+}
+
+/// Runs the benchmark; the checks that failed (empty: all passed).
+async fn run(args: &Args) -> anyhow::Result<Vec<String>> {
     let drover = match &args.drover {
         Some(p) => p.clone(),
         None => std::env::current_exe()?.with_file_name("drover"),
@@ -268,7 +358,7 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     println!("rollout-bench: {}", drover_bench::machine());
-    let sc = scenario(&args)?;
+    let sc = scenario(args)?;
     let workers = sc
         .nodes
         .iter()
@@ -284,60 +374,130 @@ async fn main() -> anyhow::Result<()> {
         + args.upgrade_seconds;
     let ideal_sim = batches as f64 * step;
     println!(
-        "scenario {:?}: {} nodes ({workers} workers); speed {}; {COMPONENT} {FROM} -> {TO}, maxUnavailable {} = {per_batch} workers per batch, {batches} batches",
+        "bed {:?}; scenario {:?}: {} nodes ({workers} workers); speed {}; {COMPONENT} {FROM} -> {TO}, maxUnavailable {} = {per_batch} workers per batch, {batches} batches",
+        args.bed,
         sc.name,
         sc.node_count(),
         args.speed,
         args.max_unavailable
     );
 
+    let dir = match (&args.real_dir, args.bed) {
+        (Some(d), BedKind::Real) => d.clone(),
+        _ => std::env::temp_dir().join(format!("rollout-bench-{}", std::process::id())),
+    };
+    std::fs::create_dir_all(&dir)?;
     let t = Instant::now();
     let before = usage("self");
-    let sim = Simulation::start_with(
-        sc,
-        SimOptions {
-            speed: Some(args.speed),
-            settle_timeout: Duration::from_secs(1200),
-            ..Default::default()
-        },
-    )
-    .await?;
-    let status = sim.status().await?;
-    let started = usage("self");
-    println!(
-        "kubesim: {} nodes, {} pods Running and Ready in {:.1} s (CPU {:.1} s); VmRSS {:.0} MiB, VmHWM {:.0} MiB (baseline before the cluster {:.0} MiB)",
-        status.nodes,
-        status.pods,
-        t.elapsed().as_secs_f64(),
-        started.cpu - before.cpu,
-        started.rss_mib,
-        started.hwm_mib,
-        before.rss_mib
-    );
-    let client = bench_client(&sim.server().url())?;
-    Api::<CustomResourceDefinition>::all(client.clone())
-        .create(&PostParams::default(), &drover_api::crd::crd())
-        .await?;
+    let (bed, client, kubeconfig) = match args.bed {
+        BedKind::Kubesim => {
+            let sim = Simulation::start_with(
+                sc.clone(),
+                SimOptions {
+                    speed: Some(args.speed),
+                    settle_timeout: Duration::from_secs(1200),
+                    ..Default::default()
+                },
+            )
+            .await?;
+            let status = sim.status().await?;
+            let started = usage("self");
+            println!(
+                "kubesim: {} nodes, {} pods Running and Ready in {:.1} s (CPU {:.1} s); VmRSS {:.0} MiB, VmHWM {:.0} MiB (baseline before the cluster {:.0} MiB)",
+                status.nodes,
+                status.pods,
+                t.elapsed().as_secs_f64(),
+                started.cpu - before.cpu,
+                started.rss_mib,
+                started.hwm_mib,
+                before.rss_mib
+            );
+            let client = bench_client(&sim.server().url())?;
+            Api::<CustomResourceDefinition>::all(client.clone())
+                .create(&PostParams::default(), &drover_api::crd::crd())
+                .await?;
+            let kubeconfig = dir.join("kubeconfig");
+            sim.server().write_kubeconfig(&kubeconfig)?;
+            (Bed::Kubesim(Box::new(sim)), client, kubeconfig)
+        }
+        BedKind::Real => {
+            let mut opts = RealOptions::new(&args.real_version, args.up_timeout, args.load_timeout)?;
+            if let Some(k) = &args.kubesim {
+                opts.kubesim = k.clone();
+            }
+            let bed = RealBed::up(&opts, &dir.join("bed"), &sc, args.speed).await?;
+            let client = bed.client.clone();
+            let kubeconfig = bed.drover_kubeconfig.clone();
+            let u = bed.usage();
+            println!(
+                "real bed loaded in {:.1} s: {}",
+                t.elapsed().as_secs_f64(),
+                u.iter()
+                    .map(|(n, u)| format!("{n} {:.1} s CPU, VmRSS {:.0} MiB", u.cpu, u.rss_mib))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
+            (Bed::Real(Box::new(bed)), client, kubeconfig)
+        }
+    };
+    let speed = args.speed;
+    let bed_usage = |bed: &Bed| -> Vec<(String, drover_bench::Usage)> {
+        match bed {
+            Bed::Kubesim(_) => vec![("kubesim".to_string(), usage("self"))],
+            Bed::Real(b) => b.usage(),
+        }
+    };
 
-    // kubesim idle (this process is kubesim plus the benchmark's light polling).
-    let idle0 = usage("self");
+    // The real bed's watches: nodes into a recorder and the phases, budgets.
+    let t0_watch = Instant::now();
+    let (phase_tx, phase_rx) = tokio::sync::mpsc::unbounded_channel();
+    let recorder = Arc::new(Recorder::default());
+    let mut watches = Vec::new();
+    let budgets = match &bed {
+        Bed::Kubesim(sim) => {
+            watches.push(follow_store_phases(sim.store().clone(), t0_watch, phase_tx));
+            None
+        }
+        Bed::Real(b) => {
+            watches.push(real::follow_nodes(
+                b.client.clone(),
+                recorder.clone(),
+                t0_watch,
+                speed,
+                phase_tx,
+            ));
+            Some(BudgetWatch::start(b.client.clone()))
+        }
+    };
+
+    // The bed idle (kubesim: this process, with the benchmark's light polling).
+    let idle0 = bed_usage(&bed);
     tokio::time::sleep(Duration::from_secs(args.idle)).await;
-    let idle1 = usage("self");
-    let idle_cpu = (idle1.cpu - idle0.cpu) / args.idle as f64 * 100.0;
+    let idle1 = bed_usage(&bed);
+    let idle: Vec<(String, f64, f64)> = idle1
+        .iter()
+        .zip(&idle0)
+        .map(|((n, b), (_, a))| (n.clone(), (b.cpu - a.cpu) / args.idle as f64 * 100.0, b.rss_mib))
+        .collect();
     println!(
-        "kubesim idle {} s: CPU {:.1} % of one core; VmRSS {:.0} MiB",
-        args.idle, idle_cpu, idle1.rss_mib
+        "idle {} s: {}",
+        args.idle,
+        idle.iter()
+            .map(|(n, cpu, rss)| format!("{n} {cpu:.1} % of one core, VmRSS {rss:.0} MiB"))
+            .collect::<Vec<_>>()
+            .join("; ")
     );
 
-    let dir = std::env::temp_dir().join(format!("rollout-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let kubeconfig = dir.join("kubeconfig");
-    sim.server().write_kubeconfig(&kubeconfig)?;
     let log = dir.join("drover.log");
+    let mut drover_args = args.drover_args.clone();
+    if args.bed == BedKind::Real && !drover_args.iter().any(|a| a.starts_with("--namespace")) {
+        // drover's RBAC (deploy/) and token are for drover-system.
+        drover_args.extend(["--namespace".to_string(), "drover-system".to_string()]);
+    }
     let mut child = tokio::process::Command::new(&drover)
         .args(["run", "--http-addr", "off", "--kubeconfig"])
         .arg(&kubeconfig)
-        .args(&args.drover_args)
+        .args(&drover_args)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log)?)
@@ -345,7 +505,7 @@ async fn main() -> anyhow::Result<()> {
         .spawn()
         .with_context(|| format!("starting {}", drover.display()))?;
     let pid = child.id().unwrap_or(0).to_string();
-    println!("drover: {} run {}", drover.display(), args.drover_args.join(" "));
+    println!("drover: {} run {}", drover.display(), drover_args.join(" "));
 
     let spec = json!({
         "components": [{"name": COMPONENT, "version": TO, "upgrade": {"job": {
@@ -356,36 +516,58 @@ async fn main() -> anyhow::Result<()> {
     });
     let spec: drover_api::ClusterUpgradeSpec = serde_json::from_value(spec)?;
     let cus: Api<ClusterUpgrade> = Api::all(client.clone());
-    sim.recorder().reset();
-    sim.server().requests().reset();
-    let cpu0 = usage("self").cpu;
-    let (t0, s0) = (Instant::now(), sim.now());
+    // From here on: what the rollout costs.
+    let mut audit_mark = 0;
+    match &bed {
+        Bed::Kubesim(sim) => {
+            sim.recorder().reset();
+            sim.server().requests().reset();
+        }
+        Bed::Real(b) => {
+            recorder.reset();
+            audit_mark = b.audit_mark();
+        }
+    }
+    if let Some(b) = &budgets {
+        b.reset();
+    }
+    let mut sampled = Sampled::start(&bed_usage(&bed));
+    let sim_now = |bed: &Bed| match bed {
+        Bed::Kubesim(sim) => sim.now(),
+        Bed::Real(_) => t0_watch.elapsed().as_secs_f64() * speed,
+    };
+    let (t0, s0) = (Instant::now(), sim_now(&bed));
     let (stop_phases, stopped) = tokio::sync::oneshot::channel();
-    let follower = follow_phases(sim.store().clone(), t0, stopped);
+    let collector = collect_phases(phase_rx, stopped);
     cus.create(&PostParams::default(), &ClusterUpgrade::new("runtime", spec))
-        .await?;
+        .await
+        .context("creating the ClusterUpgrade")?;
 
     let timeout = Duration::from_secs(args.timeout);
     let mut last_print = Instant::now();
-    let mut rss_peak = 0f64;
     let mut last_updated = -1;
     let mut batch_done: Vec<(f64, f64)> = Vec::new();
     let mut first_done: Option<(f64, f64)> = None;
     let mut ready = false;
     let mut last: Option<ClusterUpgrade> = None;
     let mut drover_usage = usage(&pid);
+    let mut bed = bed;
     while t0.elapsed() < timeout {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        rss_peak = rss_peak.max(usage("self").rss_mib);
+        let now_usage = bed_usage(&bed);
+        sampled.sample(&now_usage);
         let du = usage(&pid);
         if du.hwm_mib > 0.0 {
             drover_usage = du;
         }
         if let Ok(Some(st)) = child.try_wait() {
-            bail!("drover exited ({st}); its log: {}", log.display());
+            bail!("drover exited ({st}); {}:\n{}", log.display(), real::tail(&log, 20));
+        }
+        if let Bed::Real(b) = &mut bed {
+            b.check_alive()?;
         }
         let Ok(cu) = cus.get("runtime").await else { continue };
-        let (real, simulated) = (t0.elapsed().as_secs_f64(), sim.now() - s0);
+        let (real, simulated) = (t0.elapsed().as_secs_f64(), sim_now(&bed) - s0);
         let counts = cu.status.as_ref().map(|s| s.counts.clone()).unwrap_or_default();
         if counts.updated != last_updated {
             if counts.updated > 0 && first_done.is_none() {
@@ -399,15 +581,20 @@ async fn main() -> anyhow::Result<()> {
         }
         if last_print.elapsed() >= Duration::from_secs(15) {
             last_print = Instant::now();
+            let server = now_usage
+                .first()
+                .map(|(n, u)| {
+                    let cpu0 = sampled.per.get(n).map_or(u.cpu, |e| e.0);
+                    format!(
+                        "{n} VmRSS {:.0} MiB, CPU {:.0} %",
+                        u.rss_mib,
+                        (u.cpu - cpu0) / real * 100.0
+                    )
+                })
+                .unwrap_or_default();
             println!(
-                "  {real:>6.1} s real / {simulated:>6.0} s simulated: {} updated, {} updating, {} pending, {} failed; drover VmRSS {:.0} MiB; kubesim VmRSS {:.0} MiB, CPU {:.0} %",
-                counts.updated,
-                counts.updating,
-                counts.pending,
-                counts.failed,
-                du.rss_mib,
-                usage("self").rss_mib,
-                (usage("self").cpu - cpu0) / real * 100.0
+                "  {real:>6.1} s real / {simulated:>6.0} s simulated: {} updated, {} updating, {} pending, {} failed; drover VmRSS {:.0} MiB; {server}",
+                counts.updated, counts.updating, counts.pending, counts.failed, du.rss_mib,
             );
         }
         let done = condition(&cu, "Ready").is_some_and(|(s, _)| s == "True");
@@ -417,20 +604,72 @@ async fn main() -> anyhow::Result<()> {
             break;
         }
     }
-    let (real, simulated) = (t0.elapsed().as_secs_f64(), sim.now() - s0);
-    let kubesim_cpu = usage("self").cpu - cpu0;
+    let (real, simulated) = (t0.elapsed().as_secs_f64(), sim_now(&bed) - s0);
+    sampled.sample(&bed_usage(&bed));
     let final_drover = usage(&pid);
     if final_drover.hwm_mib > 0.0 {
         drover_usage = final_drover;
     }
     let _ = child.kill().await;
     let _ = stop_phases.send(());
-    let phases = follower.await.unwrap_or_default();
+    let phases = collector.await.unwrap_or_default();
+    for w in &watches {
+        w.abort();
+    }
+
+    let outcome = match &bed {
+        Bed::Kubesim(sim) => {
+            let report = sim.recorder().report(sim.now());
+            let counts = sim.server().requests();
+            Outcome {
+                drover: agent_requests(counts, DROVER_AGENT),
+                bench: agent_requests(counts, BENCH_AGENT).total,
+                evictions: counts
+                    .rows()
+                    .into_iter()
+                    .filter(|r| r.key.agent == DROVER_AGENT && r.key.resource == "pods/eviction")
+                    .map(|r| (r.key.code, r.count))
+                    .collect(),
+                max_workers_unavailable: report.max_unavailable.get("worker").copied().unwrap_or(0),
+                violations: report
+                    .pdb_violations
+                    .iter()
+                    .map(|v| format!("{}/{} ({} {})", v.namespace, v.pod, v.kind, v.pdb))
+                    .collect(),
+                below_budget: Vec::new(),
+                left_cordoned: report.cordoned.clone(),
+                nudged: (0, 0),
+            }
+        }
+        Bed::Real(b) => {
+            // The audit backend writes in batches of at most a second.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            let audit = b.audit_since(audit_mark)?;
+            let report = recorder.report(sim_now(&bed));
+            let drover_reqs = real::audit_requests(&audit, |e| e.user == DROVER_USER);
+            let mut evictions: std::collections::BTreeMap<u16, u64> = Default::default();
+            for e in audit
+                .iter()
+                .filter(|e| e.user == DROVER_USER && e.resource == "pods/eviction")
+            {
+                *evictions.entry(e.code).or_default() += 1;
+            }
+            let budgets = budgets.as_ref().expect("the real bed's budget watch");
+            Outcome {
+                drover: drover_reqs,
+                bench: real::audit_requests(&audit, |e| e.agent.starts_with(BENCH_AGENT)).total,
+                evictions: evictions.into_iter().collect(),
+                max_workers_unavailable: report.max_unavailable.get("worker").copied().unwrap_or(0),
+                violations: budgets.deletions_under_budget(&audit, DROVER_USER),
+                below_budget: budgets.below(),
+                left_cordoned: report.cordoned.clone(),
+                nudged: b.nudged(),
+            }
+        }
+    };
+    drop(budgets);
 
     let st = last.as_ref().and_then(|c| c.status.clone()).unwrap_or_default();
-    let report = sim.recorder().report(sim.now());
-    let reqs = agent_requests(sim.server().requests(), DROVER_AGENT);
-    let mine = agent_requests(sim.server().requests(), BENCH_AGENT);
     let updated = st.counts.updated.max(0) as usize;
     println!();
     if ready {
@@ -455,12 +694,15 @@ async fn main() -> anyhow::Result<()> {
     for (i, (r, s)) in batch_done.iter().enumerate() {
         println!("batch {} counted done at {r:.1} s real, {s:.0} s simulated", i + 1);
     }
+    // Phase times are from the watches' start; the rollout's from the ClusterUpgrade's creation.
+    let offset = t0.duration_since(t0_watch).as_secs_f64();
     let mut prev_end: Option<f64> = None;
     for (i, (start, end)) in batch_spans(&phases, per_batch).iter().enumerate() {
         println!(
-            "batch {}: first node started at {start:.1} s, last finished at {}{}",
+            "batch {}: first node started at {:.1} s, last finished at {}{}",
             i + 1,
-            end.map_or("-".into(), |e| format!("{e:.1} s ({:.1} s)", e - start)),
+            start - offset,
+            end.map_or("-".into(), |e| format!("{:.1} s ({:.1} s)", e - offset, e - start)),
             prev_end.map_or(String::new(), |p| format!(
                 "; {:.1} s after the previous batch",
                 start - p
@@ -474,42 +716,61 @@ async fn main() -> anyhow::Result<()> {
         back.len(),
         back.iter()
             .take(5)
-            .map(|(n, a, b, t)| format!("; {n} {a} -> {b} at {t:.1} s"))
+            .map(|(n, a, b, t)| format!("; {n} {a} -> {b} at {:.1} s", t - offset))
             .collect::<String>()
     );
     println!(
         "\ntime in each node phase (from drover.dev/progress, real seconds):\n{}\n",
         phase_table(&phases)
     );
+    let reqs = &outcome.drover;
     println!(
-        "drover's requests: {} ({:.1} per upgraded node, if any); {}; 429s {}",
+        "drover's requests{}: {} ({:.1} per upgraded node, if any); {}; 429s {}",
+        if args.bed == BedKind::Real {
+            " (the API server's audit log, user drover-system:drover)"
+        } else {
+            ""
+        },
         reqs.total,
         reqs.total as f64 / updated.max(1) as f64,
         reqs.top(12),
         reqs.all_429
     );
-    let evictions: Vec<String> = sim
-        .server()
-        .requests()
-        .rows()
-        .into_iter()
-        .filter(|r| r.key.agent == DROVER_AGENT && r.key.resource == "pods/eviction")
-        .map(|r| format!("{} answered {}", r.count, r.key.code))
-        .collect();
-    println!("drover's evictions: {}", evictions.join(", "));
-    println!("the benchmark's own requests (not counted as drover's): {}", mine.total);
     println!(
-        "recorder: max workers unavailable at once {}; PDB violations {}; left cordoned {}",
-        report.max_unavailable.get("worker").copied().unwrap_or(0),
-        report.pdb_violations.len(),
-        report.cordoned.len()
+        "drover's evictions: {}",
+        outcome
+            .evictions
+            .iter()
+            .map(|(code, n)| format!("{n} answered {code}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "the benchmark's own requests (not counted as drover's): {}",
+        outcome.bench
+    );
+    println!(
+        "recorder: max workers unavailable at once {} (budget {per_batch}); PDB violations {}; left cordoned {}{}",
+        outcome.max_workers_unavailable,
+        outcome.violations.len(),
+        outcome.left_cordoned.len(),
+        if args.bed == BedKind::Real {
+            format!(
+                "; budgets whose healthy pods fell below desiredHealthy (sampled every 100 ms): {}; pods KWOK left not Ready, nudged by the bench (since the bed started): {} nudges of {} pods",
+                outcome.below_budget.len(),
+                outcome.nudged.0,
+                outcome.nudged.1
+            )
+        } else {
+            String::new()
+        }
     );
     let ideal_real = ideal_sim / args.speed;
     println!(
         "\nideal = batches x per-node step = {batches} x ({} shutdown + {} start + {} ready + {} upgrade = {step} s) = {ideal_sim:.0} s simulated = {ideal_real:.1} s real at speed {}\n",
         2, 2, 3, args.upgrade_seconds, args.speed
     );
-    let rows = vec![
+    let mut rows = vec![
         vec![
             "total time, real".into(),
             format!("{real:.1} s{}", if ready { "" } else { " (not finished)" }),
@@ -544,17 +805,27 @@ async fn main() -> anyhow::Result<()> {
                 drover_usage.cpu / real * 100.0
             ),
         ],
-        vec![
-            "kubesim idle".into(),
-            format!("{:.1} % CPU", idle_cpu),
-            format!("{:.0} MiB VmRSS", idle1.rss_mib),
-        ],
-        vec![
-            "kubesim during the rollout".into(),
-            format!("{:.0} % CPU (of one core, average)", kubesim_cpu / real * 100.0),
-            format!("{rss_peak:.0} MiB VmRSS peak"),
-        ],
     ];
+    for (n, cpu, rss) in &idle {
+        rows.push(vec![
+            format!("{n} idle"),
+            format!("{cpu:.1} % CPU"),
+            format!("{rss:.0} MiB VmRSS"),
+        ]);
+    }
+    let mut per: Vec<_> = sampled.per.iter().collect();
+    per.sort_by_key(|(n, _)| real::PROCESSES.iter().position(|p| p == n));
+    for (n, (cpu0, cpu1, peak, hwm)) in per {
+        rows.push(vec![
+            format!("{n} during the rollout"),
+            format!(
+                "{:.1} s CPU ({:.0} % of one core)",
+                cpu1 - cpu0,
+                (cpu1 - cpu0) / real * 100.0
+            ),
+            format!("{peak:.0} MiB VmRSS peak (sampled); VmHWM {hwm:.0} MiB"),
+        ]);
+    }
     println!("{}", table(&["measure", "figure", "note"], &rows));
     if !ready {
         let tail: Vec<String> = std::fs::read_to_string(&log)
@@ -566,9 +837,64 @@ async fn main() -> anyhow::Result<()> {
             .collect();
         println!("drover's last log lines (newest first):\n{}", tail.join("\n"));
     }
-    let _ = std::fs::remove_dir_all(&dir);
-    sim.shutdown().await;
-    Ok(())
+
+    let mut failures = Vec::new();
+    if !ready {
+        failures.push(format!(
+            "not Ready after {} s ({updated} of {workers} workers upgraded)",
+            args.timeout
+        ));
+    }
+    if st.counts.failed > 0 {
+        failures.push(format!("{} nodes failed", st.counts.failed));
+    }
+    if outcome.max_workers_unavailable > per_batch {
+        failures.push(format!(
+            "{} workers unavailable at once, maxUnavailable allows {per_batch}",
+            outcome.max_workers_unavailable
+        ));
+    }
+    if !outcome.violations.is_empty() {
+        failures.push(format!(
+            "{} PDB violations: {}",
+            outcome.violations.len(),
+            outcome
+                .violations
+                .iter()
+                .take(5)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if !outcome.below_budget.is_empty() {
+        failures.push(format!(
+            "budgets below desiredHealthy: {}",
+            outcome
+                .below_budget
+                .iter()
+                .take(5)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if ready && !outcome.left_cordoned.is_empty() {
+        failures.push(format!("nodes left cordoned: {:?}", outcome.left_cordoned));
+    }
+    if !back.is_empty() {
+        failures.push(format!("{} progress records went back", back.len()));
+    }
+    match bed {
+        Bed::Kubesim(sim) => (*sim).shutdown().await,
+        Bed::Real(mut b) => b.stop(),
+    }
+    if failures.is_empty() && args.real_dir.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    } else {
+        println!("logs kept in {}", dir.display());
+    }
+    Ok(failures)
 }
 
 #[cfg(test)]
