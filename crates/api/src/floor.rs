@@ -45,8 +45,15 @@ pub fn parse_minor(major: &str, minor: &str) -> Option<(u32, u32)> {
 /// `(group/version, resource)` pairs its discovery lists.
 pub fn judge(git_version: &str, major: &str, minor: &str, served: &BTreeSet<(String, String)>) -> Option<String> {
     let mut problems = Vec::new();
-    match parse_minor(major, minor) {
+    // Some distributions leave major/minor empty: fall back to gitVersion.
+    let from_git = || {
+        let core = git_version.trim_start_matches('v');
+        let mut parts = core.split(['.', '-', '+']);
+        parse_minor(parts.next()?, parts.next()?)
+    };
+    match parse_minor(major, minor).or_else(from_git) {
         Some((1, m)) if m >= MIN_MINOR => {}
+        Some((m, _)) if m > 1 => {}
         Some(_) => problems.push(format!(
             "it is {git_version}, older than drover supports ({})",
             supported_range()
@@ -66,7 +73,7 @@ pub fn judge(git_version: &str, major: &str, minor: &str, served: &BTreeSet<(Str
             "it does not serve {} that drover needs{}",
             missing.join(", "),
             if crd {
-                " (install the CRD: kubectl apply -f crds/)"
+                " (install the CRD: kubectl apply -k crds/)"
             } else {
                 ""
             }
@@ -119,7 +126,17 @@ mod tests {
         served.retain(|(g, _)| g != "drover.dev/v1alpha1");
         let msg = judge("v1.37.2", "1", "37", &served).unwrap();
         assert!(msg.contains("drover.dev/v1alpha1 clusterupgrades"), "{msg}");
-        assert!(msg.contains("kubectl apply -f crds/"), "{msg}");
+        assert!(msg.contains("kubectl apply -k crds/"), "{msg}");
+    }
+
+    #[test]
+    fn an_empty_minor_falls_back_to_the_git_version() {
+        assert_eq!(judge("v1.35.1-eks-abc", "", "", &all()), None);
+        assert!(
+            judge("v1.30.1", "", "", &all())
+                .unwrap()
+                .contains("older than drover supports")
+        );
     }
 
     #[test]

@@ -12,8 +12,8 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use crate::known::stage_of;
 use crate::spec::{
-    CLOCK_PATTERN, ClusterUpgradeSpec, ENV_NAME_PATTERN, EnvVar, IMAGE_PATTERN, LABEL_KEY_PATTERN, LABEL_VALUE_PATTERN,
-    MAX_DURATION, NAME_PATTERN, RESERVED_ENV, SUBDOMAIN_PATTERN, Stage, TIME_ZONE_PATTERN,
+    CLOCK_PATTERN, ClusterUpgradeSpec, DURATION_PATTERN, ENV_NAME_PATTERN, EnvVar, IMAGE_PATTERN, LABEL_KEY_PATTERN,
+    LABEL_VALUE_PATTERN, MAX_DURATION, NAME_PATTERN, RESERVED_ENV, SUBDOMAIN_PATTERN, Stage, TIME_ZONE_PATTERN,
 };
 use crate::version::parse_version;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -44,8 +44,42 @@ static TIME_ZONE: LazyLock<regex::Regex> = LazyLock::new(|| regex(TIME_ZONE_PATT
 static LABEL_KEY: LazyLock<regex::Regex> = LazyLock::new(|| regex(LABEL_KEY_PATTERN));
 static LABEL_VALUE: LazyLock<regex::Regex> = LazyLock::new(|| regex(LABEL_VALUE_PATTERN));
 
-/// Parse a Go-style duration (`90s`, `1h30m`) as `metav1.Duration` does.
+static DURATION: LazyLock<regex::Regex> = LazyLock::new(|| regex(DURATION_PATTERN));
+static CLOCK: LazyLock<regex::Regex> = LazyLock::new(|| regex(CLOCK_PATTERN));
+
+/// Parse a Go-style duration (`90s`, `1h30m`) as `metav1.Duration` does,
+/// restricted to what the schema admits (its pattern, at most 32
+/// characters) and to at most about 100 years, so that no input can
+/// overflow the parser.
 pub fn parse_duration(s: &str) -> Option<Duration> {
+    if s.len() > 32 || !DURATION.is_match(s) {
+        return None;
+    }
+    // The pattern guarantees number-unit pairs: bound their sum in f64 first.
+    let mut secs = 0.0f64;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let n = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (num, tail) = rest.split_at(n);
+        let u = tail.find(|c: char| c.is_ascii_digit()).unwrap_or(tail.len());
+        let (unit, next) = tail.split_at(u);
+        let scale = match unit {
+            "ns" => 1e-9,
+            "us" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        secs += num.parse::<f64>().ok()? * scale;
+        rest = next;
+    }
+    if !secs.is_finite() || secs > 100.0 * 365.0 * 86400.0 {
+        return None;
+    }
     let d: kube::core::Duration = s.parse().ok()?;
     if d.is_negative() {
         return None;
@@ -62,6 +96,7 @@ pub fn resolve_max_unavailable(v: &IntOrString, total: usize) -> Result<usize, S
         IntOrString::String(s) => {
             let pct = s
                 .strip_suffix('%')
+                .filter(|p| !p.is_empty() && !p.starts_with('0') && p.bytes().all(|b| b.is_ascii_digit()))
                 .and_then(|p| p.parse::<u32>().ok())
                 .filter(|p| (1..=100).contains(p))
                 .ok_or_else(|| {
@@ -74,6 +109,9 @@ pub fn resolve_max_unavailable(v: &IntOrString, total: usize) -> Result<usize, S
 
 /// Minutes after midnight of an `HH:MM` clock time.
 pub fn parse_clock(s: &str) -> Option<u32> {
+    if !CLOCK.is_match(s) {
+        return None;
+    }
     let (h, m) = s.split_once(':')?;
     if h.len() != 2 || m.len() != 2 {
         return None;
@@ -118,6 +156,12 @@ fn check_image(errs: &mut Vec<FieldError>, field: String, image: &str) {
 }
 
 fn check_env(errs: &mut Vec<FieldError>, at: &str, env: &[EnvVar]) {
+    if env.len() > 64 {
+        errs.push(err(
+            format!("{at}.env"),
+            format!("lists {}; at most 64 variables", env.len()),
+        ));
+    }
     let mut names = BTreeSet::new();
     for (i, e) in env.iter().enumerate() {
         let field = format!("{at}.env[{i}].name");
@@ -199,10 +243,22 @@ pub fn validate_name(name: &str) -> Result<(), FieldError> {
 
 /// Every problem with the spec that needs no cluster to see, in field order.
 pub fn validate(spec: &ClusterUpgradeSpec) -> Result<(), Vec<FieldError>> {
-    let _ = (NAME_PATTERN, CLOCK_PATTERN); // the schema's twins of is_dns_label and parse_clock
+    let _ = NAME_PATTERN; // the schema's twin of is_dns_label
     let mut errs = Vec::new();
     if spec.components.is_empty() {
         errs.push(err("spec.components", "must list at least one component"));
+    }
+    if spec.components.len() > 32 {
+        errs.push(err(
+            "spec.components",
+            format!("lists {}; at most 32 components", spec.components.len()),
+        ));
+    }
+    if spec.windows.len() > 16 {
+        errs.push(err(
+            "spec.windows",
+            format!("lists {}; at most 16 windows", spec.windows.len()),
+        ));
     }
     let mut seen = BTreeSet::new();
     for (i, c) in spec.components.iter().enumerate() {

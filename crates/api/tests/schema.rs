@@ -285,3 +285,16 @@ fn the_schema_has_the_structure_kubectl_and_kstatus_need() {
     assert_eq!(conditions["x-kubernetes-list-map-keys"], json!(["type"]));
     assert_eq!(s["properties"]["spec"]["properties"]["components"]["minItems"], 1);
 }
+
+#[test]
+fn durations_never_overflow_and_follow_the_schema() {
+    use drover_api::validate::parse_duration;
+    assert_eq!(parse_duration("99999999999999999999h"), None);
+    assert_eq!(parse_duration("9999999999999999h"), None);
+    for bad in ["0", "", "+5m", ".5h", "5.h", "90s0", "1d"] {
+        assert_eq!(parse_duration(bad), None, "{bad:?}");
+    }
+    assert_eq!(parse_duration("1.5h"), Some(std::time::Duration::from_secs(5400)));
+    assert_eq!(parse_duration("1h30m"), Some(std::time::Duration::from_secs(5400)));
+    assert_eq!(parse_duration("0s"), Some(std::time::Duration::ZERO));
+}

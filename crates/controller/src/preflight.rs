@@ -23,21 +23,48 @@ pub async fn check(client: &Client) -> Result<Server, String> {
         .map_err(|_| "the API server did not answer /version within 30 s".to_string())?
         .map_err(|e| format!("cannot read the API server's version: {}", drover_nodeops::api_text(&e)))?;
     let mut served = BTreeSet::new();
+    let mut failures = Vec::new();
     let versions: BTreeSet<&str> = floor::REQUIRED.iter().map(|(gv, _)| *gv).collect();
     for gv in versions {
-        let list = if gv == "v1" {
-            tokio::time::timeout(bounded, client.list_core_api_resources(gv)).await
-        } else {
-            tokio::time::timeout(bounded, client.list_api_group_resources(gv)).await
-        };
-        match list {
-            Err(_) => return Err(format!("discovery of {gv} did not answer within 30 s")),
-            Ok(Ok(l)) => served.extend(l.resources.into_iter().map(|r| (gv.to_string(), r.name))),
-            Ok(Err(kube::Error::Api(e))) if e.code == 404 => {}
-            Ok(Err(e)) => {
-                return Err(format!("discovery of {gv} failed: {}", drover_nodeops::api_text(&e)));
+        // A fresh server may answer 503 while it syncs: a few bounded retries.
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let list = if gv == "v1" {
+                tokio::time::timeout(bounded, client.list_core_api_resources(gv)).await
+            } else {
+                tokio::time::timeout(bounded, client.list_api_group_resources(gv)).await
+            };
+            let failure = match list {
+                Ok(Ok(l)) => {
+                    served.extend(l.resources.into_iter().map(|r| (gv.to_string(), r.name)));
+                    break;
+                }
+                Ok(Err(kube::Error::Api(e))) if e.code == 404 => break,
+                Ok(Err(kube::Error::Api(e))) if e.code == 401 || e.code == 403 => {
+                    failures.push(format!(
+                        "discovery of {gv} was refused ({}): drover's identity needs discovery, which the built-in system:discovery ClusterRole grants",
+                        e.message
+                    ));
+                    break;
+                }
+                Err(_) => format!("discovery of {gv} did not answer within 30 s"),
+                Ok(Err(e)) => format!("discovery of {gv} failed: {}", drover_nodeops::api_text(&e)),
+            };
+            if attempt >= 5 {
+                failures.push(failure);
+                break;
             }
+            tracing::warn!(%failure, attempt, "retrying discovery");
+            tokio::time::sleep(Duration::from_secs(2)).await;
         }
+    }
+    if !failures.is_empty() {
+        return Err(format!(
+            "drover cannot check this cluster (Kubernetes {}): {}",
+            info.git_version,
+            failures.join("; ")
+        ));
     }
     match floor::judge(&info.git_version, &info.major, &info.minor, &served) {
         Some(problem) => Err(problem),

@@ -393,6 +393,18 @@ struct Met {
     said: BTreeSet<String>,
 }
 
+/// A message without its `(attempt N)`, to tell it once per node and cause.
+fn strip_attempt(message: &str) -> String {
+    match message.find(" (attempt ") {
+        Some(i) => {
+            let rest = &message[i + " (attempt ".len()..];
+            let after = rest.find(')').map_or("", |j| &rest[j + 1..]);
+            format!("{}{after}", &message[..i])
+        }
+        None => message.to_string(),
+    }
+}
+
 fn cond<'a>(cu: &'a ClusterUpgrade, t: &str) -> Option<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
     cu.status.as_ref()?.conditions.iter().find(|c| c.type_ == t)
 }
@@ -735,7 +747,7 @@ async fn drive(
             && met.said.insert(format!(
                 "{}{}",
                 c.reason,
-                c.message.replace(|ch: char| ch.is_ascii_digit(), "")
+                strip_attempt(&c.message)
             ))
         {
             display.say(&format!("{} DrainBlocked: {}", clock.stamp(), c.message));

@@ -724,6 +724,7 @@ fn cases() -> Vec<Case> {
 
 on_both_beds! {
     async fn the_committed_crd_is_established_and_bad_specs_are_refused_by_category(bed: Bed) {
+        let _one = support::serial().await;
         let s = server(bed, &[]).await;
         let warnings = install_crd(&s).await;
         assert!(!warnings.contains("Warning"), "the CRD's admission gave warnings on {}: {warnings}", s.served);
@@ -809,9 +810,46 @@ fn drover_until_exit(kubeconfig: &std::path::Path, limit: Duration) -> (Option<i
     (code, std::fs::read_to_string(&log).unwrap_or_default())
 }
 
+/// Runs `drover run` until its log shows `line` or it exits (bounded by
+/// `limit`), then stops it: (exit code if it exited by itself, log).
+fn drover_until_log(kubeconfig: &std::path::Path, line: &str, limit: Duration) -> (Option<i32>, String) {
+    let log = kubeconfig.with_extension("drover-ok.log");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_drover"))
+        .args([
+            "run",
+            "--http-addr",
+            "off",
+            "--namespace",
+            "drover-system",
+            "--leader-elect",
+            "--kubeconfig",
+        ])
+        .arg(kubeconfig)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("start drover");
+    let start = Instant::now();
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code();
+        }
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains(line) || start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    (code, std::fs::read_to_string(&log).unwrap_or_default())
+}
+
 on_both_beds! {
     async fn drover_refuses_a_cluster_it_cannot_serve_in_one_error_before_it_acts(bed: Bed) {
         // The real server runs without events.k8s.io/v1; neither bed has the CRD.
+        let _one = support::serial().await;
         let s = server(bed, &["--runtime-config=events.k8s.io/v1=false"]).await;
         if let Some(b) = &s.real {
             let (ok, out, err) = b.kubectl(&["apply", "-f", "deploy/base/clusterrole.yaml", "-f", "deploy/base/role.yaml"]);
@@ -825,7 +863,7 @@ on_both_beds! {
         let error = error[0];
         assert!(error.contains("drover cannot run against this cluster"), "{error}");
         assert!(error.contains("drover.dev/v1alpha1 clusterupgrades"), "{error}");
-        assert!(error.contains("kubectl apply -f crds/"), "{error}");
+        assert!(error.contains("kubectl apply -k crds/"), "{error}");
         if bed == Bed::Real {
             assert!(error.contains(&format!("Kubernetes {}", s.served)), "names the version: {error}");
             assert!(error.contains("events.k8s.io/v1 events"), "names the missing API: {error}");
@@ -833,7 +871,7 @@ on_both_beds! {
         assert!(!error.contains("ApiError") && !error.contains("ErrorResponse"), "human text: {error}");
         // It did not start acting: no Lease was taken.
         let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(s.client.clone(), "drover-system");
-        let held = leases.get_opt("drover-leader").await.ok().flatten();
+        let held = leases.get_opt("drover-leader").await.expect("the Lease can be read");
         assert!(held.is_none(), "drover took a Lease before refusing: {held:?}");
         // With the CRD and every API present, the same start-up check passes.
         if bed == Bed::Kubesim {
@@ -842,7 +880,11 @@ on_both_beds! {
                 .create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": "drover-system"}})).unwrap())
                 .await;
             let kc = s.drover_kubeconfig.clone();
-            let (code, log) = tokio::task::spawn_blocking(move || drover_until_exit(&kc, Duration::from_secs(5))).await.unwrap();
+            let (code, log) = tokio::task::spawn_blocking(move || {
+                drover_until_log(&kc, "the API server serves everything drover needs", Duration::from_secs(30))
+            })
+            .await
+            .unwrap();
             assert_eq!(code, None, "drover keeps running on a cluster it can serve: {log}");
             assert!(log.contains("the API server serves everything drover needs"), "{log}");
         }

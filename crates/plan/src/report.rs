@@ -64,25 +64,34 @@ fn wanted(type_: &'static str, status: bool, reason: &str, message: &str) -> Wan
 pub fn conditions(plan: &Plan, counts: &NodeCounts, complete: bool) -> Vec<Wanted> {
     let target = &plan.target;
     let nothing_wrong = "nothing needs a human";
+    let ready = |why: &str| {
+        format!(
+            "{} of {} nodes in scope run {target} ({} updating, {} failed); {why}",
+            counts.updated, counts.in_scope, counts.updating, counts.failed
+        )
+    };
     if let Some(r) = &plan.refusal {
         return vec![
             wanted(
                 condition::READY,
                 false,
                 r.reason,
-                &format!("not started towards {target}: the spec is refused (see the Stalled condition)"),
+                &ready("the spec is refused (see the Stalled condition)"),
             ),
             wanted(
                 condition::RECONCILING,
                 false,
                 r.reason,
-                "not working: drover acts only on a spec it accepts, and touched nothing",
+                "not working: drover starts nothing and changes nothing until the spec is fixed",
             ),
             wanted(
                 condition::STALLED,
                 true,
                 r.reason,
-                &format!("the spec is refused and nothing was changed: {}", r.problems.join("; ")),
+                &format!(
+                    "the spec is refused; fix it and drover goes on: {}",
+                    r.problems.join("; ")
+                ),
             ),
         ];
     }
@@ -98,12 +107,6 @@ pub fn conditions(plan: &Plan, counts: &NodeCounts, complete: bool) -> Vec<Wante
             wanted(condition::STALLED, false, reason::AS_EXPECTED, nothing_wrong),
         ];
     }
-    let ready = |why: &str| {
-        format!(
-            "{} of {} nodes in scope run {target} ({} updating, {} failed); {why}",
-            counts.updated, counts.in_scope, counts.updating, counts.failed
-        )
-    };
     let stage = plan.stage.as_str();
     match &plan.hold {
         Some(h) if h.stalled => vec![

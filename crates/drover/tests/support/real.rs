@@ -234,7 +234,13 @@ impl Real {
         let mut report = self.recorder.report(self.now());
         report.pdb_violations.extend(self.audit_violations().await);
         // Least privilege, both ways: deploy/'s RBAC never refuses drover.
-        let forbidden: Vec<AuditRequest> = audit_requests(&self.dir.join("audit.log"))
+        let requests = audit_requests(&self.dir.join("audit.log"));
+        assert!(
+            !requests.is_empty(),
+            "the audit log {} records no request of drover's ServiceAccount",
+            self.dir.join("audit.log").display()
+        );
+        let forbidden: Vec<AuditRequest> = requests
             .into_iter()
             .filter(|r| r.code == 403 || r.decision == "forbid")
             .collect();
@@ -443,10 +449,15 @@ impl Bare {
         let (ok, _, err) = tokio::task::spawn_blocking(move || run_bounded(&mut cmd, Duration::from_secs(2400)))
             .await
             .unwrap();
-        assert!(
-            ok,
-            "the real control plane did not start (scripts/controlplane.sh up):\n{err}"
-        );
+        if !ok {
+            // Whatever `up` started before it failed is stopped.
+            let mut down = std::process::Command::new("bash");
+            down.arg(repo_root().join("scripts/controlplane.sh"))
+                .args(["down", "--dir"])
+                .arg(dir);
+            let _ = run_bounded(&mut down, Duration::from_secs(60));
+            panic!("the real control plane did not start (scripts/controlplane.sh up):\n{err}");
+        }
         let admin = dir.join("admin.kubeconfig");
         let client = kubesim::agent::client_from_kubeconfig(&admin)
             .await
