@@ -775,9 +775,17 @@ on_both_beds! {
     }
 }
 
-/// Runs `drover run` until it exits (bounded) and returns (exit code, stderr).
-fn drover_until_exit(kubeconfig: &std::path::Path, limit: Duration) -> (Option<i32>, String) {
-    let log = kubeconfig.with_extension("drover.log");
+/// Runs `drover run` (as deployed: leader election, `drover-system`) until it
+/// exits, its log shows `until` (then it is stopped), or `limit` passes
+/// (then it is stopped too). Returns the exit code if it exited by itself,
+/// and its log, kept in `log_name` beside the kubeconfig.
+fn run_drover(
+    kubeconfig: &std::path::Path,
+    log_name: &str,
+    until: Option<&str>,
+    limit: Duration,
+) -> (Option<i32>, String) {
+    let log = kubeconfig.with_extension(log_name);
     let mut child = Command::new(env!("CARGO_BIN_EXE_drover"))
         .args([
             "run",
@@ -800,43 +808,8 @@ fn drover_until_exit(kubeconfig: &std::path::Path, limit: Duration) -> (Option<i
         if let Some(status) = child.try_wait().unwrap() {
             break status.code();
         }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
-    (code, std::fs::read_to_string(&log).unwrap_or_default())
-}
-
-/// Runs `drover run` until its log shows `line` or it exits (bounded by
-/// `limit`), then stops it: (exit code if it exited by itself, log).
-fn drover_until_log(kubeconfig: &std::path::Path, line: &str, limit: Duration) -> (Option<i32>, String) {
-    let log = kubeconfig.with_extension("drover-ok.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_drover"))
-        .args([
-            "run",
-            "--http-addr",
-            "off",
-            "--namespace",
-            "drover-system",
-            "--leader-elect",
-            "--kubeconfig",
-        ])
-        .arg(kubeconfig)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("start drover");
-    let start = Instant::now();
-    let code = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status.code();
-        }
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.contains(line) || start.elapsed() > limit {
+        let seen = until.is_some_and(|line| std::fs::read_to_string(&log).unwrap_or_default().contains(line));
+        if seen || start.elapsed() > limit {
             let _ = child.kill();
             let _ = child.wait();
             break None;
@@ -856,7 +829,7 @@ on_both_beds! {
             assert!(ok, "{out}{err}");
         }
         let kc = s.drover_kubeconfig.clone();
-        let (code, log) = tokio::task::spawn_blocking(move || drover_until_exit(&kc, Duration::from_secs(60))).await.unwrap();
+        let (code, log) = tokio::task::spawn_blocking(move || run_drover(&kc, "drover.log", None, Duration::from_secs(60))).await.unwrap();
         assert_eq!(code, Some(1), "drover exits with an error rather than running: {log}");
         let error: Vec<&str> = log.lines().filter(|l| l.starts_with("Error: ")).collect();
         assert_eq!(error.len(), 1, "one error line: {log}");
@@ -881,7 +854,12 @@ on_both_beds! {
                 .await;
             let kc = s.drover_kubeconfig.clone();
             let (code, log) = tokio::task::spawn_blocking(move || {
-                drover_until_log(&kc, "the API server serves everything drover needs", Duration::from_secs(30))
+                run_drover(
+                    &kc,
+                    "drover-ok.log",
+                    Some("the API server serves everything drover needs"),
+                    Duration::from_secs(30),
+                )
             })
             .await
             .unwrap();

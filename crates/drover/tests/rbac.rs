@@ -117,7 +117,30 @@ struct Policy {
     namespaced: Vec<Rule>,
 }
 
+/// `deploy/base` as kustomize renders it.
+fn rendered_base() -> Vec<Value> {
+    let base = repo().join("deploy/base");
+    let rendered = kubectl(None, &["kustomize", &base.to_string_lossy()], Duration::from_secs(60));
+    assert!(rendered.ok, "{}", rendered.text);
+    documents(&rendered.stdout)
+}
+
 impl Policy {
+    /// drover's ClusterRole and leader-election Role from the rendered documents.
+    fn of(docs: &[Value]) -> Policy {
+        let role = |kind: &str, name: &str| {
+            rules(
+                docs.iter()
+                    .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+                    .unwrap(),
+            )
+        };
+        Policy {
+            cluster: role("ClusterRole", "drover"),
+            namespaced: role("Role", "drover-leader-election"),
+        }
+    }
+
     /// The rules that allow `a`: (true, i) for ClusterRole rule i, (false, i) for Role rule i.
     fn allowing(&self, a: &Attributes) -> Vec<(bool, usize)> {
         let Attributes::Resource {
@@ -416,20 +439,8 @@ async fn drovers_rbac_covers_every_call_it_makes_and_no_rule_is_idle() {
         .unwrap();
         assert!(out.ok, "{}", out.text);
     }
-    let rendered = kubectl(None, &["kustomize", &base], Duration::from_secs(60));
-    assert!(rendered.ok, "{}", rendered.text);
-    let docs = documents(&rendered.stdout);
-    let role = |kind: &str, name: &str| {
-        rules(
-            docs.iter()
-                .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
-                .unwrap(),
-        )
-    };
-    let policy = Policy {
-        cluster: role("ClusterRole", "drover"),
-        namespaced: role("Role", "drover-leader-election"),
-    };
+    let docs = rendered_base();
+    let policy = Policy::of(&docs);
 
     // The cluster: a control-plane node and two workers, an app pod behind a
     // PodDisruptionBudget that allows nothing yet, and a network DaemonSet.
@@ -778,24 +789,7 @@ async fn on_the_real_server_drover_is_never_refused_and_uses_every_rule() {
     // The audit backend writes in batches of at most a second.
     tokio::time::sleep(Duration::from_millis(2500)).await;
 
-    let rendered = kubectl(
-        None,
-        &["kustomize", &repo().join("deploy/base").to_string_lossy()],
-        Duration::from_secs(60),
-    );
-    assert!(rendered.ok, "{}", rendered.text);
-    let docs = documents(&rendered.stdout);
-    let role = |kind: &str, name: &str| {
-        rules(
-            docs.iter()
-                .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
-                .unwrap(),
-        )
-    };
-    let policy = Policy {
-        cluster: role("ClusterRole", "drover"),
-        namespaced: role("Role", "drover-leader-election"),
-    };
+    let policy = Policy::of(&rendered_base());
     let requests: Vec<AuditRequest> = audit_requests(&audit);
     assert!(
         requests.len() > 100,
