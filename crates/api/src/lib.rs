@@ -6,10 +6,15 @@ pub mod crd;
 pub mod floor;
 pub mod known;
 pub mod names;
+pub mod observed;
+pub mod selector;
 pub mod spec;
 pub mod status;
 pub mod validate;
 pub mod version;
+pub mod vocab;
 
 pub use spec::*;
 pub use status::*;
+pub use observed::{BackupState, ObservedWorkload, Outcome};
+pub use vocab::{EventReason, NodeState, Reason, StepEvent};

@@ -78,3 +78,29 @@ pub mod label {
 pub const FIELD_MANAGER: &str = "drover";
 /// The finalizer that lets drover undo its cordons before a ClusterUpgrade goes.
 pub const FINALIZER: &str = "drover.dev/cleanup";
+
+/// The target of a spec: `name=version,…` in spec order.
+pub fn target_string(spec: &crate::ClusterUpgradeSpec) -> String {
+    spec.components
+        .iter()
+        .map(|c| format!("{}={}", c.name, c.version))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// FNV-1a, 64 bits, as 12 hex digits: stable across builds and platforms,
+/// for naming per-target and per-step objects.
+pub fn short_hash(s: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{:012x}", h & 0xffff_ffff_ffff)
+}
+
+/// The backup Job's name for a target: one Job per ClusterUpgrade and target.
+pub fn backup_job_name(upgrade: &str, target_hash: &str) -> String {
+    let prefix: String = upgrade.chars().take(40).collect();
+    format!("{}-backup-{target_hash}", prefix.trim_end_matches('-'))
+}

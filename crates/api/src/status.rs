@@ -109,7 +109,7 @@ pub struct ComponentStatus {
 pub struct NodeDetail {
     pub name: String,
     /// InProgress, Blocked or Failed.
-    pub state: String,
+    pub state: crate::vocab::NodeState,
     /// Cordon, Drain, Upgrade, Verify, Uncordon, or the step that failed.
     pub step: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]

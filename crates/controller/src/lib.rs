@@ -11,7 +11,7 @@ pub mod observe;
 pub mod preflight;
 pub mod reconcile;
 
-use std::collections::HashMap;
+
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -31,7 +31,7 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::Api;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::runtime::{PredicateConfig, WatchStreamExt, reflector, watcher};
 use kube::{Client, ResourceExt};
 use tokio::sync::watch;
 
@@ -176,23 +176,16 @@ pub async fn run(
     metrics.leader.set(1);
 
     let (node_store, node_writer) = reflector::store::<Node>();
-    let mut seen: HashMap<String, u64> = HashMap::new();
+    // A node change worth a new pass (not a heartbeat), by kube's predicate
+    // filter: its cache forgets nodes not seen for an hour.
     let node_changes = reflector(
         node_writer,
         watcher(Api::<Node>::all(client.clone()), watcher::Config::default()),
     )
     .default_backoff()
     .touched_objects()
-    .filter_map(move |n| {
-        let changed = match n {
-            Ok(n) => {
-                let fp = node_fingerprint(&n);
-                seen.insert(n.name_any(), fp) != Some(fp)
-            }
-            Err(_) => false,
-        };
-        futures::future::ready(changed.then_some(()))
-    });
+    .predicate_filter(|n: &Node| Some(node_fingerprint(n)), PredicateConfig::default())
+    .filter_map(|n| futures::future::ready(n.ok().map(|_| ())));
 
     let controller = Controller::new(Api::<ClusterUpgrade>::all(client.clone()), watcher::Config::default())
         .with_config(ControllerConfig::default().debounce(Duration::from_millis(300)));

@@ -10,7 +10,8 @@ use drover_api::version::image_tag;
 use drover_api::{ClusterUpgrade, ClusterUpgradeSpec};
 use drover_nodeops::verify::{node_info_field, node_ready};
 use drover_nodeops::{NodeOps, Owner};
-use drover_plan::{BackupState, NodeProgress, Observation, ObservedNode, OtherUpgrade};
+use drover_api::selector::Matcher;
+use drover_plan::{NodeProgress, Observation, ObservedNode, OtherUpgrade};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams};
@@ -164,17 +165,17 @@ pub async fn observe<O: NodeOps>(
         }
     }
 
-    let target_hash = drover_plan::decide::short_hash(&drover_plan::decide::target_string(spec));
-    let backup = match &spec.backup {
-        Some(b) => ops.observe_backup(&owner(cu), &target_hash, b).await?,
-        None => BackupState::NotStarted,
+    let backups = match &spec.backup {
+        Some(b) => ops.observe_backups(&owner(cu), b).await?,
+        None => BTreeMap::new(),
     };
 
     let name = cu.name_any();
     let others = upgrades
         .iter()
         .filter(|o| o.name_any() != name && o.metadata.deletion_timestamp.is_none())
-        .map(|o| OtherUpgrade {
+        .map(|o| (o, Matcher::optional(o.spec.node_selector.as_ref())))
+        .map(|(o, selects)| OtherUpgrade {
             name: o.name_any(),
             created: o
                 .metadata
@@ -184,12 +185,7 @@ pub async fn observe<O: NodeOps>(
                 .unwrap_or(Timestamp::UNIX_EPOCH),
             nodes: observed
                 .iter()
-                .filter(|n| {
-                    o.spec
-                        .node_selector
-                        .as_ref()
-                        .is_none_or(|s| drover_plan::selector::matches(s, &n.labels))
-                })
+                .filter(|n| selects.matches(&n.labels))
                 .map(|n| n.name.clone())
                 .collect::<BTreeSet<_>>(),
         })
@@ -207,7 +203,7 @@ pub async fn observe<O: NodeOps>(
             .unwrap_or(Timestamp::UNIX_EPOCH),
         nodes: observed,
         workloads,
-        backup,
+        backups,
         others,
         self_node,
         previous: cu.status.clone(),

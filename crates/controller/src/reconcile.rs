@@ -7,16 +7,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use drover_api::known::verify_of;
-use drover_api::names::{FIELD_MANAGER, FINALIZER, annotation, condition, label, reason};
-use drover_api::{ClusterUpgrade, ClusterUpgradeStatus};
+use drover_api::names::{FIELD_MANAGER, FINALIZER, annotation, condition, label};
+use drover_api::{ClusterUpgrade, ClusterUpgradeStatus, EventReason, Outcome, Reason, StepEvent};
 use drover_nodeops::{DrainOptions, NodeOps, UpgradeRequest};
-use drover_plan::{Action, NodeProgress, Outcome, Step, after_outcome, step_deadline};
+use drover_plan::{Action, NodeProgress, Step, Transition, step_note};
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::runtime::reflector::Store;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
@@ -66,10 +67,10 @@ pub struct Context<O: NodeOps> {
 }
 
 impl<O: NodeOps> Context<O> {
-    async fn event(&self, cu: &ClusterUpgrade, warning: bool, reason: &str, action: &str, note: String) {
+    async fn event(&self, cu: &ClusterUpgrade, warning: bool, reason: EventReason, action: &str, note: String) {
         let ev = Event {
             type_: if warning { EventType::Warning } else { EventType::Normal },
-            reason: reason.into(),
+            reason: reason.as_str().into(),
             note: Some(note.chars().take(1000).collect()),
             action: action.into(),
             secondary: None,
@@ -162,59 +163,20 @@ async fn write_progress<O: NodeOps>(
     }
 }
 
-fn outcome_kind(o: &Outcome) -> &'static str {
-    match o {
-        Outcome::Done => "done",
-        Outcome::Waiting { .. } => "waiting",
-        Outcome::Blocked { .. } => "blocked",
-        Outcome::Failed { .. } => "failed",
-    }
-}
-
-fn step_name(s: &Step) -> &'static str {
-    match s {
-        Step::Cordon => "Cordon",
-        Step::Drain => "Drain",
-        Step::Upgrade { .. } => "Upgrade",
-        Step::Verify { .. } => "Verify",
-        Step::Uncordon { .. } => "Uncordon",
-    }
-}
-
-/// The condition reason of a step the API server refused for good; None
-/// for cordon and uncordon, which are retried (a node must not be left
-/// cordoned because one patch was refused).
-fn refusal_reason(s: &Step) -> Option<&'static str> {
-    match s {
-        Step::Drain => Some(reason::DRAIN_BLOCKED),
-        Step::Verify { .. } => Some(reason::VERIFICATION_FAILED),
-        Step::Upgrade { .. } => Some(reason::UPGRADE_JOB_FAILED),
-        Step::Cordon | Step::Uncordon { .. } => None,
-    }
-}
-
-fn refused_what(s: &Step) -> String {
-    match s {
-        Step::Drain => "an eviction".into(),
-        Step::Upgrade { component, .. } => format!("the upgrade Job of {component}"),
-        Step::Verify { component, .. } => format!("reading {component}'s version"),
-        Step::Cordon | Step::Uncordon { .. } => "a node patch".into(),
-    }
-}
-
-/// Perform one node step and record what it came to.
+/// Perform one node step and write the record its transition gives for
+/// the outcome. Everything this decides was decided by the plan: the
+/// effect is the step's, the record the transition's, the event the plan's
+/// `step_note`.
 async fn step<O: NodeOps>(
     ctx: &Context<O>,
     cu: &ClusterUpgrade,
     node: &str,
     s: &Step,
-    progress: &NodeProgress,
-    on_done: Option<&NodeProgress>,
+    t: &Transition,
     base: &Base,
 ) -> Result<()> {
     let spec = &cu.spec;
     let name = cu.name_any();
-    let deadline = step_deadline(spec, progress);
     let component = |c: &str| {
         spec.components
             .iter()
@@ -224,7 +186,9 @@ async fn step<O: NodeOps>(
     let done = match s {
         Step::Cordon => ctx.ops.cordon(node, &name).await,
         Step::Drain => {
-            let deadline = deadline.unwrap_or_else(|| now() + jiff::SignedDuration::from_mins(15));
+            let deadline = t
+                .deadline
+                .ok_or_else(|| Error::Other(format!("the plan gave the drain of {node} no deadline")))?;
             let mut opts = DrainOptions::from_spec(&spec.drain, deadline);
             opts.pass = ctx.settings.drain_pass;
             ctx.ops.drain(node, &opts).await
@@ -245,13 +209,13 @@ async fn step<O: NodeOps>(
                 version,
                 job,
                 verify: &verify,
-                not_before: Some(progress.since),
+                not_before: Some(t.from.since),
             };
             ctx.ops.upgrade(&req).await
         }
         Step::Verify { component: c, version } => {
             let verify = verify_of(component(c)?);
-            ctx.ops.verify(node, c, version, &verify, deadline).await
+            ctx.ops.verify(node, c, version, &verify, t.deadline).await
         }
         Step::Uncordon { undo_cordon: true } => ctx.ops.uncordon(node, &name).await,
         Step::Uncordon { undo_cordon: false } => Ok(Outcome::Done),
@@ -261,112 +225,59 @@ async fn step<O: NodeOps>(
     // being retried every pass while status says nothing.
     let outcome = match done {
         Ok(o) => o,
-        Err(e) => match (drover_nodeops::refused_for_good(&e), refusal_reason(s)) {
-            (Some(text), Some(reason)) => Outcome::Failed {
-                reason: reason.into(),
-                message: format!("the API server refused {}: {text}", refused_what(s)),
-            },
-            _ => return Err(e.into()),
+        Err(e) => match drover_nodeops::refused_for_good(&e).and_then(|text| s.when_refused(&text)) {
+            Some(failed) => failed,
+            None => return Err(e.into()),
         },
     };
     ctx.metrics
         .steps
         .get_or_create(&StepLabels {
-            step: step_name(s).into(),
-            outcome: outcome_kind(&outcome).into(),
+            step: s.name().into(),
+            outcome: outcome.kind().into(),
         })
         .inc();
-    let next = match &outcome {
-        Outcome::Done => on_done.cloned(),
-        other => Some(after_outcome(spec, progress, other, now())),
-    };
-    if next.as_ref() == Some(progress) {
+    let next = t.record(&outcome);
+    if next.as_ref() == Some(&t.from) {
         return Ok(());
     }
     if !write_progress(ctx, node, base, next.as_ref()).await? {
         return Ok(());
     }
-
     // Say what happened, once per change.
-    let what = match s {
-        Step::Upgrade { component, version } | Step::Verify { component, version } => format!(" {component} {version}"),
-        _ => String::new(),
+    let Some(note) = step_note(node, s, t, &outcome, now()) else {
+        return Ok(());
     };
-    match &outcome {
-        Outcome::Done => {
-            let secs = (now() - progress.since).get_seconds().max(0) as f64;
-            ctx.metrics
-                .step_duration
-                .get_or_create(&StepKind {
-                    step: step_name(s).into(),
-                })
-                .observe(secs);
-            let (reason, note) = match s {
-                Step::Cordon => ("Cordoned", format!("node {node} cordoned")),
-                Step::Drain => ("Drained", format!("node {node} drained")),
-                Step::Upgrade { .. } => ("Upgraded", format!("node {node}: upgraded{what}")),
-                Step::Verify { .. } => ("Verified", format!("node {node}: verified{what}")),
-                Step::Uncordon { .. } if progress.failure.is_some() => (
-                    "NodeFailed",
-                    format!(
-                        "node {node} failed and was handed back: {}",
-                        progress
-                            .failure
-                            .as_ref()
-                            .map(|f| f.message.as_str())
-                            .unwrap_or_default()
-                    ),
-                ),
-                Step::Uncordon { .. } if on_done.is_none() => (
-                    "NodeReleased",
-                    format!("node {node} handed back without finishing (the plan changed)"),
-                ),
-                Step::Uncordon { .. } => ("NodeUpgraded", format!("node {node} finished and is schedulable again")),
-            };
-            let warning = reason == "NodeFailed";
-            ctx.event(cu, warning, reason, step_name(s), note).await;
-        }
-        Outcome::Blocked { message, timed_out } => {
-            ctx.metrics
-                .drain_blocks
-                .get_or_create(&UpgradeLabels { upgrade: name.clone() })
-                .inc();
-            let note = format!(
-                "drain of {node}{}: {message}",
-                if *timed_out { " timed out" } else { " blocked" }
-            );
-            ctx.event(cu, true, reason::DRAIN_BLOCKED, "Drain", note).await;
-        }
-        Outcome::Failed { reason, message } => {
-            ctx.event(cu, true, reason, step_name(s), format!("node {node}{what}: {message}"))
-                .await;
-        }
-        Outcome::Waiting { .. } => {}
+    if let Some(took) = note.took {
+        ctx.metrics
+            .step_duration
+            .get_or_create(&StepKind { step: s.name().into() })
+            .observe(took.as_secs_f64());
     }
+    if matches!(outcome, Outcome::Blocked { .. }) {
+        ctx.metrics
+            .drain_blocks
+            .get_or_create(&UpgradeLabels { upgrade: name.clone() })
+            .inc();
+    }
+    ctx.event(cu, note.warning, note.reason, note.action, note.note).await;
     Ok(())
 }
 
-async fn act<O: NodeOps>(
-    ctx: &Context<O>,
-    cu: &ClusterUpgrade,
-    action: &Action,
-    base: &Base,
-    hash: &str,
-) -> Result<()> {
+async fn act<O: NodeOps>(ctx: &Context<O>, cu: &ClusterUpgrade, action: &Action, base: &Base) -> Result<()> {
     match action {
         Action::Start { node, progress } => {
             if write_progress(ctx, node, base, Some(progress)).await? {
-                ctx.event(cu, false, "NodeStarted", "Start", format!("starting node {node}"))
-                    .await;
+                let note = format!("starting node {node}");
+                ctx.event(cu, false, StepEvent::NodeStarted.into(), "Start", note).await;
             }
             Ok(())
         }
         Action::Step {
             node,
             step: s,
-            progress,
-            on_done,
-        } => step(ctx, cu, node, s, progress, on_done.as_ref(), base).await,
+            transition,
+        } => step(ctx, cu, node, s, transition, base).await,
         Action::UpgradeWorkload { component, version } => {
             let c = cu.spec.components.iter().find(|c| &c.name == component);
             let Some(w) = c.and_then(|c| c.upgrade.workload.as_ref()) else {
@@ -374,13 +285,14 @@ async fn act<O: NodeOps>(
             };
             let out = ctx.ops.upgrade_workload(w, version).await?;
             if let Outcome::Failed { reason, message } = &out {
-                ctx.event(cu, true, reason, "UpgradeWorkload", message.clone()).await;
+                ctx.event(cu, true, (*reason).into(), "UpgradeWorkload", message.clone())
+                    .await;
             }
             Ok(())
         }
-        Action::RunBackup => {
+        Action::RunBackup { target_hash } => {
             if let Some(b) = &cu.spec.backup {
-                ctx.ops.ensure_backup(&observe::owner(cu), hash, b).await?;
+                ctx.ops.ensure_backup(&observe::owner(cu), target_hash, b).await?;
             }
             Ok(())
         }
@@ -404,7 +316,7 @@ fn spawn_step<O: NodeOps + 'static>(ctx: &Arc<Context<O>>, cu: &Arc<ClusterUpgra
         let Ok(_permit) = task_ctx.inflight.permits.clone().acquire_owned().await else {
             return;
         };
-        if let Err(e) = act(&task_ctx, &cu, &action, &base, "").await {
+        if let Err(e) = act(&task_ctx, &cu, &action, &base).await {
             task_ctx.metrics.api_errors.inc();
             tracing::warn!(upgrade = %cu.name_any(), %node, error = %e, "a step failed; it is retried on the next pass");
         }
@@ -412,12 +324,16 @@ fn spawn_step<O: NodeOps + 'static>(ctx: &Arc<Context<O>>, cu: &Arc<ClusterUpgra
     ctx.inflight.set_abort(&node, handle.abort_handle());
 }
 
-/// Undo everything drover holds for a ClusterUpgrade being deleted, then let it go.
+/// Undo everything drover holds for a ClusterUpgrade being deleted; kube's
+/// finalizer helper then removes drover's finalizer and lets it go.
 async fn cleanup<O: NodeOps>(ctx: &Context<O>, cu: &ClusterUpgrade) -> Result<Requeue> {
     let name = cu.name_any();
     // A step still running could cordon after the sweep below; let them end first (each is bounded).
-    if ctx.inflight.running_for(&name) > 0 {
-        return Ok(Requeue::requeue(Duration::from_millis(500)));
+    let running = ctx.inflight.running_for(&name);
+    if running > 0 {
+        return Err(Error::Busy(format!(
+            "{running} node steps of {name} still running; cleaning up when they end"
+        )));
     }
     for n in ctx.nodes.state() {
         let n = ctx.inflight.overlay(n);
@@ -446,10 +362,6 @@ async fn cleanup<O: NodeOps>(ctx: &Context<O>, cu: &ClusterUpgrade) -> Result<Re
         jobs.delete_collection(&DeleteParams::background(), &ListParams::default().labels(&selector))
             .await?;
     }
-    let finalizers: Vec<String> = cu.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
-    let api: Api<ClusterUpgrade> = Api::all(ctx.client.clone());
-    let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": cu.resource_version()}});
-    api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
     tracing::info!(upgrade = %name, "cleaned up: drover's cordons undone, Jobs deleted");
     Ok(Requeue::await_change())
 }
@@ -457,16 +369,16 @@ async fn cleanup<O: NodeOps>(ctx: &Context<O>, cu: &ClusterUpgrade) -> Result<Re
 pub async fn reconcile<O: NodeOps + 'static>(cu: Arc<ClusterUpgrade>, ctx: Arc<Context<O>>) -> Result<Requeue> {
     let started = std::time::Instant::now();
     ctx.metrics.reconciles.inc();
-    let result = reconcile_inner(&cu, &ctx).await;
+    let result = reconcile_inner(cu, &ctx).await;
     ctx.metrics.reconcile_duration.observe(started.elapsed().as_secs_f64());
-    if result.is_err() {
+    if matches!(result, Err(ref e) if !e.is_busy()) {
         ctx.metrics.reconcile_errors.inc();
         ctx.metrics.api_errors.inc();
     }
     result
 }
 
-async fn reconcile_inner<O: NodeOps + 'static>(cu: &Arc<ClusterUpgrade>, ctx: &Arc<Context<O>>) -> Result<Requeue> {
+async fn reconcile_inner<O: NodeOps + 'static>(cu: Arc<ClusterUpgrade>, ctx: &Arc<Context<O>>) -> Result<Requeue> {
     // Never plan over an empty cache: zero nodes would look like a finished rollout.
     if tokio::time::timeout(Duration::from_secs(30), ctx.nodes.wait_until_ready())
         .await
@@ -474,22 +386,21 @@ async fn reconcile_inner<O: NodeOps + 'static>(cu: &Arc<ClusterUpgrade>, ctx: &A
     {
         return Ok(Requeue::requeue(Duration::from_secs(1)));
     }
+    let api: Api<ClusterUpgrade> = Api::all(ctx.client.clone());
+    finalizer(&api, FINALIZER, cu, |event| async move {
+        match event {
+            FinalizerEvent::Apply(cu) => apply(&cu, ctx).await,
+            FinalizerEvent::Cleanup(cu) => cleanup(ctx, &cu).await,
+        }
+    })
+    .await
+    .map_err(Error::from_finalizer)
+}
+
+/// One pass for a ClusterUpgrade that carries drover's finalizer.
+async fn apply<O: NodeOps + 'static>(cu: &Arc<ClusterUpgrade>, ctx: &Arc<Context<O>>) -> Result<Requeue> {
     let name = cu.name_any();
     let api: Api<ClusterUpgrade> = Api::all(ctx.client.clone());
-    if cu.meta().deletion_timestamp.is_some() {
-        return if cu.finalizers().iter().any(|f| f == FINALIZER) {
-            cleanup(ctx, cu).await
-        } else {
-            Ok(Requeue::await_change())
-        };
-    }
-    if !cu.finalizers().iter().any(|f| f == FINALIZER) {
-        let mut finalizers = cu.finalizers().to_vec();
-        finalizers.push(FINALIZER.into());
-        let patch = json!({"metadata": {"finalizers": finalizers, "resourceVersion": cu.resource_version()}});
-        api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await?;
-    }
-
     // The cache, with our own writes it has not shown yet.
     let nodes: Vec<Arc<Node>> = ctx.nodes.state().into_iter().map(|n| ctx.inflight.overlay(n)).collect();
     let upgrades = ctx.upgrades.state();
@@ -514,6 +425,7 @@ async fn reconcile_inner<O: NodeOps + 'static>(cu: &Arc<ClusterUpgrade>, ctx: &A
             .await?;
         if before != after
             && let Some((ready, why)) = &after
+            && let Some(why) = Reason::parse(why)
         {
             let message = status
                 .conditions
@@ -531,7 +443,7 @@ async fn reconcile_inner<O: NodeOps + 'static>(cu: &Arc<ClusterUpgrade>, ctx: &A
                     .get_or_create(&UpgradeLabels { upgrade: name.clone() })
                     .inc();
             }
-            ctx.event(cu, stalled, why, "Reconcile", message).await;
+            ctx.event(cu, stalled, why.into(), "Reconcile", message).await;
         }
     }
 
@@ -539,9 +451,9 @@ async fn reconcile_inner<O: NodeOps + 'static>(cu: &Arc<ClusterUpgrade>, ctx: &A
     let by_name: std::collections::HashMap<String, &Arc<Node>> = nodes.iter().map(|n| (n.name_any(), n)).collect();
     let base = |a: &Action| match a {
         Action::Start { node, .. } => by_name.get(node).map(|n| Base::of(n, None)).unwrap_or_default(),
-        Action::Step { node, progress, .. } => by_name
+        Action::Step { node, transition, .. } => by_name
             .get(node)
-            .map(|n| Base::of(n, Some(progress)))
+            .map(|n| Base::of(n, Some(&transition.from)))
             .unwrap_or_default(),
         _ => Base::default(),
     };
@@ -552,9 +464,8 @@ async fn reconcile_inner<O: NodeOps + 'static>(cu: &Arc<ClusterUpgrade>, ctx: &A
             _ => here.push((a.clone(), base(a))),
         }
     }
-    let hash = plan.target_hash.as_str();
     let results: Vec<Result<()>> = futures::stream::iter(here)
-        .map(|(a, b)| async move { act(ctx, cu, &a, &b, hash).await })
+        .map(|(a, b)| async move { act(ctx, cu, &a, &b).await })
         .buffer_unordered(64)
         .collect()
         .await;
@@ -564,21 +475,14 @@ async fn reconcile_inner<O: NodeOps + 'static>(cu: &Arc<ClusterUpgrade>, ctx: &A
             tracing::warn!(upgrade = %name, error = %e, "an action failed; it is retried on the next pass");
         }
     }
-
-    Ok(if !plan.actions.is_empty() {
-        Requeue::requeue(ctx.settings.busy_requeue)
-    } else {
-        match plan.hold.as_ref().map(|h| h.reason) {
-            Some(reason::SOAKING) => Requeue::requeue(Duration::from_secs(5)),
-            Some(reason::OUTSIDE_WINDOW) => Requeue::requeue(Duration::from_secs(60)),
-            Some(reason::BACKING_UP) => Requeue::requeue(Duration::from_secs(5)),
-            _ if plan.stage != drover_plan::RolloutStage::Complete => Requeue::requeue(Duration::from_secs(10)),
-            _ => Requeue::requeue(Duration::from_secs(300)),
-        }
-    })
+    Ok(Requeue::requeue(plan.requeue_after(ctx.settings.busy_requeue)))
 }
 
 pub fn error_policy<O: NodeOps>(cu: Arc<ClusterUpgrade>, err: &Error, _ctx: Arc<Context<O>>) -> Requeue {
+    if err.is_busy() {
+        tracing::debug!(upgrade = %cu.name_any(), why = %err, "waiting");
+        return Requeue::requeue(Duration::from_millis(500));
+    }
     tracing::warn!(upgrade = %cu.name_any(), error = %err, "reconcile failed; retrying");
     Requeue::requeue(Duration::from_secs(2))
 }

@@ -602,7 +602,7 @@ async fn drive(
     api.create(&PostParams::default(), &ClusterUpgrade::new(NAME, spec.clone()))
         .await
         .context("applying the example ClusterUpgrade")?;
-    let target = drover_plan::decide::target_string(&spec);
+    let target = drover_api::names::target_string(&spec);
     println!("{} applied ClusterUpgrade {NAME}: {target}", clock.stamp());
     let workloads: BTreeSet<String> = spec
         .components

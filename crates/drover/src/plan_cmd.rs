@@ -16,7 +16,9 @@ use drover_api::{ClusterUpgrade, StrategyType};
 use drover_nodeops::KubeNodeOps;
 use drover_nodeops::drain::{DrainOptions, PodDisposition, disposition};
 use drover_plan::Observation;
-use drover_plan::decide::{RolloutStage, component_targets_node, target_string};
+use drover_api::names::target_string;
+use drover_plan::RolloutStage;
+use drover_plan::view::component_targets_node;
 use drover_plan::forecast::{BatchWork, End, Forecast, forecast};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -165,7 +167,7 @@ fn pdb_blocks(pdb: &PodDisruptionBudget, pod: &Pod) -> bool {
     let Some(selector) = pdb.spec.as_ref().and_then(|s| s.selector.as_ref()) else {
         return false;
     };
-    allowed == Some(0) && drover_plan::selector::matches(selector, pod.labels())
+    allowed == Some(0) && drover_api::selector::matches(selector, pod.labels())
 }
 
 /// The drains of the forecast's nodes, checked against PDBs and the drain options now.

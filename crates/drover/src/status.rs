@@ -130,7 +130,7 @@ pub fn render(cu: &ClusterUpgrade, now: Timestamp) -> String {
         .map(|n| {
             vec![
                 n.name.clone(),
-                n.state.clone(),
+                n.state.to_string(),
                 n.step.clone(),
                 n.component.clone().unwrap_or_else(|| "-".into()),
                 n.attempts.to_string(),
@@ -314,7 +314,7 @@ mod tests {
             }],
             nodes: vec![NodeDetail {
                 name: "worker-1".into(),
-                state: "Blocked".into(),
+                state: drover_api::NodeState::Blocked,
                 step: "Drain".into(),
                 component: None,
                 message: "evicting shop/web-1 would violate PodDisruptionBudget shop/web".into(),

@@ -5,15 +5,15 @@ use std::collections::BTreeMap;
 use drover_api::BackupJob;
 use drover_api::names::label;
 use drover_api::validate::parse_duration;
-use drover_plan::BackupState;
-use drover_plan::report::backup_job_name;
+use drover_api::BackupState;
+use drover_api::names::backup_job_name;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     Container, EnvVar, HostPathVolumeSource, PodSpec, PodTemplateSpec, Toleration, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Client;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, ListParams, PostParams};
 
 use crate::error::{Result, is_conflict};
 use crate::job::Owner;
@@ -114,13 +114,18 @@ fn state(job: &Job) -> BackupState {
     }
 }
 
-/// The backup Job's state for this target, without creating it.
-pub async fn observe(client: &Client, owner: &Owner, target_hash: &str, b: &BackupJob) -> Result<BackupState> {
+/// This ClusterUpgrade's backup Jobs in the backup namespace, by name, with
+/// their states: the planner picks the one of its target.
+pub async fn observe_all(client: &Client, owner: &Owner, b: &BackupJob) -> Result<BTreeMap<String, BackupState>> {
     let jobs: Api<Job> = Api::namespaced(client.clone(), &b.namespace);
-    Ok(match jobs.get_opt(&backup_job_name(&owner.name, target_hash)).await? {
-        Some(job) => state(&job),
-        None => BackupState::NotStarted,
-    })
+    // Upgrade Jobs carry a component label; the backup Job does not.
+    let selector = format!("{}={},!{}", label::UPGRADE, owner.name, label::COMPONENT);
+    let list = jobs.list(&ListParams::default().labels(&selector)).await?;
+    Ok(list
+        .items
+        .iter()
+        .filter_map(|j| Some((j.metadata.name.clone()?, state(j))))
+        .collect())
 }
 
 /// Create the backup Job if it does not exist; report its state.
@@ -128,7 +133,10 @@ pub async fn ensure(client: &Client, owner: &Owner, target_hash: &str, b: &Backu
     let jobs: Api<Job> = Api::namespaced(client.clone(), &b.namespace);
     match jobs.create(&PostParams::default(), &build(owner, target_hash, b)).await {
         Ok(job) => Ok(state(&job)),
-        Err(e) if is_conflict(&e) => observe(client, owner, target_hash, b).await,
+        Err(e) if is_conflict(&e) => Ok(match jobs.get_opt(&backup_job_name(&owner.name, target_hash)).await? {
+            Some(job) => state(&job),
+            None => BackupState::NotStarted,
+        }),
         Err(e) => Err(e.into()),
     }
 }

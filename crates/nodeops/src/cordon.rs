@@ -2,7 +2,7 @@
 //! and only ever undoes those, so a node an admin cordoned stays cordoned.
 
 use drover_api::names::annotation::CORDONED_BY;
-use drover_plan::Outcome;
+use drover_api::Outcome;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;

@@ -10,9 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use drover_api::names::reason;
+use drover_api::Reason;
 use drover_api::{DrainTimeoutAction, names::label};
-use drover_plan::Outcome;
+use drover_api::Outcome;
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;
@@ -114,7 +114,7 @@ pub fn disposition(pod: &Pod, opts: &DrainOptions) -> PodDisposition {
         return PodDisposition::Skip("drover's own Job pod");
     }
     if let Some(sel) = &opts.pod_selector
-        && !drover_plan::selector::matches(sel, pod.labels())
+        && !drover_api::selector::matches(sel, pod.labels())
     {
         return PodDisposition::Skip("outside spec.drain.podSelector");
     }
@@ -297,7 +297,7 @@ impl Drainer<'_> {
                     }
                     Evicted::Refused { status, message } => {
                         return Ok(Outcome::Failed {
-                            reason: reason::DRAIN_BLOCKED.into(),
+                            reason: Reason::DrainBlocked,
                             message: format!("evicting {k} was refused ({status}): {message}"),
                         });
                     }
@@ -434,7 +434,7 @@ impl Budgets {
                 b.spec
                     .as_ref()
                     .and_then(|s| s.selector.as_ref())
-                    .is_some_and(|s| drover_plan::selector::matches(s, pod.labels()))
+                    .is_some_and(|s| drover_api::selector::matches(s, pod.labels()))
             })
             .collect()
     }

@@ -4,11 +4,12 @@
 
 use std::collections::BTreeMap;
 
-use drover_api::names::{label, reason};
+use drover_api::Reason;
+use drover_api::names::label;
 use drover_api::validate::parse_duration;
 use drover_api::{EnvVar, JobUpgrade};
-use drover_plan::Outcome;
-use drover_plan::decide::short_hash;
+use drover_api::Outcome;
+use drover_api::names::short_hash;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     Container, EnvVar as K8sEnvVar, HostPathVolumeSource, Pod, PodSpec, PodTemplateSpec, SecurityContext, Toleration,
@@ -230,7 +231,7 @@ pub async fn status(client: &Client, job: &Job) -> Result<Outcome> {
             message.push_str(&format!("; pod said: {m}"));
         }
         return Ok(Outcome::Failed {
-            reason: reason::UPGRADE_JOB_FAILED.into(),
+            reason: Reason::UpgradeJobFailed,
             message,
         });
     }

@@ -1,5 +1,6 @@
 //! The side effects drover performs on one node, behind [`NodeOps`] so the
-//! controller can be tested with a fake. Every operation is idempotent (safe
+//! controller can be tested with a fake (the controller's unit tests record
+//! every call through one). Every operation is idempotent (safe
 //! to repeat after a crash at any point), bounded in time, and returns an
 //! [`Outcome`] that says precisely why it is not finished.
 
@@ -13,10 +14,11 @@ pub mod job;
 pub mod verify;
 pub mod workload;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 
 use drover_api::{BackupJob, JobUpgrade, Verify, WorkloadUpgrade};
-use drover_plan::{BackupState, ObservedWorkload, Outcome};
+use drover_api::{BackupState, ObservedWorkload, Outcome};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Node;
 use kube::Client;
@@ -67,12 +69,12 @@ pub trait NodeOps: Send + Sync {
         target_hash: &str,
         b: &BackupJob,
     ) -> impl Future<Output = Result<BackupState>> + Send;
-    fn observe_backup(
+    /// The ClusterUpgrade's backup Jobs by name, with their states.
+    fn observe_backups(
         &self,
         owner: &Owner,
-        target_hash: &str,
         b: &BackupJob,
-    ) -> impl Future<Output = Result<BackupState>> + Send;
+    ) -> impl Future<Output = Result<BTreeMap<String, BackupState>>> + Send;
 }
 
 /// The real operations, through the Kubernetes API.
@@ -178,7 +180,7 @@ impl NodeOps for KubeNodeOps {
         backup::ensure(&self.client, owner, target_hash, b).await
     }
 
-    async fn observe_backup(&self, owner: &Owner, target_hash: &str, b: &BackupJob) -> Result<BackupState> {
-        backup::observe(&self.client, owner, target_hash, b).await
+    async fn observe_backups(&self, owner: &Owner, b: &BackupJob) -> Result<BTreeMap<String, BackupState>> {
+        backup::observe_all(&self.client, owner, b).await
     }
 }

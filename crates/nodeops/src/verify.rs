@@ -2,10 +2,11 @@
 //! node is healthy, and record the verified version on the node so the next
 //! observation sees it.
 
-use drover_api::names::{annotation, reason};
+use drover_api::Reason;
+use drover_api::names::annotation;
 use drover_api::version::{image_tag, same_version};
 use drover_api::{NodeInfoField, Verify};
-use drover_plan::Outcome;
+use drover_api::Outcome;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams};
@@ -126,12 +127,12 @@ pub async fn verify(
         }
         Some(message) if deadline.is_some_and(|d| Timestamp::now() >= d) => {
             let reason = if message.ends_with("is NotReady") {
-                reason::NODE_NOT_READY
+                Reason::NodeNotReady
             } else {
-                reason::VERIFICATION_FAILED
+                Reason::VerificationFailed
             };
             Ok(Outcome::Failed {
-                reason: reason.into(),
+                reason,
                 message: format!("{message} after the component's timeout"),
             })
         }

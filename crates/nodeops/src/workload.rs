@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use drover_api::names::reason;
+use drover_api::Reason;
 use drover_api::version::{image_tag, same_version, with_tag};
 use drover_api::{WorkloadKind, WorkloadUpgrade};
-use drover_plan::{ObservedWorkload, Outcome};
+use drover_api::{ObservedWorkload, Outcome};
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::PodSpec;
@@ -175,7 +175,7 @@ pub async fn upgrade(client: &Client, w: &WorkloadUpgrade, version: &str) -> Res
     let seen = read(client, w).await?;
     let (Some(index), Some(image)) = (seen.index, seen.image.clone()) else {
         return Ok(Outcome::Failed {
-            reason: reason::ROLLOUT_FAILED.into(),
+            reason: Reason::RolloutFailed,
             message: format!(
                 "{} {}/{} has no container {}",
                 w.kind.as_str(),
@@ -226,7 +226,7 @@ pub async fn upgrade(client: &Client, w: &WorkloadUpgrade, version: &str) -> Res
     }
     if timed_out(w, seen.started) {
         return Ok(Outcome::Failed {
-            reason: reason::ROLLOUT_FAILED.into(),
+            reason: Reason::RolloutFailed,
             message: format!(
                 "{} {}/{} did not finish rolling out within {}",
                 w.kind.as_str(),

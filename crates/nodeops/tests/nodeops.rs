@@ -10,7 +10,7 @@ use drover_api::names::label::{MANAGED_BY, MANAGED_BY_VALUE};
 use drover_api::{DrainTimeoutAction, JobUpgrade, NodeInfoField, PodImageCheck, Verify, WorkloadKind, WorkloadUpgrade};
 use drover_nodeops::eviction::Evicted;
 use drover_nodeops::{DrainOptions, NodeOps, Owner, UpgradeRequest};
-use drover_plan::Outcome;
+use drover_api::Outcome;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::batch::v1::Job;
@@ -730,7 +730,7 @@ async fn verify_by_node_info_waits_then_records_or_fails_at_the_deadline() {
     assert_eq!(
         out,
         Outcome::Failed {
-            reason: "VerificationFailed".into(),
+            reason: drover_api::Reason::VerificationFailed,
             message: "kubelet on n1 reports v1.31.4, want v1.32.0 after the component's timeout".into()
         }
     );
@@ -886,7 +886,7 @@ async fn a_rollout_that_passes_its_timeout_fails() {
     assert_eq!(
         out,
         Outcome::Failed {
-            reason: "RolloutFailed".into(),
+            reason: drover_api::Reason::RolloutFailed,
             message: "DaemonSet kube-system/calico-node did not finish rolling out within 10m".into()
         }
     );

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+pub use drover_api::{BackupState, ObservedWorkload};
 use drover_api::ClusterUpgradeStatus;
 use jiff::Timestamp;
 
@@ -20,8 +21,9 @@ pub struct Observation {
     pub nodes: Vec<ObservedNode>,
     /// Cluster-level components, by component name.
     pub workloads: BTreeMap<String, ObservedWorkload>,
-    /// The backup Job for the current target, when the spec asks for one.
-    pub backup: BackupState,
+    /// This ClusterUpgrade's backup Jobs by name, when the spec asks for a
+    /// backup (the planner picks the one of its target).
+    pub backups: BTreeMap<String, BackupState>,
     /// Other ClusterUpgrades and the nodes they select.
     pub others: Vec<OtherUpgrade>,
     /// The node drover itself runs on: it goes last among workers.
@@ -64,27 +66,6 @@ impl ObservedNode {
     pub fn unavailable(&self) -> bool {
         !self.ready || self.unschedulable
     }
-}
-
-/// A cluster-level workload component as observed.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ObservedWorkload {
-    /// The image tag its container runs (desired in its spec).
-    pub version: Option<String>,
-    /// The rollout of the current spec has completed.
-    pub rolled_out: bool,
-    /// Set when the rollout failed or timed out.
-    pub failed: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum BackupState {
-    /// No Job exists for the current target.
-    #[default]
-    NotStarted,
-    Running,
-    Succeeded,
-    Failed(String),
 }
 
 /// Another ClusterUpgrade, for overlap detection.

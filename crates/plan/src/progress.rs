@@ -10,6 +10,7 @@
 //! ```
 //! AllAtOnce starts at Upgrading and skips Cordoning, Draining and Uncordoning.
 
+use drover_api::{NodeState, Reason};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
@@ -49,7 +50,7 @@ impl NodePhase {
 #[serde(rename_all = "camelCase")]
 pub struct Failure {
     /// A condition reason (UpgradeJobFailed, VerificationFailed, DrainBlocked…).
-    pub reason: String,
+    pub reason: Reason,
     pub message: String,
     /// The step that failed.
     pub step: String,
@@ -131,18 +132,17 @@ impl NodeProgress {
     pub fn from_annotation(s: &str) -> Option<Self> {
         serde_json::from_str(s).ok()
     }
-}
 
-/// What performing a step came to.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    /// The step is complete.
-    Done,
-    /// Not finished yet, for an expected reason (pods terminating, Job running).
-    Waiting { message: String },
-    /// Not finished, and not through waiting alone: a drain blocked by
-    /// PodDisruptionBudgets. `timed_out` once the drain timeout has passed.
-    Blocked { message: String, timed_out: bool },
-    /// The step failed; `reason` is a condition reason.
-    Failed { reason: String, message: String },
+    /// How `status.nodes[]` reports this record: Failed once it failed (on
+    /// its way back or handed back), Blocked while its drain is held up, else
+    /// InProgress. The one place the record's phase maps to the reported state.
+    pub fn reported_state(&self) -> NodeState {
+        if self.phase == NodePhase::Failed || self.failure.is_some() {
+            NodeState::Failed
+        } else if self.halted || (self.phase == NodePhase::Draining && !self.message.is_empty()) {
+            NodeState::Blocked
+        } else {
+            NodeState::InProgress
+        }
+    }
 }

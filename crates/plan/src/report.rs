@@ -2,17 +2,19 @@
 //! nodes in progress or failed, times and history.
 
 use drover_api::known::stage_of;
-use drover_api::names::{condition, reason};
+use drover_api::names::{backup_job_name, condition};
 use drover_api::version::same_version;
 use drover_api::{
-    BackupStatus, ClusterUpgradeSpec, ClusterUpgradeStatus, ComponentStatus, MAX_HISTORY, MAX_NODE_DETAILS, NodeCounts,
-    NodeDetail, RolloutRecord,
+    BackupState, BackupStatus, ClusterUpgradeSpec, ClusterUpgradeStatus, ComponentStatus, MAX_HISTORY, MAX_NODE_DETAILS, NodeCounts,
+    NodeDetail, NodeState, Reason, RolloutRecord,
 };
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::decide::{NodeState, Plan, RolloutStage, count_states};
-use crate::observe::{BackupState, Observation};
+use crate::decide::{Plan, count_states};
+use crate::observe::Observation;
+use crate::stage::RolloutStage;
+use crate::view::Standing;
 use crate::progress::NodePhase;
 
 /// A condition before timestamps are settled.
@@ -20,7 +22,7 @@ use crate::progress::NodePhase;
 pub struct Wanted {
     pub type_: &'static str,
     pub status: bool,
-    pub reason: String,
+    pub reason: Reason,
     pub message: String,
 }
 
@@ -39,7 +41,7 @@ pub fn merge_conditions(previous: &[Condition], wanted: &[Wanted], generation: i
             Condition {
                 type_: w.type_.to_string(),
                 status: status.to_string(),
-                reason: w.reason.clone(),
+                reason: w.reason.to_string(),
                 message: w.message.clone(),
                 last_transition_time: since,
                 observed_generation: Some(generation),
@@ -48,11 +50,11 @@ pub fn merge_conditions(previous: &[Condition], wanted: &[Wanted], generation: i
         .collect()
 }
 
-fn wanted(type_: &'static str, status: bool, reason: &str, message: &str) -> Wanted {
+fn wanted(type_: &'static str, status: bool, reason: Reason, message: &str) -> Wanted {
     Wanted {
         type_,
         status,
-        reason: reason.to_string(),
+        reason,
         message: message.to_string(),
     }
 }
@@ -100,11 +102,11 @@ pub fn conditions(plan: &Plan, counts: &NodeCounts, complete: bool) -> Vec<Wante
             wanted(
                 condition::READY,
                 true,
-                reason::COMPLETED,
+                Reason::Completed,
                 &format!("all {} nodes in scope run {target}", counts.in_scope),
             ),
-            wanted(condition::RECONCILING, false, reason::COMPLETED, "nothing left to do"),
-            wanted(condition::STALLED, false, reason::AS_EXPECTED, nothing_wrong),
+            wanted(condition::RECONCILING, false, Reason::Completed, "nothing left to do"),
+            wanted(condition::STALLED, false, Reason::AsExpected, nothing_wrong),
         ];
     }
     let stage = plan.stage.as_str();
@@ -127,18 +129,18 @@ pub fn conditions(plan: &Plan, counts: &NodeCounts, complete: bool) -> Vec<Wante
             ),
             wanted(condition::STALLED, true, h.reason, &h.message),
         ],
-        Some(h) if h.reason == reason::PAUSED => vec![
+        Some(h) if h.reason == Reason::Paused => vec![
             wanted(
                 condition::READY,
                 false,
-                reason::PAUSED,
+                Reason::Paused,
                 &ready(&format!("paused at stage {stage}")),
             ),
-            wanted(condition::RECONCILING, false, reason::PAUSED, &h.message),
+            wanted(condition::RECONCILING, false, Reason::Paused, &h.message),
             wanted(
                 condition::STALLED,
                 false,
-                reason::PAUSED,
+                Reason::Paused,
                 "nothing needs a human; set spec.paused to false to resume",
             ),
         ],
@@ -147,24 +149,24 @@ pub fn conditions(plan: &Plan, counts: &NodeCounts, complete: bool) -> Vec<Wante
             let blocked = plan
                 .views
                 .iter()
-                .filter(|v| v.state == NodeState::InFlight)
+                .filter(|v| v.state == Standing::InFlight)
                 .filter_map(|v| v.node.progress.as_ref().map(|p| (v, p)))
                 .find(|(_, p)| p.phase == NodePhase::Draining && !p.message.is_empty());
             let (r, doing) = match (hold, blocked) {
-                (Some(h), _) => (h.reason.to_string(), h.message.clone()),
+                (Some(h), _) => (h.reason, h.message.clone()),
                 (None, Some((v, p))) => (
-                    reason::DRAIN_BLOCKED.to_string(),
+                    Reason::DrainBlocked,
                     format!("draining {} (attempt {}): {}", v.node.name, p.attempts, p.message),
                 ),
                 (None, None) => (
-                    reason::ROLLING_OUT.to_string(),
+                    Reason::RollingOut,
                     format!("upgrading stage {stage}: {} nodes in progress", counts.updating),
                 ),
             };
             vec![
-                wanted(condition::READY, false, &r, &ready(&format!("stage {stage}"))),
-                wanted(condition::RECONCILING, true, &r, &doing),
-                wanted(condition::STALLED, false, reason::AS_EXPECTED, nothing_wrong),
+                wanted(condition::READY, false, r, &ready(&format!("stage {stage}"))),
+                wanted(condition::RECONCILING, true, r, &doing),
+                wanted(condition::STALLED, false, Reason::AsExpected, nothing_wrong),
             ]
         }
     }
@@ -235,23 +237,17 @@ pub fn status(spec: &ClusterUpgradeSpec, obs: &Observation, plan: &Plan) -> Clus
     let mut details: Vec<NodeDetail> = plan
         .views
         .iter()
-        .filter(|v| matches!(v.state, NodeState::InFlight | NodeState::Failed))
+        .filter(|v| matches!(v.state, Standing::InFlight | Standing::Failed))
         .filter_map(|v| {
             let p = v.node.progress.as_ref()?;
-            let state = if p.phase == NodePhase::Failed || p.failure.is_some() {
-                "Failed"
-            } else if p.halted || (p.phase == NodePhase::Draining && !p.message.is_empty()) {
-                "Blocked"
-            } else {
-                "InProgress"
-            };
+            let state = p.reported_state();
             let (step, message) = match &p.failure {
                 Some(f) => (f.step.clone(), format!("{}: {}", f.reason, f.message)),
                 None => (p.phase.step().to_string(), p.message.clone()),
             };
             Some(NodeDetail {
                 name: v.node.name.clone(),
-                state: state.to_string(),
+                state,
                 step,
                 component: p
                     .failure
@@ -264,7 +260,7 @@ pub fn status(spec: &ClusterUpgradeSpec, obs: &Observation, plan: &Plan) -> Clus
             })
         })
         .collect();
-    details.sort_by_key(|d| (d.state == "InProgress", d.name.clone()));
+    details.sort_by_key(|d| (d.state == NodeState::InProgress, d.name.clone()));
     let omitted = details.len().saturating_sub(MAX_NODE_DETAILS);
     details.truncate(MAX_NODE_DETAILS);
 
@@ -303,7 +299,7 @@ pub fn status(spec: &ClusterUpgradeSpec, obs: &Observation, plan: &Plan) -> Clus
     }
 
     let backup = spec.backup.as_ref().map(|_| {
-        let (state, message) = match &obs.backup {
+        let (state, message) = match &plan.backup {
             BackupState::NotStarted => ("Pending", String::new()),
             BackupState::Running => ("Running", String::new()),
             BackupState::Succeeded => ("Succeeded", String::new()),
@@ -340,10 +336,4 @@ pub fn status(spec: &ClusterUpgradeSpec, obs: &Observation, plan: &Plan) -> Clus
         completion_time,
         history,
     }
-}
-
-/// The backup Job's name for a target: one Job per ClusterUpgrade and target.
-pub fn backup_job_name(upgrade: &str, target_hash: &str) -> String {
-    let prefix: String = upgrade.chars().take(40).collect();
-    format!("{}-backup-{target_hash}", prefix.trim_end_matches('-'))
 }

@@ -127,7 +127,7 @@ fn build(seeds: &[NodeSeed], s: &SpecSeed) -> Model {
 
 fn outcome_for(roll: u8, action: &Action) -> Outcome {
     match (roll, action) {
-        (0..=79, _) | (_, Action::Start { .. } | Action::RunBackup | Action::UpgradeWorkload { .. }) => Outcome::Done,
+        (0..=79, _) | (_, Action::Start { .. } | Action::RunBackup { .. } | Action::UpgradeWorkload { .. }) => Outcome::Done,
         (80..=89, _) => Outcome::Waiting {
             message: format!("waiting {roll}"),
         },
@@ -186,7 +186,7 @@ fn check_decision(m: &Model, actions: &[Action]) -> Result<(), TestCaseError> {
     let critical_open = p
         .views
         .iter()
-        .any(|v| v.in_scope && v.group != Group::Worker && matches!(v.state, NodeState::Pending | NodeState::InFlight));
+        .any(|v| v.in_scope && v.group != Group::Worker && matches!(v.state, Standing::Pending | Standing::InFlight));
     if starts.iter().any(|n| is_worker(m, n)) {
         prop_assert!(!critical_open, "a worker started before the control plane was done");
     }

@@ -578,9 +578,9 @@ fn a_version_bump_mid_rollout_sends_waiting_workers_back() {
                 a,
                 Action::Step {
                     step: Step::Uncordon { undo_cordon: true },
-                    on_done: None,
+                    transition,
                     ..
-                }
+                } if transition.on_done.is_none()
             )
         })
         .filter_map(|a| a.node())
@@ -659,9 +659,9 @@ fn backup_must_succeed_before_the_first_control_plane_change() {
         timeout: "10m".into(),
     });
     let mut m = Model::new(s, cluster(1, 1));
-    assert_eq!(m.plan(), vec![Action::RunBackup]);
+    assert!(matches!(m.plan().as_slice(), [Action::RunBackup { .. }]));
     assert_eq!(m.condition(condition::RECONCILING).1, reason::BACKING_UP);
-    m.obs.backup = BackupState::Failed("etcdctl snapshot save: context deadline exceeded".into());
+    m.set_backup(BackupState::Failed("etcdctl snapshot save: context deadline exceeded".into()));
     assert!(m.plan().is_empty());
     let (_, r, message) = m.condition(condition::STALLED);
     assert_eq!(r, reason::BACKUP_FAILED);
@@ -669,7 +669,7 @@ fn backup_must_succeed_before_the_first_control_plane_change() {
         message.contains("the backup Job failed: etcdctl snapshot save: context deadline exceeded"),
         "{message}"
     );
-    m.obs.backup = BackupState::Succeeded;
+    m.set_backup(BackupState::Succeeded);
     assert_eq!(started(&m.plan()), ["cp-0"]);
     assert_eq!(m.status().backup.as_ref().unwrap().state, "Succeeded");
 }

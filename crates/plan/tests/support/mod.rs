@@ -112,7 +112,7 @@ pub fn observation(nodes: Vec<ObservedNode>) -> Observation {
         created: t0(),
         nodes,
         workloads: BTreeMap::new(),
-        backup: BackupState::NotStarted,
+        backups: BTreeMap::new(),
         others: vec![],
         self_node: None,
         previous: None,
@@ -179,63 +179,33 @@ impl Model {
         (c.status.clone(), c.reason.clone(), c.message.clone())
     }
 
-    /// Apply one action as if it ended with `outcome`.
+    /// Apply one action as if it ended with `outcome` (the planner's own
+    /// `Observation::apply`), checking on the way that drover never undoes
+    /// a cordon it did not make.
     pub fn apply(&mut self, action: &Action, outcome: Outcome) {
-        let name = CU.to_string();
-        match action {
-            Action::Start { node, progress } => self.node_mut(node).progress = Some(progress.clone()),
-            Action::Step {
-                node,
-                step,
-                progress,
-                on_done,
-            } => {
-                let spec = self.spec.clone();
-                let now = self.obs.now;
-                let n = self.node_mut(node);
-                if outcome != Outcome::Done {
-                    n.progress = Some(after_outcome(&spec, progress, &outcome, now));
-                    return;
-                }
-                match step {
-                    Step::Cordon => {
-                        if !n.unschedulable {
-                            n.unschedulable = true;
-                            n.cordoned_by = Some(name);
-                        }
-                    }
-                    Step::Drain | Step::Verify { .. } => {}
-                    Step::Upgrade { component, version } => {
-                        n.versions.insert(component.clone(), version.clone());
-                    }
-                    Step::Uncordon { undo_cordon } => {
-                        if *undo_cordon {
-                            assert_eq!(
-                                n.cordoned_by.as_deref(),
-                                Some(CU),
-                                "drover undid a cordon it did not make on {}",
-                                n.name
-                            );
-                            n.unschedulable = false;
-                            n.cordoned_by = None;
-                        }
-                    }
-                }
-                n.progress = on_done.clone();
-            }
-            Action::UpgradeWorkload { component, version } => {
-                let w = self.obs.workloads.entry(component.clone()).or_default();
-                w.version = Some(version.clone());
-                w.rolled_out = outcome == Outcome::Done;
-            }
-            Action::RunBackup => {
-                self.obs.backup = if outcome == Outcome::Done {
-                    BackupState::Succeeded
-                } else {
-                    BackupState::Running
-                };
-            }
+        if let Action::Step {
+            node,
+            step: Step::Uncordon { undo_cordon: true },
+            ..
+        } = action
+            && outcome == Outcome::Done
+        {
+            let n = self.node(node);
+            assert_eq!(
+                n.cordoned_by.as_deref(),
+                Some(CU),
+                "drover undid a cordon it did not make on {}",
+                n.name
+            );
         }
+        self.obs.apply(action, &outcome);
+    }
+
+    /// Set the state of the backup Job of the spec's current target.
+    pub fn set_backup(&mut self, state: BackupState) {
+        let hash = drover_api::names::short_hash(&drover_api::names::target_string(&self.spec));
+        let job = drover_api::names::backup_job_name(CU, &hash);
+        self.obs.backups.insert(job, state);
     }
 
     /// Plan and apply everything as Done, `rounds` times, advancing a minute each round.

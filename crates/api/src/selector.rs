@@ -1,29 +1,38 @@
-//! Label selectors, evaluated as the API server does.
+//! Label selectors as the API server evaluates them, through kube's own
+//! [`Selector`]. Parse once, match many times.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+use kube::core::{Selector, SelectorExt};
 
-/// Whether `labels` match `selector`. An empty selector matches everything;
-/// an operator the API does not define matches nothing.
-pub fn matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
-    let by_labels = selector
-        .match_labels
-        .iter()
-        .flatten()
-        .all(|(k, v)| labels.get(k) == Some(v));
-    let by_expressions = selector.match_expressions.iter().flatten().all(|e| {
-        let values = e.values.as_deref().unwrap_or_default();
-        let value = labels.get(&e.key);
-        match e.operator.as_str() {
-            "In" => value.is_some_and(|v| values.contains(v)),
-            "NotIn" => value.is_none_or(|v| !values.contains(v)),
-            "Exists" => value.is_some(),
-            "DoesNotExist" => value.is_none(),
-            _ => false,
+/// A parsed selector. An operator the API does not define matches nothing
+/// (the schema refuses one in a ClusterUpgrade; a pod selector read from
+/// the cluster never has one).
+#[derive(Debug, Clone)]
+pub struct Matcher(Option<Selector>);
+
+impl Matcher {
+    pub fn new(selector: &LabelSelector) -> Matcher {
+        Matcher(Selector::try_from(selector.clone()).ok())
+    }
+
+    /// A matcher for an optional selector: none selects everything.
+    pub fn optional(selector: Option<&LabelSelector>) -> Matcher {
+        match selector {
+            Some(s) => Matcher::new(s),
+            None => Matcher(Some(Selector::default())),
         }
-    });
-    by_labels && by_expressions
+    }
+
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.0.as_ref().is_some_and(|s| s.matches(labels))
+    }
+}
+
+/// Whether `labels` match `selector` (parses it each call: prefer [`Matcher`] in loops).
+pub fn matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    Matcher::new(selector).matches(labels)
 }
 
 #[cfg(test)]
@@ -47,8 +56,9 @@ mod tests {
     }
 
     #[test]
-    fn empty_selector_matches_all() {
+    fn empty_and_absent_selectors_match_all() {
         assert!(matches(&LabelSelector::default(), &labels(&[])));
+        assert!(Matcher::optional(None).matches(&labels(&[("a", "b")])));
     }
 
     #[test]

@@ -1,0 +1,53 @@
+//! What a side effect reports and what an observation of a workload or
+//! backup finds: the plain data the node operations hand back and the
+//! planner reads. Shared here so that neither side depends on the other.
+
+use crate::vocab::Reason;
+
+/// What performing a step came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The step is complete.
+    Done,
+    /// Not finished yet, for an expected reason (pods terminating, Job running).
+    Waiting { message: String },
+    /// Not finished, and not through waiting alone: a drain blocked by
+    /// PodDisruptionBudgets. `timed_out` once the drain timeout has passed.
+    Blocked { message: String, timed_out: bool },
+    /// The step failed.
+    Failed { reason: Reason, message: String },
+}
+
+impl Outcome {
+    /// done, waiting, blocked or failed (a metrics label).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Outcome::Done => "done",
+            Outcome::Waiting { .. } => "waiting",
+            Outcome::Blocked { .. } => "blocked",
+            Outcome::Failed { .. } => "failed",
+        }
+    }
+}
+
+/// A cluster-level workload component as observed.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ObservedWorkload {
+    /// The image tag its container runs (desired in its spec).
+    pub version: Option<String>,
+    /// The rollout of the current spec has completed.
+    pub rolled_out: bool,
+    /// Set when the rollout failed or timed out.
+    pub failed: Option<String>,
+}
+
+/// A backup Job's state.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum BackupState {
+    /// No Job exists for the current target.
+    #[default]
+    NotStarted,
+    Running,
+    Succeeded,
+    Failed(String),
+}

@@ -1,0 +1,111 @@
+//! Spec acceptance: the rules only drover can judge, run before anything is
+//! touched, and the spec's durations and selectors parsed once for every
+//! later decision.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use drover_api::selector::Matcher;
+use drover_api::validate::{parse_duration, validate, validate_name};
+use drover_api::{ClusterUpgradeSpec, Reason};
+
+use crate::observe::{Observation, ObservedNode};
+use crate::skew;
+use crate::view::component_targets_node;
+
+/// Why a spec is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// InvalidSpec or SkewViolation.
+    pub reason: Reason,
+    pub problems: Vec<String>,
+}
+
+/// An accepted spec, its durations typed and its selectors parsed.
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    /// spec.strategy.soak.
+    pub soak: Duration,
+    /// spec.drain.timeout.
+    pub drain_timeout: Duration,
+    /// spec.backup.timeout, when the spec asks for a backup.
+    pub backup_timeout: Option<Duration>,
+    /// Each job component's upgrade.job.timeout, by component name.
+    pub job_timeouts: BTreeMap<String, Duration>,
+    /// spec.strategy.lastNodeSelector.
+    pub last_nodes: Option<Matcher>,
+}
+
+impl Accepted {
+    /// The upgrade Job timeout of a component, if it is a job component of the spec.
+    pub fn job_timeout(&self, component: &str) -> Option<Duration> {
+        self.job_timeouts.get(component).copied()
+    }
+}
+
+/// The nodes the spec selects.
+pub fn scope(spec: &ClusterUpgradeSpec) -> Matcher {
+    Matcher::optional(spec.node_selector.as_ref())
+}
+
+/// Check the spec before anything is touched; on success, the spec typed.
+pub fn accept(spec: &ClusterUpgradeSpec, obs: &Observation) -> Result<Accepted, Refusal> {
+    let mut problems: Vec<String> = validate_name(&obs.name).err().iter().map(|e| e.to_string()).collect();
+    if let Err(errors) = validate(spec) {
+        problems.extend(errors.iter().map(|e| e.to_string()));
+    }
+    if !problems.is_empty() {
+        return Err(Refusal {
+            reason: Reason::InvalidSpec,
+            problems,
+        });
+    }
+    let scope = scope(spec);
+    let in_scope: Vec<&ObservedNode> = obs.nodes.iter().filter(|n| scope.matches(&n.labels)).collect();
+    let workload_version = |name: &str| obs.workloads.get(name).and_then(|w| w.version.clone());
+    let violations = skew::check(spec, &in_scope, &obs.nodes, &workload_version, &component_targets_node);
+    if !violations.is_empty() {
+        return Err(Refusal {
+            reason: Reason::SkewViolation,
+            problems: violations.into_iter().map(|v| v.message).collect(),
+        });
+    }
+    typed(spec).map_err(|problems| Refusal {
+        reason: Reason::InvalidSpec,
+        problems,
+    })
+}
+
+/// The durations parsed once. Validation has already checked each, so an
+/// error here names a rule validation missed, and still refuses the spec
+/// rather than reading the duration as zero.
+fn typed(spec: &ClusterUpgradeSpec) -> Result<Accepted, Vec<String>> {
+    let mut problems = Vec::new();
+    let mut duration = |field: String, text: &str| {
+        parse_duration(text).unwrap_or_else(|| {
+            problems.push(format!("{field}: {text:?} is not a duration"));
+            Duration::ZERO
+        })
+    };
+    let soak = duration("spec.strategy.soak".into(), &spec.strategy.soak);
+    let drain_timeout = duration("spec.drain.timeout".into(), &spec.drain.timeout);
+    let backup_timeout = spec
+        .backup
+        .as_ref()
+        .map(|b| duration("spec.backup.timeout".into(), &b.timeout));
+    let mut job_timeouts = BTreeMap::new();
+    for (i, c) in spec.components.iter().enumerate() {
+        if let Some(job) = &c.upgrade.job {
+            let d = duration(format!("spec.components[{i}].upgrade.job.timeout"), &job.timeout);
+            job_timeouts.insert(c.name.clone(), d);
+        }
+    }
+    let accepted = Accepted {
+        soak,
+        drain_timeout,
+        backup_timeout,
+        job_timeouts,
+        last_nodes: spec.strategy.last_node_selector.as_ref().map(Matcher::new),
+    };
+    if problems.is_empty() { Ok(accepted) } else { Err(problems) }
+}

@@ -1,0 +1,68 @@
+//! An action applied to an observation as if it had been carried out with
+//! a given outcome: what the cluster would show on the next pass. The
+//! forecast (`drover plan`) applies every action as Done; the tests apply
+//! the outcomes they choose.
+
+use drover_api::names::backup_job_name;
+use drover_api::{BackupState, Outcome};
+
+use crate::action::{Action, Step};
+use crate::observe::Observation;
+
+impl Observation {
+    /// Apply `action` as if it ended with `outcome`.
+    pub fn apply(&mut self, action: &Action, outcome: &Outcome) {
+        let owner = self.name.clone();
+        let done = *outcome == Outcome::Done;
+        match action {
+            Action::Start { node, progress } => {
+                if let Some(n) = self.nodes.iter_mut().find(|n| &n.name == node) {
+                    n.progress = Some(progress.clone());
+                }
+            }
+            Action::Step { node, step, transition } => {
+                let Some(n) = self.nodes.iter_mut().find(|n| &n.name == node) else {
+                    return;
+                };
+                if done {
+                    match step {
+                        Step::Cordon => {
+                            if !n.unschedulable {
+                                n.unschedulable = true;
+                                n.cordoned_by = Some(owner);
+                            }
+                        }
+                        Step::Drain | Step::Verify { .. } => {}
+                        Step::Upgrade { component, version } => {
+                            n.versions.insert(component.clone(), version.clone());
+                        }
+                        Step::Uncordon { undo_cordon } => {
+                            if *undo_cordon {
+                                n.unschedulable = false;
+                                n.cordoned_by = None;
+                            }
+                        }
+                    }
+                }
+                n.progress = transition.record(outcome);
+            }
+            Action::UpgradeWorkload { component, version } => {
+                let w = self.workloads.entry(component.clone()).or_default();
+                w.version = Some(version.clone());
+                w.rolled_out = done;
+                if done {
+                    w.failed = None;
+                }
+            }
+            Action::RunBackup { target_hash } => {
+                let job = backup_job_name(&self.name, target_hash);
+                let state = if done {
+                    BackupState::Succeeded
+                } else {
+                    BackupState::Running
+                };
+                self.backups.insert(job, state);
+            }
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! What stops new nodes from starting: small checks, each returning the
+//! hold it finds, run in order until one holds. Nodes already in flight
+//! are not affected by any of them.
+
+use drover_api::{ClusterUpgradeSpec, Reason};
+
+use crate::accept::Accepted;
+use crate::decide::Hold;
+use crate::node::add;
+use crate::observe::Observation;
+use crate::view::{Group, NodeView, Standing, ours};
+use crate::window;
+
+/// What the gates look at.
+pub(crate) struct GateCtx<'a> {
+    pub spec: &'a ClusterUpgradeSpec,
+    pub obs: &'a Observation,
+    pub accepted: &'a Accepted,
+    pub views: &'a [NodeView<'a>],
+}
+
+pub(crate) type Gate = fn(&GateCtx) -> Option<Hold>;
+
+/// Failures and halted drains: they hold even when no work is left.
+pub(crate) const FAILURES: &[Gate] = &[critical_failure, too_many_failures, halted_drain];
+
+/// Time and the user's say: they matter only while work is left.
+pub(crate) const TIMING: &[Gate] = &[paused, outside_window, soaking];
+
+/// The first hold of `gates`, in order.
+pub(crate) fn first(gates: &[Gate], ctx: &GateCtx) -> Option<Hold> {
+    gates.iter().find_map(|g| g(ctx))
+}
+
+impl GateCtx<'_> {
+    /// Failed nodes in scope: those Failed, then those on their way back after a failure.
+    fn failures(&self) -> Vec<&NodeView<'_>> {
+        let failed = self
+            .views
+            .iter()
+            .filter(|v| v.in_scope && v.state == Standing::Failed);
+        let failing = self
+            .views
+            .iter()
+            .filter(|v| v.in_scope && v.state == Standing::InFlight)
+            .filter(|v| ours(self.obs, v.node).is_some_and(|p| p.failure.is_some()));
+        failed.chain(failing).collect()
+    }
+
+    fn failure_hold(&self, v: &NodeView, why: &str) -> Hold {
+        let f = ours(self.obs, v.node).and_then(|p| p.failure.clone());
+        let (reason, detail) = match f {
+            Some(f) => (
+                f.reason,
+                format!(
+                    "node {} failed at {}{}: {}",
+                    v.node.name,
+                    f.step,
+                    f.component.map(|c| format!(" of {c}")).unwrap_or_default(),
+                    f.message
+                ),
+            ),
+            None => (Reason::UpgradeJobFailed, format!("node {} failed", v.node.name)),
+        };
+        Hold {
+            reason,
+            message: format!("{detail}; {why}"),
+            stalled: true,
+        }
+    }
+}
+
+/// An etcd or control-plane node failed: nothing more starts.
+fn critical_failure(ctx: &GateCtx) -> Option<Hold> {
+    let v = ctx.failures().into_iter().find(|v| v.group != Group::Worker)?;
+    Some(ctx.failure_hold(
+        v,
+        "an etcd or control-plane node failed; the rollout halts until the spec changes",
+    ))
+}
+
+/// More failed nodes than spec.strategy.maxFailures.
+fn too_many_failures(ctx: &GateCtx) -> Option<Hold> {
+    let failures = ctx.failures();
+    if failures.len() <= ctx.spec.strategy.max_failures.max(0) as usize {
+        return None;
+    }
+    Some(ctx.failure_hold(
+        failures[0],
+        &format!(
+            "{} failed nodes exceed spec.strategy.maxFailures ({}); the rollout halts until the spec changes",
+            failures.len(),
+            ctx.spec.strategy.max_failures
+        ),
+    ))
+}
+
+/// A drain passed its timeout and spec.drain.onTimeout is Halt.
+fn halted_drain(ctx: &GateCtx) -> Option<Hold> {
+    let (node, p) = ctx.views.iter().filter(|v| v.state == Standing::InFlight).find_map(|v| {
+        ours(ctx.obs, v.node)
+            .filter(|p| p.halted)
+            .map(|p| (v.node.name.as_str(), p))
+    })?;
+    Some(Hold {
+        reason: Reason::DrainBlocked,
+        message: format!(
+            "drain of {node} passed spec.drain.timeout ({}) and onTimeout is Halt: {}",
+            ctx.spec.drain.timeout, p.message
+        ),
+        stalled: true,
+    })
+}
+
+fn paused(ctx: &GateCtx) -> Option<Hold> {
+    ctx.spec.paused.then(|| Hold {
+        reason: Reason::Paused,
+        message: "spec.paused is true: no new node starts; nodes in progress finish".into(),
+        stalled: false,
+    })
+}
+
+fn outside_window(ctx: &GateCtx) -> Option<Hold> {
+    if window::any_open(&ctx.spec.windows, ctx.obs.now) {
+        return None;
+    }
+    let next = window::next_opening(&ctx.spec.windows, ctx.obs.now)
+        .map(|t| format!("; the next window opens at {t}"))
+        .unwrap_or_default();
+    Some(Hold {
+        reason: Reason::OutsideWindow,
+        message: format!("no maintenance window in spec.windows is open{next}"),
+        stalled: true,
+    })
+}
+
+/// Within spec.strategy.soak of the last node that finished.
+fn soaking(ctx: &GateCtx) -> Option<Hold> {
+    let last_done = ctx
+        .views
+        .iter()
+        .filter_map(|v| ours(ctx.obs, v.node))
+        .filter_map(|p| p.completed)
+        .max()?;
+    let until = add(last_done, ctx.accepted.soak);
+    (ctx.obs.now < until).then(|| Hold {
+        reason: Reason::Soaking,
+        message: format!(
+            "soaking after the last node for spec.strategy.soak ({}) until {until}",
+            ctx.spec.strategy.soak
+        ),
+        stalled: false,
+    })
+}
