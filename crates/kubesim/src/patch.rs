@@ -17,11 +17,26 @@ pub fn merge(current: &Value, patch: &Value) -> Value {
     out
 }
 
+/// RFC 6902 as the API server applies it: a `test` that expects `null`
+/// passes on a path that does not exist (kube-rs's finalizer helper relies
+/// on it to add the first finalizer). The operations apply in order to a
+/// copy, so a failed one leaves the object as it was.
 pub fn json(current: &Value, patch: &Value) -> Result<Value, String> {
     let p: json_patch::Patch =
         serde_json::from_value(patch.clone()).map_err(|e| format!("error decoding patch: {e}"))?;
     let mut out = current.clone();
-    json_patch::patch(&mut out, &p).map_err(|e| e.to_string())?;
+    for (i, op) in p.0.into_iter().enumerate() {
+        if let json_patch::PatchOperation::Test(t) = &op
+            && t.value.is_null()
+            && out.pointer(t.path.as_str()).is_none()
+        {
+            continue;
+        }
+        json_patch::patch(&mut out, &[op]).map_err(|mut e| {
+            e.operation = i;
+            e.to_string()
+        })?;
+    }
     Ok(out)
 }
 
@@ -182,5 +197,28 @@ mod tests {
         assert_eq!(out["metadata"]["finalizers"], json!(["b"]));
         assert_eq!(out["spec"]["tolerations"], json!([{"key": "j"}]));
         assert!(out["spec"].get("unschedulable").is_none());
+    }
+}
+
+#[cfg(test)]
+mod json_patch_tests {
+    use serde_json::json;
+
+    #[test]
+    fn a_test_for_null_passes_on_a_missing_path_as_on_the_api_server() {
+        let doc = json!({"metadata": {"name": "a"}});
+        let patch = json!([
+            {"op": "test", "path": "/metadata/finalizers", "value": null},
+            {"op": "add", "path": "/metadata/finalizers", "value": ["drover.dev/cleanup"]}
+        ]);
+        let out = super::json(&doc, &patch).unwrap();
+        assert_eq!(out["metadata"]["finalizers"], json!(["drover.dev/cleanup"]));
+        // A test for anything else on a missing path still fails, and nothing is applied.
+        let patch = json!([
+            {"op": "add", "path": "/metadata/labels", "value": {"a": "b"}},
+            {"op": "test", "path": "/metadata/finalizers", "value": ["x"]}
+        ]);
+        assert!(super::json(&doc, &patch).is_err());
+        assert_eq!(doc, json!({"metadata": {"name": "a"}}));
     }
 }
