@@ -124,3 +124,7 @@ pub async fn run(api: Api<Lease>, cfg: LeaseConfig, leading: watch::Sender<bool>
         tokio::time::sleep(cfg.renew_every).await;
     }
 }
+
+#[cfg(test)]
+#[path = "tests/leader.rs"]
+mod tests;

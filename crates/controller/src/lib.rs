@@ -4,13 +4,16 @@
 //! over HTTP.
 
 pub mod error;
+#[cfg(any(test, feature = "fake"))]
+pub mod fake;
 pub mod inflight;
 pub mod leader;
 pub mod metrics;
 pub mod observe;
 pub mod preflight;
 pub mod reconcile;
-
+#[cfg(test)]
+mod tests;
 
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::net::SocketAddr;

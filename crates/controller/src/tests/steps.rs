@@ -1,0 +1,116 @@
+//! Node steps whose outcome is not plain success: a blocked drain, and a
+//! record that changed while the step ran.
+
+use drover_api::Outcome;
+use drover_plan::NodePhase;
+use http::Method;
+use kube::ResourceExt;
+use serde_json::json;
+
+use super::fixtures::*;
+use crate::fake::{Call, FakeNodeOps, Op};
+use crate::metrics::UpgradeLabels;
+
+#[tokio::test]
+async fn a_blocked_drain_keeps_the_node_draining_notes_why_and_warns() {
+    let from = record(NodePhase::Draining, None);
+    let w1 = cordoned(with_record(worker("w1", OLD), &from));
+    let cu = upgrade(true);
+    let blocked = Outcome::Blocked {
+        message: "pod shop/web-0: the PodDisruptionBudget web allows no disruption".into(),
+        timed_out: false,
+    };
+    let ops = FakeNodeOps::new().answer_on(Op::Drain, "w1", blocked);
+    let (ctx, api) = context(ops, vec![w1.clone()], vec![cu.clone()]);
+    let seen = cu.clone();
+    let from_text = from.to_annotation();
+    pass(&ctx, &cu, api, |mut api| async move {
+        skew_pod_lists(&mut api).await;
+        let status = status_write(&mut api, &seen).await;
+        assert_eq!(status["nodes"][0]["step"], "Drain");
+        assert_eq!(event(&mut api).await["reason"], "RollingOut");
+        let (req, record) = record_write(&mut api, &w1).await;
+        assert_eq!(
+            req.body[0],
+            json!({"op": "test", "path": RECORD_PATH, "value": from_text})
+        );
+        let record = record.expect("a record");
+        // Same phase and entry time, one more attempt, the reason kept.
+        assert_eq!(
+            (record.phase, record.since, record.attempts),
+            (NodePhase::Draining, from.since, 1)
+        );
+        assert_eq!(
+            record.message,
+            "pod shop/web-0: the PodDisruptionBudget web allows no disruption"
+        );
+        assert!(!record.halted && record.failure.is_none());
+        let ev = event(&mut api).await;
+        assert_eq!(
+            (ev["type"].as_str(), ev["reason"].as_str()),
+            (Some("Warning"), Some("DrainBlocked"))
+        );
+        assert_eq!(
+            ev["note"],
+            "drain of w1 blocked: pod shop/web-0: the PodDisruptionBudget web allows no disruption"
+        );
+        api
+    })
+    .await
+    .expect("the pass succeeds");
+    // The drain ran with the deadline the plan gave: entry time plus spec.drain.timeout (15m).
+    let deadline = from.since + jiff::SignedDuration::from_mins(15);
+    assert_eq!(
+        ctx.ops.calls(),
+        vec![Call::Drain {
+            node: "w1".into(),
+            deadline
+        }]
+    );
+    let blocks = ctx
+        .metrics
+        .drain_blocks
+        .get_or_create(&UpgradeLabels { upgrade: CU.into() })
+        .get();
+    assert_eq!(blocks, 1);
+}
+
+#[tokio::test]
+async fn a_record_changed_meanwhile_is_not_overwritten_nor_announced() {
+    let from = record(NodePhase::Verifying, Some("containerd"));
+    let w1 = cordoned(with_record(worker("w1", NEW), &from));
+    let cu = upgrade(true);
+    let (ctx, api) = context(FakeNodeOps::new(), vec![w1.clone()], vec![cu.clone()]);
+    let seen = cu.clone();
+    pass(&ctx, &cu, api, |mut api| async move {
+        skew_pod_lists(&mut api).await;
+        status_write(&mut api, &seen).await;
+        assert_eq!(event(&mut api).await["reason"], "RollingOut");
+        // Verified: on to Uncordoning, but the record is no longer the one
+        // the pass saw (the test op fails): 422, and nothing more.
+        let mut req = api.expect(Method::PATCH, "/api/v1/nodes/w1").await;
+        assert_eq!(req.body[0]["op"], "test");
+        let next = req.body[1]["value"]
+            .as_str()
+            .and_then(drover_plan::NodeProgress::from_annotation);
+        assert_eq!(next.map(|p| p.phase), Some(NodePhase::Uncordoning));
+        req.fail(422, "Invalid", "the test operation failed");
+        api
+    })
+    .await
+    .expect("a lost compare-and-swap is not an error");
+    assert_eq!(
+        ctx.ops.calls(),
+        vec![Call::Verify {
+            node: "w1".into(),
+            component: "containerd".into(),
+            version: NEW.into(),
+            deadline: Some(from.since + jiff::SignedDuration::from_mins(30)),
+        }]
+    );
+    // Nothing of ours is assumed over the cache: the next pass plans from the API's record.
+    let cached = ctx.nodes.state().pop().expect("w1");
+    let overlaid = ctx.inflight.overlay(cached.clone());
+    assert_eq!(overlaid.annotations(), cached.annotations());
+    assert_eq!(ctx.metrics.api_errors.get(), 0);
+}
