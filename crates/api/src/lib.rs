@@ -14,7 +14,7 @@ pub mod validate;
 pub mod version;
 pub mod vocab;
 
+pub use observed::{BackupState, ObservedWorkload, Outcome};
 pub use spec::*;
 pub use status::*;
-pub use observed::{BackupState, ObservedWorkload, Outcome};
 pub use vocab::{EventReason, NodeState, Reason, StepEvent};

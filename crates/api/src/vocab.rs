@@ -157,7 +157,9 @@ impl<'de> Deserialize<'de> for NodeState {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
         NodeState::parse(&s).ok_or_else(|| {
-            serde::de::Error::custom(format!("unknown node state {s:?}; expected InProgress, Blocked or Failed"))
+            serde::de::Error::custom(format!(
+                "unknown node state {s:?}; expected InProgress, Blocked or Failed"
+            ))
         })
     }
 }
@@ -253,7 +255,10 @@ mod tests {
 
     #[test]
     fn an_unknown_recorded_reason_reads_as_a_failure_not_an_error() {
-        assert_eq!(serde_json::from_str::<Reason>("\"Gremlins\"").unwrap(), Reason::UpgradeJobFailed);
+        assert_eq!(
+            serde_json::from_str::<Reason>("\"Gremlins\"").unwrap(),
+            Reason::UpgradeJobFailed
+        );
     }
 
     #[test]

@@ -6,11 +6,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use drover_api::known::verify_of;
 use drover_api::names::annotation;
+use drover_api::selector::Matcher;
 use drover_api::version::image_tag;
 use drover_api::{ClusterUpgrade, ClusterUpgradeSpec};
 use drover_nodeops::verify::{node_info_field, node_ready};
 use drover_nodeops::{NodeOps, Owner};
-use drover_api::selector::Matcher;
 use drover_plan::{NodeProgress, Observation, ObservedNode, OtherUpgrade};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Node, Pod};

@@ -338,13 +338,25 @@ async fn cleanup<O: NodeOps>(ctx: &Context<O>, cu: &ClusterUpgrade) -> Result<Re
     for n in ctx.nodes.state() {
         let n = ctx.inflight.overlay(n);
         let a = n.annotations();
-        if a.get(annotation::CORDONED_BY) == Some(&name) {
-            ctx.ops.uncordon(&n.name_any(), &name).await?;
-        }
         let ours = a
             .get(annotation::PROGRESS)
             .and_then(|p| NodeProgress::from_annotation(p))
             .filter(|p| p.upgrade == name);
+        // A node with our record may carry a cordon the cache has not shown
+        // yet; uncordon reads the node and undoes only drover's own cordon.
+        if a.get(annotation::CORDONED_BY) == Some(&name) || ours.is_some() {
+            let node = n.name_any();
+            match ctx.ops.uncordon(&node, &name).await? {
+                Outcome::Done => {}
+                // Keep the finalizer until the cordon is undone.
+                other => {
+                    return Err(Error::Busy(format!(
+                        "the cordon of {node} is not undone yet ({}); cleaning up again",
+                        other.kind()
+                    )));
+                }
+            }
+        }
         if ours.is_some() && !write_progress(ctx, &n.name_any(), &Base::of(&n, ours.as_ref()), None).await? {
             return Err(Error::Other(format!(
                 "the progress record of node {} changed during cleanup",
@@ -353,9 +365,9 @@ async fn cleanup<O: NodeOps>(ctx: &Context<O>, cu: &ClusterUpgrade) -> Result<Re
         }
     }
     let selector = format!("{}={}", label::UPGRADE, name);
-    let mut namespaces = vec![ctx.settings.job_namespace.clone()];
+    let mut namespaces = std::collections::BTreeSet::from([ctx.settings.job_namespace.clone()]);
     if let Some(b) = &cu.spec.backup {
-        namespaces.push(b.namespace.clone());
+        namespaces.insert(b.namespace.clone());
     }
     for ns in namespaces {
         let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ns);

@@ -3,10 +3,10 @@
 use std::collections::BTreeMap;
 
 use drover_api::BackupJob;
-use drover_api::names::label;
-use drover_api::validate::parse_duration;
 use drover_api::BackupState;
 use drover_api::names::backup_job_name;
+use drover_api::names::label;
+use drover_api::validate::parse_duration;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     Container, EnvVar, HostPathVolumeSource, PodSpec, PodTemplateSpec, Toleration, Volume, VolumeMount,

@@ -1,8 +1,8 @@
 //! Cordon and uncordon with ownership: drover records the cordons it makes
 //! and only ever undoes those, so a node an admin cordoned stays cordoned.
 
-use drover_api::names::annotation::CORDONED_BY;
 use drover_api::Outcome;
+use drover_api::names::annotation::CORDONED_BY;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;

@@ -10,9 +10,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
+use drover_api::Outcome;
 use drover_api::Reason;
 use drover_api::{DrainTimeoutAction, names::label};
-use drover_api::Outcome;
 use futures::StreamExt;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::Pod;

@@ -4,12 +4,12 @@
 
 use std::collections::BTreeMap;
 
+use drover_api::Outcome;
 use drover_api::Reason;
 use drover_api::names::label;
+use drover_api::names::short_hash;
 use drover_api::validate::parse_duration;
 use drover_api::{EnvVar, JobUpgrade};
-use drover_api::Outcome;
-use drover_api::names::short_hash;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
     Container, EnvVar as K8sEnvVar, HostPathVolumeSource, Pod, PodSpec, PodTemplateSpec, SecurityContext, Toleration,

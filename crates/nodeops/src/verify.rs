@@ -2,11 +2,11 @@
 //! node is healthy, and record the verified version on the node so the next
 //! observation sees it.
 
+use drover_api::Outcome;
 use drover_api::Reason;
 use drover_api::names::annotation;
 use drover_api::version::{image_tag, same_version};
 use drover_api::{NodeInfoField, Verify};
-use drover_api::Outcome;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams};

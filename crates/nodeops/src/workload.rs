@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use drover_api::Reason;
 use drover_api::version::{image_tag, same_version, with_tag};
-use drover_api::{WorkloadKind, WorkloadUpgrade};
 use drover_api::{ObservedWorkload, Outcome};
+use drover_api::{WorkloadKind, WorkloadUpgrade};
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::PodSpec;

@@ -5,12 +5,12 @@ mod support;
 
 use std::time::Duration;
 
+use drover_api::Outcome;
 use drover_api::names::annotation::CORDONED_BY;
 use drover_api::names::label::{MANAGED_BY, MANAGED_BY_VALUE};
 use drover_api::{DrainTimeoutAction, JobUpgrade, NodeInfoField, PodImageCheck, Verify, WorkloadKind, WorkloadUpgrade};
 use drover_nodeops::eviction::Evicted;
 use drover_nodeops::{DrainOptions, NodeOps, Owner, UpgradeRequest};
-use drover_api::Outcome;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::batch::v1::Job;

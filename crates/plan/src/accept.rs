@@ -107,5 +107,9 @@ fn typed(spec: &ClusterUpgradeSpec) -> Result<Accepted, Vec<String>> {
         job_timeouts,
         last_nodes: spec.strategy.last_node_selector.as_ref().map(Matcher::new),
     };
-    if problems.is_empty() { Ok(accepted) } else { Err(problems) }
+    if problems.is_empty() {
+        Ok(accepted)
+    } else {
+        Err(problems)
+    }
 }

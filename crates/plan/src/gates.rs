@@ -35,10 +35,7 @@ pub(crate) fn first(gates: &[Gate], ctx: &GateCtx) -> Option<Hold> {
 impl GateCtx<'_> {
     /// Failed nodes in scope: those Failed, then those on their way back after a failure.
     fn failures(&self) -> Vec<&NodeView<'_>> {
-        let failed = self
-            .views
-            .iter()
-            .filter(|v| v.in_scope && v.state == Standing::Failed);
+        let failed = self.views.iter().filter(|v| v.in_scope && v.state == Standing::Failed);
         let failing = self
             .views
             .iter()
@@ -97,11 +94,15 @@ fn too_many_failures(ctx: &GateCtx) -> Option<Hold> {
 
 /// A drain passed its timeout and spec.drain.onTimeout is Halt.
 fn halted_drain(ctx: &GateCtx) -> Option<Hold> {
-    let (node, p) = ctx.views.iter().filter(|v| v.state == Standing::InFlight).find_map(|v| {
-        ours(ctx.obs, v.node)
-            .filter(|p| p.halted)
-            .map(|p| (v.node.name.as_str(), p))
-    })?;
+    let (node, p) = ctx
+        .views
+        .iter()
+        .filter(|v| v.state == Standing::InFlight)
+        .find_map(|v| {
+            ours(ctx.obs, v.node)
+                .filter(|p| p.halted)
+                .map(|p| (v.node.name.as_str(), p))
+        })?;
     Some(Hold {
         reason: Reason::DrainBlocked,
         message: format!(

@@ -2,8 +2,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-pub use drover_api::{BackupState, ObservedWorkload};
 use drover_api::ClusterUpgradeStatus;
+pub use drover_api::{BackupState, ObservedWorkload};
 use jiff::Timestamp;
 
 use crate::progress::NodeProgress;

@@ -5,17 +5,17 @@ use drover_api::known::stage_of;
 use drover_api::names::{backup_job_name, condition};
 use drover_api::version::same_version;
 use drover_api::{
-    BackupState, BackupStatus, ClusterUpgradeSpec, ClusterUpgradeStatus, ComponentStatus, MAX_HISTORY, MAX_NODE_DETAILS, NodeCounts,
-    NodeDetail, NodeState, Reason, RolloutRecord,
+    BackupState, BackupStatus, ClusterUpgradeSpec, ClusterUpgradeStatus, ComponentStatus, MAX_HISTORY,
+    MAX_NODE_DETAILS, NodeCounts, NodeDetail, NodeState, Reason, RolloutRecord,
 };
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::decide::{Plan, count_states};
 use crate::observe::Observation;
+use crate::progress::NodePhase;
 use crate::stage::RolloutStage;
 use crate::view::Standing;
-use crate::progress::NodePhase;
 
 /// A condition before timestamps are settled.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -140,17 +140,10 @@ fn a_not_ready_worker_ends_the_forecast_with_the_planners_reason() {
 fn nodes_already_in_flight_are_the_first_batch() {
     let s = spec(vec![job("containerd", "1.7.23")], 1);
     let mut obs = cluster(0, 2);
-    obs.nodes[1].progress = Some(NodeProgress::start(
-        support::CU,
-        1,
-        NodePhase::Draining,
-        None,
-        obs.now,
-    ));
+    obs.nodes[1].progress = Some(NodeProgress::start(support::CU, 1, NodePhase::Draining, None, obs.now));
     let f = forecast(&s, &obs);
     assert!(f.batches[0].in_progress);
     assert_eq!(nodes(&f.batches[0]), ["worker-2"]);
     assert_eq!(nodes(&f.batches[1]), ["worker-1"]);
     assert_eq!(f.end, End::Complete);
 }
-

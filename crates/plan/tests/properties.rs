@@ -127,7 +127,9 @@ fn build(seeds: &[NodeSeed], s: &SpecSeed) -> Model {
 
 fn outcome_for(roll: u8, action: &Action) -> Outcome {
     match (roll, action) {
-        (0..=79, _) | (_, Action::Start { .. } | Action::RunBackup { .. } | Action::UpgradeWorkload { .. }) => Outcome::Done,
+        (0..=79, _) | (_, Action::Start { .. } | Action::RunBackup { .. } | Action::UpgradeWorkload { .. }) => {
+            Outcome::Done
+        }
         (80..=89, _) => Outcome::Waiting {
             message: format!("waiting {roll}"),
         },

@@ -661,7 +661,9 @@ fn backup_must_succeed_before_the_first_control_plane_change() {
     let mut m = Model::new(s, cluster(1, 1));
     assert!(matches!(m.plan().as_slice(), [Action::RunBackup { .. }]));
     assert_eq!(m.condition(condition::RECONCILING).1, reason::BACKING_UP);
-    m.set_backup(BackupState::Failed("etcdctl snapshot save: context deadline exceeded".into()));
+    m.set_backup(BackupState::Failed(
+        "etcdctl snapshot save: context deadline exceeded".into(),
+    ));
     assert!(m.plan().is_empty());
     let (_, r, message) = m.condition(condition::STALLED);
     assert_eq!(r, reason::BACKUP_FAILED);

@@ -140,10 +140,8 @@ fn removes_the_finalizer(seen: &[String]) -> bool {
 
 /// An uncordon that did not take (the node changed meanwhile: the real
 /// uncordon answers Waiting on a 409) must keep the finalizer, or the node
-/// stays cordoned by a ClusterUpgrade that no longer exists. Today cleanup
-/// ignores the outcome and lets go.
+/// stays cordoned by a ClusterUpgrade that no longer exists.
 #[tokio::test]
-#[ignore = "reconcile.rs: cleanup ignores an uncordon that answers Waiting (kept for the fix)"]
 async fn an_uncordon_that_did_not_take_keeps_the_finalizer() {
     let w1 = cordoned(worker("w1", OLD));
     let cu = deleted();
@@ -159,9 +157,7 @@ async fn an_uncordon_that_did_not_take_keeps_the_finalizer() {
 /// A node whose cordon the cache has not shown yet (the step cordoned it
 /// and wrote Draining; the watch lags) is cordoned all the same: cleanup
 /// must undo it (uncordon checks ownership itself, so asking is safe).
-/// Today cleanup asks only for nodes the cache shows cordoned by it.
 #[tokio::test]
-#[ignore = "reconcile.rs: cleanup decides on the cached cordoned-by annotation only (kept for the fix)"]
 async fn a_cordon_the_cache_has_not_shown_yet_is_undone() {
     let w1 = with_record(worker("w1", OLD), &record(NodePhase::Cordoning, None));
     let cu = deleted();
