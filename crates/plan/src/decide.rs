@@ -15,21 +15,12 @@ use drover_api::{BackupState, ClusterUpgradeSpec, Reason};
 
 use crate::accept::{Accepted, Refusal, accept, scope};
 use crate::action::Action;
-use crate::gates::{self, GateCtx};
+use crate::gates::{self, GateCtx, Hold};
 use crate::node::{NodeCtx, release_if_held};
 use crate::observe::Observation;
 use crate::schedule;
 use crate::stage::{self, RolloutStage};
 use crate::view::{NodeView, Standing, view};
-
-/// What stops new nodes from starting, when something does.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Hold {
-    pub reason: Reason,
-    pub message: String,
-    /// Needs a human (Stalled) rather than time (Reconciling).
-    pub stalled: bool,
-}
 
 /// The planner's answer.
 #[derive(Debug, Clone)]

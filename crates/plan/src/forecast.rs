@@ -9,7 +9,8 @@ use drover_api::{ClusterUpgradeSpec, Outcome, Reason};
 
 use crate::accept::Refusal;
 use crate::action::Action;
-use crate::decide::{Hold, plan};
+use crate::decide::plan;
+use crate::gates::Hold;
 use crate::node::add;
 use crate::observe::Observation;
 use crate::stage::RolloutStage;

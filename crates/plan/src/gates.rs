@@ -5,7 +5,6 @@
 use drover_api::{ClusterUpgradeSpec, Reason};
 
 use crate::accept::Accepted;
-use crate::decide::Hold;
 use crate::node::add;
 use crate::observe::Observation;
 use crate::view::{Group, NodeView, Standing, ours};
@@ -17,6 +16,15 @@ pub(crate) struct GateCtx<'a> {
     pub obs: &'a Observation,
     pub accepted: &'a Accepted,
     pub views: &'a [NodeView<'a>],
+}
+
+/// What stops new nodes from starting, when something does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hold {
+    pub reason: Reason,
+    pub message: String,
+    /// Needs a human (Stalled) rather than time (Reconciling).
+    pub stalled: bool,
 }
 
 pub(crate) type Gate = fn(&GateCtx) -> Option<Hold>;

@@ -5,7 +5,7 @@ use drover_api::{BackupState, Reason};
 
 use super::Ctx;
 use crate::action::Action;
-use crate::decide::Hold;
+use crate::gates::Hold;
 
 pub(super) fn schedule(ctx: &Ctx, actions: &mut Vec<Action>) -> Option<Hold> {
     match ctx.backup {

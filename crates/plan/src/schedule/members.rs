@@ -5,7 +5,7 @@ use drover_api::Reason;
 
 use super::Ctx;
 use crate::action::Action;
-use crate::decide::Hold;
+use crate::gates::Hold;
 use crate::node::start;
 use crate::stage::RolloutStage;
 use crate::view::{Group, NodeView, Standing, names};

@@ -10,7 +10,7 @@ use drover_api::ClusterUpgradeSpec;
 use drover_api::selector::Matcher;
 
 use crate::action::Action;
-use crate::decide::Hold;
+use crate::gates::Hold;
 use crate::observe::Observation;
 use crate::stage::RolloutStage;
 use crate::view::{NodeView, Standing};

@@ -9,7 +9,7 @@ use drover_api::{Reason, StrategyType};
 
 use super::Ctx;
 use crate::action::Action;
-use crate::decide::Hold;
+use crate::gates::Hold;
 use crate::node::start;
 use crate::view::{Group, NodeView, Standing, names};
 

@@ -6,7 +6,7 @@ use drover_api::{Component, Reason, Stage};
 
 use super::Ctx;
 use crate::action::Action;
-use crate::decide::Hold;
+use crate::gates::Hold;
 use crate::stage::{RolloutStage, workload_done};
 
 pub(super) fn schedule(ctx: &Ctx, stage: RolloutStage, actions: &mut Vec<Action>) -> Option<Hold> {
