@@ -4,31 +4,7 @@ use std::collections::BTreeMap;
 
 use crate::spec::{Component, NodeInfoField, NodeTarget, PodImageCheck, Stage, Verify};
 
-/// The well-known component names and the stage each belongs to.
-pub const KNOWN: [(&str, Stage); 22] = [
-    ("containerd", Stage::Runtime),
-    ("docker", Stage::Runtime),
-    ("cri-o", Stage::Runtime),
-    ("crio", Stage::Runtime),
-    ("cri-dockerd", Stage::Runtime),
-    ("etcd", Stage::Etcd),
-    ("kube-apiserver", Stage::ControlPlane),
-    ("kube-controller-manager", Stage::ControlPlane),
-    ("kube-scheduler", Stage::ControlPlane),
-    ("kubelet", Stage::Kubelet),
-    ("kube-proxy", Stage::Kubelet),
-    ("calico", Stage::Network),
-    ("cilium", Stage::Network),
-    ("flannel", Stage::Network),
-    ("weave", Stage::Network),
-    ("kube-router", Stage::Network),
-    ("canal", Stage::Network),
-    ("antrea", Stage::Network),
-    ("coredns", Stage::Addons),
-    ("kube-dns", Stage::Addons),
-    ("nodelocaldns", Stage::Addons),
-    ("metrics-server", Stage::Addons),
-];
+pub use crate::spec::KNOWN;
 
 /// The stage of a well-known component, or None for a name drover does not know.
 pub fn known_stage(name: &str) -> Option<Stage> {

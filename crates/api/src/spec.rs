@@ -617,7 +617,7 @@ fn duration_rule(positive: bool) -> String {
 
 /// A CEL rule: the component has a stage, or a name drover infers one from.
 fn known_name_rule() -> String {
-    let names: Vec<String> = crate::known::KNOWN.iter().map(|(n, _)| format!("'{n}'")).collect();
+    let names: Vec<String> = KNOWN.iter().map(|(n, _)| format!("'{n}'")).collect();
     format!("has(self.stage) || self.name in [{}]", names.join(", "))
 }
 
@@ -686,3 +686,30 @@ fn label_selector_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema 
     });
     schemars::Schema::try_from(schema).expect("a JSON object is a schema")
 }
+
+/// The well-known component names and the stage each belongs to (the
+/// schema's rule for `stage` names them; `crate::known` infers the rest).
+pub const KNOWN: [(&str, Stage); 22] = [
+    ("containerd", Stage::Runtime),
+    ("docker", Stage::Runtime),
+    ("cri-o", Stage::Runtime),
+    ("crio", Stage::Runtime),
+    ("cri-dockerd", Stage::Runtime),
+    ("etcd", Stage::Etcd),
+    ("kube-apiserver", Stage::ControlPlane),
+    ("kube-controller-manager", Stage::ControlPlane),
+    ("kube-scheduler", Stage::ControlPlane),
+    ("kubelet", Stage::Kubelet),
+    ("kube-proxy", Stage::Kubelet),
+    ("calico", Stage::Network),
+    ("cilium", Stage::Network),
+    ("flannel", Stage::Network),
+    ("weave", Stage::Network),
+    ("kube-router", Stage::Network),
+    ("canal", Stage::Network),
+    ("antrea", Stage::Network),
+    ("coredns", Stage::Addons),
+    ("kube-dns", Stage::Addons),
+    ("nodelocaldns", Stage::Addons),
+    ("metrics-server", Stage::Addons),
+];
