@@ -1,0 +1,47 @@
+//! Every status string the demo compares, one small helper each: condition
+//! types, statuses and reasons, and the states of a node detail. When these
+//! become enums in drover_api, this file is the one to change.
+
+use drover_api::names::{condition, reason};
+use drover_api::{ClusterUpgrade, NodeDetail};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+
+/// The condition of type `t`, if the status has one.
+pub fn cond<'a>(cu: &'a ClusterUpgrade, t: &str) -> Option<&'a Condition> {
+    cu.status.as_ref()?.conditions.iter().find(|c| c.type_ == t)
+}
+
+/// The status describes the current spec (its observed generation).
+pub fn current(cu: &ClusterUpgrade) -> bool {
+    cu.status.as_ref().and_then(|s| s.observed_generation) == cu.metadata.generation
+}
+
+/// A condition whose status is `True`.
+pub fn is_true(c: &Condition) -> bool {
+    c.status == "True"
+}
+
+/// The rollout is complete: Ready=True for the current spec.
+pub fn ready(cu: &ClusterUpgrade) -> bool {
+    current(cu) && cond(cu, condition::READY).is_some_and(is_true)
+}
+
+/// A condition that says a drain waits on a PodDisruptionBudget.
+pub fn drain_blocked(c: &Condition) -> bool {
+    c.reason == reason::DRAIN_BLOCKED
+}
+
+/// A Stalled condition's reason when an upgrade Job or its verification failed.
+pub fn upgrade_failed(c: &Condition) -> bool {
+    c.reason == reason::UPGRADE_JOB_FAILED || c.reason == reason::VERIFICATION_FAILED
+}
+
+/// A node whose drain is blocked.
+pub fn node_blocked(n: &NodeDetail) -> bool {
+    n.state == "Blocked"
+}
+
+/// A node whose step failed.
+pub fn node_failed(n: &NodeDetail) -> bool {
+    n.state == "Failed"
+}
