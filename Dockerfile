@@ -1,7 +1,11 @@
 # syntax=docker/dockerfile:1
 #
 # drover's image: a static (musl) binary on a distroless base, run as a
-# non-root user. Build from the repository root:
+# non-root user. The binary is built with --no-default-features: without
+# the `demo` feature, so without `drover demo` and the simulator (kubesim)
+# it runs on; the controller has no use for them in production.
+# (crates/drover/tests/deps.rs checks that kubesim then stays out.)
+# Build from the repository root:
 #
 #   docker build -t registry.example.com/drover:0.1.0 .
 #
@@ -15,7 +19,7 @@ WORKDIR /src
 COPY . .
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p drover \
+    cargo build --release --locked -p drover --no-default-features \
  && cp target/release/drover /drover \
  && /drover --version
 

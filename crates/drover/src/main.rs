@@ -1,5 +1,6 @@
 //! The drover binary.
 
+#[cfg(feature = "demo")]
 mod demo;
 mod plan_cmd;
 mod status;
@@ -41,7 +42,16 @@ enum Command {
     /// Run the controller against the cluster of the current kubeconfig (or in-cluster config).
     Run(RunArgs),
     /// A rollout on an embedded simulated cluster, shown live: drover's main job, no cluster needed.
+    #[cfg(feature = "demo")]
     Demo(demo::DemoArgs),
+    /// Not in this build: drover was built without the demo feature (the simulator).
+    #[cfg(not(feature = "demo"))]
+    #[command(hide = true, disable_help_flag = true)]
+    Demo {
+        /// Whatever follows `demo`: the answer is the same.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+        args: Vec<String>,
+    },
     /// A readable summary of a ClusterUpgrade (or all of them); also `kubectl drover status`.
     Status(status::StatusArgs),
     /// Dry run: what a ClusterUpgrade manifest would do on the current cluster, changing nothing.
@@ -98,7 +108,13 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// What `drover demo` says when the binary was built without the demo
+/// feature (as the production image is: no simulator in it).
+#[cfg(not(feature = "demo"))]
+const NO_DEMO: &str = "this drover was built without the demo feature (the simulator); build with --features demo, or run `cargo run -p drover -- demo`";
+
 /// Warnings and errors only (RUST_LOG overrides): the demo's own output is the show.
+#[cfg(feature = "demo")]
 fn init_quiet_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error"));
@@ -180,9 +196,16 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Run(args) => tokio::runtime::Runtime::new()?.block_on(run(args)),
+        #[cfg(feature = "demo")]
         Command::Demo(args) => {
             init_quiet_logging();
             tokio::runtime::Runtime::new()?.block_on(demo::run(args))
+        }
+        #[cfg(not(feature = "demo"))]
+        Command::Demo { .. } => {
+            // A usage error, as clap reports an unknown subcommand (exit 2).
+            eprintln!("error: {NO_DEMO}");
+            std::process::exit(2)
         }
         Command::Status(args) => tokio::runtime::Runtime::new()?.block_on(status::run(args)),
         Command::Plan(args) => {
@@ -192,5 +215,38 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[cfg(feature = "demo")]
+    #[test]
+    fn the_demo_is_listed_and_parses() {
+        let help = Cli::command().render_help().to_string();
+        assert!(help.contains("\n  demo "), "{help}");
+        let cli = Cli::try_parse_from(["drover", "demo", "--fault", "pdb-block"]).unwrap();
+        assert!(matches!(cli.command, Command::Demo(_)));
+    }
+
+    /// `cargo test -p drover --no-default-features --bin drover` (.ci/run).
+    #[cfg(not(feature = "demo"))]
+    #[test]
+    fn without_the_demo_feature_demo_is_not_listed_and_explains_itself() {
+        let help = Cli::command().render_help().to_string();
+        assert!(!help.contains("demo"), "{help}");
+        assert!(help.contains("\n  run "), "{help}");
+        // Whatever the user adds, the answer is the explanation, not a flag error.
+        for args in [&["demo"][..], &["demo", "--fault", "pdb-block"], &["demo", "--help"]] {
+            let cli = Cli::try_parse_from(std::iter::once("drover").chain(args.iter().copied()))
+                .unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            assert!(matches!(cli.command, Command::Demo { .. }), "{args:?}");
+        }
+        assert!(NO_DEMO.contains("built without the demo feature (the simulator)"));
+        assert!(NO_DEMO.contains("--features demo"));
     }
 }

@@ -11,15 +11,15 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::ValueEnum;
+use drover_api::names::target_string;
 use drover_api::version::same_version;
 use drover_api::{ClusterUpgrade, StrategyType};
 use drover_nodeops::KubeNodeOps;
 use drover_nodeops::drain::{DrainOptions, PodDisposition, disposition};
 use drover_plan::Observation;
-use drover_api::names::target_string;
 use drover_plan::RolloutStage;
-use drover_plan::view::component_targets_node;
 use drover_plan::forecast::{BatchWork, End, Forecast, forecast};
+use drover_plan::view::component_targets_node;
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;

@@ -1,21 +1,32 @@
 //! The shape the design promises (docs/design.md), checked on the source
 //! and on cargo's own dependency graph: nodeops does not depend on the
-//! planner, the production build carries no simulator, and no crate's
-//! top-level modules import each other in a circle.
+//! planner, the planner on no client, the production binary carries no
+//! simulator, and no crate's top-level modules import each other in a
+//! circle.
+//!
+//! The production binary is drover built with `--no-default-features` (as
+//! the Dockerfile builds it): its normal dependencies hold neither kubesim
+//! nor the demo's progress display. With the default features (the `demo`
+//! feature) they hold both, so the check notices when it stops seeing
+//! anything. That the binary built this way lacks the `demo` subcommand is
+//! checked by .ci/run (docs/testing.md): it builds it and runs it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 /// The package names in `cargo tree -p <package> -e normal` with `extra` arguments.
 fn tree(package: &str, extra: &[&str]) -> BTreeSet<String> {
     let out = Command::new(env!("CARGO"))
         .current_dir(workspace())
-        .args(["tree", "-p", package, "-e", "normal", "--prefix", "none", "--offline"])
+        .args(["tree", "-p", package, "-e", "normal", "--prefix", "none"])
         .args(extra)
         .output()
         .expect("cargo tree runs");
@@ -31,11 +42,55 @@ fn tree(package: &str, extra: &[&str]) -> BTreeSet<String> {
         .collect()
 }
 
+/// The crates the `demo` feature alone brings in.
+const DEMO_ONLY: [&str; 2] = ["kubesim", "indicatif"];
+
+#[test]
+fn the_image_is_built_without_default_features() {
+    let dockerfile = std::fs::read_to_string(workspace().join("Dockerfile")).expect("the Dockerfile");
+    let build = dockerfile
+        .lines()
+        .find(|l| l.contains("cargo build"))
+        .expect("a cargo build in the Dockerfile");
+    assert!(
+        build.contains("-p drover") && build.contains("--no-default-features"),
+        "the Dockerfile's build keeps the demo (and kubesim) in the image: {build}"
+    );
+}
+
+#[test]
+fn without_default_features_drover_depends_on_no_simulator() {
+    let names = tree("drover", &["--no-default-features"]);
+    assert!(names.contains("drover-controller"), "not drover's tree: {names:?}");
+    for krate in DEMO_ONLY {
+        assert!(
+            !names.contains(krate),
+            "`cargo tree -p drover --no-default-features -e normal` lists {krate}: the production binary would ship the demo's crates\n{names:#?}"
+        );
+    }
+}
+
+#[test]
+fn with_the_default_demo_feature_drover_depends_on_the_simulator() {
+    for extra in [&[][..], &["--features", "demo"]] {
+        let names = tree("drover", extra);
+        for krate in DEMO_ONLY {
+            assert!(
+                names.contains(krate),
+                "cargo tree -p drover -e normal {extra:?} does not list {krate}: the check above would pass for nothing\n{names:#?}"
+            );
+        }
+    }
+}
+
 #[test]
 fn nodeops_depends_on_the_api_and_not_on_the_planner() {
     let deps = tree("drover-nodeops", &[]);
     assert!(deps.contains("drover-api"), "{deps:?}");
-    assert!(!deps.contains("drover-plan"), "nodeops must not depend on the planner: {deps:?}");
+    assert!(
+        !deps.contains("drover-plan"),
+        "nodeops must not depend on the planner: {deps:?}"
+    );
 }
 
 #[test]
@@ -66,7 +121,13 @@ fn module_edges(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
     let mut edges: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     for f in files {
         let rel = f.strip_prefix(src).unwrap();
-        let first = rel.components().next().unwrap().as_os_str().to_string_lossy().to_string();
+        let first = rel
+            .components()
+            .next()
+            .unwrap()
+            .as_os_str()
+            .to_string_lossy()
+            .to_string();
         let module = first.trim_end_matches(".rs").to_string();
         if rel.components().count() == 1 && ["lib", "main"].contains(&module.as_str()) {
             continue;
