@@ -87,6 +87,9 @@ impl ApiError {
         self.details = Some(d);
         self
     }
+    pub(crate) fn with_details(self, d: Value) -> Self {
+        self.with(d)
+    }
     pub fn not_found(group: &str, resource: &str, name: &str) -> Self {
         ApiError::new(
             404,

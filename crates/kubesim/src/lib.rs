@@ -12,7 +12,6 @@
 //! ```
 
 pub mod agent;
-pub mod apply;
 pub mod binding;
 pub mod discovery;
 pub mod error;
@@ -29,7 +28,6 @@ pub mod scale;
 pub mod sim;
 pub mod store;
 pub mod table;
-pub mod validation;
 
 pub use error::{ApiError, ServerError};
 pub use faults::{FaultRule, Faults};

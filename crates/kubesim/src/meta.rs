@@ -4,6 +4,18 @@
 use crate::error::Cause;
 use serde_json::{Value, json};
 
+/// The annotation of a mirror pod (a kubelet's static pod, as the API
+/// shows it); a pod's cannot change.
+pub const MIRROR: &str = "kubernetes.io/config.mirror";
+
+/// An object's `metadata`, made an object if it is not one.
+pub(crate) fn metadata_mut(v: &mut Value) -> &mut serde_json::Map<String, Value> {
+    if !v["metadata"].is_object() {
+        v["metadata"] = json!({});
+    }
+    v["metadata"].as_object_mut().unwrap()
+}
+
 /// RFC 3339 with second precision, as `metav1.Time` serialises.
 pub fn now() -> String {
     format_time(jiff::Timestamp::now())

@@ -7,8 +7,8 @@
 use super::Shared;
 use super::scenario::{Fault, Timing};
 use super::view::{Key, NodeView, Obj, PodView, key_of};
-use crate::apply::NO_TRACK;
 use crate::error::ApiError;
+use crate::store::NO_TRACK;
 use crate::store::{
     DeleteOptions, EventType, GroupResource, LabelSelector, Store, Stored, WatchEvent, WatchStream, WriteOptions,
 };

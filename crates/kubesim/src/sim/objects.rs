@@ -7,7 +7,7 @@ use crate::store::GroupResource;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeMap;
 
-pub const MIRROR: &str = "kubernetes.io/config.mirror";
+pub use crate::meta::MIRROR;
 pub const CP_LABEL: &str = "node-role.kubernetes.io/control-plane";
 pub const ETCD_LABEL: &str = "node-role.kubernetes.io/etcd";
 /// The control-plane components that run as static pods, with `etcd`.

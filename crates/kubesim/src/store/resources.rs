@@ -57,8 +57,33 @@ pub struct ResourceType {
     pub categories: Vec<String>,
     /// Defined by a CustomResourceDefinition (no strategic merge patch, CEL...).
     pub custom: bool,
-    /// Verbs the resource supports (events are not watch-only etc.; all have the full set).
-    pub status_reset_on_create: bool,
+    /// The write rules of the resource (see `store::strategy`): set once
+    /// here, in the table of built-ins or by [`from_crd`].
+    pub strategy: StrategyKind,
+}
+
+/// Which strategy (the resource's rules on create, update and delete) a
+/// resource follows. Resources without special rules follow `Default`;
+/// every custom resource follows `Custom`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StrategyKind {
+    Default,
+    Custom,
+    Namespace,
+    Node,
+    Pod,
+    Service,
+    ConfigMap,
+    Secret,
+    ServiceAccount,
+    Deployment,
+    ReplicaSet,
+    DaemonSet,
+    StatefulSet,
+    Job,
+    CronJob,
+    PodDisruptionBudget,
+    CustomResourceDefinition,
 }
 
 impl ResourceType {
@@ -96,18 +121,20 @@ struct B {
     namespaced: bool,
     short: &'static [&'static str],
     status: bool,
-    reset: bool,
+    strategy: StrategyKind,
 }
 
+use StrategyKind as S;
+
 const BUILTINS: &[B] = &[
-    b("", "v1", "Namespace", "namespaces", false, &["ns"], true, false),
-    b("", "v1", "Node", "nodes", false, &["no"], true, false),
-    b("", "v1", "Pod", "pods", true, &["po"], true, true),
-    b("", "v1", "Event", "events", true, &["ev"], false, false),
-    b("", "v1", "Service", "services", true, &["svc"], true, true),
-    b("", "v1", "Endpoints", "endpoints", true, &["ep"], false, false),
-    b("", "v1", "ConfigMap", "configmaps", true, &["cm"], false, false),
-    b("", "v1", "Secret", "secrets", true, &[], false, false),
+    b("", "v1", "Namespace", "namespaces", false, &["ns"], true, S::Namespace),
+    b("", "v1", "Node", "nodes", false, &["no"], true, S::Node),
+    b("", "v1", "Pod", "pods", true, &["po"], true, S::Pod),
+    b("", "v1", "Event", "events", true, &["ev"], false, S::Default),
+    b("", "v1", "Service", "services", true, &["svc"], true, S::Service),
+    b("", "v1", "Endpoints", "endpoints", true, &["ep"], false, S::Default),
+    b("", "v1", "ConfigMap", "configmaps", true, &["cm"], false, S::ConfigMap),
+    b("", "v1", "Secret", "secrets", true, &[], false, S::Secret),
     b(
         "",
         "v1",
@@ -116,7 +143,7 @@ const BUILTINS: &[B] = &[
         true,
         &["sa"],
         false,
-        false,
+        S::ServiceAccount,
     ),
     b(
         "",
@@ -126,7 +153,7 @@ const BUILTINS: &[B] = &[
         false,
         &["pv"],
         true,
-        true,
+        S::Default,
     ),
     b(
         "",
@@ -136,7 +163,7 @@ const BUILTINS: &[B] = &[
         true,
         &["pvc"],
         true,
-        true,
+        S::Default,
     ),
     b(
         "",
@@ -146,9 +173,18 @@ const BUILTINS: &[B] = &[
         true,
         &["rc"],
         true,
-        true,
+        S::Default,
     ),
-    b("", "v1", "LimitRange", "limitranges", true, &["limits"], false, false),
+    b(
+        "",
+        "v1",
+        "LimitRange",
+        "limitranges",
+        true,
+        &["limits"],
+        false,
+        S::Default,
+    ),
     b(
         "",
         "v1",
@@ -157,14 +193,68 @@ const BUILTINS: &[B] = &[
         true,
         &["quota"],
         true,
-        true,
+        S::Default,
     ),
-    b("events.k8s.io", "v1", "Event", "events", true, &["ev"], false, false),
-    b("coordination.k8s.io", "v1", "Lease", "leases", true, &[], false, false),
-    b("apps", "v1", "Deployment", "deployments", true, &["deploy"], true, true),
-    b("apps", "v1", "ReplicaSet", "replicasets", true, &["rs"], true, true),
-    b("apps", "v1", "DaemonSet", "daemonsets", true, &["ds"], true, true),
-    b("apps", "v1", "StatefulSet", "statefulsets", true, &["sts"], true, true),
+    b(
+        "events.k8s.io",
+        "v1",
+        "Event",
+        "events",
+        true,
+        &["ev"],
+        false,
+        S::Default,
+    ),
+    b(
+        "coordination.k8s.io",
+        "v1",
+        "Lease",
+        "leases",
+        true,
+        &[],
+        false,
+        S::Default,
+    ),
+    b(
+        "apps",
+        "v1",
+        "Deployment",
+        "deployments",
+        true,
+        &["deploy"],
+        true,
+        S::Deployment,
+    ),
+    b(
+        "apps",
+        "v1",
+        "ReplicaSet",
+        "replicasets",
+        true,
+        &["rs"],
+        true,
+        S::ReplicaSet,
+    ),
+    b(
+        "apps",
+        "v1",
+        "DaemonSet",
+        "daemonsets",
+        true,
+        &["ds"],
+        true,
+        S::DaemonSet,
+    ),
+    b(
+        "apps",
+        "v1",
+        "StatefulSet",
+        "statefulsets",
+        true,
+        &["sts"],
+        true,
+        S::StatefulSet,
+    ),
     b(
         "apps",
         "v1",
@@ -173,10 +263,10 @@ const BUILTINS: &[B] = &[
         true,
         &[],
         false,
-        false,
+        S::Default,
     ),
-    b("batch", "v1", "Job", "jobs", true, &[], true, true),
-    b("batch", "v1", "CronJob", "cronjobs", true, &["cj"], true, true),
+    b("batch", "v1", "Job", "jobs", true, &[], true, S::Job),
+    b("batch", "v1", "CronJob", "cronjobs", true, &["cj"], true, S::CronJob),
     b(
         "policy",
         "v1",
@@ -185,7 +275,7 @@ const BUILTINS: &[B] = &[
         true,
         &["pdb"],
         true,
-        true,
+        S::PodDisruptionBudget,
     ),
     b(
         "apiextensions.k8s.io",
@@ -195,7 +285,7 @@ const BUILTINS: &[B] = &[
         false,
         &["crd", "crds"],
         true,
-        true,
+        S::CustomResourceDefinition,
     ),
     b(
         "scheduling.k8s.io",
@@ -205,7 +295,7 @@ const BUILTINS: &[B] = &[
         false,
         &["pc"],
         false,
-        false,
+        S::Default,
     ),
     b(
         "storage.k8s.io",
@@ -215,7 +305,7 @@ const BUILTINS: &[B] = &[
         false,
         &["sc"],
         false,
-        false,
+        S::Default,
     ),
     b(
         "rbac.authorization.k8s.io",
@@ -225,7 +315,7 @@ const BUILTINS: &[B] = &[
         false,
         &[],
         false,
-        false,
+        S::Default,
     ),
     b(
         "rbac.authorization.k8s.io",
@@ -235,7 +325,7 @@ const BUILTINS: &[B] = &[
         false,
         &[],
         false,
-        false,
+        S::Default,
     ),
     b(
         "rbac.authorization.k8s.io",
@@ -245,7 +335,7 @@ const BUILTINS: &[B] = &[
         true,
         &[],
         false,
-        false,
+        S::Default,
     ),
     b(
         "rbac.authorization.k8s.io",
@@ -255,7 +345,7 @@ const BUILTINS: &[B] = &[
         true,
         &[],
         false,
-        false,
+        S::Default,
     ),
 ];
 
@@ -268,7 +358,7 @@ const fn b(
     namespaced: bool,
     short: &'static [&'static str],
     status: bool,
-    reset: bool,
+    strategy: StrategyKind,
 ) -> B {
     B {
         group,
@@ -278,7 +368,7 @@ const fn b(
         namespaced,
         short,
         status,
-        reset,
+        strategy,
     }
 }
 
@@ -319,7 +409,7 @@ pub fn builtins() -> Vec<ResourceType> {
                 Vec::new()
             },
             custom: false,
-            status_reset_on_create: b.reset,
+            strategy: b.strategy,
         })
         .collect()
 }
@@ -382,6 +472,6 @@ pub fn from_crd(crd: &Value) -> Option<ResourceType> {
         short_names: strs(names.get("shortNames")),
         categories: strs(names.get("categories")),
         custom: true,
-        status_reset_on_create: true,
+        strategy: StrategyKind::Custom,
     })
 }

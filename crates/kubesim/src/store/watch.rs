@@ -1,6 +1,6 @@
 //! Watch events and the in-process subscription to them.
 
-use super::{GroupResource, Store, Stored};
+use super::stored::Stored;
 use crate::error::ApiError;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -33,11 +33,17 @@ pub struct WatchEvent {
     pub prev: Option<Arc<Stored>>,
 }
 
+/// A fresh receiver and the kept events after a given rv.
+pub(super) type Resubscription = (broadcast::Receiver<Arc<WatchEvent>>, VecDeque<Arc<WatchEvent>>);
+
+/// How a stream that fell behind subscribes again after the last rv it
+/// delivered (the store's `resubscribe` for the watched resource).
+pub(super) type Resubscribe = Box<dyn Fn(u64) -> Result<Resubscription, ApiError> + Send + Sync>;
+
 /// A subscription to one resource's changes: replays the kept history after
 /// the start rv, then follows live events, without gaps or duplicates.
 pub struct WatchStream {
-    store: Store,
-    gr: GroupResource,
+    resubscribe: Resubscribe,
     rx: broadcast::Receiver<Arc<WatchEvent>>,
     backlog: VecDeque<Arc<WatchEvent>>,
     last_rv: u64,
@@ -45,15 +51,13 @@ pub struct WatchStream {
 
 impl WatchStream {
     pub(super) fn new(
-        store: Store,
-        gr: GroupResource,
+        resubscribe: Resubscribe,
         rx: broadcast::Receiver<Arc<WatchEvent>>,
         backlog: VecDeque<Arc<WatchEvent>>,
         last_rv: u64,
     ) -> Self {
         WatchStream {
-            store,
-            gr,
+            resubscribe,
             rx,
             backlog,
             last_rv,
@@ -84,7 +88,7 @@ impl WatchStream {
                     }
                 }
                 Err(broadcast::error::RecvError::Closed) => return None,
-                Err(broadcast::error::RecvError::Lagged(_)) => match self.store.resubscribe(&self.gr, self.last_rv) {
+                Err(broadcast::error::RecvError::Lagged(_)) => match (self.resubscribe)(self.last_rv) {
                     Ok((rx, backlog)) => {
                         self.rx = rx;
                         self.backlog = backlog;

@@ -2,10 +2,10 @@
 //! between appliers, `force`, and removal of fields an applier stops setting.
 //! Field sets use the real `FieldsV1` path elements (`f:name`, `k:{...}`, `v:...`).
 
-use crate::error::ApiError;
+use super::resources::ResourceType;
+use crate::error::{ApiError, Cause};
 use crate::meta;
 use crate::patch::{ListKind, list_kind};
-use crate::store::ResourceType;
 use serde_json::{Map, Value, json};
 use std::collections::BTreeSet;
 
@@ -406,6 +406,53 @@ fn path_string(p: &[String]) -> String {
         }
     }
     s
+}
+
+/// The checks of an apply request before its body is typed: a field
+/// manager (422 without one), a kind and an apiVersion (400), no other name
+/// than the URL's (400). Returns the manager and the applied apiVersion.
+pub fn check_request(
+    t: &ResourceType,
+    name: &str,
+    body: &Value,
+    field_manager: Option<&str>,
+) -> Result<(String, String), ApiError> {
+    let manager = field_manager
+        .filter(|m| !m.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| {
+            let mut e = ApiError::invalid(
+                "meta.k8s.io",
+                "PatchOptions",
+                "",
+                vec![Cause::required("fieldManager", "is required for apply patch")],
+            );
+            if let Some(d) = e.details.as_mut().and_then(Value::as_object_mut) {
+                d.remove("name");
+            }
+            e
+        })?;
+    if body["kind"].as_str().is_none_or(str::is_empty) || body["apiVersion"].as_str().is_none_or(str::is_empty) {
+        return Err(ApiError::bad_request(format!(
+            "invalid object type: {}",
+            if body["kind"].is_null() {
+                "Object 'Kind' is missing"
+            } else {
+                "Object 'apiVersion' is missing"
+            }
+        )));
+    }
+    if body["metadata"]["name"].as_str().is_some_and(|n| n != name) {
+        return Err(ApiError::bad_request(format!(
+            "the name of the object ({}) does not match the name on the URL ({name})",
+            body["metadata"]["name"].as_str().unwrap_or("")
+        )));
+    }
+    let api_version = body["apiVersion"]
+        .as_str()
+        .map(str::to_string)
+        .unwrap_or_else(|| t.api_version(t.storage_version()));
+    Ok((manager, api_version))
 }
 
 /// Server-side apply: returns the merged object with its new managedFields,
