@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use drover_api::Outcome;
 use drover_api::Reason;
+use drover_api::selector::Matcher;
 use drover_api::{DrainTimeoutAction, names::label};
 use futures::StreamExt;
 use jiff::Timestamp;
@@ -211,7 +212,7 @@ impl Drainer<'_> {
             // Marked before reading the cache, so any later change wakes the wait.
             let seen = *budget_events.borrow_and_update();
             let namespaces: BTreeSet<String> = to_evict.iter().filter_map(|p| p.namespace()).collect();
-            let budgets = Budgets(self.budgets.in_namespaces(&namespaces));
+            let budgets = Budgets::new(self.budgets.in_namespaces(&namespaces));
             // Never send more evictions for a budget than it allows now: the
             // rest would only be refused (kubectl sends them and polls).
             let mut due = Vec::new();
@@ -421,21 +422,34 @@ impl Drainer<'_> {
     }
 }
 
-/// The budgets of the round's namespaces, each with what it allows now.
-struct Budgets(Vec<(Arc<PodDisruptionBudget>, i32)>);
+/// The budgets of the round's namespaces, each with what it allows now and
+/// its selector, parsed once for the round (every pod is matched against
+/// every budget of its namespace).
+struct Budgets(Vec<(Allowing, Option<Matcher>)>);
+
+/// A budget and the disruptions it allows now.
+type Allowing = (Arc<PodDisruptionBudget>, i32);
 
 impl Budgets {
-    fn covering(&self, pod: &Pod) -> Vec<&(Arc<PodDisruptionBudget>, i32)> {
+    fn new(budgets: Vec<Allowing>) -> Budgets {
+        Budgets(
+            budgets
+                .into_iter()
+                .map(|b| {
+                    let selector = b.0.spec.as_ref().and_then(|s| s.selector.as_ref()).map(Matcher::new);
+                    (b, selector)
+                })
+                .collect(),
+        )
+    }
+
+    fn covering(&self, pod: &Pod) -> Vec<&Allowing> {
         let ns = pod.namespace().unwrap_or_default();
         self.0
             .iter()
-            .filter(|(b, _)| b.namespace().as_deref() == Some(ns.as_str()))
-            .filter(|(b, _)| {
-                b.spec
-                    .as_ref()
-                    .and_then(|s| s.selector.as_ref())
-                    .is_some_and(|s| drover_api::selector::matches(s, pod.labels()))
-            })
+            .filter(|((b, _), _)| b.namespace().as_deref() == Some(ns.as_str()))
+            .filter(|(_, selector)| selector.as_ref().is_some_and(|m| m.matches(pod.labels())))
+            .map(|(b, _)| b)
             .collect()
     }
 
