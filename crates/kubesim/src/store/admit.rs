@@ -44,6 +44,15 @@ fn namespace_mismatch() -> ApiError {
 /// BeforeCreate: the metadata the server owns (a name from
 /// `generateName`, the namespace, a fresh uid, creationTimestamp,
 /// generation 1), the served apiVersion and kind, then the strategy's
+/// The namespace of the URL on a namespaced object; none on a cluster-scoped one.
+fn set_namespace(m: &mut serde_json::Map<String, Value>, t: &ResourceType, ns: &str) {
+    if t.namespaced {
+        m.insert("namespace".into(), json!(ns));
+    } else {
+        m.remove("namespace");
+    }
+}
+
 /// PrepareForCreate.
 pub(super) fn before_create(s: &dyn Strategy, t: &ResourceType, obj: &mut Value, ns: &str, rv: u64) {
     let m = metadata_mut(obj);
@@ -53,11 +62,7 @@ pub(super) fn before_create(s: &dyn Strategy, t: &ResourceType, obj: &mut Value,
         let n = format!("{g}{}", meta::random_suffix());
         m.insert("name".into(), json!(n));
     }
-    if t.namespaced {
-        m.insert("namespace".into(), json!(ns));
-    } else {
-        m.remove("namespace");
-    }
+    set_namespace(m, t, ns);
     for f in [
         "uid",
         "resourceVersion",
@@ -119,11 +124,7 @@ pub(super) fn before_update(
     let om = &old["metadata"];
     let m = metadata_mut(&mut new);
     m.insert("name".into(), json!(name));
-    if t.namespaced {
-        m.insert("namespace".into(), json!(ns));
-    } else {
-        m.remove("namespace");
-    }
+    set_namespace(m, t, ns);
     for f in [
         "uid",
         "creationTimestamp",

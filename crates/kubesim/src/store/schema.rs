@@ -264,6 +264,25 @@ fn shown(v: &Value) -> String {
 }
 
 /// The structural OpenAPI checks, with the real server's messages.
+/// A value outside the schema's `enum`, if it has one: NotSupported,
+/// naming the values it allows.
+fn check_enum(schema: &Value, v: &Value, path: &str, causes: &mut Vec<Cause>) {
+    if let Some(e) = schema.get("enum").and_then(Value::as_array)
+        && !e.contains(v)
+    {
+        let supported: Vec<String> = e.iter().map(shown).collect();
+        causes.push(Cause::new(
+            "FieldValueNotSupported",
+            path,
+            format!(
+                "Unsupported value: {}: supported values: {}",
+                shown(v),
+                supported.join(", ")
+            ),
+        ));
+    }
+}
+
 fn structural(schema: &Value, v: &Value, path: &str, causes: &mut Vec<Cause>) {
     if v.is_null() {
         if schema.get("nullable") != Some(&json!(true)) && schema.get("type").is_some() {
@@ -285,37 +304,11 @@ fn structural(schema: &Value, v: &Value, path: &str, causes: &mut Vec<Cause>) {
                 path,
                 format!("Invalid value: \"{actual}\": {path} in body must be of type {ty}: \"{actual}\""),
             ));
-            if let Some(e) = schema.get("enum").and_then(Value::as_array)
-                && !e.contains(v)
-            {
-                let supported: Vec<String> = e.iter().map(shown).collect();
-                causes.push(Cause::new(
-                    "FieldValueNotSupported",
-                    path,
-                    format!(
-                        "Unsupported value: {}: supported values: {}",
-                        shown(v),
-                        supported.join(", ")
-                    ),
-                ));
-            }
+            check_enum(schema, v, path, causes);
             return;
         }
     }
-    if let Some(e) = schema.get("enum").and_then(Value::as_array)
-        && !e.contains(v)
-    {
-        let supported: Vec<String> = e.iter().map(shown).collect();
-        causes.push(Cause::new(
-            "FieldValueNotSupported",
-            path,
-            format!(
-                "Unsupported value: {}: supported values: {}",
-                shown(v),
-                supported.join(", ")
-            ),
-        ));
-    }
+    check_enum(schema, v, path, causes);
     match v {
         Value::String(s) => {
             let len = s.chars().count() as u64;
