@@ -28,8 +28,6 @@ pub struct Accepted {
     pub soak: Duration,
     /// spec.drain.timeout.
     pub drain_timeout: Duration,
-    /// spec.backup.timeout, when the spec asks for a backup.
-    pub backup_timeout: Option<Duration>,
     /// Each job component's upgrade.job.timeout, by component name.
     pub job_timeouts: BTreeMap<String, Duration>,
     /// spec.strategy.lastNodeSelector.
@@ -49,7 +47,8 @@ pub fn scope(spec: &ClusterUpgradeSpec) -> Matcher {
 }
 
 /// Check the spec before anything is touched; on success, the spec typed.
-pub fn accept(spec: &ClusterUpgradeSpec, obs: &Observation) -> Result<Accepted, Refusal> {
+/// `scope` is the spec's node selector, parsed by the caller.
+pub fn accept(spec: &ClusterUpgradeSpec, obs: &Observation, scope: &Matcher) -> Result<Accepted, Refusal> {
     let mut problems: Vec<String> = validate_name(&obs.name).err().iter().map(|e| e.to_string()).collect();
     if let Err(errors) = validate(spec) {
         problems.extend(errors.iter().map(|e| e.to_string()));
@@ -60,7 +59,6 @@ pub fn accept(spec: &ClusterUpgradeSpec, obs: &Observation) -> Result<Accepted, 
             problems,
         });
     }
-    let scope = scope(spec);
     let in_scope: Vec<&ObservedNode> = obs.nodes.iter().filter(|n| scope.matches(&n.labels)).collect();
     let workload_version = |name: &str| obs.workloads.get(name).and_then(|w| w.version.clone());
     let violations = skew::check(spec, &in_scope, &obs.nodes, &workload_version, &component_targets_node);
@@ -89,10 +87,6 @@ fn typed(spec: &ClusterUpgradeSpec) -> Result<Accepted, Vec<String>> {
     };
     let soak = duration("spec.strategy.soak".into(), &spec.strategy.soak);
     let drain_timeout = duration("spec.drain.timeout".into(), &spec.drain.timeout);
-    let backup_timeout = spec
-        .backup
-        .as_ref()
-        .map(|b| duration("spec.backup.timeout".into(), &b.timeout));
     let mut job_timeouts = BTreeMap::new();
     for (i, c) in spec.components.iter().enumerate() {
         if let Some(job) = &c.upgrade.job {
@@ -103,7 +97,6 @@ fn typed(spec: &ClusterUpgradeSpec) -> Result<Accepted, Vec<String>> {
     let accepted = Accepted {
         soak,
         drain_timeout,
-        backup_timeout,
         job_timeouts,
         last_nodes: spec.strategy.last_node_selector.as_ref().map(Matcher::new),
     };

@@ -102,7 +102,7 @@ pub fn plan<'a>(spec: &'a ClusterUpgradeSpec, obs: &'a Observation) -> Plan<'a> 
         .filter(|v| v.in_scope)
         .map(|v| v.node.name.as_str())
         .collect();
-    let accepted = match accept(spec, obs) {
+    let accepted = match accept(spec, obs, &selects) {
         Ok(a) => a,
         Err(r) => {
             plan.refusal = Some(r);
