@@ -78,6 +78,10 @@ pub mod label {
 pub const FIELD_MANAGER: &str = "drover";
 /// The finalizer that lets drover undo its cordons before a ClusterUpgrade goes.
 pub const FINALIZER: &str = "drover.dev/cleanup";
+/// The field manager drover applies workload components' manifests with
+/// (server-side apply), distinct from its own so that `managedFields` tell
+/// the manifest's fields from drover's status and image changes.
+pub const MANIFEST_FIELD_MANAGER: &str = "drover-manifest";
 
 /// The target of a spec: `name=version,…` in spec order.
 pub fn target_string(spec: &crate::ClusterUpgradeSpec) -> String {

@@ -33,12 +33,21 @@ impl Outcome {
 /// A cluster-level workload component as observed.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ObservedWorkload {
-    /// The image tag its container runs (desired in its spec).
+    /// The image tag its containers run (desired in their specs): the
+    /// version when every matching container has it, else the highest tag
+    /// of those that do not (what a downgrade check compares).
     pub version: Option<String>,
     /// The rollout of the current spec has completed.
     pub rolled_out: bool,
     /// Set when the rollout failed or timed out.
     pub failed: Option<String>,
+    /// The component's workloads rolled out at the version, and how many it
+    /// has (0 when not read: a one-workload component).
+    pub updated: usize,
+    pub total: usize,
+    /// The first workload not yet at the version and rolled out, and why
+    /// (`DaemonSet kube-system/calico-node: 3 of 8 pods updated`).
+    pub lagging: Option<String>,
 }
 
 /// A backup Job's state.

@@ -16,9 +16,12 @@ use serde::{Deserialize, Serialize};
 use crate::status::ClusterUpgradeStatus;
 
 /// Versions: semantic versions with an optional leading `v`, as Kubernetes
-/// (`v1.31.2`), containerd (`1.7.22`) and Calico (`v3.28.1`) write them.
+/// (`v1.31.2`), containerd (`1.7.22`) and Calico (`v3.28.1`) write them, or
+/// two-part versions where a tool asks for a series (Kubespray's
+/// `docker_version: "20.10"`): `20.10` is any `20.10.x`. Docker's zero-padded
+/// months (`19.03`, `18.09`) are accepted and read as numbers.
 pub const VERSION_PATTERN: &str =
-    r"^v?(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$";
+    r"^v?(0|[1-9][0-9]*)\.(0|[1-9][0-9]*|0[1-9])(\.(0|[1-9][0-9]*))?(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$";
 /// Go-style durations as `metav1.Duration` accepts them (`90s`, `1h30m`).
 pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$";
 /// `HH:MM`, 24-hour clock.
@@ -29,6 +32,10 @@ pub const NAME_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
 pub const SUBDOMAIN_PATTERN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
 /// An image reference: `[registry[:port]/]path[:tag][@sha256:digest]`, no spaces.
 pub const IMAGE_PATTERN: &str = r"^[a-z0-9]+([._-]+[a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-]+[a-z0-9]+)*)*(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[a-f0-9]{64})?$";
+/// An image repository: an image reference without tag or digest.
+pub const REPOSITORY_PATTERN: &str = r"^[a-z0-9]+([._-]+[a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-]+[a-z0-9]+)*)*$";
+/// A ConfigMap key.
+pub const CONFIG_MAP_KEY_PATTERN: &str = r"^[-._a-zA-Z0-9]+$";
 /// An environment variable name: a C identifier.
 pub const ENV_NAME_PATTERN: &str = r"^[A-Za-z_][A-Za-z0-9_]*$";
 /// What an IANA time zone name looks like (`UTC`, `Europe/Berlin`,
@@ -116,9 +123,10 @@ pub struct Component {
     pub name: String,
 
     /// The desired version, a semantic version with an optional leading `v`
-    /// (`1.7.22`, `v1.31.2`). For workload components it is also the image tag.
+    /// (`1.7.22`, `v1.31.2`), or a two-part series (`20.10`) that any live
+    /// `20.10.x` satisfies. For workload components it is also the image tag.
     #[schemars(length(min = 1, max = 64))]
-    #[x_kube(validation = Rule::new(matches_rule(VERSION_PATTERN)).message("spec.components[].version must be a semantic version such as 1.7.22 or v1.31.2 (optionally -prerelease and +build)"))]
+    #[x_kube(validation = Rule::new(matches_rule(VERSION_PATTERN)).message("spec.components[].version must be a semantic version such as 1.7.22 or v1.31.2 (optionally -prerelease and +build), or a two-part series such as 20.10"))]
     pub version: String,
 
     /// Where the component sits in the upgrade order. Inferred from well-known
@@ -208,8 +216,8 @@ pub struct UpgradeMethod {
     /// DROVER_VERSION and DROVER_NODE in its environment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<JobUpgrade>,
-    /// Set the image tag of a cluster-level workload's container to the
-    /// version and wait for its rollout.
+    /// Set the image tag of cluster-level workloads' containers to the
+    /// version and wait for their rollouts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workload: Option<WorkloadUpgrade>,
 }
@@ -263,20 +271,29 @@ pub struct EnvVar {
     pub value: String,
 }
 
-/// A cluster-level component upgraded by changing a workload's image tag.
+/// A cluster-level component upgraded by changing workloads' image tags:
+/// one workload (`kind`, `namespace`, `name`), or several (`targets`).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.kind) == has(self.name) && has(self.name) == has(self.__namespace__)").message("spec.components[].upgrade.workload: kind, namespace and name go together (one workload); for several workloads list them in targets"))]
+#[x_kube(validation = Rule::new("has(self.name) != (has(self.targets) && size(self.targets) > 0)").field_path(".targets").message("spec.components[].upgrade.workload must name one workload (kind, namespace, name) or list several in targets, not both and not neither"))]
+#[x_kube(validation = Rule::new("!has(self.container) || !has(self.imageRepositories)").field_path(".imageRepositories").message("spec.components[].upgrade.workload: container and imageRepositories exclude each other (container picks one container by name; imageRepositories every container and init container whose image matches)"))]
 pub struct WorkloadUpgrade {
-    pub kind: WorkloadKind,
+    /// The workload's kind (with `namespace` and `name`; or use `targets`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<WorkloadKind>,
     /// The workload's namespace, a DNS label.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 63))]
     #[x_kube(validation = Rule::new(matches_rule(NAME_PATTERN)).message("spec.components[].upgrade.workload.namespace must be a DNS label: lowercase letters, digits and '-'"))]
-    pub namespace: String,
+    pub namespace: Option<String>,
     /// The workload's name, a DNS subdomain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     #[x_kube(validation = Rule::new(matches_rule(SUBDOMAIN_PATTERN)).message("spec.components[].upgrade.workload.name must be a DNS subdomain: lowercase letters, digits, '-' and '.'"))]
-    pub name: String,
-    /// The container whose image tag is set. The first container when omitted.
+    pub name: Option<String>,
+    /// The container whose image tag is set. The first container when
+    /// omitted (and `imageRepositories` is not set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 63))]
     #[x_kube(validation = Rule::new(matches_rule(NAME_PATTERN)).message("spec.components[].upgrade.workload.container must be a DNS label: lowercase letters, digits and '-'"))]
@@ -286,6 +303,86 @@ pub struct WorkloadUpgrade {
     #[schemars(length(max = 32))]
     #[x_kube(validation = Rule::new(duration_rule(true)).message("spec.components[].upgrade.workload.timeout must be a duration above 0s and at most 24h, such as 90s, 10m or 1h30m"))]
     pub timeout: String,
+    /// Several workloads upgraded together (calico-node and
+    /// calico-kube-controllers), in this order. Instead of kind, namespace, name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(validation = Rule::new("self.all(t, self.exists_one(u, u.kind == t.kind && u.__namespace__ == t.__namespace__ && u.name == t.name))").message("spec.components[].upgrade.workload.targets must not name a workload twice"))]
+    pub targets: Vec<WorkloadTarget>,
+    /// Image repositories (an image without its tag and digest): every
+    /// container and init container of the workloads whose repository equals
+    /// one of these, or ends with it after a '/', gets the version as its tag
+    /// (`calico/node` matches `docker.io/calico/node:v3.28.1` and
+    /// `registry.local:5000/mirror/calico/node:v3.28.1`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "repositories_schema")]
+    pub image_repositories: Vec<String>,
+    /// A manifest applied with server-side apply (field manager
+    /// `drover-manifest`) before the image tags are set, once per version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest: Option<WorkloadManifest>,
+}
+
+/// One workload of a workload component. (CEL reads `namespace`, a
+/// reserved word, as `__namespace__`.)
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadTarget {
+    pub kind: WorkloadKind,
+    /// The workload's namespace, a DNS label.
+    #[schemars(length(min = 1, max = 63))]
+    #[x_kube(validation = Rule::new(matches_rule(NAME_PATTERN)).message("spec.components[].upgrade.workload.targets[].namespace must be a DNS label: lowercase letters, digits and '-'"))]
+    pub namespace: String,
+    /// The workload's name, a DNS subdomain.
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new(matches_rule(SUBDOMAIN_PATTERN)).message("spec.components[].upgrade.workload.targets[].name must be a DNS subdomain: lowercase letters, digits, '-' and '.'"))]
+    pub name: String,
+}
+
+impl std::fmt::Display for WorkloadTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}/{}", self.kind.as_str(), self.namespace, self.name)
+    }
+}
+
+impl WorkloadUpgrade {
+    /// The workloads, in order: `targets`, or the one named by kind, namespace, name.
+    pub fn workloads(&self) -> Vec<WorkloadTarget> {
+        if !self.targets.is_empty() {
+            return self.targets.clone();
+        }
+        match (self.kind, &self.namespace, &self.name) {
+            (Some(kind), Some(namespace), Some(name)) => vec![WorkloadTarget {
+                kind,
+                namespace: namespace.clone(),
+                name: name.clone(),
+            }],
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Where a workload component's manifest is kept.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadManifest {
+    /// A ConfigMap in drover's own namespace (`drover run --namespace`,
+    /// drover-system as deployed): its RBAC reads ConfigMaps there only.
+    pub config_map: ManifestConfigMap,
+}
+
+/// A key of a ConfigMap in drover's namespace holding YAML documents.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ManifestConfigMap {
+    /// The ConfigMap's name, a DNS subdomain.
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new(matches_rule(SUBDOMAIN_PATTERN)).message("spec.components[].upgrade.workload.manifest.configMap.name must be a DNS subdomain: lowercase letters, digits, '-' and '.'"))]
+    pub name: String,
+    /// The key whose value is the manifest (one or more YAML documents).
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = Rule::new(matches_rule(CONFIG_MAP_KEY_PATTERN)).message("spec.components[].upgrade.workload.manifest.configMap.key must be a ConfigMap key: letters, digits, '-', '_' and '.'"))]
+    pub key: String,
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -619,6 +716,25 @@ fn duration_rule(positive: bool) -> String {
 fn known_name_rule() -> String {
     let names: Vec<String> = KNOWN.iter().map(|(n, _)| format!("'{n}'")).collect();
     format!("has(self.stage) || self.name in [{}]", names.join(", "))
+}
+
+/// `imageRepositories`: at most 16, each checked by its own rule (bounded
+/// in length, so the API server can bound the rule's cost).
+fn repositories_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    let schema = serde_json::json!({
+        "description": "Image repositories (an image without its tag and digest): every container and init container of the workloads whose repository equals one of these, or ends with it after a '/', gets the version as its tag (calico/node matches docker.io/calico/node:v3.28.1 and registry.local:5000/mirror/calico/node:v3.28.1).",
+        "type": "array",
+        "maxItems": 16,
+        "items": {
+            "type": "string",
+            "maxLength": 255,
+            "x-kubernetes-validations": [{
+                "rule": matches_rule(REPOSITORY_PATTERN),
+                "message": "spec.components[].upgrade.workload.imageRepositories[] must be an image repository without tag or digest, such as calico/node or quay.io/cilium/cilium (lowercase path)"
+            }]
+        }
+    });
+    schemars::Schema::try_from(schema).expect("a JSON object is a schema")
 }
 
 /// `metav1.LabelSelector`'s schema with what the API server checks of a

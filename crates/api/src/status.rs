@@ -98,10 +98,14 @@ pub struct ComponentStatus {
     pub name: String,
     pub stage: String,
     pub desired: String,
-    /// Nodes (or, for a workload component, 1 for the workload) at the desired version.
+    /// Nodes (or, for a workload component, its workloads) at the desired version.
     pub updated: i32,
     /// Nodes (or 1) the component applies to.
     pub total: i32,
+    /// For a workload component with several workloads: `updated` and
+    /// `total` count workloads, and this names the first one lagging.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]

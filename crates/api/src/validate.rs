@@ -15,7 +15,7 @@ use crate::spec::{
     CLOCK_PATTERN, ClusterUpgradeSpec, DURATION_PATTERN, ENV_NAME_PATTERN, EnvVar, IMAGE_PATTERN, LABEL_KEY_PATTERN,
     LABEL_VALUE_PATTERN, MAX_DURATION, NAME_PATTERN, RESERVED_ENV, SUBDOMAIN_PATTERN, Stage, TIME_ZONE_PATTERN,
 };
-use crate::version::parse_version;
+use crate::spec::{CONFIG_MAP_KEY_PATTERN, REPOSITORY_PATTERN, VERSION_PATTERN, WorkloadUpgrade};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 /// One rejected field: the path and what is allowed.
@@ -46,6 +46,9 @@ static LABEL_VALUE: LazyLock<regex::Regex> = LazyLock::new(|| regex(LABEL_VALUE_
 
 static DURATION: LazyLock<regex::Regex> = LazyLock::new(|| regex(DURATION_PATTERN));
 static CLOCK: LazyLock<regex::Regex> = LazyLock::new(|| regex(CLOCK_PATTERN));
+static VERSION: LazyLock<regex::Regex> = LazyLock::new(|| regex(VERSION_PATTERN));
+static REPOSITORY: LazyLock<regex::Regex> = LazyLock::new(|| regex(REPOSITORY_PATTERN));
+static CONFIG_MAP_KEY: LazyLock<regex::Regex> = LazyLock::new(|| regex(CONFIG_MAP_KEY_PATTERN));
 
 /// Parse a Go-style duration (`90s`, `1h30m`) as `metav1.Duration` does,
 /// restricted to what the schema admits (its pattern, at most 32
@@ -241,6 +244,93 @@ pub fn validate_name(name: &str) -> Result<(), FieldError> {
     Ok(())
 }
 
+/// A workload component's fields: one workload or targets, and what selects containers.
+fn check_workload(errs: &mut Vec<FieldError>, at: &str, w: &WorkloadUpgrade) {
+    let one = [w.kind.is_some(), w.namespace.is_some(), w.name.is_some()];
+    if one.iter().any(|x| *x) && !one.iter().all(|x| *x) {
+        errs.push(err(
+            at,
+            "kind, namespace and name go together (one workload); for several workloads list them in targets",
+        ));
+    }
+    if w.name.is_some() == !w.targets.is_empty() {
+        errs.push(err(
+            format!("{at}.targets"),
+            "name one workload (kind, namespace, name) or list several in targets, not both and not neither",
+        ));
+    }
+    let named = |errs: &mut Vec<FieldError>, field: String, namespace: &str, name: &str| {
+        if !is_dns_label_max(namespace, 63) {
+            errs.push(err(
+                format!("{field}.namespace"),
+                format!("{namespace:?} must be a DNS label: lowercase letters, digits and '-'"),
+            ));
+        }
+        if name.len() > 253 || !SUBDOMAIN.is_match(name) {
+            errs.push(err(
+                format!("{field}.name"),
+                format!("{name:?} must be a DNS subdomain: lowercase letters, digits, '-' and '.'"),
+            ));
+        }
+    };
+    if let (Some(ns), Some(name)) = (&w.namespace, &w.name) {
+        named(errs, at.to_string(), ns, name);
+    }
+    let mut seen = BTreeSet::new();
+    for (i, t) in w.targets.iter().enumerate() {
+        named(errs, format!("{at}.targets[{i}]"), &t.namespace, &t.name);
+        if !seen.insert((t.kind.as_str(), t.namespace.as_str(), t.name.as_str())) {
+            errs.push(err(format!("{at}.targets[{i}]"), format!("names {t} twice")));
+        }
+    }
+    if w.targets.len() > 16 {
+        errs.push(err(format!("{at}.targets"), format!("lists {}; at most 16 workloads", w.targets.len())));
+    }
+    if let Some(c) = &w.container
+        && !is_dns_label_max(c, 63)
+    {
+        errs.push(err(
+            format!("{at}.container"),
+            format!("{c:?} must be a DNS label: lowercase letters, digits and '-'"),
+        ));
+    }
+    if w.container.is_some() && !w.image_repositories.is_empty() {
+        errs.push(err(
+            format!("{at}.imageRepositories"),
+            "container and imageRepositories exclude each other (container picks one container by name; imageRepositories every container and init container whose image matches)",
+        ));
+    }
+    if w.image_repositories.len() > 16 {
+        errs.push(err(
+            format!("{at}.imageRepositories"),
+            format!("lists {}; at most 16 repositories", w.image_repositories.len()),
+        ));
+    }
+    for (i, r) in w.image_repositories.iter().enumerate() {
+        if r.len() > 255 || !REPOSITORY.is_match(r) {
+            errs.push(err(
+                format!("{at}.imageRepositories[{i}]"),
+                format!("{r:?} must be an image repository without tag or digest, such as calico/node or quay.io/cilium/cilium"),
+            ));
+        }
+    }
+    if let Some(m) = &w.manifest {
+        let cm = &m.config_map;
+        if cm.name.len() > 253 || !SUBDOMAIN.is_match(&cm.name) {
+            errs.push(err(
+                format!("{at}.manifest.configMap.name"),
+                format!("{:?} must be a DNS subdomain: lowercase letters, digits, '-' and '.'", cm.name),
+            ));
+        }
+        if cm.key.len() > 253 || !CONFIG_MAP_KEY.is_match(&cm.key) {
+            errs.push(err(
+                format!("{at}.manifest.configMap.key"),
+                format!("{:?} must be a ConfigMap key: letters, digits, '-', '_' and '.'", cm.key),
+            ));
+        }
+    }
+}
+
 /// Every problem with the spec that needs no cluster to see, in field order.
 pub fn validate(spec: &ClusterUpgradeSpec) -> Result<(), Vec<FieldError>> {
     let _ = NAME_PATTERN; // the schema's twin of is_dns_label
@@ -272,12 +362,14 @@ pub fn validate(spec: &ClusterUpgradeSpec) -> Result<(), Vec<FieldError>> {
                 format!("{:?} appears more than once; each component may appear once", c.name),
             ));
         }
-        match parse_version(&c.version) {
-            Some(_) if semver::Version::parse(c.version.trim_start_matches('v')).is_ok() => {}
-            _ => errs.push(err(
+        if c.version.len() > 64 || !VERSION.is_match(&c.version) {
+            errs.push(err(
                 format!("{at}.version"),
-                format!("{:?} must be a semantic version such as 1.7.22 or v1.31.2", c.version),
-            )),
+                format!(
+                    "{:?} must be a semantic version such as 1.7.22 or v1.31.2, or a two-part series such as 20.10",
+                    c.version
+                ),
+            ));
         }
         if stage_of(c).is_none() {
             let allowed: Vec<_> = Stage::ALL.iter().map(|s| s.as_str()).collect();
@@ -297,17 +389,7 @@ pub fn validate(spec: &ClusterUpgradeSpec) -> Result<(), Vec<FieldError>> {
                 check_duration(&mut errs, format!("{at}.upgrade.job.timeout"), &job.timeout, true);
             }
             (None, Some(w)) => {
-                if !is_dns_label_max(&w.namespace, 63) {
-                    errs.push(err(format!("{at}.upgrade.workload.namespace"), format!("{:?} must be a DNS label: lowercase letters, digits and '-'", w.namespace)));
-                }
-                if w.name.len() > 253 || !SUBDOMAIN.is_match(&w.name) {
-                    errs.push(err(format!("{at}.upgrade.workload.name"), format!("{:?} must be a DNS subdomain: lowercase letters, digits, '-' and '.'", w.name)));
-                }
-                if let Some(c) = &w.container
-                    && !is_dns_label_max(c, 63)
-                {
-                    errs.push(err(format!("{at}.upgrade.workload.container"), format!("{c:?} must be a DNS label: lowercase letters, digits and '-'")));
-                }
+                check_workload(&mut errs, &format!("{at}.upgrade.workload"), w);
                 check_duration(&mut errs, format!("{at}.upgrade.workload.timeout"), &w.timeout, true);
                 if c.nodes.is_some() {
                     errs.push(err(format!("{at}.nodes"), "is for job components only: a workload runs where its controller puts it"));

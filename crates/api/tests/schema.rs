@@ -97,10 +97,79 @@ fn duplicate_component_names() {
 
 #[test]
 fn version_syntax() {
-    assert_refused(
-        with(&["components", "0", "version"], json!("1.7")),
-        "spec.components[].version must be a semantic version such as 1.7.22 or v1.31.2 (optionally -prerelease and +build)",
-    );
+    let message = "spec.components[].version must be a semantic version such as 1.7.22 or v1.31.2 (optionally -prerelease and +build), or a two-part series such as 20.10";
+    for bad in ["1", "1.7.2.1", "latest", "01.7", "1.007"] {
+        assert_refused(with(&["components", "0", "version"], json!(bad)), message);
+        let typed: ClusterUpgradeSpec = serde_json::from_value(with(&["components", "0", "version"], json!(bad))).unwrap();
+        let errors = validate(&typed).unwrap_err();
+        assert!(errors.iter().any(|e| e.field == "spec.components[0].version"), "{bad}: {errors:?}");
+    }
+    // Two-part series, as Kubespray writes docker_version and others.
+    for good_version in ["20.10", "19.03", "v3.28", "1.7.22", "v1.31.2-rc.1"] {
+        let spec = with(&["components", "0", "version"], json!(good_version));
+        assert_eq!(cel_errors(spec.clone()), Vec::<String>::new(), "{good_version}");
+        let typed: ClusterUpgradeSpec = serde_json::from_value(spec).unwrap();
+        assert_eq!(validate(&typed), Ok(()), "{good_version}");
+    }
+}
+
+#[test]
+fn several_workloads_and_their_containers() {
+    let workload = |w: Value| with(&["components", "2", "upgrade"], json!({"workload": w}));
+    let targets = json!([
+        {"kind": "DaemonSet", "namespace": "kube-system", "name": "calico-node"},
+        {"kind": "Deployment", "namespace": "kube-system", "name": "calico-kube-controllers"}
+    ]);
+    let good_one = workload(json!({"targets": targets, "imageRepositories": ["calico/node", "calico/cni"],
+        "manifest": {"configMap": {"name": "calico-v3.29.1", "key": "calico.yaml"}}}));
+    assert_eq!(cel_errors(good_one.clone()), Vec::<String>::new());
+    let typed: ClusterUpgradeSpec = serde_json::from_value(good_one).unwrap();
+    assert_eq!(validate(&typed), Ok(()));
+
+    let cases = [
+        (
+            json!({"kind": "DaemonSet", "namespace": "kube-system", "name": "calico-node", "targets": targets}),
+            "spec.components[].upgrade.workload must name one workload (kind, namespace, name) or list several in targets, not both and not neither",
+            "spec.components[2].upgrade.workload.targets",
+        ),
+        (
+            json!({"kind": "DaemonSet", "namespace": "kube-system"}),
+            "spec.components[].upgrade.workload: kind, namespace and name go together (one workload); for several workloads list them in targets",
+            "spec.components[2].upgrade.workload",
+        ),
+        (
+            json!({"targets": [targets[0], targets[0]]}),
+            "spec.components[].upgrade.workload.targets must not name a workload twice",
+            "spec.components[2].upgrade.workload.targets[1]",
+        ),
+        (
+            json!({"targets": [{"kind": "DaemonSet", "namespace": "Kube", "name": "x"}]}),
+            "spec.components[].upgrade.workload.targets[].namespace must be a DNS label: lowercase letters, digits and '-'",
+            "spec.components[2].upgrade.workload.targets[0].namespace",
+        ),
+        (
+            json!({"targets": targets, "imageRepositories": ["calico/node:v3.29.1"]}),
+            "spec.components[].upgrade.workload.imageRepositories[] must be an image repository without tag or digest, such as calico/node or quay.io/cilium/cilium (lowercase path)",
+            "spec.components[2].upgrade.workload.imageRepositories[0]",
+        ),
+        (
+            json!({"targets": targets, "container": "calico-node", "imageRepositories": ["calico/node"]}),
+            "spec.components[].upgrade.workload: container and imageRepositories exclude each other (container picks one container by name; imageRepositories every container and init container whose image matches)",
+            "spec.components[2].upgrade.workload.imageRepositories",
+        ),
+        (
+            json!({"targets": targets, "manifest": {"configMap": {"name": "m", "key": "a/b"}}}),
+            "spec.components[].upgrade.workload.manifest.configMap.key must be a ConfigMap key: letters, digits, '-', '_' and '.'",
+            "spec.components[2].upgrade.workload.manifest.configMap.key",
+        ),
+    ];
+    for (w, message, field) in cases {
+        let spec = workload(w);
+        assert_refused(spec.clone(), message);
+        let typed: ClusterUpgradeSpec = serde_json::from_value(spec).unwrap();
+        let errors = validate(&typed).unwrap_err();
+        assert!(errors.iter().any(|e| e.field == field), "want {field} among {errors:?}");
+    }
 }
 
 #[test]

@@ -64,7 +64,7 @@ pub enum Call {
         version: String,
         deadline: Option<Timestamp>,
     },
-    /// The workload as `namespace/name`.
+    /// The workload as `namespace/name` (several joined by `,`).
     UpgradeWorkload {
         workload: String,
         version: String,
@@ -241,8 +241,14 @@ impl FakeNodeOps {
     }
 }
 
+/// `namespace/name` of each workload, joined by `,`.
 fn workload_name(w: &WorkloadUpgrade) -> String {
-    format!("{}/{}", w.namespace, w.name)
+    let names: Vec<String> = w
+        .workloads()
+        .iter()
+        .map(|t| format!("{}/{}", t.namespace, t.name))
+        .collect();
+    names.join(",")
 }
 
 impl NodeOps for FakeNodeOps {

@@ -234,7 +234,10 @@ fn work_text(w: &BatchWork, cu: &ClusterUpgrade) -> String {
                 .iter()
                 .find(|c| &c.name == component)
                 .and_then(|c| c.upgrade.workload.as_ref())
-                .map(|w| format!(" ({} {}/{})", w.kind.as_str(), w.namespace, w.name))
+                .map(|w| {
+                    let names: Vec<String> = w.workloads().iter().map(|t| t.to_string()).collect();
+                    format!(" ({})", names.join(", "))
+                })
                 .unwrap_or_default();
             format!("{component} → {version}{how}")
         }

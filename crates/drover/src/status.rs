@@ -311,6 +311,7 @@ mod tests {
                 desired: "1.7.23".into(),
                 updated: 3,
                 total: 8,
+                message: None,
             }],
             nodes: vec![NodeDetail {
                 name: "worker-1".into(),

@@ -380,9 +380,9 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "versions",
-            "version 1.2",
+            "a one-part version (two parts are a series, 1.2 is valid)",
             "spec/components/0/version",
-            json!("1.2"),
+            json!("12"),
             "spec.components[0].version",
             "semantic version",
         ),
@@ -712,6 +712,74 @@ fn cases() -> Vec<Case> {
             json!("Workers"),
             "spec.components[1].nodes",
             "job components only",
+        ),
+        // several workloads and their containers
+        case(
+            "workloads",
+            "targets beside kind, namespace and name",
+            "spec/components/1/upgrade/workload/targets",
+            json!([{"kind": "Deployment", "namespace": "kube-system", "name": "calico-kube-controllers"}]),
+            "spec.components[1].upgrade.workload.targets",
+            "not both and not neither",
+        ),
+        Case {
+            edits: vec![
+                ("spec/components/1/upgrade/workload/kind", Value::Null),
+                ("spec/components/1/upgrade/workload/namespace", Value::Null),
+                ("spec/components/1/upgrade/workload/name", Value::Null),
+                ("spec/components/1/upgrade/workload/targets", json!([{"kind": "DaemonSet", "namespace": "Kube-System", "name": "calico-node"}])),
+            ],
+            ..case(
+                "workloads",
+                "a target's namespace with capitals",
+                "",
+                json!(null),
+                "spec.components[1].upgrade.workload.targets[0].namespace",
+                "must be a DNS label",
+            )
+        },
+        Case {
+            edits: vec![
+                ("spec/components/1/upgrade/workload/name", Value::Null),
+            ],
+            ..case(
+                "workloads",
+                "kind and namespace without a name",
+                "",
+                json!(null),
+                "spec.components[1].upgrade.workload",
+                "kind, namespace and name go together",
+            )
+        },
+        case(
+            "workloads",
+            "an image repository with a tag",
+            "spec/components/1/upgrade/workload/imageRepositories",
+            json!(["calico/node:v3.29.0"]),
+            "spec.components[1].upgrade.workload.imageRepositories[0]",
+            "without tag or digest",
+        ),
+        Case {
+            edits: vec![
+                ("spec/components/1/upgrade/workload/container", json!("calico-node")),
+                ("spec/components/1/upgrade/workload/imageRepositories", json!(["calico/node"])),
+            ],
+            ..case(
+                "workloads",
+                "container and imageRepositories together",
+                "",
+                json!(null),
+                "spec.components[1].upgrade.workload.imageRepositories",
+                "exclude each other",
+            )
+        },
+        case(
+            "workloads",
+            "a manifest key with a slash",
+            "spec/components/1/upgrade/workload/manifest",
+            json!({"configMap": {"name": "calico-v3.29.0", "key": "calico/manifest.yaml"}}),
+            "spec.components[1].upgrade.workload.manifest.configMap.key",
+            "must be a ConfigMap key",
         ),
     ]
     .into_iter()

@@ -266,6 +266,21 @@ fn the_rbac_is_least_privilege() {
     let docs = rendered("deploy/base");
     let cluster = rules(find(&docs, "ClusterRole", "drover"));
     let ns = rules(find(&docs, "Role", "drover-leader-election"));
+    let manifests = rules(find(&docs, "Role", "drover-manifests"));
+    // ConfigMaps: get, in drover's namespace only (workload manifests).
+    assert_eq!(
+        manifests,
+        vec![Rule {
+            groups: vec!["".into()],
+            resources: vec!["configmaps".into()],
+            verbs: vec!["get".into()],
+        }]
+    );
+    assert_eq!(find(&docs, "Role", "drover-manifests")["metadata"]["namespace"], "drover-system");
+    assert_eq!(
+        find(&docs, "RoleBinding", "drover-manifests")["subjects"][0]["name"],
+        "drover"
+    );
     for r in cluster.iter().chain(&ns) {
         for part in [&r.groups, &r.resources, &r.verbs] {
             assert!(!part.iter().any(|x| x.contains('*')), "no wildcards: {r:?}");

@@ -126,7 +126,7 @@ fn rendered_base() -> Vec<Value> {
 }
 
 impl Policy {
-    /// drover's ClusterRole and leader-election Role from the rendered documents.
+    /// drover's ClusterRole and its Roles (leader election, manifests) from the rendered documents.
     fn of(docs: &[Value]) -> Policy {
         let role = |kind: &str, name: &str| {
             rules(
@@ -135,9 +135,11 @@ impl Policy {
                     .unwrap(),
             )
         };
+        let mut namespaced = role("Role", "drover-leader-election");
+        namespaced.extend(role("Role", "drover-manifests"));
         Policy {
             cluster: role("ClusterRole", "drover"),
-            namespaced: role("Role", "drover-leader-election"),
+            namespaced,
         }
     }
 
@@ -485,6 +487,13 @@ async fn drovers_rbac_covers_every_call_it_makes_and_no_rule_is_idle() {
                                      "spec": {"containers": [{"name": "calico-node", "image": "calico/node:v3.28.0"}]}}}}),
     )
     .await;
+    // The network plugin's manifest, applied before its image is set: a ConfigMap in drover's namespace.
+    let manifest = "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: calico-node, namespace: kube-system}\nspec:\n  template:\n    spec:\n      containers:\n        - name: calico-node\n          env: [{name: CALICO_MANIFEST, value: v3.29.0}]\n";
+    create::<k8s_openapi::api::core::v1::ConfigMap>(
+        &ns(&client, NS),
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "calico-manifest"}, "data": {"calico.yaml": manifest}}),
+    )
+    .await;
     let cluster = tokio::spawn(play_cluster(client.clone()));
 
     // drover as deployed: leader election and Jobs in drover-system, through the recorder.
@@ -553,7 +562,8 @@ async fn drovers_rbac_covers_every_call_it_makes_and_no_rule_is_idle() {
         "components": [
             {"name": "containerd", "version": "1.7.23", "upgrade": {"job": {"image": "example.com/up:1", "privileged": true, "hostRoot": true}}},
             {"name": "kube-apiserver", "version": "v1.32.0", "upgrade": {"job": {"image": "example.com/kubeadm:1", "privileged": true, "hostRoot": true}}},
-            {"name": "calico", "version": "v3.29.0", "upgrade": {"workload": {"kind": "DaemonSet", "namespace": "kube-system", "name": "calico-node"}}}
+            {"name": "calico", "version": "v3.29.0", "upgrade": {"workload": {"kind": "DaemonSet", "namespace": "kube-system", "name": "calico-node",
+                "manifest": {"configMap": {"name": "calico-manifest", "key": "calico.yaml"}}}}}
         ],
         "backup": {"image": "example.com/backup:1"},
         "strategy": {"maxUnavailable": 1}
@@ -600,6 +610,11 @@ async fn drovers_rbac_covers_every_call_it_makes_and_no_rule_is_idle() {
         .image
         .clone();
     assert_eq!(image.as_deref(), Some("calico/node:v3.29.0"));
+    let env = ds.get("calico-node").await.unwrap().spec.unwrap().template.spec.unwrap().containers[0]
+        .env
+        .clone()
+        .unwrap_or_default();
+    assert!(env.iter().any(|e| e.name == "CALICO_MANIFEST"), "the manifest was applied: {env:?}");
 
     // Deleting the ClusterUpgrade runs drover's cleanup, then SIGTERM releases the Lease.
     cus.delete("platform", &Default::default()).await.unwrap();
@@ -654,6 +669,7 @@ async fn drovers_rbac_covers_every_call_it_makes_and_no_rule_is_idle() {
         ("deletecollection", "jobs"),
         ("get", "daemonsets"),
         ("patch", "daemonsets"),
+        ("get", "configmaps"),
         ("create", "events"),
         ("create", "leases"),
         ("update", "leases"),
@@ -695,11 +711,18 @@ async fn drovers_rbac_covers_every_call_it_makes_and_no_rule_is_idle() {
 
 /// Verbs drover's code uses on paths the real-bed rollout below does not
 /// reach, each with the code site that needs it.
-const REAL_UNREACHED: [(&str, &str, &str); 1] = [(
-    "delete",
-    "jobs",
-    "nodeops::job::run deletes a failed Job of an earlier attempt before running the step again",
-)];
+const REAL_UNREACHED: [(&str, &str, &str); 2] = [
+    (
+        "delete",
+        "jobs",
+        "nodeops::job::run deletes a failed Job of an earlier attempt before running the step again",
+    ),
+    (
+        "get",
+        "configmaps",
+        "nodeops::manifest::ensure reads a workload component's manifest (the small rollout has none; e2e_workloads applies one on the real bed under deploy/'s RBAC)",
+    ),
+];
 
 /// The same question on the real API server, whose audit log is the record:
 /// over a rollout that exercises drover's paths (leader election, every

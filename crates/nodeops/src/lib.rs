@@ -11,6 +11,7 @@ pub mod drain;
 pub mod error;
 pub mod eviction;
 pub mod job;
+pub mod manifest;
 pub mod verify;
 pub mod workload;
 
@@ -169,11 +170,11 @@ impl NodeOps for KubeNodeOps {
     }
 
     async fn upgrade_workload(&self, w: &WorkloadUpgrade, version: &str) -> Result<Outcome> {
-        workload::upgrade(&self.client, w, version).await
+        workload::upgrade(&self.client, w, version, &self.job_namespace).await
     }
 
     async fn observe_workload(&self, w: &WorkloadUpgrade, version: &str) -> Result<ObservedWorkload> {
-        workload::observe(&self.client, w, version).await
+        workload::observe(&self.client, w, version, &self.job_namespace).await
     }
 
     async fn ensure_backup(&self, owner: &Owner, target_hash: &str, b: &BackupJob) -> Result<BackupState> {

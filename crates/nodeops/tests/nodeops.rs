@@ -824,11 +824,14 @@ async fn a_daemonset_image_change_is_awaited_until_rolled_out() {
     let api: Api<DaemonSet> = Api::namespaced(c.client.clone(), "kube-system");
     api.create(&PostParams::default(), &ds).await.unwrap();
     let w = WorkloadUpgrade {
-        kind: WorkloadKind::DaemonSet,
-        namespace: "kube-system".into(),
-        name: "calico-node".into(),
+        kind: Some(WorkloadKind::DaemonSet),
+        namespace: Some("kube-system".into()),
+        name: Some("calico-node".into()),
         container: None,
         timeout: "10m".into(),
+        targets: vec![],
+        image_repositories: vec![],
+        manifest: None,
     };
     let out = c.ops.upgrade_workload(&w, "v3.29.0").await.unwrap();
     assert!(
@@ -876,11 +879,14 @@ async fn a_rollout_that_passes_its_timeout_fails() {
     api.patch_status("calico-node", &PatchParams::default(), &Patch::Merge(json!({"status": {
         "desiredNumberScheduled": 3, "currentNumberScheduled": 3, "numberMisscheduled": 0, "numberReady": 1, "updatedNumberScheduled": 1, "numberAvailable": 1}}))).await.unwrap();
     let w = WorkloadUpgrade {
-        kind: WorkloadKind::DaemonSet,
-        namespace: "kube-system".into(),
-        name: "calico-node".into(),
+        kind: Some(WorkloadKind::DaemonSet),
+        namespace: Some("kube-system".into()),
+        name: Some("calico-node".into()),
         container: None,
         timeout: "10m".into(),
+        targets: vec![],
+        image_repositories: vec![],
+        manifest: None,
     };
     let out = c.ops.upgrade_workload(&w, "v3.29.0").await.unwrap();
     assert_eq!(

@@ -52,6 +52,8 @@ impl Observation {
                 w.rolled_out = done;
                 if done {
                     w.failed = None;
+                    w.updated = w.total;
+                    w.lagging = None;
                 }
             }
             Action::RunBackup { target_hash } => {

@@ -192,15 +192,22 @@ pub fn status(spec: &ClusterUpgradeSpec, obs: &Observation, plan: &Plan) -> Clus
             .map(|c| {
                 let stage = stage_of(c).map(|s| s.to_string()).unwrap_or_default();
                 if c.upgrade.workload.is_some() {
-                    let done = obs.workloads.get(&c.name).is_some_and(|w| {
+                    let seen = obs.workloads.get(&c.name);
+                    let done = seen.is_some_and(|w| {
                         w.rolled_out && w.version.as_deref().is_some_and(|v| same_version(v, &c.version))
                     });
+                    // Several workloads are counted one by one; one counts as 1.
+                    let (updated, total) = match seen {
+                        Some(w) if w.total > 1 => (if done { w.total } else { w.updated.min(w.total) }, w.total),
+                        _ => (done as usize, 1),
+                    };
                     ComponentStatus {
                         name: c.name.clone(),
                         stage,
                         desired: c.version.clone(),
-                        updated: done as i32,
-                        total: 1,
+                        updated: updated as i32,
+                        total: total as i32,
+                        message: if done { None } else { seen.and_then(|w| w.lagging.clone()) },
                     }
                 } else {
                     let targeted: Vec<_> = in_scope
@@ -222,6 +229,7 @@ pub fn status(spec: &ClusterUpgradeSpec, obs: &Observation, plan: &Plan) -> Clus
                         desired: c.version.clone(),
                         updated: updated as i32,
                         total: targeted.len() as i32,
+                        message: None,
                     }
                 }
             })

@@ -1,7 +1,7 @@
 //! Version rules: the Kubernetes version-skew policy, downgrades and
 //! pre-releases. Checked against the spec and the versions nodes run now.
 
-use drover_api::version::parse_version;
+use drover_api::version::{newer_than, parse_version};
 use drover_api::{ClusterUpgradeSpec, SkewPolicy};
 use semver::Version;
 
@@ -78,9 +78,7 @@ pub fn check(
             continue;
         }
         if c.upgrade.workload.is_some() {
-            if let Some(live) =
-                workload_versions(&c.name).filter(|v| parse_version(v).is_some_and(|v| strip(&v) > strip(&want)))
-            {
+            if let Some(live) = workload_versions(&c.name).filter(|v| newer_than(v, &c.version)) {
                 out.push(violation(format!(
                     "spec.components[{i}].version: {} {} is older than the {live} its workload runs now; downgrades need spec.versionPolicy.allowDowngrade: true",
                     c.name, c.version
@@ -92,12 +90,7 @@ pub fn check(
             in_scope
                 .iter()
                 .filter(|n| targets_node(c, n))
-                .filter(|n| {
-                    n.versions
-                        .get(&c.name)
-                        .and_then(|v| parse_version(v))
-                        .is_some_and(|v| strip(&v) > strip(&want))
-                })
+                .filter(|n| n.versions.get(&c.name).is_some_and(|v| newer_than(v, &c.version)))
                 .map(|n| n.name.as_str())
                 .collect()
         };
@@ -198,10 +191,4 @@ pub fn check(
         }
     }
     out
-}
-
-fn strip(v: &Version) -> Version {
-    let mut v = v.clone();
-    v.build = semver::BuildMetadata::EMPTY;
-    v
 }

@@ -146,6 +146,39 @@ fn downgrades_need_allow_downgrade() {
 }
 
 #[test]
+fn a_two_part_version_is_a_series_for_the_downgrade_check_and_for_done() {
+    let docker = |live: &str| -> Vec<ObservedNode> {
+        (0..2)
+            .map(|i| node(&format!("worker-{i:03}"), Role::Worker, &[("docker", live), ("kubelet", "v1.31.4")]))
+            .collect()
+    };
+    // docker_version "20.10" against nodes on docker://20.10.24: not a
+    // downgrade, and nothing to do.
+    let mut m = Model::new(spec(vec![job("docker", "20.10")]), docker("docker://20.10.24"));
+    assert!(started(&m.plan()).is_empty());
+    assert_eq!(m.status().components[0].updated, 2);
+    assert_eq!(m.condition("Ready").0, "True");
+    // Against an older series, the nodes start.
+    let mut m = Model::new(spec(vec![job("docker", "20.10")]), docker("docker://19.3.15"));
+    assert_eq!(started(&m.plan()), vec!["worker-000"]);
+    // A series below what runs is a downgrade.
+    let message = refused_with(spec(vec![job("docker", "18.09")]), docker("docker://19.3.15"));
+    assert!(message.contains("docker 18.09 is older than the version 2 nodes run now"), "{message}");
+    // So is a newer patch release, asked for by its minor's series.
+    let message = refused_with(spec(vec![job("docker", "20.10")]), docker("docker://23.0.1"));
+    assert!(message.contains("docker 20.10 is older"), "{message}");
+}
+
+#[test]
+fn a_two_part_kubernetes_version_keeps_the_skew_rules() {
+    let s = spec(vec![job("kube-apiserver", "v1.33")]);
+    let message = refused_with(s, cluster(1, 0));
+    assert!(message.contains("kube-apiserver v1.33 would skip a minor version"), "{message}");
+    let mut m = Model::new(spec(vec![job("kube-apiserver", "v1.32"), job("kubelet", "v1.32")]), cluster(1, 1));
+    assert_eq!(started(&m.plan()), vec!["cp-0"]);
+}
+
+#[test]
 fn prereleases_need_allow_prerelease() {
     let message = refused_with(spec(vec![job("containerd", "2.0.0-rc.1")]), cluster(1, 1));
     assert!(message.contains("spec.components[0].version: containerd 2.0.0-rc.1 is a pre-release; set spec.versionPolicy.allowPrerelease: true"), "{message}");
@@ -698,6 +731,35 @@ fn workloads_follow_the_control_plane_and_addons_come_last() {
         }
     }
     assert_eq!(log, ["cp-0", "calico", "worker-000", "worker-001", "coredns"]);
+    assert_eq!(m.condition(condition::READY).0, "True");
+}
+
+#[test]
+fn a_component_of_several_workloads_counts_them_and_names_the_one_lagging() {
+    let s = spec(vec![workload("calico", "v3.29.0", WorkloadKind::DaemonSet)]);
+    let mut m = Model::new(s, cluster(1, 1));
+    let lagging = "Deployment kube-system/calico-kube-controllers: rolling out v3.29.0, 0 of 1 replicas updated, 0 available";
+    m.obs.workloads.insert(
+        "calico".into(),
+        ObservedWorkload {
+            version: Some("v3.28.1".into()),
+            rolled_out: false,
+            failed: None,
+            updated: 1,
+            total: 2,
+            lagging: Some(lagging.into()),
+        },
+    );
+    let actions = m.plan();
+    assert!(actions.iter().any(|a| matches!(a, Action::UpgradeWorkload { component, .. } if component == "calico")));
+    let c = &m.status().components[0];
+    assert_eq!((c.updated, c.total, c.message.as_deref()), (1, 2, Some(lagging)));
+    // Done: both counted, no message.
+    let w = m.obs.workloads.get_mut("calico").unwrap();
+    (w.version, w.rolled_out, w.updated, w.lagging) = (Some("v3.29.0".into()), true, 2, None);
+    m.plan();
+    let c = &m.status().components[0];
+    assert_eq!((c.updated, c.total, c.message.as_deref()), (2, 2, None));
     assert_eq!(m.condition(condition::READY).0, "True");
 }
 

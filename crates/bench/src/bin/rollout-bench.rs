@@ -134,6 +134,7 @@ fn scenario(args: &Args) -> anyhow::Result<Scenario> {
         ComponentTiming {
             seconds: Some(args.upgrade_seconds),
             reboot: false,
+            installs: None,
         },
     );
     s.speed = args.speed;

@@ -45,7 +45,7 @@ pub struct UpgradePlan {
 /// The contract's decision for `env` on `node` (docs/simulation.md, "Upgrade Jobs").
 pub fn plan_upgrade(timing: &Timing, env: &UpgradeEnv, node: &str) -> UpgradePlan {
     let (seconds, reboot) = timing.component(&env.component);
-    let change = if let Some((field, value)) = node_info_change(&env.component, &env.version) {
+    let change = if let Some((field, value)) = node_info_change(&env.component, &timing.installed(&env.component, &env.version)) {
         Change::NodeInfo { field, value }
     } else if STATIC_COMPONENTS.contains(&env.component.as_str()) {
         Change::StaticPod {
@@ -509,6 +509,7 @@ mod tests {
             ComponentTiming {
                 seconds: Some(30.0),
                 reboot: true,
+                installs: None,
             },
         );
         let p = plan_upgrade(&t, &env("kubelet", "v1.32.0", false), "worker-1");

@@ -514,12 +514,39 @@ pub fn addon_objects(s: &Scenario) -> Vec<(GroupResource, Value)> {
     if let Some(n) = &s.addons.network {
         let (name, image) = network_daemonset(n);
         let labels = labels_of(&[("k8s-app", &name)]);
-        let tpl = template(&labels, &name, &image, Some(0), false, &none, &everything, true);
+        let mut tpl = template(&labels, &name, &image, Some(0), false, &none, &everything, true);
+        let calico = matches!(n.name.as_str(), "calico" | "");
+        if n.complete && calico {
+            let init = |name: &str, repo: &str| {
+                json!({"name": name, "image": format!("docker.io/calico/{repo}:{}", n.version), "imagePullPolicy": "IfNotPresent"})
+            };
+            tpl["spec"]["initContainers"] = json!([
+                init("upgrade-ipam", "cni"),
+                init("install-cni", "cni"),
+                init("flexvol-driver", "pod2daemon-flexvol"),
+                init("mount-bpffs", "node"),
+            ]);
+        }
         let spec = json!({"selector": {"matchLabels": {"k8s-app": name}}, "template": tpl, "updateStrategy": rolling_daemonset()});
         out.push((
             gr_apps("daemonsets"),
             workload_object("DaemonSet", ns, &name, &labels, spec),
         ));
+        if n.complete && calico {
+            let name = "calico-kube-controllers";
+            let labels = labels_of(&[("k8s-app", name)]);
+            let tolerations = [
+                json!({"key": "CriticalAddonsOnly", "operator": "Exists"}),
+                json!({"key": CP_LABEL, "effect": "NoSchedule"}),
+            ];
+            let image = format!("docker.io/calico/kube-controllers:{}", n.version);
+            let tpl = template(&labels, name, &image, Some(30), false, &none, &tolerations, false);
+            let spec = json!({"replicas": 1, "selector": {"matchLabels": {"k8s-app": name}}, "template": tpl, "strategy": {"type": "Recreate"}});
+            out.push((
+                gr_apps("deployments"),
+                workload_object("Deployment", ns, name, &labels, spec),
+            ));
+        }
     }
     if s.addons.kube_proxy {
         let v = s.versions.resolve(&Default::default()).kube_proxy;

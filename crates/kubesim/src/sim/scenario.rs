@@ -202,6 +202,12 @@ pub struct AddonSpec {
     pub version: String,
     #[serde(default = "one")]
     pub replicas: u32,
+    /// For Calico, the install as its manifest makes it: calico-node with
+    /// its init containers (upgrade-ipam and install-cni from calico/cni,
+    /// mount-bpffs from calico/node, flexvol-driver from
+    /// calico/pod2daemon-flexvol) and the calico-kube-controllers Deployment.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub complete: bool,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -319,6 +325,18 @@ impl Default for Timing {
 }
 
 impl Timing {
+    /// The version an upgrade of `component` to `version` leaves on the
+    /// node: `installs` when `version` is a series it belongs to.
+    pub fn installed(&self, component: &str, version: &str) -> String {
+        let bare = |v: &str| v.trim_start_matches('v').to_string();
+        match self.components.get(component).and_then(|c| c.installs.as_deref()) {
+            Some(full) if bare(version).split('.').count() == 2 && bare(full).starts_with(&format!("{}.", bare(version))) => {
+                full.to_string()
+            }
+            _ => version.to_string(),
+        }
+    }
+
     /// Upgrade duration and whether the node reboots, for one component.
     pub fn component(&self, name: &str) -> (f64, bool) {
         match self.components.get(name) {
@@ -335,6 +353,11 @@ pub struct ComponentTiming {
     pub seconds: Option<f64>,
     #[serde(default, skip_serializing_if = "is_false")]
     pub reboot: bool,
+    /// What the node's package manager installs when asked for a series
+    /// (a two-part version such as `20.10`): this version when it is in
+    /// that series (`20.10.24`). Otherwise the version asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub installs: Option<String>,
 }
 
 /// A fault, declared in the scenario or set at run time. Empty `nodes`
@@ -457,6 +480,7 @@ fn default_network() -> Option<AddonSpec> {
         name: "calico".into(),
         version: "v3.28.1".into(),
         replicas: 1,
+        complete: false,
     })
 }
 fn default_coredns() -> Option<AddonSpec> {
@@ -464,6 +488,7 @@ fn default_coredns() -> Option<AddonSpec> {
         name: "coredns".into(),
         version: "v1.11.3".into(),
         replicas: 2,
+        complete: false,
     })
 }
 fn default_metrics_server() -> Option<AddonSpec> {
@@ -471,6 +496,7 @@ fn default_metrics_server() -> Option<AddonSpec> {
         name: "metrics-server".into(),
         version: "v0.7.2".into(),
         replicas: 1,
+        complete: false,
     })
 }
 
@@ -685,6 +711,7 @@ impl ScenarioBuilder {
             ComponentTiming {
                 seconds: Some(seconds),
                 reboot,
+                installs: None,
             },
         );
         self

@@ -137,7 +137,7 @@ impl Engine {
             .and_then(|p| p.upgrade.clone());
         let change = upgrade
             .as_ref()
-            .and_then(|u| node_info_change(&u.component, &u.version));
+            .and_then(|u| node_info_change(&u.component, &self.timing.installed(&u.component, &u.version)));
         self.node_up_again(node, Some(key), |v| {
             if let Some((field, value)) = &change {
                 v["status"]["nodeInfo"][*field] = json!(value);
@@ -158,7 +158,7 @@ impl Engine {
     /// Makes the node report `version` for `component`. Returns whether a
     /// static pod restarted.
     pub(crate) fn apply_version(&mut self, node: &str, component: &str, version: &str) -> bool {
-        if let Some((field, value)) = node_info_change(component, version) {
+        if let Some((field, value)) = node_info_change(component, &self.timing.installed(component, version)) {
             self.write(
                 &super::objects::gr_nodes(),
                 &(String::new(), node.to_string()),

@@ -48,11 +48,14 @@ pub fn workload(name: &str, version: &str, kind: WorkloadKind) -> Component {
         upgrade: UpgradeMethod {
             job: None,
             workload: Some(WorkloadUpgrade {
-                kind,
-                namespace: "kube-system".into(),
-                name: name.into(),
+                kind: Some(kind),
+                namespace: Some("kube-system".into()),
+                name: Some(name.into()),
                 container: None,
                 timeout: "10m".into(),
+                targets: vec![],
+                image_repositories: vec![],
+                manifest: None,
             }),
         },
         verify: None,
