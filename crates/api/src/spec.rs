@@ -328,6 +328,9 @@ pub struct WorkloadUpgrade {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkloadTarget {
+    /// Deployment, DaemonSet or StatefulSet.
+    // Bounded so that the API server can bound the cost of the rule comparing targets.
+    #[schemars(length(max = 11))]
     pub kind: WorkloadKind,
     /// The workload's namespace, a DNS label.
     #[schemars(length(min = 1, max = 63))]
