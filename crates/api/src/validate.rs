@@ -253,7 +253,7 @@ fn check_workload(errs: &mut Vec<FieldError>, at: &str, w: &WorkloadUpgrade) {
             "kind, namespace and name go together (one workload); for several workloads list them in targets",
         ));
     }
-    if w.name.is_some() == !w.targets.is_empty() {
+    if w.name.is_some() != w.targets.is_empty() {
         errs.push(err(
             format!("{at}.targets"),
             "name one workload (kind, namespace, name) or list several in targets, not both and not neither",
@@ -284,7 +284,10 @@ fn check_workload(errs: &mut Vec<FieldError>, at: &str, w: &WorkloadUpgrade) {
         }
     }
     if w.targets.len() > 16 {
-        errs.push(err(format!("{at}.targets"), format!("lists {}; at most 16 workloads", w.targets.len())));
+        errs.push(err(
+            format!("{at}.targets"),
+            format!("lists {}; at most 16 workloads", w.targets.len()),
+        ));
     }
     if let Some(c) = &w.container
         && !is_dns_label_max(c, 63)
@@ -319,13 +322,19 @@ fn check_workload(errs: &mut Vec<FieldError>, at: &str, w: &WorkloadUpgrade) {
         if cm.name.len() > 253 || !SUBDOMAIN.is_match(&cm.name) {
             errs.push(err(
                 format!("{at}.manifest.configMap.name"),
-                format!("{:?} must be a DNS subdomain: lowercase letters, digits, '-' and '.'", cm.name),
+                format!(
+                    "{:?} must be a DNS subdomain: lowercase letters, digits, '-' and '.'",
+                    cm.name
+                ),
             ));
         }
         if cm.key.len() > 253 || !CONFIG_MAP_KEY.is_match(&cm.key) {
             errs.push(err(
                 format!("{at}.manifest.configMap.key"),
-                format!("{:?} must be a ConfigMap key: letters, digits, '-', '_' and '.'", cm.key),
+                format!(
+                    "{:?} must be a ConfigMap key: letters, digits, '-', '_' and '.'",
+                    cm.key
+                ),
             ));
         }
     }

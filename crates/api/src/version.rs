@@ -17,7 +17,10 @@ pub fn parse_version(raw: &str) -> Option<semver::Version> {
         None => (s, ""),
     };
     let parts: Vec<u64> = core.split('.').map(|p| p.parse().ok()).collect::<Option<_>>()?;
-    if !core.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())) {
+    if !core
+        .split('.')
+        .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+    {
         return None;
     }
     match parts[..] {
@@ -82,10 +85,7 @@ pub fn image_repository(image: &str) -> &str {
 /// `docker.io/mycalico/node`).
 pub fn repository_matches(image: &str, repository: &str) -> bool {
     let repo = image_repository(image);
-    repo == repository
-        || repo
-            .strip_suffix(repository)
-            .is_some_and(|head| head.ends_with('/'))
+    repo == repository || repo.strip_suffix(repository).is_some_and(|head| head.ends_with('/'))
 }
 
 /// The tag part of an image reference (`registry:5000/calico/node:v3.28.1` → `v3.28.1`).
@@ -153,15 +153,30 @@ mod tests {
 
     #[test]
     fn repositories_match_at_a_path_boundary() {
-        assert_eq!(image_repository("docker.io/calico/node:v3.28.1"), "docker.io/calico/node");
-        assert_eq!(image_repository("localhost:5000/calico/node"), "localhost:5000/calico/node");
+        assert_eq!(
+            image_repository("docker.io/calico/node:v3.28.1"),
+            "docker.io/calico/node"
+        );
+        assert_eq!(
+            image_repository("localhost:5000/calico/node"),
+            "localhost:5000/calico/node"
+        );
         assert_eq!(image_repository("calico/cni:v3.28.1@sha256:abc"), "calico/cni");
         assert!(repository_matches("docker.io/calico/node:v3.28.1", "calico/node"));
         assert!(repository_matches("calico/node:v3.28.1", "calico/node"));
-        assert!(repository_matches("localhost:5000/mirror/calico/node:v3.28.1", "calico/node"));
-        assert!(repository_matches("docker.io/calico/node:v3.28.1", "docker.io/calico/node"));
+        assert!(repository_matches(
+            "localhost:5000/mirror/calico/node:v3.28.1",
+            "calico/node"
+        ));
+        assert!(repository_matches(
+            "docker.io/calico/node:v3.28.1",
+            "docker.io/calico/node"
+        ));
         assert!(!repository_matches("docker.io/mycalico/node:v3.28.1", "calico/node"));
-        assert!(!repository_matches("docker.io/calico/node-driver:v3.28.1", "calico/node"));
+        assert!(!repository_matches(
+            "docker.io/calico/node-driver:v3.28.1",
+            "calico/node"
+        ));
         assert!(!repository_matches("docker.io/calico/cni:v3.28.1", "calico/node"));
     }
 

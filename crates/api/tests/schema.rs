@@ -100,9 +100,13 @@ fn version_syntax() {
     let message = "spec.components[].version must be a semantic version such as 1.7.22 or v1.31.2 (optionally -prerelease and +build), or a two-part series such as 20.10";
     for bad in ["1", "1.7.2.1", "latest", "01.7", "1.007"] {
         assert_refused(with(&["components", "0", "version"], json!(bad)), message);
-        let typed: ClusterUpgradeSpec = serde_json::from_value(with(&["components", "0", "version"], json!(bad))).unwrap();
+        let typed: ClusterUpgradeSpec =
+            serde_json::from_value(with(&["components", "0", "version"], json!(bad))).unwrap();
         let errors = validate(&typed).unwrap_err();
-        assert!(errors.iter().any(|e| e.field == "spec.components[0].version"), "{bad}: {errors:?}");
+        assert!(
+            errors.iter().any(|e| e.field == "spec.components[0].version"),
+            "{bad}: {errors:?}"
+        );
     }
     // Two-part series, as Kubespray writes docker_version and others.
     for good_version in ["20.10", "19.03", "v3.28", "1.7.22", "v1.31.2-rc.1"] {
@@ -120,8 +124,10 @@ fn several_workloads_and_their_containers() {
         {"kind": "DaemonSet", "namespace": "kube-system", "name": "calico-node"},
         {"kind": "Deployment", "namespace": "kube-system", "name": "calico-kube-controllers"}
     ]);
-    let good_one = workload(json!({"targets": targets, "imageRepositories": ["calico/node", "calico/cni"],
-        "manifest": {"configMap": {"name": "calico-v3.29.1", "key": "calico.yaml"}}}));
+    let good_one = workload(
+        json!({"targets": targets, "imageRepositories": ["calico/node", "calico/cni"],
+        "manifest": {"configMap": {"name": "calico-v3.29.1", "key": "calico.yaml"}}}),
+    );
     assert_eq!(cel_errors(good_one.clone()), Vec::<String>::new());
     let typed: ClusterUpgradeSpec = serde_json::from_value(good_one).unwrap();
     assert_eq!(validate(&typed), Ok(()));

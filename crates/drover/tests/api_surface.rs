@@ -727,7 +727,10 @@ fn cases() -> Vec<Case> {
                 ("spec/components/1/upgrade/workload/kind", Value::Null),
                 ("spec/components/1/upgrade/workload/namespace", Value::Null),
                 ("spec/components/1/upgrade/workload/name", Value::Null),
-                ("spec/components/1/upgrade/workload/targets", json!([{"kind": "DaemonSet", "namespace": "Kube-System", "name": "calico-node"}])),
+                (
+                    "spec/components/1/upgrade/workload/targets",
+                    json!([{"kind": "DaemonSet", "namespace": "Kube-System", "name": "calico-node"}]),
+                ),
             ],
             ..case(
                 "workloads",
@@ -739,9 +742,7 @@ fn cases() -> Vec<Case> {
             )
         },
         Case {
-            edits: vec![
-                ("spec/components/1/upgrade/workload/name", Value::Null),
-            ],
+            edits: vec![("spec/components/1/upgrade/workload/name", Value::Null)],
             ..case(
                 "workloads",
                 "kind and namespace without a name",
@@ -762,7 +763,10 @@ fn cases() -> Vec<Case> {
         Case {
             edits: vec![
                 ("spec/components/1/upgrade/workload/container", json!("calico-node")),
-                ("spec/components/1/upgrade/workload/imageRepositories", json!(["calico/node"])),
+                (
+                    "spec/components/1/upgrade/workload/imageRepositories",
+                    json!(["calico/node"]),
+                ),
             ],
             ..case(
                 "workloads",

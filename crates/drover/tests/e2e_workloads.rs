@@ -73,20 +73,27 @@ fn spec_of(components: Vec<Value>) -> Value {
 /// The pods of calico-node once every one runs the template's images.
 async fn pods_at(env: &Env, want: &[String]) -> Vec<Pod> {
     let pods: Api<Pod> = Api::namespaced(env.client.clone(), "kube-system");
-    within(env.timeout(Duration::from_secs(60)), "calico-node's pods to run the new images", async {
-        loop {
-            let list = pods
-                .list(&ListParams::default().labels("k8s-app=calico-node"))
-                .await
-                .unwrap()
-                .items;
-            let live: Vec<&Pod> = list.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect();
-            if !live.is_empty() && live.iter().all(|p| images(p.spec.as_ref().unwrap()) == want) {
-                return list;
+    within(
+        env.timeout(Duration::from_secs(60)),
+        "calico-node's pods to run the new images",
+        async {
+            loop {
+                let list = pods
+                    .list(&ListParams::default().labels("k8s-app=calico-node"))
+                    .await
+                    .unwrap()
+                    .items;
+                let live: Vec<&Pod> = list
+                    .iter()
+                    .filter(|p| p.metadata.deletion_timestamp.is_none())
+                    .collect();
+                if !live.is_empty() && live.iter().all(|p| images(p.spec.as_ref().unwrap()) == want) {
+                    return list;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
             }
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        }
-    })
+        },
+    )
     .await
 }
 

@@ -276,7 +276,10 @@ fn the_rbac_is_least_privilege() {
             verbs: vec!["get".into()],
         }]
     );
-    assert_eq!(find(&docs, "Role", "drover-manifests")["metadata"]["namespace"], "drover-system");
+    assert_eq!(
+        find(&docs, "Role", "drover-manifests")["metadata"]["namespace"],
+        "drover-system"
+    );
     assert_eq!(
         find(&docs, "RoleBinding", "drover-manifests")["subjects"][0]["name"],
         "drover"

@@ -610,11 +610,23 @@ async fn drovers_rbac_covers_every_call_it_makes_and_no_rule_is_idle() {
         .image
         .clone();
     assert_eq!(image.as_deref(), Some("calico/node:v3.29.0"));
-    let env = ds.get("calico-node").await.unwrap().spec.unwrap().template.spec.unwrap().containers[0]
+    let env = ds
+        .get("calico-node")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap()
+        .containers[0]
         .env
         .clone()
         .unwrap_or_default();
-    assert!(env.iter().any(|e| e.name == "CALICO_MANIFEST"), "the manifest was applied: {env:?}");
+    assert!(
+        env.iter().any(|e| e.name == "CALICO_MANIFEST"),
+        "the manifest was applied: {env:?}"
+    );
 
     // Deleting the ClusterUpgrade runs drover's cleanup, then SIGTERM releases the Lease.
     cus.delete("platform", &Default::default()).await.unwrap();

@@ -46,7 +46,8 @@ fn documents(text: &str, at: &str) -> std::result::Result<Vec<Doc>, String> {
     let mut out = Vec::new();
     for (i, d) in serde_yaml::Deserializer::from_str(text).enumerate() {
         let n = i + 1;
-        let v: Value = serde::Deserialize::deserialize(d).map_err(|e| format!("{at}: document {n} is not YAML: {e}"))?;
+        let v: Value =
+            serde::Deserialize::deserialize(d).map_err(|e| format!("{at}: document {n} is not YAML: {e}"))?;
         if v.is_null() {
             continue;
         }
@@ -103,10 +104,16 @@ pub async fn prepare(
 ) -> Result<Prepared> {
     let cm = &m.config_map;
     let at = format!("the manifest in ConfigMap {namespace}/{} key {}", cm.name, cm.key);
-    let found = match Api::<ConfigMap>::namespaced(client.clone(), namespace).get(&cm.name).await {
+    let found = match Api::<ConfigMap>::namespaced(client.clone(), namespace)
+        .get(&cm.name)
+        .await
+    {
         Ok(c) => c,
         Err(e) if is_not_found(&e) => {
-            return Ok(Prepared::Refused(format!("{at}: ConfigMap {namespace}/{} does not exist", cm.name)));
+            return Ok(Prepared::Refused(format!(
+                "{at}: ConfigMap {namespace}/{} does not exist",
+                cm.name
+            )));
         }
         Err(e) => return Err(e.into()),
     };
@@ -172,7 +179,12 @@ mod tests {
         assert!(why.contains("Deployment, DaemonSet, StatefulSet"), "{why}");
 
         let no_ns = "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: a}\n";
-        assert!(documents(no_ns, "m").err().unwrap().contains("needs metadata.namespace"));
+        assert!(
+            documents(no_ns, "m")
+                .err()
+                .unwrap()
+                .contains("needs metadata.namespace")
+        );
         assert!(documents("", "m").err().unwrap().contains("holds no documents"));
         assert!(documents("a: [", "m").err().unwrap().contains("is not YAML"));
     }

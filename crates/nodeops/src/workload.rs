@@ -41,7 +41,13 @@ pub(crate) struct Seen {
 type Slot = (bool, usize);
 
 impl Seen {
-    fn new(target: &WorkloadTarget, meta: &ObjectMeta, template: Option<&PodSpec>, rolled_out: bool, progress: String) -> Seen {
+    fn new(
+        target: &WorkloadTarget,
+        meta: &ObjectMeta,
+        template: Option<&PodSpec>,
+        rolled_out: bool,
+        progress: String,
+    ) -> Seen {
         let annotations = meta.annotations.clone().unwrap_or_default();
         Seen {
             target: target.clone(),
@@ -56,7 +62,11 @@ impl Seen {
     }
 
     fn container(&self, (init, i): Slot) -> &Container {
-        if init { &self.init_containers[i] } else { &self.containers[i] }
+        if init {
+            &self.init_containers[i]
+        } else {
+            &self.containers[i]
+        }
     }
 
     /// The containers the component sets: those whose image repository is
@@ -69,8 +79,12 @@ impl Seen {
                     .as_deref()
                     .is_some_and(|i| w.image_repositories.iter().any(|r| repository_matches(i, r)))
             };
-            let init = (0..self.init_containers.len()).filter(|i| hit(&self.init_containers[*i])).map(|i| (true, i));
-            let main = (0..self.containers.len()).filter(|i| hit(&self.containers[*i])).map(|i| (false, i));
+            let init = (0..self.init_containers.len())
+                .filter(|i| hit(&self.init_containers[*i]))
+                .map(|i| (true, i));
+            let main = (0..self.containers.len())
+                .filter(|i| hit(&self.containers[*i]))
+                .map(|i| (false, i));
             return init.chain(main).collect();
         }
         let index = match &w.container {
@@ -115,27 +129,51 @@ pub(crate) async fn read(client: &Client, t: &WorkloadTarget) -> Result<Seen> {
     let seen_gen = |observed: Option<i64>, generation: Option<i64>| observed >= generation;
     Ok(match t.kind {
         WorkloadKind::Deployment => {
-            let d = Api::<Deployment>::namespaced(client.clone(), &t.namespace).get(&t.name).await?;
+            let d = Api::<Deployment>::namespaced(client.clone(), &t.namespace)
+                .get(&t.name)
+                .await?;
             let st = d.status.clone().unwrap_or_default();
             let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
             let (updated, available) = (st.updated_replicas.unwrap_or(0), st.available_replicas.unwrap_or(0));
             let seen = seen_gen(st.observed_generation, d.metadata.generation);
             let done = seen && updated == want && available == want && st.replicas.unwrap_or(0) == want;
-            let progress = progress(seen, format!("{updated} of {want} replicas updated, {available} available"));
-            Seen::new(t, &d.metadata, d.spec.as_ref().and_then(|s| s.template.spec.as_ref()), done, progress)
+            let progress = progress(
+                seen,
+                format!("{updated} of {want} replicas updated, {available} available"),
+            );
+            Seen::new(
+                t,
+                &d.metadata,
+                d.spec.as_ref().and_then(|s| s.template.spec.as_ref()),
+                done,
+                progress,
+            )
         }
         WorkloadKind::DaemonSet => {
-            let d = Api::<DaemonSet>::namespaced(client.clone(), &t.namespace).get(&t.name).await?;
+            let d = Api::<DaemonSet>::namespaced(client.clone(), &t.namespace)
+                .get(&t.name)
+                .await?;
             let st = d.status.clone().unwrap_or_default();
             let want = st.desired_number_scheduled;
-            let (updated, available) = (st.updated_number_scheduled.unwrap_or(0), st.number_available.unwrap_or(0));
+            let (updated, available) = (
+                st.updated_number_scheduled.unwrap_or(0),
+                st.number_available.unwrap_or(0),
+            );
             let seen = seen_gen(st.observed_generation, d.metadata.generation);
             let done = seen && updated == want && available == want;
             let progress = progress(seen, format!("{updated} of {want} pods updated, {available} available"));
-            Seen::new(t, &d.metadata, d.spec.as_ref().and_then(|s| s.template.spec.as_ref()), done, progress)
+            Seen::new(
+                t,
+                &d.metadata,
+                d.spec.as_ref().and_then(|s| s.template.spec.as_ref()),
+                done,
+                progress,
+            )
         }
         WorkloadKind::StatefulSet => {
-            let d = Api::<StatefulSet>::namespaced(client.clone(), &t.namespace).get(&t.name).await?;
+            let d = Api::<StatefulSet>::namespaced(client.clone(), &t.namespace)
+                .get(&t.name)
+                .await?;
             let st = d.status.clone().unwrap_or_default();
             let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
             let (updated, ready) = (st.updated_replicas.unwrap_or(0), st.ready_replicas.unwrap_or(0));
@@ -146,7 +184,13 @@ pub(crate) async fn read(client: &Client, t: &WorkloadTarget) -> Result<Seen> {
                 && st.current_revision.is_some()
                 && st.current_revision == st.update_revision;
             let progress = progress(seen, format!("{updated} of {want} replicas updated, {ready} ready"));
-            Seen::new(t, &d.metadata, d.spec.as_ref().and_then(|s| s.template.spec.as_ref()), done, progress)
+            Seen::new(
+                t,
+                &d.metadata,
+                d.spec.as_ref().and_then(|s| s.template.spec.as_ref()),
+                done,
+                progress,
+            )
         }
     })
 }
@@ -205,7 +249,13 @@ pub async fn observe(
     let mut tags: Vec<Option<String>> = Vec::new();
     for s in &seen {
         for slot in s.slots(w) {
-            tags.push(s.container(slot).image.as_deref().and_then(image_tag).map(str::to_string));
+            tags.push(
+                s.container(slot)
+                    .image
+                    .as_deref()
+                    .and_then(image_tag)
+                    .map(str::to_string),
+            );
         }
     }
     let at = |t: &Option<String>| t.as_deref().is_some_and(|t| same_version(t, version));
@@ -236,7 +286,10 @@ pub async fn observe(
                 s.target, w.timeout, s.progress
             )
         });
-    let unselected = seen.iter().find(|s| s.slots(w).is_empty()).map(|s| s.nothing_selected(w));
+    let unselected = seen
+        .iter()
+        .find(|s| s.slots(w).is_empty())
+        .map(|s| s.nothing_selected(w));
     let refused = match (&w.manifest, seen.first()) {
         (Some(m), Some(first)) if unselected.is_none() && seen.iter().any(|s| s.behind(w, version).is_some()) => {
             match manifest::prepare(client, manifest_namespace, m, &first.annotations, version).await? {
@@ -352,7 +405,11 @@ pub async fn upgrade(client: &Client, w: &WorkloadUpgrade, version: &str, manife
             message: format!(
                 "set {} to {version}; waiting for {}",
                 set.join(", "),
-                if set.len() == 1 { "its rollout" } else { "their rollouts" }
+                if set.len() == 1 {
+                    "its rollout"
+                } else {
+                    "their rollouts"
+                }
             ),
         });
     }
@@ -366,7 +423,10 @@ pub async fn upgrade(client: &Client, w: &WorkloadUpgrade, version: &str, manife
         });
     }
     Ok(Outcome::Waiting {
-        message: format!("waiting for {} to roll out {version}: {}", lagging.target, lagging.progress),
+        message: format!(
+            "waiting for {} to roll out {version}: {}",
+            lagging.target, lagging.progress
+        ),
     })
 }
 

@@ -5,7 +5,7 @@ use drover_api::known::stage_of;
 use drover_api::names::{backup_job_name, condition};
 use drover_api::version::same_version;
 use drover_api::{
-    BackupState, BackupStatus, ClusterUpgradeSpec, ClusterUpgradeStatus, ComponentStatus, MAX_HISTORY,
+    BackupState, BackupStatus, ClusterUpgradeSpec, ClusterUpgradeStatus, Component, ComponentStatus, MAX_HISTORY,
     MAX_NODE_DETAILS, NodeCounts, NodeDetail, NodeState, Reason, RolloutRecord,
 };
 use jiff::Timestamp;
@@ -172,6 +172,29 @@ pub fn conditions(plan: &Plan, counts: &NodeCounts, complete: bool) -> Vec<Wante
     }
 }
 
+/// A workload component's figures: its workloads at the version (a
+/// one-workload component counts as 1) and, until done, the first lagging.
+fn workload_status(c: &Component, obs: &Observation, stage: String) -> ComponentStatus {
+    let seen = obs.workloads.get(&c.name);
+    let done = seen.is_some_and(|w| w.rolled_out && w.version.as_deref().is_some_and(|v| same_version(v, &c.version)));
+    let (updated, total) = match seen {
+        Some(w) if w.total > 1 => (if done { w.total } else { w.updated.min(w.total) }, w.total),
+        _ => (done as usize, 1),
+    };
+    ComponentStatus {
+        name: c.name.clone(),
+        stage,
+        desired: c.version.clone(),
+        updated: updated as i32,
+        total: total as i32,
+        message: if done {
+            None
+        } else {
+            seen.and_then(|w| w.lagging.clone())
+        },
+    }
+}
+
 /// The whole status for this plan.
 pub fn status(spec: &ClusterUpgradeSpec, obs: &Observation, plan: &Plan) -> ClusterUpgradeStatus {
     let states = count_states(&plan.views);
@@ -186,54 +209,38 @@ pub fn status(spec: &ClusterUpgradeSpec, obs: &Observation, plan: &Plan) -> Clus
         unavailable: in_scope.iter().filter(|v| v.node.unavailable()).count() as i32,
     };
 
-    let components: Vec<ComponentStatus> =
-        spec.components
-            .iter()
-            .map(|c| {
-                let stage = stage_of(c).map(|s| s.to_string()).unwrap_or_default();
-                if c.upgrade.workload.is_some() {
-                    let seen = obs.workloads.get(&c.name);
-                    let done = seen.is_some_and(|w| {
-                        w.rolled_out && w.version.as_deref().is_some_and(|v| same_version(v, &c.version))
-                    });
-                    // Several workloads are counted one by one; one counts as 1.
-                    let (updated, total) = match seen {
-                        Some(w) if w.total > 1 => (if done { w.total } else { w.updated.min(w.total) }, w.total),
-                        _ => (done as usize, 1),
-                    };
-                    ComponentStatus {
-                        name: c.name.clone(),
-                        stage,
-                        desired: c.version.clone(),
-                        updated: updated as i32,
-                        total: total as i32,
-                        message: if done { None } else { seen.and_then(|w| w.lagging.clone()) },
-                    }
-                } else {
-                    let targeted: Vec<_> = in_scope
-                        .iter()
-                        .filter(|v| v.desired.iter().any(|(d, _)| d.name == c.name))
-                        .collect();
-                    let updated = targeted
-                        .iter()
-                        .filter(|v| {
-                            v.node
-                                .versions
-                                .get(&c.name)
-                                .is_some_and(|live| same_version(live, &c.version))
-                        })
-                        .count();
-                    ComponentStatus {
-                        name: c.name.clone(),
-                        stage,
-                        desired: c.version.clone(),
-                        updated: updated as i32,
-                        total: targeted.len() as i32,
-                        message: None,
-                    }
+    let components: Vec<ComponentStatus> = spec
+        .components
+        .iter()
+        .map(|c| {
+            let stage = stage_of(c).map(|s| s.to_string()).unwrap_or_default();
+            if c.upgrade.workload.is_some() {
+                workload_status(c, obs, stage)
+            } else {
+                let targeted: Vec<_> = in_scope
+                    .iter()
+                    .filter(|v| v.desired.iter().any(|(d, _)| d.name == c.name))
+                    .collect();
+                let updated = targeted
+                    .iter()
+                    .filter(|v| {
+                        v.node
+                            .versions
+                            .get(&c.name)
+                            .is_some_and(|live| same_version(live, &c.version))
+                    })
+                    .count();
+                ComponentStatus {
+                    name: c.name.clone(),
+                    stage,
+                    desired: c.version.clone(),
+                    updated: updated as i32,
+                    total: targeted.len() as i32,
+                    message: None,
                 }
-            })
-            .collect();
+            }
+        })
+        .collect();
 
     let complete = plan.refusal.is_none()
         && plan.stage == RolloutStage::Complete

@@ -149,7 +149,13 @@ fn downgrades_need_allow_downgrade() {
 fn a_two_part_version_is_a_series_for_the_downgrade_check_and_for_done() {
     let docker = |live: &str| -> Vec<ObservedNode> {
         (0..2)
-            .map(|i| node(&format!("worker-{i:03}"), Role::Worker, &[("docker", live), ("kubelet", "v1.31.4")]))
+            .map(|i| {
+                node(
+                    &format!("worker-{i:03}"),
+                    Role::Worker,
+                    &[("docker", live), ("kubelet", "v1.31.4")],
+                )
+            })
             .collect()
     };
     // docker_version "20.10" against nodes on docker://20.10.24: not a
@@ -163,7 +169,10 @@ fn a_two_part_version_is_a_series_for_the_downgrade_check_and_for_done() {
     assert_eq!(started(&m.plan()), vec!["worker-000"]);
     // A series below what runs is a downgrade.
     let message = refused_with(spec(vec![job("docker", "18.09")]), docker("docker://19.3.15"));
-    assert!(message.contains("docker 18.09 is older than the version 2 nodes run now"), "{message}");
+    assert!(
+        message.contains("docker 18.09 is older than the version 2 nodes run now"),
+        "{message}"
+    );
     // So is a newer patch release, asked for by its minor's series.
     let message = refused_with(spec(vec![job("docker", "20.10")]), docker("docker://23.0.1"));
     assert!(message.contains("docker 20.10 is older"), "{message}");
@@ -173,8 +182,14 @@ fn a_two_part_version_is_a_series_for_the_downgrade_check_and_for_done() {
 fn a_two_part_kubernetes_version_keeps_the_skew_rules() {
     let s = spec(vec![job("kube-apiserver", "v1.33")]);
     let message = refused_with(s, cluster(1, 0));
-    assert!(message.contains("kube-apiserver v1.33 would skip a minor version"), "{message}");
-    let mut m = Model::new(spec(vec![job("kube-apiserver", "v1.32"), job("kubelet", "v1.32")]), cluster(1, 1));
+    assert!(
+        message.contains("kube-apiserver v1.33 would skip a minor version"),
+        "{message}"
+    );
+    let mut m = Model::new(
+        spec(vec![job("kube-apiserver", "v1.32"), job("kubelet", "v1.32")]),
+        cluster(1, 1),
+    );
     assert_eq!(started(&m.plan()), vec!["cp-0"]);
 }
 
@@ -738,7 +753,8 @@ fn workloads_follow_the_control_plane_and_addons_come_last() {
 fn a_component_of_several_workloads_counts_them_and_names_the_one_lagging() {
     let s = spec(vec![workload("calico", "v3.29.0", WorkloadKind::DaemonSet)]);
     let mut m = Model::new(s, cluster(1, 1));
-    let lagging = "Deployment kube-system/calico-kube-controllers: rolling out v3.29.0, 0 of 1 replicas updated, 0 available";
+    let lagging =
+        "Deployment kube-system/calico-kube-controllers: rolling out v3.29.0, 0 of 1 replicas updated, 0 available";
     m.obs.workloads.insert(
         "calico".into(),
         ObservedWorkload {
@@ -751,7 +767,11 @@ fn a_component_of_several_workloads_counts_them_and_names_the_one_lagging() {
         },
     );
     let actions = m.plan();
-    assert!(actions.iter().any(|a| matches!(a, Action::UpgradeWorkload { component, .. } if component == "calico")));
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::UpgradeWorkload { component, .. } if component == "calico"))
+    );
     let c = &m.status().components[0];
     assert_eq!((c.updated, c.total, c.message.as_deref()), (1, 2, Some(lagging)));
     // Done: both counted, no message.

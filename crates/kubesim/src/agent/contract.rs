@@ -45,7 +45,9 @@ pub struct UpgradePlan {
 /// The contract's decision for `env` on `node` (docs/simulation.md, "Upgrade Jobs").
 pub fn plan_upgrade(timing: &Timing, env: &UpgradeEnv, node: &str) -> UpgradePlan {
     let (seconds, reboot) = timing.component(&env.component);
-    let change = if let Some((field, value)) = node_info_change(&env.component, &timing.installed(&env.component, &env.version)) {
+    let change = if let Some((field, value)) =
+        node_info_change(&env.component, &timing.installed(&env.component, &env.version))
+    {
         Change::NodeInfo { field, value }
     } else if STATIC_COMPONENTS.contains(&env.component.as_str()) {
         Change::StaticPod {

@@ -517,9 +517,7 @@ pub fn addon_objects(s: &Scenario) -> Vec<(GroupResource, Value)> {
         let mut tpl = template(&labels, &name, &image, Some(0), false, &none, &everything, true);
         let calico = matches!(n.name.as_str(), "calico" | "");
         if n.complete && calico {
-            let init = |name: &str, repo: &str| {
-                json!({"name": name, "image": format!("docker.io/calico/{repo}:{}", n.version), "imagePullPolicy": "IfNotPresent"})
-            };
+            let init = |name: &str, repo: &str| json!({"name": name, "image": format!("docker.io/calico/{repo}:{}", n.version), "imagePullPolicy": "IfNotPresent"});
             tpl["spec"]["initContainers"] = json!([
                 init("upgrade-ipam", "cni"),
                 init("install-cni", "cni"),

@@ -330,7 +330,9 @@ impl Timing {
     pub fn installed(&self, component: &str, version: &str) -> String {
         let bare = |v: &str| v.trim_start_matches('v').to_string();
         match self.components.get(component).and_then(|c| c.installs.as_deref()) {
-            Some(full) if bare(version).split('.').count() == 2 && bare(full).starts_with(&format!("{}.", bare(version))) => {
+            Some(full)
+                if bare(version).split('.').count() == 2 && bare(full).starts_with(&format!("{}.", bare(version))) =>
+            {
                 full.to_string()
             }
             _ => version.to_string(),
