@@ -899,6 +899,76 @@ async fn a_rollout_that_passes_its_timeout_fails() {
     assert!(c.ops.observe_workload(&w, "v3.29.0").await.unwrap().failed.is_some());
 }
 
+/// A workload with no container of the listed repositories, and a manifest
+/// naming a workload that does not exist: each is a failure that names what
+/// is wrong, in the upgrade's outcome and in what is observed, and nothing
+/// is changed.
+#[tokio::test]
+async fn unmatched_repositories_and_unappliable_manifests_fail_and_change_nothing() {
+    let c = Cluster::start().await;
+    let api: Api<DaemonSet> = Api::namespaced(c.client.clone(), "kube-system");
+    let ds: DaemonSet = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "DaemonSet",
+        "metadata": {"name": "calico-node", "namespace": "kube-system"},
+        "spec": {"selector": {"matchLabels": {"k8s-app": "calico-node"}},
+                 "template": {"metadata": {"labels": {"k8s-app": "calico-node"}},
+                              "spec": {"initContainers": [{"name": "install-cni", "image": "docker.io/calico/cni:v3.28.1"}],
+                                       "containers": [{"name": "calico-node", "image": "docker.io/calico/node:v3.28.1"}]}}}
+    })).unwrap();
+    api.create(&PostParams::default(), &ds).await.unwrap();
+    let generation = api.get("calico-node").await.unwrap().metadata.generation;
+    let mut w: WorkloadUpgrade = serde_json::from_value(json!({
+        "targets": [{"kind": "DaemonSet", "namespace": "kube-system", "name": "calico-node"}],
+        "imageRepositories": ["cilium/cilium"]
+    }))
+    .unwrap();
+    let out = c.ops.upgrade_workload(&w, "v3.29.1").await.unwrap();
+    let want = "DaemonSet kube-system/calico-node has no container whose image repository is cilium/cilium; it has install-cni (docker.io/calico/cni:v3.28.1), calico-node (docker.io/calico/node:v3.28.1)";
+    assert_eq!(
+        out,
+        Outcome::Failed {
+            reason: drover_api::Reason::RolloutFailed,
+            message: want.into()
+        }
+    );
+    assert_eq!(
+        c.ops.observe_workload(&w, "v3.29.1").await.unwrap().failed.as_deref(),
+        Some(want)
+    );
+
+    // The right repositories, but a manifest for a Deployment that is not there.
+    w.image_repositories = vec!["calico/node".into(), "calico/cni".into()];
+    w.manifest = Some(serde_json::from_value(json!({"configMap": {"name": "calico", "key": "calico.yaml"}})).unwrap());
+    let cm: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "calico", "namespace": "kube-system"},
+        "data": {"calico.yaml": "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: calico-node, namespace: kube-system}\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: calico-kube-controllers, namespace: kube-system}\n"}
+    })).unwrap();
+    Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(c.client.clone(), "kube-system")
+        .create(&PostParams::default(), &cm)
+        .await
+        .unwrap();
+    let out = c.ops.upgrade_workload(&w, "v3.29.1").await.unwrap();
+    let Outcome::Failed { message, .. } = &out else {
+        panic!("{out:?}")
+    };
+    assert!(
+        message.contains("Deployment kube-system/calico-kube-controllers does not exist; drover applies manifests only to workloads that exist"),
+        "{message}"
+    );
+    let seen = c.ops.observe_workload(&w, "v3.29.1").await.unwrap();
+    assert_eq!(seen.failed.as_deref(), Some(message.as_str()));
+    assert_eq!(seen.version.as_deref(), Some("v3.28.1"));
+    assert_eq!((seen.updated, seen.total), (0, 1));
+    let d = api.get("calico-node").await.unwrap();
+    assert_eq!(d.metadata.generation, generation, "nothing was applied or set");
+    assert!(
+        !d.metadata
+            .annotations
+            .unwrap_or_default()
+            .contains_key("drover.dev/manifest-applied")
+    );
+}
+
 #[tokio::test]
 async fn a_failed_job_from_an_earlier_attempt_is_replaced() {
     let c = Cluster::start().await;

@@ -733,6 +733,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_series_installs_what_the_mirror_serves() {
+        let mut t = Timing::default();
+        let docker = ComponentTiming {
+            seconds: None,
+            reboot: false,
+            installs: Some("20.10.24".into()),
+        };
+        t.components.insert("docker".into(), docker);
+        assert_eq!(t.installed("docker", "20.10"), "20.10.24");
+        assert_eq!(t.installed("docker", "v20.10"), "20.10.24");
+        assert_eq!(t.installed("docker", "20.1"), "20.1");
+        assert_eq!(t.installed("docker", "24.0"), "24.0");
+        assert_eq!(t.installed("docker", "20.10.7"), "20.10.7");
+        assert_eq!(t.installed("containerd", "1.7"), "1.7");
+    }
+
+    #[test]
     fn presets_parse_and_round_trip() {
         for s in [Scenario::small(), Scenario::medium(), Scenario::large()] {
             let again = Scenario::from_yaml(&s.to_yaml()).unwrap();
