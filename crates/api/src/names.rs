@@ -48,12 +48,21 @@ pub mod reason {
     pub const IN_PROGRESS: &str = "InProgress";
     /// Stalled=False: nothing needs a human.
     pub const AS_EXPECTED: &str = "AsExpected";
+    /// Stalled: over, with failures maxFailures tolerated.
+    pub const COMPLETED_WITH_FAILURES: &str = "CompletedWithFailures";
+    /// A node did not come back from its reboot, or could not be rebooted.
+    pub const REBOOT_FAILED: &str = "RebootFailed";
+    /// Reconciling=True: a failed step waits for its retry.
+    pub const RETRYING: &str = "Retrying";
 }
 
 /// Node annotations drover writes. All rollout state lives in the API.
 pub mod annotation {
     /// The ClusterUpgrade that cordoned this node. Only that cordon is ever undone.
     pub const CORDONED_BY: &str = "drover.dev/cordoned-by";
+    /// Set by an admin on a node: drover never uncordons it, and says so in
+    /// `status.leftCordoned` with the annotation's value as the reason.
+    pub const KEEP_CORDONED: &str = "drover.dev/keep-cordoned";
     /// Per-node progress (JSON `NodeProgress`).
     pub const PROGRESS: &str = "drover.dev/progress";
     /// Prefix of the per-component verified-version annotations

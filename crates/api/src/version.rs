@@ -29,6 +29,24 @@ pub fn same_version(live: &str, desired: &str) -> bool {
     }
 }
 
+/// Whether `live` starts with `prefix` and the prefix ends at a word
+/// boundary: at the end of `live`, or before a character that is not a
+/// letter or digit (`6.8.0-45` matches `6.8.0-45-generic`, not `6.8.0-450`;
+/// `Ubuntu 24.04` matches `Ubuntu 24.04.1 LTS`). Surrounding spaces are ignored.
+pub fn prefix_at_boundary(live: &str, prefix: &str) -> bool {
+    let (live, prefix) = (live.trim(), prefix.trim());
+    if prefix.is_empty() {
+        return false;
+    }
+    match live.strip_prefix(prefix) {
+        Some(rest) => rest
+            .chars()
+            .next()
+            .is_none_or(|c| !c.is_alphanumeric() || !prefix.chars().last().is_some_and(char::is_alphanumeric)),
+        None => false,
+    }
+}
+
 /// The tag part of an image reference (`registry:5000/calico/node:v3.28.1` → `v3.28.1`).
 pub fn image_tag(image: &str) -> Option<&str> {
     let without_digest = image.split('@').next().unwrap_or(image);
@@ -66,6 +84,20 @@ mod tests {
         assert!(same_version("containerd://1.7.22", "1.7.22"));
         assert!(!same_version("v1.31.2", "v1.31.3"));
         assert!(!same_version("v1.32.0-rc.1", "v1.32.0"));
+    }
+
+    #[test]
+    fn os_text_matches_as_a_prefix_at_a_word_boundary() {
+        assert!(prefix_at_boundary("Ubuntu 24.04.1 LTS", "Ubuntu 24.04"));
+        assert!(prefix_at_boundary("Ubuntu 24.04", "Ubuntu 24.04"));
+        assert!(!prefix_at_boundary("Ubuntu 24.041 LTS", "Ubuntu 24.04"));
+        assert!(prefix_at_boundary("6.8.0-45-generic", "6.8.0-45"));
+        assert!(prefix_at_boundary("6.8.0-45-generic", "6.8.0-45-generic"));
+        assert!(!prefix_at_boundary("6.8.0-450-generic", "6.8.0-45"));
+        assert!(!prefix_at_boundary("6.8.0-44-generic", "6.8.0-45"));
+        // A prefix that itself ends in a separator needs no boundary after it.
+        assert!(prefix_at_boundary("Ubuntu 24.04.1 LTS", "Ubuntu 24."));
+        assert!(!prefix_at_boundary("Ubuntu 24.04", ""));
     }
 
     #[test]

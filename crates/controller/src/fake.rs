@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use drover_api::{BackupJob, BackupState, ObservedWorkload, Outcome, Verify, WorkloadUpgrade};
-use drover_nodeops::{DrainOptions, NodeOps, NodeOpsError, Owner, Result, UpgradeRequest};
+use drover_nodeops::{DrainOptions, NodeOps, NodeOpsError, Owner, RebootRequest, Result, UpgradeRequest};
 use jiff::Timestamp;
 use tokio::sync::watch;
 
@@ -30,6 +30,7 @@ pub enum Op {
     Drain,
     Upgrade,
     Verify,
+    Reboot,
     UpgradeWorkload,
     ObserveWorkload,
     EnsureBackup,
@@ -64,6 +65,14 @@ pub enum Call {
         version: String,
         deadline: Option<Timestamp>,
     },
+    /// With the bootID before and whether drover's reboot Job was asked for.
+    Reboot {
+        node: String,
+        component: String,
+        boot_id: String,
+        run_job: bool,
+        deadline: Option<Timestamp>,
+    },
     /// The workload as `namespace/name`.
     UpgradeWorkload {
         workload: String,
@@ -90,6 +99,7 @@ impl Call {
             Call::Drain { .. } => Op::Drain,
             Call::Upgrade { .. } => Op::Upgrade,
             Call::Verify { .. } => Op::Verify,
+            Call::Reboot { .. } => Op::Reboot,
             Call::UpgradeWorkload { .. } => Op::UpgradeWorkload,
             Call::ObserveWorkload { .. } => Op::ObserveWorkload,
             Call::EnsureBackup { .. } => Op::EnsureBackup,
@@ -104,7 +114,8 @@ impl Call {
             | Call::Uncordon { node, .. }
             | Call::Drain { node, .. }
             | Call::Upgrade { node, .. }
-            | Call::Verify { node, .. } => Some(node),
+            | Call::Verify { node, .. }
+            | Call::Reboot { node, .. } => Some(node),
             _ => None,
         }
     }
@@ -289,6 +300,16 @@ impl NodeOps for FakeNodeOps {
             component: component.into(),
             version: version.into(),
             deadline,
+        })
+    }
+
+    async fn reboot(&self, req: &RebootRequest<'_>) -> Result<Outcome> {
+        self.outcome(Call::Reboot {
+            node: req.node.into(),
+            component: req.component.into(),
+            boot_id: req.boot_id.into(),
+            run_job: req.run_job,
+            deadline: req.deadline,
         })
     }
 

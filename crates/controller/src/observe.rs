@@ -87,6 +87,13 @@ fn observed_node(
         progress: annotations
             .get(annotation::PROGRESS)
             .and_then(|s| NodeProgress::from_annotation(s)),
+        boot_id: n
+            .status
+            .as_ref()
+            .and_then(|s| s.node_info.as_ref())
+            .map(|i| i.boot_id.clone())
+            .unwrap_or_default(),
+        keep_cordoned: annotations.get(annotation::KEEP_CORDONED).cloned(),
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use drover_api::known::verify_of;
 use drover_api::names::{FIELD_MANAGER, FINALIZER, annotation, condition, label};
 use drover_api::{ClusterUpgrade, ClusterUpgradeStatus, EventReason, Outcome, Reason, StepEvent};
-use drover_nodeops::{DrainOptions, NodeOps, UpgradeRequest};
+use drover_nodeops::{DrainOptions, NodeOps, RebootRequest, UpgradeRequest};
 use drover_plan::{Action, NodeProgress, Step, Transition, step_note};
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
@@ -216,6 +216,23 @@ async fn step<O: NodeOps>(
         Step::Verify { component: c, version } => {
             let verify = verify_of(component(c)?);
             ctx.ops.verify(node, c, version, &verify, t.deadline).await
+        }
+        Step::Reboot {
+            component: c,
+            boot_id,
+            run_job,
+        } => {
+            let owner = observe::owner(cu);
+            let req = RebootRequest {
+                owner: &owner,
+                node,
+                component: c,
+                boot_id,
+                run_job: *run_job,
+                reboot: &spec.reboot,
+                deadline: t.deadline,
+            };
+            ctx.ops.reboot(&req).await
         }
         Step::Uncordon { undo_cordon: true } => ctx.ops.uncordon(node, &name).await,
         Step::Uncordon { undo_cordon: false } => Ok(Outcome::Done),
@@ -487,7 +504,7 @@ async fn apply<O: NodeOps + 'static>(cu: &Arc<ClusterUpgrade>, ctx: &Arc<Context
             tracing::warn!(upgrade = %name, error = %e, "an action failed; it is retried on the next pass");
         }
     }
-    Ok(Requeue::requeue(plan.requeue_after(ctx.settings.busy_requeue)))
+    Ok(Requeue::requeue(plan.requeue_after(ctx.settings.busy_requeue, obs.now)))
 }
 
 pub fn error_policy<O: NodeOps>(cu: Arc<ClusterUpgrade>, err: &Error, _ctx: Arc<Context<O>>) -> Requeue {

@@ -302,6 +302,7 @@ mod tests {
                 updated: 3,
                 updating: 1,
                 failed: 0,
+                skipped: 0,
                 pending: 4,
                 unavailable: 1,
             },
@@ -320,6 +321,8 @@ mod tests {
                 message: "evicting shop/web-1 would violate PodDisruptionBudget shop/web".into(),
                 since: Time(t),
                 attempts: 3,
+                retries: 0,
+                next_retry: None,
             }],
             history: vec![RolloutRecord {
                 target: "containerd=1.7.22".into(),

@@ -11,6 +11,7 @@ pub mod drain;
 pub mod error;
 pub mod eviction;
 pub mod job;
+pub mod reboot;
 pub mod verify;
 pub mod workload;
 
@@ -28,6 +29,7 @@ pub use drain::DrainOptions;
 pub use error::{NodeOpsError, Result, api_text, refused_for_good, watch_text};
 pub use eviction::Evictor;
 pub use job::Owner;
+pub use reboot::RebootRequest;
 
 /// One component upgrade on one node.
 #[derive(Debug, Clone)]
@@ -57,6 +59,8 @@ pub trait NodeOps: Send + Sync {
         verify: &Verify,
         deadline: Option<Timestamp>,
     ) -> impl Future<Output = Result<Outcome>> + Send;
+    /// Wait for the node's reboot (running drover's reboot Job first when asked).
+    fn reboot(&self, req: &RebootRequest<'_>) -> impl Future<Output = Result<Outcome>> + Send;
     fn upgrade_workload(&self, w: &WorkloadUpgrade, version: &str) -> impl Future<Output = Result<Outcome>> + Send;
     fn observe_workload(
         &self,
@@ -141,7 +145,7 @@ impl NodeOps for KubeNodeOps {
         if req.verify.job_succeeded.is_none() {
             let node = Api::<Node>::all(self.client.clone()).get(req.node).await?;
             if let Ok(live) = verify::live_version(&self.client, &node, req.component, req.verify).await?
-                && drover_api::version::same_version(&live, req.version)
+                && drover_api::known::live_matches(req.verify, req.version, &live)
             {
                 return Ok(Outcome::Done);
             }
@@ -166,6 +170,10 @@ impl NodeOps for KubeNodeOps {
         deadline: Option<Timestamp>,
     ) -> Result<Outcome> {
         verify::verify(&self.client, node, component, version, v, deadline).await
+    }
+
+    async fn reboot(&self, req: &RebootRequest<'_>) -> Result<Outcome> {
+        reboot::reboot(&self.client, &self.job_namespace, req).await
     }
 
     async fn upgrade_workload(&self, w: &WorkloadUpgrade, version: &str) -> Result<Outcome> {

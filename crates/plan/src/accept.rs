@@ -32,6 +32,10 @@ pub struct Accepted {
     pub job_timeouts: BTreeMap<String, Duration>,
     /// spec.strategy.lastNodeSelector.
     pub last_nodes: Option<Matcher>,
+    /// spec.strategy.retryDelay: the wait before the first retry.
+    pub retry_delay: Duration,
+    /// spec.reboot.timeout.
+    pub reboot_timeout: Duration,
 }
 
 impl Accepted {
@@ -87,6 +91,8 @@ fn typed(spec: &ClusterUpgradeSpec) -> Result<Accepted, Vec<String>> {
     };
     let soak = duration("spec.strategy.soak".into(), &spec.strategy.soak);
     let drain_timeout = duration("spec.drain.timeout".into(), &spec.drain.timeout);
+    let retry_delay = duration("spec.strategy.retryDelay".into(), &spec.strategy.retry_delay);
+    let reboot_timeout = duration("spec.reboot.timeout".into(), &spec.reboot.timeout);
     let mut job_timeouts = BTreeMap::new();
     for (i, c) in spec.components.iter().enumerate() {
         if let Some(job) = &c.upgrade.job {
@@ -99,6 +105,8 @@ fn typed(spec: &ClusterUpgradeSpec) -> Result<Accepted, Vec<String>> {
         drain_timeout,
         job_timeouts,
         last_nodes: spec.strategy.last_node_selector.as_ref().map(Matcher::new),
+        retry_delay,
+        reboot_timeout,
     };
     if problems.is_empty() {
         Ok(accepted)

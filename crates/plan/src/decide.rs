@@ -42,11 +42,23 @@ pub struct Plan<'a> {
 
 impl Plan<'_> {
     /// When to look again when nothing else wakes drover sooner: `busy`
-    /// while actions are in flight, else as the hold or stage needs.
-    pub fn requeue_after(&self, busy: Duration) -> Duration {
+    /// while actions are in flight, else as the hold or stage needs, and no
+    /// later than the next retry of a failed step.
+    pub fn requeue_after(&self, busy: Duration, now: jiff::Timestamp) -> Duration {
         if !self.actions.is_empty() {
             return busy;
         }
+        let retry = self
+            .views
+            .iter()
+            .filter_map(|v| v.node.progress.as_ref()?.retry_at)
+            .min()
+            .map(|t| Duration::try_from(t.duration_since(now)).unwrap_or_default());
+        let usual = self.usual_requeue();
+        retry.map_or(usual, |r| r.clamp(Duration::from_millis(200), usual))
+    }
+
+    fn usual_requeue(&self) -> Duration {
         match self.hold.as_ref().map(|h| h.reason) {
             Some(Reason::Soaking | Reason::BackingUp) => Duration::from_secs(5),
             Some(Reason::OutsideWindow) => Duration::from_secs(60),
@@ -119,11 +131,22 @@ pub fn plan<'a>(spec: &'a ClusterUpgradeSpec, obs: &'a Observation) -> Plan<'a> 
     }
 
     let stage = stage::current(spec, obs, &views, &plan.backup);
+    // Whether the rollout is halted: the failure gates look at the records
+    // as observed, so they are known before any node continues.
+    let gate = GateCtx {
+        spec,
+        obs,
+        accepted: &accepted,
+        views: &views,
+    };
+    let halt = gates::first(gates::FAILURES, &gate);
     let node = NodeCtx {
         spec,
         obs,
         accepted: &accepted,
         stage,
+        failures: gate.failure_count(),
+        halted: halt.is_some(),
     };
     // Nodes already in flight continue (or are handed back).
     for v in &views {
@@ -135,13 +158,7 @@ pub fn plan<'a>(spec: &'a ClusterUpgradeSpec, obs: &'a Observation) -> Plan<'a> 
     }
 
     // Whether anything new may start.
-    let gate = GateCtx {
-        spec,
-        obs,
-        accepted: &accepted,
-        views: &views,
-    };
-    plan.hold = match gates::first(gates::FAILURES, &gate) {
+    plan.hold = match halt {
         Some(h) => Some(h),
         None if stage == RolloutStage::Complete => None,
         None => gates::first(gates::TIMING, &gate).or_else(|| {
@@ -181,6 +198,10 @@ pub fn count_states(views: &[NodeView]) -> BTreeMap<&'static str, usize> {
             // A node being handed back after a failure counts as failed already.
             Standing::InFlight if v.node.progress.as_ref().is_some_and(|p| p.failure.is_some()) => "failed",
             Standing::InFlight => "updating",
+            // Handed back when its drain halted the rollout: not upgraded, not failed.
+            Standing::Failed if v.node.progress.as_ref().is_some_and(|p| p.halted && p.failure.is_none()) => {
+                "pending"
+            }
             Standing::Failed => "failed",
         };
         *m.entry(k).or_insert(0) += 1;

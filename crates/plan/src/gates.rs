@@ -7,6 +7,7 @@ use drover_api::{ClusterUpgradeSpec, Reason};
 use crate::accept::Accepted;
 use crate::node::add;
 use crate::observe::Observation;
+use crate::progress::NodePhase;
 use crate::view::{Group, NodeView, Standing, ours};
 use crate::window;
 
@@ -29,8 +30,8 @@ pub struct Hold {
 
 pub(crate) type Gate = fn(&GateCtx) -> Option<Hold>;
 
-/// Failures and halted drains: they hold even when no work is left.
-pub(crate) const FAILURES: &[Gate] = &[critical_failure, too_many_failures, halted_drain];
+/// Halted drains and failures: they hold even when no work is left.
+pub(crate) const FAILURES: &[Gate] = &[halted_drain, critical_failure, too_many_failures];
 
 /// Time and the user's say: they matter only while work is left.
 pub(crate) const TIMING: &[Gate] = &[paused, outside_window, soaking];
@@ -41,9 +42,20 @@ pub(crate) fn first(gates: &[Gate], ctx: &GateCtx) -> Option<Hold> {
 }
 
 impl GateCtx<'_> {
-    /// Failed nodes in scope: those Failed, then those on their way back after a failure.
+    /// How many nodes in scope failed (what maxFailures counts).
+    pub(crate) fn failure_count(&self) -> usize {
+        self.failures().len()
+    }
+
+    /// Failed nodes in scope: those Failed, then those on their way back
+    /// after a failure. A node handed back because its drain halted the
+    /// rollout has not failed: the halt is what holds.
     fn failures(&self) -> Vec<&NodeView<'_>> {
-        let failed = self.views.iter().filter(|v| v.in_scope && v.state == Standing::Failed);
+        let failed = self
+            .views
+            .iter()
+            .filter(|v| v.in_scope && v.state == Standing::Failed)
+            .filter(|v| ours(self.obs, v.node).is_none_or(|p| p.failure.is_some() || !p.halted));
         let failing = self
             .views
             .iter()
@@ -105,16 +117,21 @@ fn halted_drain(ctx: &GateCtx) -> Option<Hold> {
     let (node, p) = ctx
         .views
         .iter()
-        .filter(|v| v.state == Standing::InFlight)
+        .filter(|v| matches!(v.state, Standing::InFlight | Standing::Failed))
         .find_map(|v| {
             ours(ctx.obs, v.node)
-                .filter(|p| p.halted)
+                .filter(|p| p.halted && p.failure.is_none())
                 .map(|p| (v.node.name.as_str(), p))
         })?;
+    let what_now = if p.phase == NodePhase::Failed {
+        format!("{node} was handed back (spec.strategy.onHalt is Uncordon); change the spec to try again")
+    } else {
+        format!("{node} stays cordoned and drover keeps evicting (spec.strategy.onHalt is KeepCordoned)")
+    };
     Some(Hold {
         reason: Reason::DrainBlocked,
         message: format!(
-            "drain of {node} passed spec.drain.timeout ({}) and onTimeout is Halt: {}",
+            "drain of {node} passed spec.drain.timeout ({}) and onTimeout is Halt: {}; {what_now}",
             ctx.spec.drain.timeout, p.message
         ),
         stalled: true,

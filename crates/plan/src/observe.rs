@@ -46,6 +46,11 @@ pub struct ObservedNode {
     pub versions: BTreeMap<String, String>,
     /// The progress record from the `drover.dev/progress` annotation.
     pub progress: Option<NodeProgress>,
+    /// `status.nodeInfo.bootID`: it changes when the node reboots.
+    pub boot_id: String,
+    /// The admin's `drover.dev/keep-cordoned` annotation: drover never
+    /// uncordons the node while it is there.
+    pub keep_cordoned: Option<String>,
 }
 
 impl ObservedNode {

@@ -2,11 +2,12 @@
 //! (annotation `drover.dev/progress`), and the transitions between steps.
 //!
 //! ```text
-//!   Pending ─start─▶ Cordoning ─▶ Draining ─▶ Upgrading(c) ─▶ Verifying(c) ─┐
-//!                                                  ▲                          │ next c
-//!                                                  └──────────────────────────┘
+//!   Pending ─start─▶ Cordoning ─▶ Draining ─▶ Upgrading(c) ─(reboot)─▶ Rebooting(c) ─▶ Verifying(c) ─┐
+//!                                                  ▲   └──────────────────────────────────┘▲          │ next c
+//!                                                  └──────────────────────────────────────────────────┘
 //!                                                   Verifying(last) ─▶ Uncordoning ─▶ Done
-//!   any step ─failure─▶ Uncordoning(failed) ─▶ Failed
+//!   Upgrading, Rebooting, Verifying ─failure, retries left─▶ Upgrading(c) again after the backoff
+//!   any step ─failure─▶ Uncordoning(failed) ─▶ Failed      (or Failed at once, still cordoned, under onHalt KeepCordoned)
 //! ```
 //! AllAtOnce starts at Upgrading and skips Cordoning, Draining and Uncordoning.
 
@@ -19,6 +20,9 @@ pub enum NodePhase {
     Cordoning,
     Draining,
     Upgrading,
+    /// Waiting for the node to report a new bootID and Ready (after a Job
+    /// that reboots, or after drover's reboot Job).
+    Rebooting,
     Verifying,
     Uncordoning,
     Done,
@@ -37,6 +41,7 @@ impl NodePhase {
             NodePhase::Cordoning => "Cordon",
             NodePhase::Draining => "Drain",
             NodePhase::Upgrading => "Upgrade",
+            NodePhase::Rebooting => "Reboot",
             NodePhase::Verifying => "Verify",
             NodePhase::Uncordoning => "Uncordon",
             NodePhase::Done => "Done",
@@ -56,6 +61,9 @@ pub struct Failure {
     pub step: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub component: Option<String>,
+    /// The drain timed out and spec.drain.onTimeout is SkipNode.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skipped: bool,
 }
 
 /// The progress record of one node.
@@ -89,6 +97,27 @@ pub struct NodeProgress {
     /// Set on the way to Failed, and on Failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<Failure>,
+    /// The node's bootID when its current component's upgrade started: a
+    /// reboot is over when the node reports another one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
+    /// Rebooting: drover runs the reboot Job (the upgrade Job asked for a
+    /// reboot), rather than waiting for a reboot the Job does itself.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reboot_job: bool,
+    /// Failed tries of the current component so far (spec.strategy.retries).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub retries: u32,
+    /// A failed step waits until this time before it is tried again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<Timestamp>,
+    /// Left cordoned on purpose, and why (status.leftCordoned).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub left_cordoned: Option<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl NodeProgress {
@@ -106,19 +135,29 @@ impl NodeProgress {
             message: String::new(),
             halted: false,
             failure: None,
+            boot_id: None,
+            reboot_job: false,
+            retries: 0,
+            retry_at: None,
+            left_cordoned: None,
         }
     }
 
     /// The same node, moved to `phase` (fresh attempt count and message).
+    /// A new component starts with no retries and no reboot pending.
     pub fn enter(&self, phase: NodePhase, component: Option<String>, now: Timestamp) -> Self {
+        let same_component = component == self.component;
         NodeProgress {
             phase,
-            component,
             since: now,
             attempts: 0,
             message: String::new(),
             halted: false,
             completed: (phase == NodePhase::Done).then_some(now),
+            retries: if same_component { self.retries } else { 0 },
+            retry_at: None,
+            reboot_job: self.reboot_job && phase == NodePhase::Rebooting,
+            component,
             ..self.clone()
         }
     }
@@ -133,12 +172,19 @@ impl NodeProgress {
         serde_json::from_str(s).ok()
     }
 
-    /// How `status.nodes[]` reports this record: Failed once it failed (on
-    /// its way back or handed back), Blocked while its drain is held up, else
-    /// InProgress. The one place the record's phase maps to the reported state.
+    /// How `status.nodes[]` reports this record: Skipped or Failed once it
+    /// failed (on its way back or handed back), Blocked while its drain is
+    /// held up or halted the rollout, Retrying while a failed step waits for
+    /// its retry, else InProgress. The one place the record's phase maps to the reported state.
     pub fn reported_state(&self) -> NodeState {
-        if self.phase == NodePhase::Failed || self.failure.is_some() {
+        if self.failure.as_ref().is_some_and(|f| f.skipped) {
+            NodeState::Skipped
+        } else if self.halted && self.failure.is_none() {
+            NodeState::Blocked
+        } else if self.phase == NodePhase::Failed || self.failure.is_some() {
             NodeState::Failed
+        } else if self.retry_at.is_some() {
+            NodeState::Retrying
         } else if self.halted || (self.phase == NodePhase::Draining && !self.message.is_empty()) {
             NodeState::Blocked
         } else {

@@ -52,6 +52,7 @@ pub fn spec() -> ClusterUpgradeSpec {
                     host_root: true,
                     timeout: "30m".into(),
                     reboots: false,
+                    backoff_limit: 2,
                 }),
                 workload: None,
             },
@@ -64,6 +65,7 @@ pub fn spec() -> ClusterUpgradeSpec {
         paused: false,
         version_policy: Default::default(),
         backup: None,
+        reboot: Default::default(),
     }
 }
 

@@ -32,6 +32,7 @@ pub fn job(name: &str, version: &str) -> Component {
                 host_root: true,
                 timeout: "30m".into(),
                 reboots: false,
+                backoff_limit: 2,
             }),
             workload: None,
         },
@@ -69,6 +70,7 @@ pub fn spec(components: Vec<Component>) -> ClusterUpgradeSpec {
         paused: false,
         version_policy: VersionPolicy::default(),
         backup: None,
+        reboot: Default::default(),
     }
 }
 
@@ -101,6 +103,8 @@ pub fn node(name: &str, role: Role, versions: &[(&str, &str)]) -> ObservedNode {
         cordoned_by: None,
         versions: versions.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         progress: None,
+        boot_id: format!("boot-{name}-1"),
+        keep_cordoned: None,
     }
 }
 
