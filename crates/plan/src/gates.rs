@@ -123,7 +123,9 @@ fn halted_drain(ctx: &GateCtx) -> Option<Hold> {
                 .filter(|p| p.halted && p.failure.is_none())
                 .map(|p| (v.node.name.as_str(), p))
         })?;
-    let what_now = if p.phase == NodePhase::Failed {
+    let what_now = if p.phase.in_flight() && ctx.spec.strategy.on_halt == drover_api::HaltAction::Uncordon {
+        format!("{node} is being handed back (spec.strategy.onHalt is Uncordon); change the spec to try again")
+    } else if p.phase == NodePhase::Failed {
         format!("{node} was handed back (spec.strategy.onHalt is Uncordon); change the spec to try again")
     } else {
         format!("{node} stays cordoned and drover keeps evicting (spec.strategy.onHalt is KeepCordoned)")

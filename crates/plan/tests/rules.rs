@@ -285,7 +285,7 @@ fn budget_exhausted_by_others_is_reported() {
     assert!(started(&m.plan()).is_empty());
     let (status, r, message) = m.condition(condition::STALLED);
     assert_eq!((status.as_str(), r.as_str()), ("True", reason::BUDGET_EXHAUSTED));
-    assert!(message.contains("1 workers are already unavailable (NotReady or cordoned by someone else: worker-000) and spec.strategy.maxUnavailable allows 1"), "{message}");
+    assert!(message.contains("1 workers are already unavailable (NotReady, cordoned by someone else, or kept cordoned: worker-000) and spec.strategy.maxUnavailable allows 1"), "{message}");
 }
 
 #[test]
@@ -357,8 +357,10 @@ fn paused_starts_nothing_and_says_so() {
         message.starts_with("0 of 2 nodes in scope run containerd=1.7.23"),
         "{message}"
     );
-    let (status, _, message) = m.condition(condition::RECONCILING);
-    assert_eq!(status, "False");
+    // Paused half-way is not done: Reconciling stays True (kstatus InProgress).
+    let (status, r, message) = m.condition(condition::RECONCILING);
+    assert_eq!((status.as_str(), r.as_str()), ("True", reason::PAUSED));
+    assert_eq!(m.condition(condition::STALLED).0, "False");
     assert!(
         message.starts_with("spec.paused is true: no new node starts"),
         "{message}"
@@ -402,8 +404,10 @@ fn drive_to_drain(m: &mut Model) -> Action {
 }
 
 #[test]
-fn a_blocked_drain_is_reported_then_halts_at_the_timeout_and_recovers() {
-    let mut m = Model::new(spec(vec![job("containerd", "1.7.23")]), cluster(0, 2));
+fn a_blocked_drain_is_reported_then_halts_at_the_timeout_and_recovers_under_keep_cordoned() {
+    let mut s = spec(vec![job("containerd", "1.7.23")]);
+    s.strategy.on_halt = HaltAction::KeepCordoned;
+    let mut m = Model::new(s, cluster(0, 2));
     let drain = drive_to_drain(&mut m);
     let blocked = "evicting default/web-0: blocked by PodDisruptionBudget default/web (0 disruptions allowed)";
     m.apply(
@@ -441,8 +445,9 @@ fn a_blocked_drain_is_reported_then_halts_at_the_timeout_and_recovers() {
     );
     assert!(
         m.node("worker-000").unschedulable,
-        "Halt keeps the node cordoned while it retries"
+        "KeepCordoned keeps the node cordoned while it retries"
     );
+    assert_eq!(m.status().left_cordoned[0].name, "worker-000");
 
     // The PDB is relaxed: the drain completes and the rollout goes on.
     let drain = drive_to_drain(&mut m);
@@ -476,21 +481,27 @@ fn skip_node_on_drain_timeout_uncordons_and_counts_a_failure() {
         "one failure is tolerated"
     );
     let st = m.status();
-    assert_eq!((st.counts.failed, st.counts.updated), (1, 1));
-    assert_eq!(st.nodes[0].state, "Failed");
+    assert_eq!((st.counts.failed, st.counts.skipped, st.counts.updated), (1, 1, 1));
+    assert_eq!(st.nodes[0].state, "Skipped");
     assert!(
         st.nodes[0]
             .message
-            .starts_with("DrainBlocked: drain timed out and onTimeout is SkipNode"),
+            .starts_with("DrainBlocked: skipped: the drain timed out and spec.drain.onTimeout is SkipNode"),
         "{}",
         st.nodes[0].message
     );
+    // Over, with the tolerated skip: terminal, never mistaken for done.
+    let (status, r, message) = m.condition(condition::STALLED);
+    assert_eq!((status.as_str(), r.as_str()), ("True", reason::COMPLETED_WITH_FAILURES));
+    assert!(message.contains("worker-000 (DrainBlocked at Drain)"), "{message}");
     assert_eq!(m.condition(condition::READY).0, "False");
 }
 
 #[test]
 fn a_failed_job_halts_naming_node_component_and_reason_and_a_spec_change_retries() {
-    let mut m = Model::new(spec(vec![job("containerd", "1.7.23")]), cluster(0, 3));
+    let mut s = spec(vec![job("containerd", "1.7.23")]);
+    s.strategy.retries = 0;
+    let mut m = Model::new(s, cluster(0, 3));
     for _ in 0..4 {
         for a in m.plan() {
             let outcome = match &a {
@@ -530,6 +541,7 @@ fn a_failed_job_halts_naming_node_component_and_reason_and_a_spec_change_retries
 fn a_control_plane_failure_halts_even_within_max_failures() {
     let mut s = kube_spec("v1.32.0");
     s.strategy.max_failures = 5;
+    s.strategy.retries = 0;
     let mut m = Model::new(s, cluster(3, 2));
     for _ in 0..8 {
         for a in m.plan() {

@@ -157,7 +157,8 @@ type Records = BTreeMap<String, Vec<String>>;
 /// (upgrade, started) of one attempt on a node.
 type Attempt = (String, String);
 /// (generation, phase, component).
-type State = (i64, String, String);
+/// (generation, retries, phase, component): a retry starts the component again.
+type State = (i64, u64, String, String);
 
 impl ProgressLog {
     fn watch(&self, client: Client) -> tokio::task::JoinHandle<()> {
@@ -177,6 +178,11 @@ impl ProgressLog {
         })
     }
 
+    /// Every record seen, by node, in order.
+    pub fn all(&self) -> Records {
+        self.0.lock().unwrap().clone()
+    }
+
     pub fn record(&self, node: &str, record: &str) {
         let mut m = self.0.lock().unwrap();
         let seen = m.entry(node.to_string()).or_default();
@@ -186,8 +192,8 @@ impl ProgressLog {
     }
 
     /// Records that went back to a state they had left: within one attempt
-    /// on a node (same upgrade and start time), a (generation, phase,
-    /// component) seen before, then left, then seen again.
+    /// on a node (same upgrade and start time), a (generation, retries,
+    /// phase, component) seen before, then left, then seen again.
     pub fn regressions(&self) -> Vec<String> {
         let mut out = Vec::new();
         for (node, records) in self.0.lock().unwrap().iter() {
@@ -199,6 +205,7 @@ impl ProgressLog {
                 let attempt = (v["upgrade"].to_string(), v["started"].to_string());
                 let state = (
                     v["generation"].as_i64().unwrap_or(0),
+                    v["retries"].as_u64().unwrap_or(0),
                     v["phase"].as_str().unwrap_or_default().to_string(),
                     v["component"].as_str().unwrap_or_default().to_string(),
                 );
@@ -326,6 +333,18 @@ impl Env {
         let f = Fault::UpgradeFails {
             component: component.into(),
             nodes: vec![],
+        };
+        match &self.sim {
+            Some(sim) => sim.set_fault(f).unwrap(),
+            None => self.set_agent_faults(&[f]).await,
+        }
+    }
+
+    /// The upgrade pods of `component` fail on `nodes` only.
+    pub async fn fail_upgrades_on(&self, component: &str, nodes: &[&str]) {
+        let f = Fault::UpgradeFails {
+            component: component.into(),
+            nodes: nodes.iter().map(|n| n.to_string()).collect(),
         };
         match &self.sim {
             Some(sim) => sim.set_fault(f).unwrap(),
@@ -472,6 +491,18 @@ impl Env {
                 serde_json::to_string_pretty(&last.and_then(|c| c.status)).unwrap()
             ),
         }
+    }
+
+    /// `kubectl` started in the background with the admin kubeconfig.
+    pub fn kubectl_async(&self, args: &[&str]) -> Child {
+        Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl runs")
     }
 
     pub fn kubectl(&self, args: &[&str]) -> Output {

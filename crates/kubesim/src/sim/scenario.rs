@@ -319,6 +319,14 @@ impl Default for Timing {
 }
 
 impl Timing {
+    /// The component's reboot behaviour: (after exit, reboot required).
+    pub fn deferred_reboot(&self, name: &str) -> (bool, bool) {
+        self.components
+            .get(name)
+            .map(|c| (c.reboot_after_exit, c.reboot_required))
+            .unwrap_or_default()
+    }
+
     /// Upgrade duration and whether the node reboots, for one component.
     pub fn component(&self, name: &str) -> (f64, bool) {
         match self.components.get(name) {
@@ -335,6 +343,16 @@ pub struct ComponentTiming {
     pub seconds: Option<f64>,
     #[serde(default, skip_serializing_if = "is_false")]
     pub reboot: bool,
+    /// The upgrade pod exits 0 first and the node reboots two simulated
+    /// seconds later (as `shutdown -r +N` does); the new version shows
+    /// after the reboot.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub reboot_after_exit: bool,
+    /// The upgrade pod exits 0 with `reboot-required` as its termination
+    /// message and does not reboot; the new version shows after the node's
+    /// next reboot (drover's reboot Job).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub reboot_required: bool,
 }
 
 /// A fault, declared in the scenario or set at run time. Empty `nodes`
@@ -685,6 +703,7 @@ impl ScenarioBuilder {
             ComponentTiming {
                 seconds: Some(seconds),
                 reboot,
+                ..ComponentTiming::default()
             },
         );
         self
