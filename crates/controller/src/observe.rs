@@ -94,7 +94,24 @@ fn observed_node(
             .map(|i| i.boot_id.clone())
             .unwrap_or_default(),
         keep_cordoned: annotations.get(annotation::KEEP_CORDONED).cloned(),
+        unschedulable_by: unschedulable_manager(n),
     }
+}
+
+/// The field manager that last set the node's `spec.unschedulable`, from
+/// its managedFields (None when the server keeps none).
+fn unschedulable_manager(n: &Node) -> Option<String> {
+    n.metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|m| {
+            m.fields_v1
+                .as_ref()
+                .is_some_and(|f| f.0.get("f:spec").and_then(|s| s.get("f:unschedulable")).is_some())
+        })
+        .max_by_key(|m| m.time.as_ref().map(|t| t.0))
+        .and_then(|m| m.manager.clone())
 }
 
 /// The Kubernetes components the skew rules speak of, read even when the

@@ -13,6 +13,15 @@ fn cordoned_by(node: &Node) -> Option<&str> {
     node.metadata.annotations.as_ref()?.get(CORDONED_BY).map(String::as_str)
 }
 
+/// drover's field manager: the node's managedFields then say that drover
+/// set `spec.unschedulable`, and whether someone set it after drover.
+fn params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(drover_api::names::FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    }
+}
+
 fn unschedulable(node: &Node) -> bool {
     node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false)
 }
@@ -33,7 +42,7 @@ pub async fn cordon(nodes: &Api<Node>, name: &str, owner: &str) -> Result<Outcom
         },
         "spec": {"unschedulable": true},
     });
-    match nodes.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+    match nodes.patch(name, &params(), &Patch::Merge(&patch)).await {
         Ok(_) => Ok(Outcome::Done),
         Err(e) if is_conflict(&e) => Ok(Outcome::Waiting {
             message: format!("node {name} changed while cordoning; retrying"),
@@ -57,7 +66,7 @@ pub async fn uncordon(nodes: &Api<Node>, name: &str, owner: &str) -> Result<Outc
         },
         "spec": {"unschedulable": false},
     });
-    match nodes.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+    match nodes.patch(name, &params(), &Patch::Merge(&patch)).await {
         Ok(_) => Ok(Outcome::Done),
         Err(e) if is_conflict(&e) => Ok(Outcome::Waiting {
             message: format!("node {name} changed while uncordoning; retrying"),

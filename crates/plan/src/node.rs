@@ -156,8 +156,9 @@ impl NodeCtx<'_> {
         let (obs, now) = (self.obs, self.now());
         let p = ours(obs, v.node).expect("in flight means ours");
         let node = v.node.name.clone();
-        // An admin's drover.dev/keep-cordoned pins the node cordoned.
-        let undo_cordon = v.node.cordoned_by.as_deref() == Some(obs.name.as_str()) && v.node.keep_cordoned.is_none();
+        // An admin's drover.dev/keep-cordoned, or an admin's own cordon
+        // over drover's, pins the node cordoned.
+        let undo_cordon = v.node.cordoned_by.as_deref() == Some(obs.name.as_str()) && v.node.kept_by_admin().is_none();
         let rolling = self.spec.strategy.type_ == StrategyType::Rolling;
         // A node keeps going only while its group's stage is the current one:
         // a spec bump that reopens an earlier stage sends it back to Pending.
@@ -282,7 +283,7 @@ pub(crate) fn release_if_held(obs: &Observation, v: &NodeView, actions: &mut Vec
     // cordoned under onHalt KeepCordoned (until the spec changes).
     let kept = ours(obs, v.node)
         .is_some_and(|p| p.phase == NodePhase::Failed && p.left_cordoned.is_some() && p.generation == obs.generation);
-    if in_flight.is_none() && (v.node.keep_cordoned.is_some() || kept) {
+    if in_flight.is_none() && (v.node.kept_by_admin().is_some() || kept) {
         return;
     }
     let progress = ours(obs, v.node)

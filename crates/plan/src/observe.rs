@@ -51,6 +51,24 @@ pub struct ObservedNode {
     /// The admin's `drover.dev/keep-cordoned` annotation: drover never
     /// uncordons the node while it is there.
     pub keep_cordoned: Option<String>,
+    /// The field manager that last set `spec.unschedulable` (managedFields).
+    pub unschedulable_by: Option<String>,
+}
+
+impl ObservedNode {
+    /// Why drover must leave this node cordoned though it cordoned it: an
+    /// admin's `drover.dev/keep-cordoned`, or an admin's own cordon after
+    /// drover's (kubectl's managers, `kubectl-cordon`, `kubectl-drain`...,
+    /// last set `spec.unschedulable`: an admin uncordoned and cordoned it again).
+    pub fn kept_by_admin(&self) -> Option<String> {
+        if let Some(why) = &self.keep_cordoned {
+            return Some(format!("annotated {}: {why}", drover_api::names::annotation::KEEP_CORDONED));
+        }
+        self.unschedulable_by
+            .as_ref()
+            .filter(|m| self.unschedulable && m.starts_with("kubectl"))
+            .map(|m| format!("cordoned again by {m} after drover's cordon: an admin's cordon is never undone"))
+    }
 }
 
 impl ObservedNode {

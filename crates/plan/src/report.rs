@@ -2,7 +2,7 @@
 //! nodes in progress or failed, times and history.
 
 use drover_api::known::{satisfied, stage_of};
-use drover_api::names::{annotation, backup_job_name, condition};
+use drover_api::names::{backup_job_name, condition};
 use drover_api::version::same_version;
 use drover_api::{
     BackupState, BackupStatus, ClusterUpgradeSpec, ClusterUpgradeStatus, ComponentStatus, LeftCordoned, MAX_HISTORY,
@@ -253,8 +253,8 @@ fn left_cordoned(obs: &Observation, plan: &Plan) -> Vec<LeftCordoned> {
         .filter(|v| v.node.unschedulable && v.node.cordoned_by.as_deref() == Some(obs.name.as_str()))
         .filter_map(|v| {
             let p = v.node.progress.as_ref().filter(|p| p.upgrade == obs.name);
-            let reason = if let Some(why) = &v.node.keep_cordoned {
-                format!("annotated {}: {why}", annotation::KEEP_CORDONED)
+            let reason = if let Some(why) = v.node.kept_by_admin() {
+                why
             } else if let Some(why) = p.and_then(|p| p.left_cordoned.clone()) {
                 why
             } else if let Some(p) = p.filter(|p| p.halted && p.phase.in_flight()) {

@@ -133,7 +133,7 @@ fn scenario(args: &Args) -> anyhow::Result<Scenario> {
         COMPONENT.into(),
         ComponentTiming {
             seconds: Some(args.upgrade_seconds),
-            reboot: false,
+            ..ComponentTiming::default()
         },
     );
     s.speed = args.speed;

@@ -596,6 +596,7 @@ mod tests {
             ComponentTiming {
                 seconds: Some(30.0),
                 reboot: true,
+                ..ComponentTiming::default()
             },
         );
         let p = plan_upgrade(&t, &env("kubelet", "v1.32.0", false), "worker-1");

@@ -105,6 +105,7 @@ pub fn node(name: &str, role: Role, versions: &[(&str, &str)]) -> ObservedNode {
         progress: None,
         boot_id: format!("boot-{name}-1"),
         keep_cordoned: None,
+        unschedulable_by: None,
     }
 }
 
