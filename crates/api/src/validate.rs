@@ -49,7 +49,12 @@ static OS_VERSION: LazyLock<regex::Regex> = LazyLock::new(|| regex(OS_VERSION_PA
 
 /// The first line of a multi-line error (the regex crate's point at the problem).
 fn first_line(s: &str) -> String {
-    s.lines().rev().find(|l| l.starts_with("error:")).unwrap_or(s.lines().next().unwrap_or(s)).trim().to_string()
+    s.lines()
+        .rev()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or(s.lines().next().unwrap_or(s))
+        .trim()
+        .to_string()
 }
 
 static DURATION: LazyLock<regex::Regex> = LazyLock::new(|| regex(DURATION_PATTERN));
@@ -355,9 +360,10 @@ pub fn validate(spec: &ClusterUpgradeSpec) -> Result<(), Vec<FieldError>> {
             if let Some(m) = &v.match_ {
                 let field = format!("{at}.verify.match");
                 match (&m.prefix, &m.regex) {
-                    (Some(p), None) if p.trim().is_empty() || p.len() > 128 => {
-                        errs.push(err(format!("{field}.prefix"), "must be 1 to 128 characters, not only spaces"))
-                    }
+                    (Some(p), None) if p.trim().is_empty() || p.len() > 128 => errs.push(err(
+                        format!("{field}.prefix"),
+                        "must be 1 to 128 characters, not only spaces",
+                    )),
                     (None, Some(r)) => {
                         if r.len() > 256 {
                             errs.push(err(format!("{field}.regex"), "must be at most 256 characters"));

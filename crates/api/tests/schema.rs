@@ -120,17 +120,22 @@ fn os_and_kernel_versions_are_the_os_text_and_nothing_else_is() {
         os_component("os", "24.04.1", Value::Null),
         os_component("kernel", "6.8.0-45-generic", Value::Null),
         os_component("ubuntu", "Ubuntu 24.04.1 LTS", json!({"nodeInfo": "osImage"})),
-        os_component("base", "24.04", json!({"nodeInfo": "osImage", "match": {"prefix": "Ubuntu 24.04"}})),
-        os_component("kern", "6.8", json!({"nodeInfo": "kernelVersion", "match": {"regex": "^6\\.8\\.0-[0-9]+-generic$"}})),
+        os_component(
+            "base",
+            "24.04",
+            json!({"nodeInfo": "osImage", "match": {"prefix": "Ubuntu 24.04"}}),
+        ),
+        os_component(
+            "kern",
+            "6.8",
+            json!({"nodeInfo": "kernelVersion", "match": {"regex": "^6\\.8\\.0-[0-9]+-generic$"}}),
+        ),
     ] {
         let spec = with(&["components", "0"], c.clone());
         assert_eq!(cel_errors(spec), Vec::<String>::new(), "{c}");
     }
     // OS text is not a version for anything else.
-    assert_refused(
-        with(&["components", "0", "version"], json!("24.04.1")),
-        VERSION_MESSAGE,
-    );
+    assert_refused(with(&["components", "0", "version"], json!("24.04.1")), VERSION_MESSAGE);
     assert_refused(
         with(&["components", "0"], os_component("os", "Ubuntu; rm -rf", Value::Null)),
         VERSION_MESSAGE,
@@ -138,7 +143,11 @@ fn os_and_kernel_versions_are_the_os_text_and_nothing_else_is() {
     assert_refused(
         with(
             &["components", "0"],
-            os_component("os", "24.04", json!({"nodeInfo": "osImage", "match": {"prefix": "U", "regex": "U"}})),
+            os_component(
+                "os",
+                "24.04",
+                json!({"nodeInfo": "osImage", "match": {"prefix": "U", "regex": "U"}}),
+            ),
         ),
         "spec.components[].verify.match: set exactly one of prefix or regex",
     );
@@ -148,13 +157,21 @@ fn os_and_kernel_versions_are_the_os_text_and_nothing_else_is() {
 fn a_bad_match_regex_is_refused_naming_the_field() {
     let spec = with(
         &["components", "0"],
-        os_component("os", "24.04", json!({"nodeInfo": "osImage", "match": {"regex": "Ubuntu (24"}})),
+        os_component(
+            "os",
+            "24.04",
+            json!({"nodeInfo": "osImage", "match": {"regex": "Ubuntu (24"}}),
+        ),
     );
     let typed: ClusterUpgradeSpec = serde_json::from_value(spec).unwrap();
     let errs = validate(&typed).unwrap_err();
     assert_eq!(errs.len(), 1, "{errs:?}");
     assert_eq!(errs[0].field, "spec.components[0].verify.match.regex");
-    assert!(errs[0].message.contains("is not a regular expression"), "{}", errs[0].message);
+    assert!(
+        errs[0].message.contains("is not a regular expression"),
+        "{}",
+        errs[0].message
+    );
     // A match on a semantic-version component says what it is for.
     let spec = with(
         &["components", "1", "verify"],
@@ -189,7 +206,11 @@ fn retries_backoff_and_reboot_settings_are_bounded() {
     );
     let defaults: ClusterUpgradeSpec = serde_json::from_value(good()).unwrap();
     assert_eq!(
-        (defaults.strategy.retries, defaults.strategy.retry_delay.as_str(), defaults.reboot.timeout.as_str()),
+        (
+            defaults.strategy.retries,
+            defaults.strategy.retry_delay.as_str(),
+            defaults.reboot.timeout.as_str()
+        ),
         (2, "30s", "10m")
     );
     assert_eq!(defaults.components[0].upgrade.job.as_ref().unwrap().backoff_limit, 2);

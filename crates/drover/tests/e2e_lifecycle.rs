@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Node;
-use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::ResourceExt;
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
 use support::*;
 
@@ -27,7 +27,11 @@ async fn boot_ids(env: &Env) -> BTreeMap<String, String> {
         .items
         .iter()
         .map(|n| {
-            let boot = n.status.as_ref().and_then(|s| s.node_info.as_ref()).map(|i| i.boot_id.clone());
+            let boot = n
+                .status
+                .as_ref()
+                .and_then(|s| s.node_info.as_ref())
+                .map(|i| i.boot_id.clone());
             (n.name_any(), boot.unwrap_or_default())
         })
         .collect()
@@ -38,7 +42,8 @@ fn os_patch_example() -> Value {
     let text = std::fs::read_to_string(real::repo_root().join("examples/upgrades/os-patch.yaml")).unwrap();
     let doc: Value = serde_yaml::from_str(&text).unwrap();
     let mut spec = doc["spec"].clone();
-    spec["nodeSelector"] = json!({"matchExpressions": [{"key": "node-role.kubernetes.io/control-plane", "operator": "DoesNotExist"}]});
+    spec["nodeSelector"] =
+        json!({"matchExpressions": [{"key": "node-role.kubernetes.io/control-plane", "operator": "DoesNotExist"}]});
     spec["drain"]["force"] = json!(true);
     spec
 }
@@ -326,5 +331,38 @@ on_both_beds! {
             }
         })
         .await;
+    }
+}
+
+on_both_beds! {
+    async fn an_admin_who_cordons_a_node_again_over_drovers_cordon_keeps_it(bed: Bed) {
+        let _one = serial().await;
+        let mut env = Env::start(bed, "small", 600.0).await;
+        env.block_pdb("shop", "web").await;
+        let _drover = env.drover(&[]);
+        let mut spec = runtime_spec("1.7.23");
+        spec["strategy"]["maxUnavailable"] = json!(2);
+        env.apply("runtime", spec).await;
+        let cu = env
+            .wait_for("runtime", "a drain blocked", env.timeout(ROLLOUT), |cu| {
+                cu.status.as_ref().is_some_and(|s| s.nodes.iter().any(|n| n.state == "Blocked"))
+            })
+            .await;
+        let node = cu.status.unwrap().nodes.iter().find(|n| n.state == "Blocked").unwrap().name.clone();
+        // The admin takes the node over with kubectl: uncordon, then cordon again.
+        for verb in ["uncordon", "cordon"] {
+            let out = env.kubectl(&[verb, &node]);
+            assert!(out.status.success(), "kubectl {verb}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        env.clear_faults().await;
+        let cu = env
+            .wait_for("runtime", "the node left cordoned", env.timeout(ROLLOUT), |cu| {
+                cu.status.as_ref().is_some_and(|s| s.left_cordoned.iter().any(|l| l.name == node) && s.counts.updated >= 8)
+            })
+            .await;
+        let st = cu.status.unwrap();
+        let left = st.left_cordoned.iter().find(|l| l.name == node).unwrap();
+        assert!(left.reason.starts_with("cordoned again by kubectl"), "{left:?}");
+        assert_eq!(env.report().await.cordoned, vec![node.clone()]);
     }
 }

@@ -4,8 +4,8 @@
 
 use drover_api::Outcome;
 use drover_api::Reason;
-use drover_api::names::annotation;
 use drover_api::known::live_matches;
+use drover_api::names::annotation;
 use drover_api::version::image_tag;
 use drover_api::{NodeInfoField, Verify};
 use jiff::Timestamp;

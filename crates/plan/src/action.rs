@@ -200,7 +200,9 @@ impl Transition {
                 OnTimeout::Hold => noted(message, true),
                 OnTimeout::Fail => fail(
                     Reason::DrainBlocked,
-                    format!("skipped: the drain timed out and spec.drain.onTimeout is SkipNode; the node keeps its old versions: {message}"),
+                    format!(
+                        "skipped: the drain timed out and spec.drain.onTimeout is SkipNode; the node keeps its old versions: {message}"
+                    ),
                     true,
                 ),
             },
@@ -252,7 +254,10 @@ pub fn step_note(node: &str, step: &Step, t: &Transition, outcome: &Outcome, now
                 Step::Drain => (StepEvent::Drained, format!("node {node} drained")),
                 Step::Upgrade { .. } => (StepEvent::Upgraded, format!("node {node}: upgraded{what}")),
                 Step::Verify { .. } => (StepEvent::Verified, format!("node {node}: verified{what}")),
-                Step::Reboot { .. } => (StepEvent::Rebooted, format!("node {node} is back from its reboot{what}")),
+                Step::Reboot { .. } => (
+                    StepEvent::Rebooted,
+                    format!("node {node} is back from its reboot{what}"),
+                ),
                 Step::Uncordon { .. } if t.from.failure.is_some() => (
                     StepEvent::NodeFailed,
                     format!(

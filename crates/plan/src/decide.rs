@@ -199,7 +199,12 @@ pub fn count_states(views: &[NodeView]) -> BTreeMap<&'static str, usize> {
             Standing::InFlight if v.node.progress.as_ref().is_some_and(|p| p.failure.is_some()) => "failed",
             Standing::InFlight => "updating",
             // Handed back when its drain halted the rollout: not upgraded, not failed.
-            Standing::Failed if v.node.progress.as_ref().is_some_and(|p| p.halted && p.failure.is_none()) => {
+            Standing::Failed
+                if v.node
+                    .progress
+                    .as_ref()
+                    .is_some_and(|p| p.halted && p.failure.is_none()) =>
+            {
                 "pending"
             }
             Standing::Failed => "failed",

@@ -62,7 +62,10 @@ impl ObservedNode {
     /// last set `spec.unschedulable`: an admin uncordoned and cordoned it again).
     pub fn kept_by_admin(&self) -> Option<String> {
         if let Some(why) = &self.keep_cordoned {
-            return Some(format!("annotated {}: {why}", drover_api::names::annotation::KEEP_CORDONED));
+            return Some(format!(
+                "annotated {}: {why}",
+                drover_api::names::annotation::KEEP_CORDONED
+            ));
         }
         self.unschedulable_by
             .as_ref()

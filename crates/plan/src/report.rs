@@ -118,7 +118,12 @@ pub fn conditions(spec: &ClusterUpgradeSpec, plan: &Plan, counts: &NodeCounts, c
                 r,
                 &ready("the rollout is over with failures (see the Stalled condition)"),
             ),
-            wanted(condition::RECONCILING, false, r, "nothing left to do: every other node runs the target"),
+            wanted(
+                condition::RECONCILING,
+                false,
+                r,
+                "nothing left to do: every other node runs the target",
+            ),
             wanted(
                 condition::STALLED,
                 true,
@@ -289,7 +294,12 @@ pub fn status(spec: &ClusterUpgradeSpec, obs: &Observation, plan: &Plan) -> Clus
             .views
             .iter()
             .filter(|v| v.in_scope && matches!(v.state, Standing::Failed | Standing::InFlight))
-            .filter(|v| v.node.progress.as_ref().is_some_and(|p| p.reported_state() == NodeState::Skipped))
+            .filter(|v| {
+                v.node
+                    .progress
+                    .as_ref()
+                    .is_some_and(|p| p.reported_state() == NodeState::Skipped)
+            })
             .count() as i32,
         pending: get("pending"),
         unavailable: in_scope.iter().filter(|v| v.node.unavailable()).count() as i32,
@@ -318,12 +328,7 @@ pub fn status(spec: &ClusterUpgradeSpec, obs: &Observation, plan: &Plan) -> Clus
                         .collect();
                     let updated = targeted
                         .iter()
-                        .filter(|v| {
-                            v.node
-                                .versions
-                                .get(&c.name)
-                                .is_some_and(|live| satisfied(c, live))
-                        })
+                        .filter(|v| v.node.versions.get(&c.name).is_some_and(|live| satisfied(c, live)))
                         .count();
                     ComponentStatus {
                         name: c.name.clone(),

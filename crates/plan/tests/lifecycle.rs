@@ -51,9 +51,15 @@ fn a_failed_job_is_retried_with_exponential_backoff_holding_its_place_in_the_bud
         round(&mut m, &fail);
     }
     let p = record(&m, "worker-000");
-    assert_eq!((p.phase, p.retries, p.failure.is_none()), (NodePhase::Upgrading, 1, true));
+    assert_eq!(
+        (p.phase, p.retries, p.failure.is_none()),
+        (NodePhase::Upgrading, 1, true)
+    );
     let first = p.retry_at.expect("a retry time");
-    assert_eq!(first, m.obs.now.checked_add(jiff::SignedDuration::from_secs(60)).unwrap());
+    assert_eq!(
+        first,
+        m.obs.now.checked_add(jiff::SignedDuration::from_secs(60)).unwrap()
+    );
     m.plan();
     assert_eq!(m.status().nodes[0].state, "Retrying");
     assert_eq!(m.status().nodes[0].next_retry.as_ref().map(|t| t.0), Some(first));
@@ -69,14 +75,20 @@ fn a_failed_job_is_retried_with_exponential_backoff_holding_its_place_in_the_bud
     round(&mut m, &fail);
     let p = record(&m, "worker-000");
     assert_eq!(p.retries, 2);
-    assert_eq!(p.retry_at, Some(first.checked_add(jiff::SignedDuration::from_secs(120)).unwrap()));
+    assert_eq!(
+        p.retry_at,
+        Some(first.checked_add(jiff::SignedDuration::from_secs(120)).unwrap())
+    );
     // Retries used up: the next failure fails the node (maxFailures 0 halts).
     m.obs.now = p.retry_at.unwrap();
     round(&mut m, &fail);
     m.run(3);
     let (status, r, message) = m.condition(condition::STALLED);
     assert_eq!((status.as_str(), r.as_str()), ("True", reason::UPGRADE_JOB_FAILED));
-    assert!(message.contains("node worker-000 failed at Upgrade of containerd"), "{message}");
+    assert!(
+        message.contains("node worker-000 failed at Upgrade of containerd"),
+        "{message}"
+    );
     assert_eq!(m.status().nodes[0].retries, 2);
     assert!(!m.node("worker-000").unschedulable);
 }
@@ -113,7 +125,9 @@ fn a_refused_request_and_a_not_ready_node_are_not_retried() {
         let mut m = Model::new(s, cluster(0, 2));
         let o = outcome.clone();
         for _ in 0..4 {
-            round(&mut m, &|s, n| matches!(s, Step::Upgrade { .. } if n == "worker-000").then(|| o.clone()));
+            round(&mut m, &|s, n| {
+                matches!(s, Step::Upgrade { .. } if n == "worker-000").then(|| o.clone())
+            });
         }
         let p = record(&m, "worker-000");
         assert_eq!((p.retries, p.failure.is_some()), (0, true), "{outcome:?}: {p:?}");
@@ -138,7 +152,10 @@ fn tolerated_failures_end_stalled_completed_with_failures_naming_the_nodes() {
     assert_eq!(m.condition(condition::RECONCILING).0, "False");
     let (stalled, _, message) = m.condition(condition::STALLED);
     assert_eq!(stalled, "True");
-    assert!(message.contains("worker-001 (UpgradeJobFailed at Upgrade of containerd)"), "{message}");
+    assert!(
+        message.contains("worker-001 (UpgradeJobFailed at Upgrade of containerd)"),
+        "{message}"
+    );
     assert!(message.contains("maxFailures 1 tolerated"), "{message}");
     assert!(st.completion_time.is_some());
 }
@@ -157,7 +174,12 @@ fn a_halting_failure_under_keep_cordoned_leaves_the_node_cordoned_and_says_why()
     assert_eq!(n.progress.as_ref().unwrap().phase, NodePhase::Failed);
     let left = &m.status().left_cordoned;
     assert_eq!(left.len(), 1);
-    assert!(left[0].reason.contains("failed at Upgrade and halted the rollout; spec.strategy.onHalt is KeepCordoned"), "{left:?}");
+    assert!(
+        left[0]
+            .reason
+            .contains("failed at Upgrade and halted the rollout; spec.strategy.onHalt is KeepCordoned"),
+        "{left:?}"
+    );
     assert_eq!(m.condition(condition::STALLED).1, reason::UPGRADE_JOB_FAILED);
     // A spec change retries it; it is released and upgraded.
     m.obs.generation = 2;
@@ -176,7 +198,10 @@ fn a_tolerated_failure_is_handed_back_even_under_keep_cordoned() {
     for _ in 0..6 {
         round(&mut m, &failing_on("worker-000"));
     }
-    assert!(!m.node("worker-000").unschedulable, "a cordoned tolerated failure would use up the budget");
+    assert!(
+        !m.node("worker-000").unschedulable,
+        "a cordoned tolerated failure would use up the budget"
+    );
 }
 
 #[test]
@@ -203,17 +228,36 @@ fn a_halt_hands_back_the_nodes_whose_upgrade_never_started_unless_keep_cordoned(
             round(&mut m, &answer);
         }
         let (stalled, r, message) = m.condition(condition::STALLED);
-        assert_eq!((stalled.as_str(), r.as_str()), ("True", reason::DRAIN_BLOCKED), "keep={keep}");
-        let cordoned: Vec<bool> = ["worker-000", "worker-001"].iter().map(|n| m.node(n).unschedulable).collect();
+        assert_eq!(
+            (stalled.as_str(), r.as_str()),
+            ("True", reason::DRAIN_BLOCKED),
+            "keep={keep}"
+        );
+        let cordoned: Vec<bool> = ["worker-000", "worker-001"]
+            .iter()
+            .map(|n| m.node(n).unschedulable)
+            .collect();
         if keep {
             assert_eq!(cordoned, [true, true], "KeepCordoned holds both");
             assert!(message.contains("stays cordoned"), "{message}");
-            assert_eq!(m.status().left_cordoned.len(), 1, "the halted one is listed: {:?}", m.status().left_cordoned);
+            assert_eq!(
+                m.status().left_cordoned.len(),
+                1,
+                "the halted one is listed: {:?}",
+                m.status().left_cordoned
+            );
         } else {
             assert_eq!(cordoned, [false, false], "Uncordon hands back both");
             assert!(message.contains("was handed back"), "{message}");
-            assert!(m.node("worker-001").progress.is_none(), "the unstarted node is pending again");
-            assert_eq!(record(&m, "worker-000").phase, NodePhase::Failed, "the halt is remembered");
+            assert!(
+                m.node("worker-001").progress.is_none(),
+                "the unstarted node is pending again"
+            );
+            assert_eq!(
+                record(&m, "worker-000").phase,
+                NodePhase::Failed,
+                "the halt is remembered"
+            );
             assert!(m.status().left_cordoned.is_empty());
             // Nothing starts while halted.
             assert!(started(&m.plan()).is_empty());
@@ -291,14 +335,22 @@ fn a_reboot_request_runs_the_reboot_job_and_a_reboot_that_does_not_come_back_is_
     let mut reboots = Vec::new();
     for _ in 0..5 {
         for a in round(&mut m, &asked) {
-            if let Action::Step { step: s @ Step::Reboot { .. }, .. } = a {
+            if let Action::Step {
+                step: s @ Step::Reboot { .. },
+                ..
+            } = a
+            {
                 reboots.push(s);
             }
         }
     }
     assert!(matches!(reboots[0], Step::Reboot { run_job: true, .. }), "{reboots:?}");
     let p = record(&m, "worker-000");
-    assert_eq!((p.phase, p.retries), (NodePhase::Upgrading, 1), "the reboot's failure retries the component");
+    assert_eq!(
+        (p.phase, p.retries),
+        (NodePhase::Upgrading, 1),
+        "the reboot's failure retries the component"
+    );
     assert!(p.message.contains("RebootFailed"), "{}", p.message);
 }
 
@@ -323,7 +375,11 @@ fn os_and_kernel_text_verify_by_prefix_and_need_no_allow_prerelease() {
     nodes[1].versions.insert("os".into(), "Ubuntu 22.04.4 LTS".into());
     let mut m = Model::new(spec(vec![os, kernel]), nodes);
     let actions = m.plan();
-    assert!(m.status().conditions.iter().all(|c| c.reason != reason::SKEW_VIOLATION), "{:?}", m.status().conditions);
+    assert!(
+        m.status().conditions.iter().all(|c| c.reason != reason::SKEW_VIOLATION),
+        "{:?}",
+        m.status().conditions
+    );
     // worker-000 already runs both (a prefix at a word boundary); worker-001 does not.
     assert_eq!(started(&actions), ["worker-001"]);
     assert_eq!(m.status().counts.updated, 1);

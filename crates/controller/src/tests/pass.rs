@@ -212,16 +212,31 @@ async fn a_failed_upgrade_with_retries_left_is_retried_after_the_backoff_keeping
         let record = record.expect("a record");
         // Still upgrading the same component, still cordoned (no uncordon call), one retry counted.
         assert_eq!(
-            (record.phase, record.component.as_deref(), record.retries, record.failure.is_none()),
+            (
+                record.phase,
+                record.component.as_deref(),
+                record.retries,
+                record.failure.is_none()
+            ),
             (NodePhase::Upgrading, Some("containerd"), 1, true)
         );
         let at = record.retry_at.expect("a retry time");
         let wait = at.duration_since(jiff::Timestamp::now()).as_secs_f64();
-        assert!((15.0..=20.0).contains(&wait), "the retry is {wait}s away, want spec.strategy.retryDelay (20s)");
+        assert!(
+            (15.0..=20.0).contains(&wait),
+            "the retry is {wait}s away, want spec.strategy.retryDelay (20s)"
+        );
         assert_eq!(record.since, at, "the retry's Job deadline counts from the retry");
-        assert!(record.message.contains("try 1 failed (UpgradeJobFailed"), "{}", record.message);
+        assert!(
+            record.message.contains("try 1 failed (UpgradeJobFailed"),
+            "{}",
+            record.message
+        );
         let ev = event(&mut api).await;
-        assert_eq!((ev["type"].as_str(), ev["reason"].as_str()), (Some("Warning"), Some("Retrying")));
+        assert_eq!(
+            (ev["type"].as_str(), ev["reason"].as_str()),
+            (Some("Warning"), Some("Retrying"))
+        );
         api
     })
     .await

@@ -280,8 +280,12 @@ impl Contract {
         {
             // The version shows after the reboot: the pod exits first.
             self.set_pending(node, field, value).await?;
-            self.end_pod(up, true, if required { "reboot-required" } else { "" }).await?;
-            tracing::info!("upgrade of {c} to {v} on {node} done; the node reboots {}", if required { "when asked" } else { "now" });
+            self.end_pod(up, true, if required { "reboot-required" } else { "" })
+                .await?;
+            tracing::info!(
+                "upgrade of {c} to {v} on {node} done; the node reboots {}",
+                if required { "when asked" } else { "now" }
+            );
             if after_exit {
                 let me = self.clone();
                 let node = node.clone();

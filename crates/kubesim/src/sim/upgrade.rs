@@ -108,7 +108,10 @@ impl Engine {
                 s.pending.push((u.component.clone(), u.version.clone()));
             }
             let message = if required { "reboot-required" } else { "" };
-            self.after(0.0, Action::PodExit(key.clone(), Box::from(uid), true, message.to_string()));
+            self.after(
+                0.0,
+                Action::PodExit(key.clone(), Box::from(uid), true, message.to_string()),
+            );
             if after_exit {
                 self.after(2.0, Action::NodeReboot(node));
             }
@@ -178,7 +181,11 @@ impl Engine {
 
     /// The versions waiting for the node's reboot, as nodeInfo changes.
     fn take_pending(&mut self, node: &str) -> Vec<(&'static str, String)> {
-        let pending = self.node_sim.get_mut(node).map(|s| std::mem::take(&mut s.pending)).unwrap_or_default();
+        let pending = self
+            .node_sim
+            .get_mut(node)
+            .map(|s| std::mem::take(&mut s.pending))
+            .unwrap_or_default();
         pending.iter().filter_map(|(c, v)| node_info_change(c, v)).collect()
     }
 
