@@ -48,6 +48,8 @@ pub mod reason {
     pub const IN_PROGRESS: &str = "InProgress";
     /// Stalled=False: nothing needs a human.
     pub const AS_EXPECTED: &str = "AsExpected";
+    /// Stalled: the spec names an upgrade or backup image outside `drover run --allowed-images`.
+    pub const IMAGE_NOT_ALLOWED: &str = "ImageNotAllowed";
 }
 
 /// Node annotations drover writes. All rollout state lives in the API.

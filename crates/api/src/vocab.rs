@@ -115,6 +115,8 @@ vocabulary! {
         InProgress => text::IN_PROGRESS,
         /// Stalled=False: nothing needs a human.
         AsExpected => text::AS_EXPECTED,
+        /// Stalled: the spec names an upgrade or backup image outside `drover run --allowed-images`.
+        ImageNotAllowed => text::IMAGE_NOT_ALLOWED,
     }
 }
 
