@@ -133,7 +133,10 @@ impl AllowedImages {
     pub fn parse(text: &str) -> Result<AllowedImages, String> {
         let mut patterns = Vec::new();
         let mut problems = Vec::new();
-        for item in text.split(|c: char| c == ',' || c.is_whitespace()).filter(|s| !s.is_empty()) {
+        for item in text
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|s| !s.is_empty())
+        {
             match ImagePattern::parse(item) {
                 Ok(p) if !patterns.contains(&p) => patterns.push(p),
                 Ok(_) => {}
@@ -227,7 +230,8 @@ fn valid_registry(registry: &str) -> bool {
     let label_ok = |l: &str| {
         !l.is_empty()
             && l.len() <= 63
-            && l.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && l.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !l.starts_with('-')
             && !l.ends_with('-')
     };
@@ -240,10 +244,7 @@ fn valid_segment(s: &str) -> bool {
     let b = s.as_bytes();
     let alnum = |c: u8| c.is_ascii_lowercase() || c.is_ascii_digit();
     let sep = |c: u8| matches!(c, b'.' | b'_' | b'-');
-    !b.is_empty()
-        && alnum(b[0])
-        && alnum(b[b.len() - 1])
-        && b.iter().all(|c| alnum(*c) || sep(*c))
+    !b.is_empty() && alnum(b[0]) && alnum(b[b.len() - 1]) && b.iter().all(|c| alnum(*c) || sep(*c))
 }
 
 #[cfg(test)]
@@ -267,7 +268,10 @@ mod tests {
             ("registry.example.com/upgrade:1.2", "registry.example.com/upgrade"),
             ("registry.example.com/a/b/c:1@sha256:ff", "registry.example.com/a/b/c"),
             ("registry.example.com:5000/upgrade", "registry.example.com:5000/upgrade"),
-            ("registry.example.com:5000/upgrade:5000", "registry.example.com:5000/upgrade"),
+            (
+                "registry.example.com:5000/upgrade:5000",
+                "registry.example.com:5000/upgrade",
+            ),
             ("localhost/upgrade:1", "localhost/upgrade"),
             ("localhost:5000/upgrade", "localhost:5000/upgrade"),
             ("index.docker.io/library/busybox", "index.docker.io/library/busybox"),
@@ -339,7 +343,10 @@ mod tests {
         let hub = list("docker.io/*");
         assert!(hub.allows("busybox") && hub.allows("someone/tool:1"));
         assert!(!hub.allows("quay.io/someone/tool:1"));
-        assert_eq!(l.to_string(), "registry.example.com:5000/*, docker.io/library/busybox, localhost/up");
+        assert_eq!(
+            l.to_string(),
+            "registry.example.com:5000/*, docker.io/library/busybox, localhost/up"
+        );
     }
 
     #[test]
@@ -357,12 +364,18 @@ mod tests {
             ("registry.example.com:99999/x", "not a registry host"),
             ("registry.example.com/Up", "not a repository path segment"),
             ("registry.example.com/", "not a repository path segment"),
-            ("registry.example.com", "write registry.example.com/* for every repository"),
+            (
+                "registry.example.com",
+                "write registry.example.com/* for every repository",
+            ),
             ("upgrades", "must start with a registry host"),
             ("registry.example.com/a//b", "not a repository path segment"),
         ] {
             let err = AllowedImages::parse(text).unwrap_err();
-            assert!(err.contains(&format!("{text:?}")) && err.contains(says), "{text}: {err}");
+            assert!(
+                err.contains(&format!("{text:?}")) && err.contains(says),
+                "{text}: {err}"
+            );
         }
         let err = AllowedImages::parse(" , ").unwrap_err();
         assert!(err.contains("names no pattern"), "{err}");
@@ -386,7 +399,15 @@ mod tests {
         let refused = l.refused_fields(&spec);
         assert_eq!(refused.len(), 2, "{refused:?}");
         assert!(refused[0].starts_with("spec.components[2].upgrade.job.image: \"evil.io/upgrades/kubelet:1\" (repository evil.io/upgrades/kubelet) is not an allowed upgrade image; drover runs only images matching registry.example.com/upgrades/*, registry.example.com/etcd-backup"), "{}", refused[0]);
-        assert!(refused[1].starts_with("spec.backup.image: \"busybox:1.37\" (repository docker.io/library/busybox)"), "{}", refused[1]);
-        assert!(list("registry.example.com/*,evil.io/upgrades/kubelet,docker.io/library/busybox").refused_fields(&spec).is_empty());
+        assert!(
+            refused[1].starts_with("spec.backup.image: \"busybox:1.37\" (repository docker.io/library/busybox)"),
+            "{}",
+            refused[1]
+        );
+        assert!(
+            list("registry.example.com/*,evil.io/upgrades/kubelet,docker.io/library/busybox")
+                .refused_fields(&spec)
+                .is_empty()
+        );
     }
 }

@@ -27,7 +27,10 @@ fn repo_file(path: &str) -> String {
 fn policy_patterns(policy: &str) -> Vec<String> {
     let doc: Value = serde_yaml::from_str(policy.split("\n---").next().unwrap()).unwrap();
     let vars = doc["spec"]["variables"].as_array().unwrap();
-    let allowed = vars.iter().find(|v| v["name"] == "allowed").expect("an `allowed` variable");
+    let allowed = vars
+        .iter()
+        .find(|v| v["name"] == "allowed")
+        .expect("an `allowed` variable");
     let expr = allowed["expression"].as_str().unwrap().trim();
     let inner = expr
         .strip_prefix('[')
@@ -62,7 +65,10 @@ fn the_shipped_policy_and_the_documented_flag_allow_the_same_images() {
     let flag = documented_flag();
     let parsed = AllowedImages::parse(&flag).unwrap_or_else(|e| panic!("the documented flag: {e}"));
     let from_flag: Vec<&str> = parsed.patterns().iter().map(|p| p.as_str()).collect();
-    assert_eq!(from_policy, from_flag, "{POLICY} and docs/operations.md name the same list");
+    assert_eq!(
+        from_policy, from_flag,
+        "{POLICY} and docs/operations.md name the same list"
+    );
     // Each entry of the policy is a pattern drover accepts as written.
     for p in &from_policy {
         AllowedImages::parse(p).unwrap_or_else(|e| panic!("{POLICY}: {e}"));
@@ -113,10 +119,20 @@ async fn drover_run_says_at_start_up_which_images_it_allows_or_that_it_allows_ev
         err.contains("no --allowed-images: a ClusterUpgrade may run any image, privileged and with the host's root, on every node"),
         "{err}"
     );
-    let (code, err) = run_without_a_cluster(&[], &[("DROVER_ALLOWED_IMAGES", "registry.example.com/up,registry.example.com/platform/*")]).await;
+    let (code, err) = run_without_a_cluster(
+        &[],
+        &[(
+            "DROVER_ALLOWED_IMAGES",
+            "registry.example.com/up,registry.example.com/platform/*",
+        )],
+    )
+    .await;
     assert_ne!(code, Some(0), "{err}");
     assert!(err.contains("ClusterUpgrades may run only these images"), "{err}");
-    assert!(err.contains("registry.example.com/up, registry.example.com/platform/*"), "{err}");
+    assert!(
+        err.contains("registry.example.com/up, registry.example.com/platform/*"),
+        "{err}"
+    );
     assert!(!err.contains("no --allowed-images"), "{err}");
 }
 
@@ -238,7 +254,12 @@ async fn the_shipped_admission_policy_refuses_what_drover_refuses_on_the_real_ap
     eprintln!("real bed: Kubernetes {}", version.trim());
     let (ok, out, err) = bare.kubectl(&["apply", "-f", "crds/clusterupgrades.drover.dev.yaml"]);
     assert!(ok, "{out}{err}");
-    let (ok, out, err) = bare.kubectl(&["wait", "--for=condition=Established", "crd/clusterupgrades.drover.dev", "--timeout=30s"]);
+    let (ok, out, err) = bare.kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/clusterupgrades.drover.dev",
+        "--timeout=30s",
+    ]);
     assert!(ok, "{out}{err}");
     let client = bare.client.clone();
     // Before the policy, any valid image is admitted.
@@ -253,11 +274,23 @@ async fn the_shipped_admission_policy_refuses_what_drover_refuses_on_the_real_ap
         "{message}"
     );
     let shipped = policy_patterns(&repo_file(POLICY)).join(", ");
-    assert!(message.contains(&format!("admits only images matching {shipped}")), "{message}");
+    assert!(
+        message.contains(&format!("admits only images matching {shipped}")),
+        "{message}"
+    );
     assert_eq!(admit(&client, "registry.example.com/drover-upgrade:1").await.0, 201);
-    assert_eq!(admit(&client, "registry.example.com/platform/containerd:1").await.0, 201);
+    assert_eq!(
+        admit(&client, "registry.example.com/platform/containerd:1").await.0,
+        201
+    );
     // The type checker found nothing to warn about.
-    let (ok, out, err) = bare.kubectl(&["get", "validatingadmissionpolicy", "drover-allowed-images", "-o", "json"]);
+    let (ok, out, err) = bare.kubectl(&[
+        "get",
+        "validatingadmissionpolicy",
+        "drover-allowed-images",
+        "-o",
+        "json",
+    ]);
     assert!(ok, "{err}");
     let vap: Value = serde_json::from_str(&out).unwrap();
     assert!(
@@ -272,10 +305,19 @@ async fn the_shipped_admission_policy_refuses_what_drover_refuses_on_the_real_ap
     std::fs::write(&file, serde_json::to_string(&cu).unwrap()).unwrap();
     let (ok, out, err) = bare.kubectl(&["create", "-f", file.to_str().unwrap()]);
     assert!(ok, "{out}{err}");
-    let (ok, _, err) = bare.kubectl(&["patch", "cu", "stored", "--type=merge", "-p", r#"{"spec":{"backup":{"image":"busybox:1.37"}}}"#]);
+    let (ok, _, err) = bare.kubectl(&[
+        "patch",
+        "cu",
+        "stored",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"backup":{"image":"busybox:1.37"}}}"#,
+    ]);
     assert!(!ok);
     assert!(
-        err.contains("spec.backup.image: \"busybox:1.37\" (repository docker.io/library/busybox) is not an allowed upgrade image"),
+        err.contains(
+            "spec.backup.image: \"busybox:1.37\" (repository docker.io/library/busybox) is not an allowed upgrade image"
+        ),
         "{err}"
     );
 
@@ -285,12 +327,21 @@ async fn the_shipped_admission_policy_refuses_what_drover_refuses_on_the_real_ap
     let drover = AllowedImages::parse(list).unwrap();
     let literal = format!(
         "[{}]",
-        drover.patterns().iter().map(|p| format!("'{p}'")).collect::<Vec<_>>().join(", ")
+        drover
+            .patterns()
+            .iter()
+            .map(|p| format!("'{p}'"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     let policy = repo_file(POLICY);
     let shipped_literal = format!(
         "[{}]",
-        policy_patterns(&policy).iter().map(|p| format!("'{p}'")).collect::<Vec<_>>().join(", ")
+        policy_patterns(&policy)
+            .iter()
+            .map(|p| format!("'{p}'"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     assert!(policy.contains(&shipped_literal));
     let edited = dir.join("policy.yaml");
@@ -332,12 +383,18 @@ async fn the_shipped_admission_policy_refuses_what_drover_refuses_on_the_real_ap
         let (code, message) = admit(&client, image).await;
         assert!(code == 201 || code == 403, "{image}: {code} {message}");
         if (code == 201) != drover.allows(image) {
-            disagree.push(format!("{image}: server {code}, drover allows={}", drover.allows(image)));
+            disagree.push(format!(
+                "{image}: server {code}, drover allows={}",
+                drover.allows(image)
+            ));
         }
         allowed += usize::from(code == 201);
     }
     assert!(disagree.is_empty(), "the policy and drover disagree: {disagree:#?}");
-    assert!(allowed > 5 && allowed < cases.len() - 5, "both verdicts are exercised ({allowed} allowed)");
+    assert!(
+        allowed > 5 && allowed < cases.len() - 5,
+        "both verdicts are exercised ({allowed} allowed)"
+    );
     drop(bare);
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -78,7 +78,9 @@ fn check_document(doc: &Value, file: &Path) -> String {
         ("policy/v1", "PodDisruptionBudget") => drop(typed::<PodDisruptionBudget>(doc, &what)),
         ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => drop(typed::<CustomResourceDefinition>(doc, &what)),
         ("drover.dev/v1alpha1", "ClusterUpgrade") => check_cluster_upgrade(doc, &what),
-        ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy") => drop(typed::<ValidatingAdmissionPolicy>(doc, &what)),
+        ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy") => {
+            drop(typed::<ValidatingAdmissionPolicy>(doc, &what))
+        }
         ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding") => {
             drop(typed::<ValidatingAdmissionPolicyBinding>(doc, &what))
         }

@@ -22,7 +22,10 @@ fn with_image(mut c: Component, image: &str) -> Component {
 #[test]
 fn an_image_outside_the_list_is_refused_naming_each_field_and_nothing_starts() {
     let mut s = spec(vec![
-        with_image(job("containerd", "1.7.23"), "registry.example.com/upgrades/containerd:1"),
+        with_image(
+            job("containerd", "1.7.23"),
+            "registry.example.com/upgrades/containerd:1",
+        ),
         job("kubelet", "v1.31.5"),
     ]);
     s.backup = Some(serde_json::from_value(serde_json::json!({"image": "busybox:1.37"})).unwrap());
@@ -47,7 +50,10 @@ fn an_image_outside_the_list_is_refused_naming_each_field_and_nothing_starts() {
 
     // Without a list, or with one that covers every image, the same spec
     // goes ahead (its backup first).
-    for list in [None, allow("registry.example.com/upgrades/*, example.com/upgrader, docker.io/library/busybox")] {
+    for list in [
+        None,
+        allow("registry.example.com/upgrades/*, example.com/upgrader, docker.io/library/busybox"),
+    ] {
         m.obs.allowed_images = list;
         let actions = m.plan();
         assert!(!actions.is_empty(), "{:?}", m.status().conditions);
