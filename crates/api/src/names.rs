@@ -54,6 +54,8 @@ pub mod reason {
     pub const REBOOT_FAILED: &str = "RebootFailed";
     /// Reconciling=True: a failed step waits for its retry.
     pub const RETRYING: &str = "Retrying";
+    /// Stalled: the spec names an upgrade or backup image outside `drover run --allowed-images`.
+    pub const IMAGE_NOT_ALLOWED: &str = "ImageNotAllowed";
 }
 
 /// Node annotations drover writes. All rollout state lives in the API.

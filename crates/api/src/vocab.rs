@@ -123,6 +123,8 @@ vocabulary! {
         RebootFailed => text::REBOOT_FAILED,
         /// Reconciling=True: a node's step failed and waits for its retry.
         Retrying => text::RETRYING,
+        /// Stalled: the spec names an upgrade or backup image outside `drover run --allowed-images`.
+        ImageNotAllowed => text::IMAGE_NOT_ALLOWED,
     }
 }
 

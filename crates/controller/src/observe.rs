@@ -231,5 +231,7 @@ pub async fn observe<O: NodeOps>(
         others,
         self_node,
         previous: cu.status.clone(),
+        // The caller's setting (drover run --allowed-images), not the cluster's.
+        allowed_images: None,
     })
 }

@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use drover_api::images::AllowedImages;
 use drover_api::known::verify_of;
 use drover_api::names::{FIELD_MANAGER, FINALIZER, annotation, condition, label};
 use drover_api::{ClusterUpgrade, ClusterUpgradeStatus, EventReason, Outcome, Reason, StepEvent};
@@ -41,6 +42,8 @@ pub struct Settings {
     pub step_concurrency: usize,
     /// How soon to look again while work is in flight.
     pub busy_requeue: Duration,
+    /// The images a ClusterUpgrade may run (`--allowed-images`); None allows every image.
+    pub allowed_images: Option<AllowedImages>,
 }
 
 impl Default for Settings {
@@ -51,6 +54,7 @@ impl Default for Settings {
             drain_pass: Duration::from_secs(5),
             step_concurrency: 1000,
             busy_requeue: Duration::from_secs(2),
+            allowed_images: None,
         }
     }
 }
@@ -433,7 +437,7 @@ async fn apply<O: NodeOps + 'static>(cu: &Arc<ClusterUpgrade>, ctx: &Arc<Context
     // The cache, with our own writes it has not shown yet.
     let nodes: Vec<Arc<Node>> = ctx.nodes.state().into_iter().map(|n| ctx.inflight.overlay(n)).collect();
     let upgrades = ctx.upgrades.state();
-    let obs = observe::observe(
+    let mut obs = observe::observe(
         &ctx.client,
         &ctx.ops,
         cu,
@@ -442,6 +446,7 @@ async fn apply<O: NodeOps + 'static>(cu: &Arc<ClusterUpgrade>, ctx: &Arc<Context
         ctx.settings.self_node.clone(),
     )
     .await?;
+    obs.allowed_images = ctx.settings.allowed_images.clone();
     let plan = drover_plan::plan(&cu.spec, &obs);
     let status = drover_plan::report::status(&cu.spec, &obs, &plan);
     ctx.metrics.set_counts(&name, &status.counts);

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
+use drover_api::images::AllowedImages;
 use drover_controller::{LeaseConfig, RunConfig, Settings};
 
 #[derive(Parser)]
@@ -94,6 +95,14 @@ struct RunArgs {
     drain_pass_seconds: u64,
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// The only images a ClusterUpgrade may run (upgrade and backup Jobs), as
+    /// repository patterns separated by commas: `registry.example.com/upgrade`
+    /// (that repository, any tag or digest) or `registry.example.com/upgrades/*`
+    /// (every repository below it). A spec naming another image is refused
+    /// (ImageNotAllowed). Without it every image is allowed: whoever may create
+    /// a ClusterUpgrade is root on every node.
+    #[arg(long, env = "DROVER_ALLOWED_IMAGES", value_name = "PATTERNS", value_parser = AllowedImages::parse)]
+    allowed_images: Option<AllowedImages>,
 }
 
 fn init_logging(format: LogFormat) {
@@ -149,6 +158,12 @@ async fn shutdown_signal() {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
+    match &args.allowed_images {
+        Some(list) => tracing::info!(allowed_images = %list, "ClusterUpgrades may run only these images"),
+        None => tracing::warn!(
+            "no --allowed-images: a ClusterUpgrade may run any image, privileged and with the host's root, on every node"
+        ),
+    }
     let config = kube_config(args.kubeconfig).await?;
     let identity = args.identity.unwrap_or_else(|| {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "drover".into());
@@ -168,6 +183,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             job_namespace: args.namespace.clone(),
             drain_pass: Duration::from_secs(args.drain_pass_seconds.max(1)),
             step_concurrency: args.step_concurrency.max(1),
+            allowed_images: args.allowed_images,
             ..Settings::default()
         },
         lease: args.leader_elect.then(|| LeaseConfig {

@@ -121,7 +121,7 @@ on_both_beds! {
             "{message}"
         );
         assert!(message.contains("shop/web-"), "names the blocked pod: {message}");
-        assert!(message.contains("was handed back (spec.strategy.onHalt is Uncordon)"), "{message}");
+        assert!(message.contains("handed back (spec.strategy.onHalt is Uncordon)"), "{message}");
         let st = cu.status.unwrap();
         assert_eq!(st.nodes[0].state, "Blocked");
         // An SRE relaxes the budget and changes the spec (any change retries

@@ -12,6 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use deploy_support::{Rule, documents, kubectl, repo, rules, yaml_files};
+use k8s_openapi::api::admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -77,6 +78,12 @@ fn check_document(doc: &Value, file: &Path) -> String {
         ("policy/v1", "PodDisruptionBudget") => drop(typed::<PodDisruptionBudget>(doc, &what)),
         ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => drop(typed::<CustomResourceDefinition>(doc, &what)),
         ("drover.dev/v1alpha1", "ClusterUpgrade") => check_cluster_upgrade(doc, &what),
+        ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy") => {
+            drop(typed::<ValidatingAdmissionPolicy>(doc, &what))
+        }
+        ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding") => {
+            drop(typed::<ValidatingAdmissionPolicyBinding>(doc, &what))
+        }
         ("kustomize.config.k8s.io/v1beta1", "Kustomization") | ("kustomize.config.k8s.io/v1alpha1", "Component") => {
             // Everything it includes exists.
             let dir = file.parent().unwrap();

@@ -1,4 +1,5 @@
-//! Spec acceptance: the rules only drover can judge, run before anything is
+//! Spec acceptance: the rules only drover can judge (the schema's, the
+//! operator's image allowlist, the version skew), run before anything is
 //! touched, and the spec's durations and selectors parsed once for every
 //! later decision.
 
@@ -16,7 +17,7 @@ use crate::view::component_targets_node;
 /// Why a spec is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
-    /// InvalidSpec or SkewViolation.
+    /// InvalidSpec, ImageNotAllowed or SkewViolation.
     pub reason: Reason,
     pub problems: Vec<String>,
 }
@@ -62,6 +63,17 @@ pub fn accept(spec: &ClusterUpgradeSpec, obs: &Observation, scope: &Matcher) -> 
             reason: Reason::InvalidSpec,
             problems,
         });
+    }
+    // Before anything else about the cluster: an image outside the operator's
+    // list would run privileged, with the host's root, on every node.
+    if let Some(allowed) = &obs.allowed_images {
+        let refused = allowed.refused_fields(spec);
+        if !refused.is_empty() {
+            return Err(Refusal {
+                reason: Reason::ImageNotAllowed,
+                problems: refused,
+            });
+        }
     }
     let in_scope: Vec<&ObservedNode> = obs.nodes.iter().filter(|n| scope.matches(&n.labels)).collect();
     let workload_version = |name: &str| obs.workloads.get(name).and_then(|w| w.version.clone());

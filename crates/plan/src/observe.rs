@@ -3,6 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use drover_api::ClusterUpgradeStatus;
+use drover_api::images::AllowedImages;
 pub use drover_api::{BackupState, ObservedWorkload};
 use jiff::Timestamp;
 
@@ -30,6 +31,8 @@ pub struct Observation {
     pub self_node: Option<String>,
     /// The status written last time, for lastTransitionTime, start time and history.
     pub previous: Option<ClusterUpgradeStatus>,
+    /// The images drover may run (`drover run --allowed-images`); None allows every image.
+    pub allowed_images: Option<AllowedImages>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]

@@ -121,6 +121,7 @@ pub fn observation(nodes: Vec<ObservedNode>) -> Observation {
         others: vec![],
         self_node: None,
         previous: None,
+        allowed_images: None,
     }
 }
 
