@@ -207,5 +207,6 @@ pub async fn observe<O: NodeOps>(
         others,
         self_node,
         previous: cu.status.clone(),
+        writer: None,
     })
 }

@@ -6,7 +6,7 @@ use drover_api::ClusterUpgradeStatus;
 pub use drover_api::{BackupState, ObservedWorkload};
 use jiff::Timestamp;
 
-use crate::progress::NodeProgress;
+use crate::progress::{NodeProgress, Writer};
 
 /// One snapshot of everything a decision depends on, including the time.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,6 +30,10 @@ pub struct Observation {
     pub self_node: Option<String>,
     /// The status written last time, for lastTransitionTime, start time and history.
     pub previous: Option<ClusterUpgradeStatus>,
+    /// The leader this pass plans for: every record the plan builds names
+    /// it, and a record of a later term stops the plan (see
+    /// [`crate::decide::Superseded`]). None without leader election.
+    pub writer: Option<Writer>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]

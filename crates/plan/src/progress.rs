@@ -89,6 +89,27 @@ pub struct NodeProgress {
     /// Set on the way to Failed, and on Failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<Failure>,
+    /// The replica that wrote this record: its Lease identity (empty
+    /// without leader election, and on records older than this field).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub writer: String,
+    /// The writer's term: the Lease's `leaseTransitions` when it became
+    /// leader (0 without leader election, and on older records). A leader
+    /// never overwrites a record of a later term.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub term: i64,
+}
+
+fn is_zero(x: &i64) -> bool {
+    *x == 0
+}
+
+/// Who writes a node's records: the leader's Lease identity and term.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Writer {
+    pub identity: String,
+    /// The Lease's `leaseTransitions` when this replica acquired it.
+    pub term: i64,
 }
 
 impl NodeProgress {
@@ -106,7 +127,16 @@ impl NodeProgress {
             message: String::new(),
             halted: false,
             failure: None,
+            writer: String::new(),
+            term: 0,
         }
+    }
+
+    /// The same record, as `w` writes it.
+    pub fn written_by(mut self, w: &Writer) -> Self {
+        self.writer = w.identity.clone();
+        self.term = w.term;
+        self
     }
 
     /// The same node, moved to `phase` (fresh attempt count and message).

@@ -116,6 +116,7 @@ pub fn observation(nodes: Vec<ObservedNode>) -> Observation {
         others: vec![],
         self_node: None,
         previous: None,
+        writer: None,
     }
 }
 
