@@ -200,7 +200,10 @@ pub async fn run(
     let lease = match &cfg.lease {
         Some(l) => {
             l.check().map_err(Error::Other)?;
-            Some((Api::<Lease>::namespaced(lease_client(kube_config, l)?, &l.namespace), l.clone()))
+            Some((
+                Api::<Lease>::namespaced(lease_client(kube_config, l)?, &l.namespace),
+                l.clone(),
+            ))
         }
         None => None,
     };

@@ -149,7 +149,11 @@ async fn write_progress<O: NodeOps>(
             });
             let patch: json_patch::Patch =
                 serde_json::from_value(json!(ops)).map_err(|e| Error::Other(e.to_string()))?;
-            fenced(ctx, nodes.patch(node, &PatchParams::default(), &Patch::<()>::Json(patch))).await
+            fenced(
+                ctx,
+                nodes.patch(node, &PatchParams::default(), &Patch::<()>::Json(patch)),
+            )
+            .await
         }
         // Nothing of ours to remove.
         None if value.is_none() => return Ok(true),

@@ -155,7 +155,6 @@ async fn shutdown_signal() {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
-    let config = kube_config(args.kubeconfig).await?;
     let identity = args.identity.unwrap_or_else(|| {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "drover".into());
         format!("{host}-{}", std::process::id())
@@ -188,6 +187,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         lease.check().map_err(anyhow::Error::msg)?;
     }
     let lease = Some(lease);
+    // Flags are checked before any cluster is read.
+    let config = kube_config(args.kubeconfig).await?;
     let cfg = RunConfig {
         settings: Settings {
             self_node: args.node_name,

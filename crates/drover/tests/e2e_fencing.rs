@@ -130,7 +130,10 @@ fn assert_fenced(env: &Env, old: &Drover, new: &Drover, took: Duration) {
         "records of replica-a (term {a:?}) and then replica-b (a later term, {b:?}): {writers:?}"
     );
     let violations = env.progress.term_violations();
-    assert!(violations.is_empty(), "two leaders' writes interleaved: {violations:#?}");
+    assert!(
+        violations.is_empty(),
+        "two leaders' writes interleaved: {violations:#?}"
+    );
 }
 
 on_both_beds! {
@@ -185,8 +188,12 @@ async fn a_leader_whose_lease_requests_alone_stall_stops_before_the_standby_take
     });
     let took = until_holder(&env, "replica-b", LEASE * 3).await;
     let status = exits(&mut a, LEASE * 2).await;
-    assert!(!status.success(), "a replica that stopped leading exits non-zero: {status}");
-    env.wait_for("runtime", "Ready", ROLLOUT, |cu| is(cu, "Ready", "True")).await;
+    assert!(
+        !status.success(),
+        "a replica that stopped leading exits non-zero: {status}"
+    );
+    env.wait_for("runtime", "Ready", ROLLOUT, |cu| is(cu, "Ready", "True"))
+        .await;
     assert_fenced(&env, &a, &b, took);
     // Its other requests were never held up, so nothing it sent could land
     // late: once replica-b wrote a record, replica-a wrote none anywhere.
@@ -194,5 +201,9 @@ async fn a_leader_whose_lease_requests_alone_stall_stops_before_the_standby_take
     assert!(late.is_empty(), "replica-a wrote after replica-b took over: {late:#?}");
     let report = env.report().await;
     assert!(report.cordoned.is_empty(), "nodes left cordoned: {:?}", report.cordoned);
-    assert!(env.progress.regressions().is_empty(), "{:#?}", env.progress.regressions());
+    assert!(
+        env.progress.regressions().is_empty(),
+        "{:#?}",
+        env.progress.regressions()
+    );
 }

@@ -71,8 +71,10 @@ async fn a_rule_with_a_user_agent_matches_that_client_only() {
     let as_agent = |ua: &str| {
         let mut cfg = kube::Config::new(s.url().parse().unwrap());
         cfg.default_retry = false;
-        cfg.headers
-            .push((axum::http::header::USER_AGENT, axum::http::HeaderValue::from_str(ua).unwrap()));
+        cfg.headers.push((
+            axum::http::header::USER_AGENT,
+            axum::http::HeaderValue::from_str(ua).unwrap(),
+        ));
         kube::Client::try_from(cfg).unwrap()
     };
     let (a, b) = (as_agent("drover/0.1 (replica-a)"), as_agent("drover/0.1 (replica-b)"));

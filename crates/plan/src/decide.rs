@@ -65,7 +65,11 @@ impl std::fmt::Display for Superseded {
             f,
             "node {}'s progress record was written by {} under term {}, later than this replica's term {}: another replica has led since",
             self.node,
-            if self.writer.is_empty() { "another replica" } else { &self.writer },
+            if self.writer.is_empty() {
+                "another replica"
+            } else {
+                &self.writer
+            },
             self.term,
             self.mine
         )

@@ -63,13 +63,21 @@ fn every_record_a_plan_builds_names_its_writer_and_term() {
     // The annotation carries both fields.
     let r = m.obs.nodes.iter().find_map(|n| n.progress.clone()).expect("a record");
     let text = r.to_annotation();
-    assert!(text.contains(r#""writer":"replica-b""#) && text.contains(r#""term":3"#), "{text}");
+    assert!(
+        text.contains(r#""writer":"replica-b""#) && text.contains(r#""term":3"#),
+        "{text}"
+    );
 }
 
 #[test]
 fn a_new_leader_takes_over_records_of_an_earlier_term() {
     let mut m = under_way(Some(writer("replica-a", 1)));
-    assert!(m.obs.nodes.iter().any(|n| n.progress.as_ref().is_some_and(|p| p.term == 1)));
+    assert!(
+        m.obs
+            .nodes
+            .iter()
+            .any(|n| n.progress.as_ref().is_some_and(|p| p.term == 1))
+    );
     m.obs.writer = Some(writer("replica-b", 2));
     let p = plan(&m.spec, &m.obs);
     assert_eq!(p.superseded, None);
@@ -99,7 +107,11 @@ fn a_record_of_a_later_term_stops_the_whole_plan() {
     let later = n.progress.clone().unwrap().written_by(&writer("replica-b", 2));
     n.progress = Some(later);
     let p = plan(&m.spec, &m.obs);
-    assert!(p.actions.is_empty(), "a superseded leader acts on no node: {:?}", p.actions);
+    assert!(
+        p.actions.is_empty(),
+        "a superseded leader acts on no node: {:?}",
+        p.actions
+    );
     let s = p.superseded.clone().expect("superseded");
     assert_eq!(
         (s.node.as_str(), s.writer.as_str(), s.term, s.mine),

@@ -92,8 +92,15 @@ fn who_holds_a_lease() {
     let fresh = lease(Some("drover-1"), 1, 0);
     // Held until its renewal time plus its duration.
     let renewed = fresh.spec.as_ref().unwrap().renew_time.as_ref().unwrap().0;
-    assert_eq!(held_by_other(&fresh, ME, now), Some(renewed + SignedDuration::from_secs(15)));
-    assert_eq!(held_by_other(&fresh, "drover-1", now), None, "my own lease is not another's");
+    assert_eq!(
+        held_by_other(&fresh, ME, now),
+        Some(renewed + SignedDuration::from_secs(15))
+    );
+    assert_eq!(
+        held_by_other(&fresh, "drover-1", now),
+        None,
+        "my own lease is not another's"
+    );
     // Expired: renewed longer ago than its duration.
     assert_eq!(held_by_other(&lease(Some("drover-1"), 16, 0), ME, now), None);
     // Released (no holder, or an empty one), or no spec at all.
@@ -107,7 +114,10 @@ fn who_holds_a_lease() {
     let mut no_duration = lease(Some("drover-1"), 10, 0);
     no_duration.spec.as_mut().unwrap().lease_duration_seconds = None;
     assert!(held_by_other(&no_duration, ME, now).is_some());
-    assert_eq!(held_by_other(&no_duration, ME, now + SignedDuration::from_secs(6)), None);
+    assert_eq!(
+        held_by_other(&no_duration, ME, now + SignedDuration::from_secs(6)),
+        None
+    );
 }
 
 #[tokio::test]
@@ -246,12 +256,21 @@ async fn the_leader_stops_at_its_deadline_while_its_renewals_hang() {
     first_acquire(&mut server).await;
     let lead = *rx.wait_for(|l| l.is_some()).await.expect("leads");
     // 15 s lease, 3 s margin: leading until 12 s after the renewal began.
-    assert_eq!(lead, Some(Lead { term: 0, until: t0 + Duration::from_secs(12) }));
+    assert_eq!(
+        lead,
+        Some(Lead {
+            term: 0,
+            until: t0 + Duration::from_secs(12)
+        })
+    );
     // From here the API server never answers: each renewal is held, unanswered.
     let mut held = Vec::new();
     for at in [5, 10] {
         let req = server.next_within(Duration::from_secs(60)).await.expect("a renewal");
-        assert_eq!((req.method.clone(), Instant::now() - t0), (Method::GET, Duration::from_secs(at)));
+        assert_eq!(
+            (req.method.clone(), Instant::now() - t0),
+            (Method::GET, Duration::from_secs(at))
+        );
         held.push(req);
     }
     rx.wait_for(|l| l.is_none()).await.expect("stops leading");
@@ -278,14 +297,21 @@ async fn a_renewal_that_succeeds_moves_the_deadline_on_and_one_that_times_out_do
     let mut req = req;
     req.ok(serde_json::to_value(&mine).unwrap());
     server.expect(Method::PUT, PATH).await.echo();
-    let lead = *rx.wait_for(|l| l.is_some_and(|l| l.until > t0 + Duration::from_secs(12))).await.expect("renewed");
+    let lead = *rx
+        .wait_for(|l| l.is_some_and(|l| l.until > t0 + Duration::from_secs(12)))
+        .await
+        .expect("renewed");
     assert_eq!(lead.map(|l| l.until), Some(t0 + Duration::from_secs(17)));
     // The renewal at 10 s hangs past its own 5 s deadline and is given up;
     // the next one, at 15 s, hangs too: leadership ends at 17 s.
     let first = server.next_within(Duration::from_secs(60)).await.expect("a renewal");
     assert_eq!(Instant::now() - t0, Duration::from_secs(10));
     let second = server.next_within(Duration::from_secs(60)).await.expect("a renewal");
-    assert_eq!(Instant::now() - t0, Duration::from_secs(15), "the next attempt after a timed-out one");
+    assert_eq!(
+        Instant::now() - t0,
+        Duration::from_secs(15),
+        "the next attempt after a timed-out one"
+    );
     rx.wait_for(|l| l.is_none()).await.expect("stops leading");
     assert_eq!(Instant::now() - t0, Duration::from_secs(17));
     drop((first, second));
@@ -295,23 +321,45 @@ async fn a_renewal_that_succeeds_moves_the_deadline_on_and_one_that_times_out_do
 #[tokio::test(start_paused = true)]
 async fn the_fence_shuts_at_the_deadline_and_cancels_what_runs_under_it() {
     let t0 = Instant::now();
-    let (tx, rx) = watch::channel(Some(Lead { term: 2, until: t0 + Duration::from_secs(10) }));
-    let fence = Fence::new(Writer { identity: ME.into(), term: 2 }, rx);
+    let (tx, rx) = watch::channel(Some(Lead {
+        term: 2,
+        until: t0 + Duration::from_secs(10),
+    }));
+    let fence = Fence::new(
+        Writer {
+            identity: ME.into(),
+            term: 2,
+        },
+        rx,
+    );
     assert!(fence.leading());
     assert_eq!(fence.writer().map(|w| w.term), Some(2));
     // A step that would run for a minute is dropped at the deadline.
     let out = fence.guard(tokio::time::sleep(Duration::from_secs(60))).await;
     assert_eq!((out, Instant::now() - t0), (None, Duration::from_secs(10)));
     assert!(!fence.leading());
-    assert_eq!(fence.guard(async { 1 }).await, None, "nothing starts after the deadline");
+    assert_eq!(
+        fence.guard(async { 1 }).await,
+        None,
+        "nothing starts after the deadline"
+    );
     assert!(fence.lost().await.contains("not renewed in time"));
     // A renewal moves it on; a term that is not mine does not count.
-    tx.send_replace(Some(Lead { term: 2, until: Instant::now() + Duration::from_secs(10) }));
+    tx.send_replace(Some(Lead {
+        term: 2,
+        until: Instant::now() + Duration::from_secs(10),
+    }));
     assert_eq!(fence.guard(async { 1 }).await, Some(1));
-    tx.send_replace(Some(Lead { term: 3, until: Instant::now() + Duration::from_secs(10) }));
+    tx.send_replace(Some(Lead {
+        term: 3,
+        until: Instant::now() + Duration::from_secs(10),
+    }));
     assert!(!fence.leading());
     // Deposed by the planner: lost at once, with its reason.
-    tx.send_replace(Some(Lead { term: 2, until: Instant::now() + Duration::from_secs(10) }));
+    tx.send_replace(Some(Lead {
+        term: 2,
+        until: Instant::now() + Duration::from_secs(10),
+    }));
     fence.depose("node n1's record is of a later term".into());
     assert!(!fence.leading());
     assert_eq!(fence.lost().await, "node n1's record is of a later term");
@@ -328,7 +376,10 @@ fn lease_durations_that_cannot_fence_are_refused_naming_the_flags() {
     let mut c = cfg();
     c.renew_deadline = Duration::from_secs(12);
     let e = c.check().unwrap_err();
-    assert!(e.contains("--lease-renew-deadline") && e.contains("--lease-margin") && e.contains("--lease-duration"), "{e}");
+    assert!(
+        e.contains("--lease-renew-deadline") && e.contains("--lease-margin") && e.contains("--lease-duration"),
+        "{e}"
+    );
     let mut c = cfg();
     c.margin = Duration::ZERO;
     assert!(c.check().unwrap_err().contains("--lease-margin"));

@@ -21,7 +21,11 @@ pub struct Cutoff {
 }
 
 /// Copy `from` to `to`, holding every byte while frozen.
-async fn pump(mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp::OwnedWriteHalf, mut frozen: watch::Receiver<bool>) {
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut frozen: watch::Receiver<bool>,
+) {
     let mut buf = vec![0u8; 16 * 1024];
     loop {
         if frozen.wait_for(|f| !*f).await.is_err() {
@@ -50,14 +54,18 @@ impl Cutoff {
         let (frozen, rx) = watch::channel(false);
         let task = tokio::spawn(async move {
             loop {
-                let Ok((client, _)) = listener.accept().await else { return };
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
                 let mut rx = rx.clone();
                 tokio::spawn(async move {
                     // A connection opened while frozen is not even connected upstream.
                     if rx.wait_for(|f| !*f).await.is_err() {
                         return;
                     }
-                    let Ok(server) = TcpStream::connect(upstream).await else { return };
+                    let Ok(server) = TcpStream::connect(upstream).await else {
+                        return;
+                    };
                     let (cr, cw) = client.into_split();
                     let (sr, sw) = server.into_split();
                     tokio::join!(pump(cr, sw, rx.clone()), pump(sr, cw, rx));
