@@ -112,6 +112,9 @@ fn assert_fenced(env: &Env, old: &Drover, new: &Drover, took: Duration) {
         .unwrap_or_else(|| panic!("the old leader never said it stopped leading:\n{old_log}"));
     let acquired = logged_at(&new_log, "acquired the leader Lease")
         .unwrap_or_else(|| panic!("the standby never said it acquired the Lease:\n{new_log}"));
+    eprintln!(
+        "takeover {took:?} after the cut; the old leader stopped at {stopped}, the new one acquired at {acquired}"
+    );
     assert!(
         stopped < acquired,
         "the old leader stopped at {stopped}, after the standby acquired the Lease at {acquired}: two replicas acted at once"
