@@ -233,5 +233,6 @@ pub async fn observe<O: NodeOps>(
         previous: cu.status.clone(),
         // The caller's setting (drover run --allowed-images), not the cluster's.
         allowed_images: None,
+        writer: None,
     })
 }

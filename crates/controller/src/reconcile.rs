@@ -25,6 +25,7 @@ use serde_json::json;
 
 use crate::error::{Error, Result};
 use crate::inflight::Inflight;
+use crate::leader::Fence;
 use crate::metrics::{Metrics, StepKind, StepLabels, UpgradeLabels};
 use crate::observe::{self, now};
 
@@ -68,6 +69,8 @@ pub struct Context<O: NodeOps> {
     pub recorder: Recorder,
     pub settings: Settings,
     pub inflight: Arc<Inflight>,
+    /// Whether this replica may still act (always, without leader election).
+    pub fence: Fence,
 }
 
 impl<O: NodeOps> Context<O> {
@@ -112,6 +115,18 @@ impl Base {
     }
 }
 
+/// Send `request` only while this replica leads; dropped (not sent, or
+/// cancelled) once it does not.
+async fn fenced<O: NodeOps, T>(
+    ctx: &Context<O>,
+    request: impl std::future::Future<Output = kube::Result<T>>,
+) -> std::result::Result<kube::Result<T>, Error> {
+    ctx.fence
+        .guard(request)
+        .await
+        .ok_or_else(|| Error::Other("not leading: the write was not sent".into()))
+}
+
 /// Replace `node`'s progress record with `next`, only if it still is what
 /// `base` saw: a compare-and-swap, so a pass planned over a stale cache can
 /// never move a record backwards or undo another writer. False when the
@@ -138,9 +153,11 @@ async fn write_progress<O: NodeOps>(
             });
             let patch: json_patch::Patch =
                 serde_json::from_value(json!(ops)).map_err(|e| Error::Other(e.to_string()))?;
-            nodes
-                .patch(node, &PatchParams::default(), &Patch::<()>::Json(patch))
-                .await
+            fenced(
+                ctx,
+                nodes.patch(node, &PatchParams::default(), &Patch::<()>::Json(patch)),
+            )
+            .await
         }
         // Nothing of ours to remove.
         None if value.is_none() => return Ok(true),
@@ -149,9 +166,10 @@ async fn write_progress<O: NodeOps>(
                 "annotations": {annotation::PROGRESS: value},
                 "resourceVersion": base.resource_version,
             }});
-            nodes.patch(node, &PatchParams::default(), &Patch::Merge(&patch)).await
+            fenced(ctx, nodes.patch(node, &PatchParams::default(), &Patch::Merge(&patch))).await
         }
     };
+    let written = written?;
     match written {
         Ok(_) => {
             ctx.inflight.wrote(node, value);
@@ -327,6 +345,9 @@ fn spawn_step<O: NodeOps + 'static>(ctx: &Arc<Context<O>>, cu: &Arc<ClusterUpgra
     let Some(node) = action.node().map(str::to_string) else {
         return;
     };
+    if !ctx.fence.leading() {
+        return;
+    }
     let Some(claim) = ctx.inflight.claim(&node, &cu.name_any()) else {
         return;
     };
@@ -337,7 +358,12 @@ fn spawn_step<O: NodeOps + 'static>(ctx: &Arc<Context<O>>, cu: &Arc<ClusterUpgra
         let Ok(_permit) = task_ctx.inflight.permits.clone().acquire_owned().await else {
             return;
         };
-        if let Err(e) = act(&task_ctx, &cu, &action, &base).await {
+        // The step ends the moment leadership does (the next leader resumes it from its record).
+        let Some(done) = task_ctx.fence.guard(act(&task_ctx, &cu, &action, &base)).await else {
+            tracing::warn!(upgrade = %cu.name_any(), %node, "not leading any more: the step was stopped");
+            return;
+        };
+        if let Err(e) = done {
             task_ctx.metrics.api_errors.inc();
             tracing::warn!(upgrade = %cu.name_any(), %node, error = %e, "a step failed; it is retried on the next pass");
         }
@@ -447,7 +473,16 @@ async fn apply<O: NodeOps + 'static>(cu: &Arc<ClusterUpgrade>, ctx: &Arc<Context
     )
     .await?;
     obs.allowed_images = ctx.settings.allowed_images.clone();
+    let obs = drover_plan::Observation {
+        writer: ctx.fence.writer(),
+        ..obs
+    };
     let plan = drover_plan::plan(&cu.spec, &obs);
+    if let Some(later) = &plan.superseded {
+        // Another replica has led since this one's term began: write nothing, stop leading.
+        ctx.fence.depose(later.to_string());
+        return Err(Error::Other(format!("not acting: {later}")));
+    }
     let status = drover_plan::report::status(&cu.spec, &obs, &plan);
     ctx.metrics.set_counts(&name, &status.counts);
 
@@ -455,8 +490,11 @@ async fn apply<O: NodeOps + 'static>(cu: &Arc<ClusterUpgrade>, ctx: &Arc<Context
         let before = ready_condition(cu.status.as_ref());
         let after = ready_condition(Some(&status));
         let body = json!({"apiVersion": "drover.dev/v1alpha1", "kind": "ClusterUpgrade", "status": status});
-        api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
-            .await?;
+        fenced(
+            ctx,
+            api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)),
+        )
+        .await??;
         if before != after
             && let Some((ready, why)) = &after
             && let Some(why) = Reason::parse(why)

@@ -78,6 +78,12 @@ struct RunArgs {
     /// Seconds a Lease holds without renewal.
     #[arg(long, default_value_t = 15)]
     lease_duration: u64,
+    /// Seconds one Lease renewal may take before it counts as failed (default: a third of --lease-duration).
+    #[arg(long)]
+    lease_renew_deadline: Option<f64>,
+    /// Seconds before its Lease can expire that the leader stops acting (default: a fifth of --lease-duration).
+    #[arg(long)]
+    lease_margin: Option<f64>,
     /// The node drover runs on; it is upgraded last among workers.
     #[arg(long, env = "NODE_NAME")]
     node_name: Option<String>,
@@ -177,6 +183,28 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         ),
     };
     let lease_duration = Duration::from_secs(args.lease_duration.max(2));
+    let seconds = |flag: &str, v: Option<f64>| -> anyhow::Result<Option<Duration>> {
+        v.map(|s| {
+            Duration::try_from_secs_f64(s)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .with_context(|| format!("{flag} {s} is not a positive number of seconds"))
+        })
+        .transpose()
+    };
+    let mut lease = LeaseConfig::new(&args.namespace, &args.lease_name, &identity, lease_duration);
+    if let Some(d) = seconds("--lease-renew-deadline", args.lease_renew_deadline)? {
+        lease.renew_deadline = d;
+    }
+    if let Some(d) = seconds("--lease-margin", args.lease_margin)? {
+        lease.margin = d;
+    }
+    if args.leader_elect {
+        lease.check().map_err(anyhow::Error::msg)?;
+    }
+    let lease = Some(lease);
+    // Flags are checked before any cluster is read.
+    let config = kube_config(args.kubeconfig).await?;
     let cfg = RunConfig {
         settings: Settings {
             self_node: args.node_name,
@@ -186,13 +214,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             allowed_images: args.allowed_images,
             ..Settings::default()
         },
-        lease: args.leader_elect.then(|| LeaseConfig {
-            namespace: args.namespace.clone(),
-            name: args.lease_name.clone(),
-            identity,
-            duration: lease_duration,
-            renew_every: lease_duration / 3,
-        }),
+        lease: lease.filter(|_| args.leader_elect),
         http_addr,
         qps: (args.kube_qps > 0).then_some(args.kube_qps),
     };

@@ -7,7 +7,7 @@ use std::time::Duration;
 use drover_api::{EventReason, Outcome, Reason, StepEvent};
 use jiff::Timestamp;
 
-use crate::progress::{Failure, NodePhase, NodeProgress};
+use crate::progress::{Failure, NodePhase, NodeProgress, Writer};
 
 /// One thing to do now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,6 +29,15 @@ pub enum Action {
 }
 
 impl Action {
+    /// The same action, with every record it writes naming `w`.
+    pub(crate) fn written_by(&mut self, w: &Writer) {
+        match self {
+            Action::Start { progress, .. } => *progress = progress.clone().written_by(w),
+            Action::Step { transition, .. } => transition.written_by(w),
+            Action::UpgradeWorkload { .. } | Action::RunBackup { .. } => {}
+        }
+    }
+
     pub fn node(&self) -> Option<&str> {
         match self {
             Action::Start { node, .. } | Action::Step { node, .. } => Some(node),
@@ -142,6 +151,8 @@ pub struct Transition {
     pub on_timeout: OnTimeout,
     /// When the step's time is up (drain and Job timeouts), if it has a limit.
     pub deadline: Option<Timestamp>,
+    /// Who writes the records this transition gives (every one names it).
+    pub writer: Writer,
 }
 
 impl Transition {
@@ -157,14 +168,22 @@ impl Transition {
             retry_started: false,
             on_timeout: OnTimeout::Hold,
             deadline: None,
+            writer: Writer::default(),
         }
+    }
+
+    /// The same transition, with every record it gives written by `w`.
+    pub(crate) fn written_by(&mut self, w: &Writer) {
+        self.writer = w.clone();
+        self.on_done = self.on_done.take().map(|p| p.written_by(w));
+        self.on_failed = self.on_failed.clone().written_by(w);
     }
 
     /// The record to write for `outcome`. Equal to `from` when nothing new
     /// was learned, so that no write is needed.
     pub fn record(&self, outcome: &Outcome) -> Option<NodeProgress> {
         let noted = |message: &str, halted: bool| {
-            let mut p = self.from.clone();
+            let mut p = self.from.clone().written_by(&self.writer);
             if p.message != message {
                 p.message = message.to_string();
                 p.attempts += 1;

@@ -18,6 +18,7 @@ use crate::action::Action;
 use crate::gates::{self, GateCtx, Hold};
 use crate::node::{NodeCtx, release_if_held};
 use crate::observe::Observation;
+use crate::progress::Writer;
 use crate::schedule;
 use crate::stage::{self, RolloutStage};
 use crate::view::{NodeView, Standing, view};
@@ -38,6 +39,41 @@ pub struct Plan<'a> {
     pub target_hash: String,
     /// The backup Job of this target, as observed.
     pub backup: BackupState,
+    /// A record of a later term than this pass's writer: the plan has no
+    /// actions, and the replica must stop leading.
+    pub superseded: Option<Superseded>,
+}
+
+/// A node record written under a later term than the writer this pass
+/// plans for: another replica took the Lease since this one did, so this
+/// one must stop acting. The controller's compare-and-swap on the record's
+/// old text makes the check atomic per node: a write lands only on the
+/// exact record the plan judged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Superseded {
+    pub node: String,
+    /// Who wrote the later record, and under which term.
+    pub writer: String,
+    pub term: i64,
+    /// The term this pass planned for.
+    pub mine: i64,
+}
+
+impl std::fmt::Display for Superseded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "node {}'s progress record was written by {} under term {}, later than this replica's term {}: another replica has led since",
+            self.node,
+            if self.writer.is_empty() {
+                "another replica"
+            } else {
+                &self.writer
+            },
+            self.term,
+            self.mine
+        )
+    }
 }
 
 impl Plan<'_> {
@@ -86,8 +122,41 @@ fn conflict(obs: &Observation, scope: &BTreeSet<&str>) -> Option<String> {
         })
 }
 
-/// Decide.
+/// Decide, for the writer the observation names: every record the plan
+/// builds carries its identity and term, and none is planned at all once a
+/// node's record carries a later term.
 pub fn plan<'a>(spec: &'a ClusterUpgradeSpec, obs: &'a Observation) -> Plan<'a> {
+    let mut plan = decide(spec, obs);
+    let Some(w) = &obs.writer else {
+        // No leader election: the records name no one.
+        for a in &mut plan.actions {
+            a.written_by(&Writer::default());
+        }
+        return plan;
+    };
+    let later = obs
+        .nodes
+        .iter()
+        .filter_map(|n| Some((n, n.progress.as_ref()?)))
+        .filter(|(_, p)| p.term > w.term)
+        .max_by_key(|(_, p)| p.term);
+    if let Some((n, p)) = later {
+        plan.actions.clear();
+        plan.superseded = Some(Superseded {
+            node: n.name.clone(),
+            writer: p.writer.clone(),
+            term: p.term,
+            mine: w.term,
+        });
+        return plan;
+    }
+    for a in &mut plan.actions {
+        a.written_by(w);
+    }
+    plan
+}
+
+fn decide<'a>(spec: &'a ClusterUpgradeSpec, obs: &'a Observation) -> Plan<'a> {
     let target = target_string(spec);
     let target_hash = short_hash(&target);
     let backup = obs
@@ -108,6 +177,7 @@ pub fn plan<'a>(spec: &'a ClusterUpgradeSpec, obs: &'a Observation) -> Plan<'a> 
         target,
         target_hash,
         backup,
+        superseded: None,
     };
     let in_scope: BTreeSet<&str> = views
         .iter()

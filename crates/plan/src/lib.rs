@@ -36,10 +36,10 @@ pub mod window;
 
 pub use accept::{Accepted, Refusal};
 pub use action::{Action, OnTimeout, Step, StepNote, Transition, step_note};
-pub use decide::{Plan, plan};
+pub use decide::{Plan, Superseded, plan};
 pub use drover_api::{BackupState, ObservedWorkload, Outcome};
 pub use gates::Hold;
 pub use observe::{Observation, ObservedNode, OtherUpgrade};
-pub use progress::{Failure, NodePhase, NodeProgress};
+pub use progress::{Failure, NodePhase, NodeProgress, Writer};
 pub use stage::RolloutStage;
 pub use view::{Group, NodeView, Standing};

@@ -7,7 +7,7 @@ use drover_api::images::AllowedImages;
 pub use drover_api::{BackupState, ObservedWorkload};
 use jiff::Timestamp;
 
-use crate::progress::NodeProgress;
+use crate::progress::{NodeProgress, Writer};
 
 /// One snapshot of everything a decision depends on, including the time.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,6 +33,10 @@ pub struct Observation {
     pub previous: Option<ClusterUpgradeStatus>,
     /// The images drover may run (`drover run --allowed-images`); None allows every image.
     pub allowed_images: Option<AllowedImages>,
+    /// The leader this pass plans for: every record the plan builds names
+    /// it, and a record of a later term stops the plan (see
+    /// [`crate::decide::Superseded`]). None without leader election.
+    pub writer: Option<Writer>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]

@@ -114,10 +114,31 @@ pub struct NodeProgress {
     /// Left cordoned on purpose, and why (status.leftCordoned).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub left_cordoned: Option<String>,
+    /// The replica that wrote this record: its Lease identity (empty
+    /// without leader election, and on records older than this field).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub writer: String,
+    /// The writer's term: the Lease's `leaseTransitions` when it became
+    /// leader (0 without leader election, and on older records). A leader
+    /// never overwrites a record of a later term.
+    #[serde(default, skip_serializing_if = "is_zero_term")]
+    pub term: i64,
 }
 
 fn is_zero(n: &u32) -> bool {
     *n == 0
+}
+
+fn is_zero_term(x: &i64) -> bool {
+    *x == 0
+}
+
+/// Who writes a node's records: the leader's Lease identity and term.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Writer {
+    pub identity: String,
+    /// The Lease's `leaseTransitions` when this replica acquired it.
+    pub term: i64,
 }
 
 impl NodeProgress {
@@ -140,7 +161,16 @@ impl NodeProgress {
             retries: 0,
             retry_at: None,
             left_cordoned: None,
+            writer: String::new(),
+            term: 0,
         }
+    }
+
+    /// The same record, as `w` writes it.
+    pub fn written_by(mut self, w: &Writer) -> Self {
+        self.writer = w.identity.clone();
+        self.term = w.term;
+        self
     }
 
     /// The same node, moved to `phase` (fresh attempt count and message).

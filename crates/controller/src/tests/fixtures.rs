@@ -181,6 +181,7 @@ pub fn context(ops: FakeNodeOps, nodes: Vec<Node>, upgrades: Vec<ClusterUpgrade>
             },
         ),
         inflight: Inflight::new(settings.step_concurrency),
+        fence: Default::default(),
         settings,
     };
     (Arc::new(ctx), api)

@@ -10,6 +10,7 @@
 //! `DROVER_TEST_BED` (kubesim, real; both when unset) selects.
 #![allow(dead_code)]
 
+pub mod cutoff;
 pub mod real;
 
 use std::collections::BTreeMap;
@@ -148,9 +149,10 @@ pub struct Env {
     blocked: Mutex<Vec<(String, String, Value)>>,
 }
 
-/// Each node's `drover.dev/progress` record, every change a node watch saw.
+/// Each node's `drover.dev/progress` record, every change a node watch saw;
+/// and every change in the order the watch saw them, across nodes.
 #[derive(Clone, Default)]
-pub struct ProgressLog(Arc<Mutex<Records>>);
+pub struct ProgressLog(Arc<Mutex<Records>>, Arc<Mutex<Vec<(String, String)>>>);
 
 /// Node → its records in the order seen.
 type Records = BTreeMap<String, Vec<String>>;
@@ -188,7 +190,80 @@ impl ProgressLog {
         let seen = m.entry(node.to_string()).or_default();
         if seen.last().map(String::as_str) != Some(record) {
             seen.push(record.to_string());
+            self.1.lock().unwrap().push((node.to_string(), record.to_string()));
         }
+    }
+
+    /// Where two leaders' writes interleaved: on a node, a record of a
+    /// lower term after one of a higher term (a deposed leader's write
+    /// landing over its successor's), or one term written by two replicas.
+    /// Records without a term are term 0, without a writer are skipped.
+    pub fn term_violations(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut writers: BTreeMap<i64, String> = BTreeMap::new();
+        for (node, records) in self.0.lock().unwrap().iter() {
+            let mut highest = (0i64, String::new());
+            for r in records {
+                let Ok(v) = serde_json::from_str::<Value>(r) else {
+                    continue;
+                };
+                let term = v["term"].as_i64().unwrap_or(0);
+                let writer = v["writer"].as_str().unwrap_or_default().to_string();
+                if term < highest.0 {
+                    out.push(format!(
+                        "{node}: a record of {writer:?} (term {term}) after one of {:?} (term {})",
+                        highest.1, highest.0
+                    ));
+                }
+                if !writer.is_empty() {
+                    let first = writers.entry(term).or_insert_with(|| writer.clone());
+                    if *first != writer {
+                        out.push(format!("term {term} written by both {first:?} and {writer:?}"));
+                    }
+                }
+                if term >= highest.0 {
+                    highest = (term, writer);
+                }
+            }
+        }
+        out
+    }
+
+    /// The records `writer` wrote after `successor`'s first record on any
+    /// node, in the watch's order (one watch: the API server's order).
+    pub fn written_after(&self, writer: &str, successor: &str) -> Vec<String> {
+        let of = |r: &str| {
+            serde_json::from_str::<Value>(r)
+                .ok()
+                .and_then(|v| v["writer"].as_str().map(str::to_string))
+                .unwrap_or_default()
+        };
+        let order = self.1.lock().unwrap();
+        let Some(first) = order.iter().position(|(_, r)| of(r) == successor) else {
+            return vec![];
+        };
+        order[first..]
+            .iter()
+            .filter(|(_, r)| of(r) == writer)
+            .map(|(n, r)| format!("{n}: {r}"))
+            .collect()
+    }
+
+    /// Every record seen, as (node, writer, term), in the watch's order.
+    pub fn writers(&self) -> Vec<(String, String, i64)> {
+        self.1
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|(n, r)| {
+                let v = serde_json::from_str::<Value>(r).ok()?;
+                Some((
+                    n.clone(),
+                    v["writer"].as_str().unwrap_or_default().to_string(),
+                    v["term"].as_i64().unwrap_or(0),
+                ))
+            })
+            .collect()
     }
 
     /// Records that went back to a state they had left: within one attempt
@@ -388,6 +463,12 @@ impl Env {
 
     /// Start `drover run` with `extra` flags; its log goes to a file in the test's directory.
     pub fn drover(&mut self, extra: &[&str]) -> Drover {
+        let kubeconfig = self.drover_kubeconfig.clone();
+        self.drover_via(&kubeconfig, extra)
+    }
+
+    /// `drover run` as [`Env::drover`], talking to the API server through `kubeconfig`.
+    pub fn drover_via(&mut self, kubeconfig: &std::path::Path, extra: &[&str]) -> Drover {
         self.runs += 1;
         let log = self.dir.join(format!("drover-{}.log", self.runs));
         let file = std::fs::File::create(&log).unwrap();
@@ -401,7 +482,7 @@ impl Env {
         let child = Command::new(env!("CARGO_BIN_EXE_drover"))
             .args(&args)
             .arg("--kubeconfig")
-            .arg(&self.drover_kubeconfig)
+            .arg(kubeconfig)
             .args(extra)
             .env("RUST_LOG", "info,kube=warn")
             .stdout(Stdio::null())

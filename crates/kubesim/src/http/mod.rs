@@ -355,7 +355,11 @@ async fn serve(
         Some(s) => format!("{}/{s}", t.plural),
         None => t.plural.clone(),
     };
-    let verdict = app.faults.check(verb, &fault_res);
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let verdict = app.faults.check_from(verb, &fault_res, user_agent);
     if !verdict.delay.is_zero() {
         tokio::time::sleep(verdict.delay).await;
     }

@@ -422,6 +422,7 @@ impl Fault {
                 code: *code,
                 rate: *rate,
                 latency_ms: *latency_ms,
+                user_agent: None,
             }),
             _ => None,
         }

@@ -122,6 +122,7 @@ pub fn observation(nodes: Vec<ObservedNode>) -> Observation {
         self_node: None,
         previous: None,
         allowed_images: None,
+        writer: None,
     }
 }
 
