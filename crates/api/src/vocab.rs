@@ -115,6 +115,10 @@ vocabulary! {
         InProgress => text::IN_PROGRESS,
         /// Stalled=False: nothing needs a human.
         AsExpected => text::AS_EXPECTED,
+        /// Stalled: PodSecurity admission would refuse the upgrade Jobs' pods.
+        PodSecurityForbids => text::POD_SECURITY_FORBIDS,
+        /// Stalled: a node's progress record is of a newer format than this drover reads.
+        NewerRecord => text::NEWER_RECORD,
     }
 }
 
@@ -196,6 +200,10 @@ vocabulary! {
         NodeFailed => "NodeFailed",
         /// The node was handed back without finishing (the plan changed).
         NodeReleased => "NodeReleased",
+        /// A node in scope joined the cluster mid-rollout; it gets the target.
+        NodeJoined => "NodeJoined",
+        /// A node left the cluster (was deleted) mid-rollout; drover forgot it.
+        NodeLeft => "NodeLeft",
     }
 }
 

@@ -30,6 +30,19 @@ pub struct Observation {
     pub self_node: Option<String>,
     /// The status written last time, for lastTransitionTime, start time and history.
     pub previous: Option<ClusterUpgradeStatus>,
+    /// Why the API server would refuse the upgrade Jobs' pods in the Job
+    /// namespace (PodSecurity admission, in the server's words), from a
+    /// server-side dry run; None when it would admit them or was not asked.
+    pub job_pods_refused: Option<PodsRefused>,
+}
+
+/// The API server would refuse the upgrade Jobs' pods.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodsRefused {
+    /// The Job namespace.
+    pub namespace: String,
+    /// The server's words.
+    pub message: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -46,6 +59,9 @@ pub struct ObservedNode {
     pub versions: BTreeMap<String, String>,
     /// The progress record from the `drover.dev/progress` annotation.
     pub progress: Option<NodeProgress>,
+    /// The format version of a record newer than this drover reads
+    /// (`progress` is then None): the node is left alone.
+    pub newer_record: Option<u32>,
 }
 
 impl ObservedNode {

@@ -101,6 +101,7 @@ pub fn node(name: &str, role: Role, versions: &[(&str, &str)]) -> ObservedNode {
         cordoned_by: None,
         versions: versions.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         progress: None,
+        newer_record: None,
     }
 }
 
@@ -116,6 +117,7 @@ pub fn observation(nodes: Vec<ObservedNode>) -> Observation {
         others: vec![],
         self_node: None,
         previous: None,
+        job_pods_refused: None,
     }
 }
 
@@ -201,9 +203,9 @@ impl Model {
         self.obs.apply(action, &outcome);
     }
 
-    /// Set the state of the backup Job of the spec's current target.
+    /// Set the state of the backup Job of the spec's current target and backup spec.
     pub fn set_backup(&mut self, state: BackupState) {
-        let hash = drover_api::names::short_hash(&drover_api::names::target_string(&self.spec));
+        let hash = drover_api::names::backup_hash(&self.spec);
         let job = drover_api::names::backup_job_name(CU, &hash);
         self.obs.backups.insert(job, state);
     }
