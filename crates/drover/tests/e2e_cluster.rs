@@ -198,7 +198,11 @@ on_both_beds! {
         for e in evs.iter().filter(|e| regarding(e).0 == "Node") {
             let (_, node) = regarding(e);
             let note = e.note.clone().unwrap_or_default();
-            assert!(note.contains(&format!("node {node}")), "an event regarding {node} says: {note}");
+            // "node <name> cordoned", "drain of <name> blocked: …": each names its own node.
+            assert!(note.contains(&node), "an event regarding {node} says: {note}");
+            for other in workers.iter().filter(|w| **w != node) {
+                assert!(!note.contains(&format!("{other} ")) && !note.ends_with(other.as_str()), "an event regarding {node} names {other}: {note}");
+            }
             assert_eq!(e.related.as_ref().and_then(|r| r.name.as_deref()), Some("runtime"));
         }
         for w in &workers {
@@ -267,7 +271,7 @@ on_both_beds! {
         let mut with_status = created.clone();
         with_status.status = template.status.clone();
         nodes_api(&env)
-            .replace_status(joined, &PostParams::default(), serde_json::to_vec(&with_status).unwrap())
+            .replace_status(joined, &PostParams::default(), &with_status)
             .await
             .unwrap();
 
@@ -279,7 +283,7 @@ on_both_beds! {
         assert_eq!(st.progress.as_deref(), Some("5/5"));
         let new = nodes_api(&env).get(joined).await.unwrap();
         assert_eq!(
-            new.status.unwrap().node_info.unwrap().container_runtime_version,
+            new.status.clone().unwrap().node_info.unwrap().container_runtime_version,
             "containerd://1.7.23",
             "the joined node got the target"
         );

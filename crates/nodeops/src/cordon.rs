@@ -109,7 +109,12 @@ mod tests {
 
     fn node(annotations: &[(&str, &str)]) -> Node {
         let mut n = Node::default();
-        n.metadata.annotations = Some(annotations.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect());
+        n.metadata.annotations = Some(
+            annotations
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
         n
     }
 

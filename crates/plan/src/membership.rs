@@ -54,7 +54,9 @@ pub fn changes(before: &Seen, now: &Seen, target: &str) -> Vec<MembershipNote> {
                 node: node.clone(),
                 reason: StepEvent::NodeJoined.into(),
                 warning: false,
-                note: format!("node {node} joined the cluster mid-rollout and is in scope: it gets the target ({target})"),
+                note: format!(
+                    "node {node} joined the cluster mid-rollout and is in scope: it gets the target ({target})"
+                ),
                 left_in_flight: false,
             });
         }
@@ -66,9 +68,14 @@ pub fn changes(before: &Seen, now: &Seen, target: &str) -> Vec<MembershipNote> {
         let (warning, note) = match step {
             Some(step) => (
                 true,
-                format!("node {node} was deleted while drover was at its {step} step; drover forgot it (its record went with it) and goes on with the other nodes"),
+                format!(
+                    "node {node} was deleted while drover was at its {step} step; drover forgot it (its record went with it) and goes on with the other nodes"
+                ),
             ),
-            None => (false, format!("node {node} left the cluster mid-rollout; drover forgot it")),
+            None => (
+                false,
+                format!("node {node} left the cluster mid-rollout; drover forgot it"),
+            ),
         };
         out.push(MembershipNote {
             node: node.clone(),
@@ -91,8 +98,18 @@ mod tests {
 
     #[test]
     fn joins_and_leaves_are_said_once_and_scope_changes_are_not() {
-        let before = seen(&[("a", true, None), ("b", true, Some("Drain")), ("c", false, None), ("d", true, None)]);
-        let now = seen(&[("a", true, None), ("d", false, None), ("e", true, None), ("f", false, None)]);
+        let before = seen(&[
+            ("a", true, None),
+            ("b", true, Some("Drain")),
+            ("c", false, None),
+            ("d", true, None),
+        ]);
+        let now = seen(&[
+            ("a", true, None),
+            ("d", false, None),
+            ("e", true, None),
+            ("f", false, None),
+        ]);
         let notes = changes(&before, &now, "containerd=1.7.23");
         let said: Vec<(&str, &str, bool)> = notes
             .iter()

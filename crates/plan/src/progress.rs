@@ -114,7 +114,10 @@ pub enum Record {
     Absent,
     Readable(NodeProgress),
     /// A record of a newer format, with its version and owner when it names one.
-    Newer { v: u32, upgrade: Option<String> },
+    Newer {
+        v: u32,
+        upgrade: Option<String>,
+    },
 }
 
 impl Record {

@@ -702,14 +702,65 @@ fn a_changed_backup_spec_runs_a_new_backup_job_before_the_next_control_plane_cha
     // Each field of what the Job runs names a new Job; the target alone did before.
     let base = m.spec.backup.clone().unwrap();
     let variants: Vec<(&str, BackupJob)> = vec![
-        ("image", BackupJob { image: "example.com/etcd-backup:2".into(), ..base.clone() }),
-        ("command", BackupJob { command: vec!["/bin/backup".into()], ..base.clone() }),
-        ("args", BackupJob { args: vec!["--to=s3://b".into()], ..base.clone() }),
-        ("env", BackupJob { env: vec![EnvVar { name: "BUCKET".into(), value: "b".into() }], ..base.clone() }),
-        ("namespace", BackupJob { namespace: "backups".into(), ..base.clone() }),
-        ("nodeSelector", BackupJob { node_selector: [("etcd".to_string(), "yes".to_string())].into(), ..base.clone() }),
-        ("hostRoot", BackupJob { host_root: false, ..base.clone() }),
-        ("timeout", BackupJob { timeout: "20m".into(), ..base.clone() }),
+        (
+            "image",
+            BackupJob {
+                image: "example.com/etcd-backup:2".into(),
+                ..base.clone()
+            },
+        ),
+        (
+            "command",
+            BackupJob {
+                command: vec!["/bin/backup".into()],
+                ..base.clone()
+            },
+        ),
+        (
+            "args",
+            BackupJob {
+                args: vec!["--to=s3://b".into()],
+                ..base.clone()
+            },
+        ),
+        (
+            "env",
+            BackupJob {
+                env: vec![EnvVar {
+                    name: "BUCKET".into(),
+                    value: "b".into(),
+                }],
+                ..base.clone()
+            },
+        ),
+        (
+            "namespace",
+            BackupJob {
+                namespace: "backups".into(),
+                ..base.clone()
+            },
+        ),
+        (
+            "nodeSelector",
+            BackupJob {
+                node_selector: [("etcd".to_string(), "yes".to_string())].into(),
+                ..base.clone()
+            },
+        ),
+        (
+            "hostRoot",
+            BackupJob {
+                host_root: false,
+                ..base.clone()
+            },
+        ),
+        (
+            "timeout",
+            BackupJob {
+                timeout: "20m".into(),
+                ..base.clone()
+            },
+        ),
     ];
     let mut seen = std::collections::BTreeSet::from([first.clone()]);
     for (field, b) in variants {
@@ -942,14 +993,20 @@ fn a_record_of_a_newer_format_is_left_alone_and_nothing_new_starts() {
     w.cordoned_by = Some(CU.into());
     w.unschedulable = true;
     let actions = m.plan();
-    assert!(actions.is_empty(), "the node is left alone and nothing starts: {actions:?}");
+    assert!(
+        actions.is_empty(),
+        "the node is left alone and nothing starts: {actions:?}"
+    );
     let (status, r, message) = m.condition(condition::STALLED);
     assert_eq!((status.as_str(), r.as_str()), ("True", reason::NEWER_RECORD));
     assert!(
         message.contains("node worker-001 carries a progress record of format v99, written by a newer drover (this one reads up to v1)"),
         "{message}"
     );
-    assert!(message.contains("remove the node's drover.dev/progress annotation"), "{message}");
+    assert!(
+        message.contains("remove the node's drover.dev/progress annotation"),
+        "{message}"
+    );
     assert_eq!(m.status().counts.pending, 3);
     // The annotation removed (the newer drover's work is over): it goes on.
     let w = m.obs.nodes.iter_mut().find(|n| n.name == "worker-001").unwrap();

@@ -437,12 +437,13 @@ impl Inner {
         let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
         self.check_namespace(&t, &ns, &name)?;
         admit::admit(s, &t, &mut obj, None, opts)?;
-        if t.group.is_empty() && t.plural == "pods"
-            && let Some(n) = self.tables[&GroupResource::new("", "namespaces")].objects.get(&key("", &ns))
-            && let Some(why) = podsecurity::refusal(
-                |k| n.labels.iter().find(|(lk, _)| &**lk == k).map(|(_, v)| &**v),
-                &obj,
-            )
+        if t.group.is_empty()
+            && t.plural == "pods"
+            && let Some(n) = self.tables[&GroupResource::new("", "namespaces")]
+                .objects
+                .get(&key("", &ns))
+            && let Some(why) =
+                podsecurity::refusal(|k| n.labels.iter().find(|(lk, _)| &**lk == k).map(|(_, v)| &**v), &obj)
         {
             return Err(ApiError::forbidden("", "pods", &name, &why));
         }

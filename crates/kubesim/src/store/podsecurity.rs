@@ -52,7 +52,11 @@ pub(super) fn refusal<'a>(label: impl Fn(&str) -> Option<&'a str>, pod: &Value) 
         .map(|c| format!("{:?}", c["name"].as_str().unwrap_or_default()))
         .collect();
     if !privileged.is_empty() {
-        let noun = if privileged.len() == 1 { "container" } else { "containers" };
+        let noun = if privileged.len() == 1 {
+            "container"
+        } else {
+            "containers"
+        };
         violations.push(format!(
             "privileged ({noun} {} must not set securityContext.privileged=true)",
             privileged.join(", ")
@@ -83,7 +87,11 @@ mod tests {
                 "violates PodSecurity \"baseline:latest\": host namespaces (hostPID=true), hostPath volumes (volume \"host-root\"), privileged (container \"upgrade\" must not set securityContext.privileged=true)"
             )
         );
-        assert!(refusal(ns("restricted"), &pod).unwrap().contains("\"restricted:latest\""));
+        assert!(
+            refusal(ns("restricted"), &pod)
+                .unwrap()
+                .contains("\"restricted:latest\"")
+        );
         assert_eq!(refusal(ns("privileged"), &pod), None);
         assert_eq!(refusal(|_| None, &pod), None);
         let plain = json!({"spec": {"containers": [{"name": "app"}]}});
