@@ -78,7 +78,7 @@ fn observed_node(
         }
     }
     let (record, newer_record) = match annotations.get(annotation::PROGRESS).map(|s| Record::parse(s)) {
-        Some(Record::Readable(p)) => (Some(p), None),
+        Some(Record::Readable(p)) => (Some(*p), None),
         Some(Record::Newer { v, .. }) => (None, Some(v)),
         _ => (None, None),
     };

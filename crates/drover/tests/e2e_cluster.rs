@@ -248,8 +248,8 @@ on_both_beds! {
         // A new worker joins: a copy of one not started yet, on the old version.
         let template = ns
             .iter()
-            .filter(|n| is_worker(n) && record_of(n).is_none())
-            .last()
+            .rev()
+            .find(|n| is_worker(n) && record_of(n).is_none())
             .expect("a worker not started yet")
             .clone();
         nodes_api(&env).delete(&gone, &DeleteParams::default()).await.unwrap();

@@ -112,7 +112,7 @@ fn format_1() -> u32 {
 pub enum Record {
     /// No record, or text that is not a record drover can read.
     Absent,
-    Readable(NodeProgress),
+    Readable(Box<NodeProgress>),
     /// A record of a newer format, with its version and owner when it names one.
     Newer {
         v: u32,
@@ -133,7 +133,7 @@ impl Record {
             };
         }
         match serde_json::from_value(value) {
-            Ok(p) => Record::Readable(p),
+            Ok(p) => Record::Readable(Box::new(p)),
             Err(_) => Record::Absent,
         }
     }
@@ -183,7 +183,7 @@ impl NodeProgress {
     /// a newer format ([`Record::parse`] tells them apart), is None.
     pub fn from_annotation(s: &str) -> Option<Self> {
         match Record::parse(s) {
-            Record::Readable(p) => Some(p),
+            Record::Readable(p) => Some(*p),
             _ => None,
         }
     }
@@ -217,7 +217,7 @@ mod tests {
         // Written back in this drover's format, the same fields plus the version.
         let again: serde_json::Value = serde_json::from_str(&p.to_annotation()).unwrap();
         assert_eq!(again["v"], FORMAT);
-        assert_eq!(NodeProgress::from_annotation(&p.to_annotation()), Some(p));
+        assert_eq!(NodeProgress::from_annotation(&p.to_annotation()), Some(*p));
     }
 
     #[test]
