@@ -125,6 +125,10 @@ vocabulary! {
         Retrying => text::RETRYING,
         /// Stalled: the spec names an upgrade or backup image outside `drover run --allowed-images`.
         ImageNotAllowed => text::IMAGE_NOT_ALLOWED,
+        /// Stalled: PodSecurity admission would refuse the upgrade Jobs' pods.
+        PodSecurityForbids => text::POD_SECURITY_FORBIDS,
+        /// Stalled: a node's progress record is of a newer format than this drover reads.
+        NewerRecord => text::NEWER_RECORD,
     }
 }
 
@@ -225,6 +229,10 @@ vocabulary! {
         NodeFailed => "NodeFailed",
         /// The node was handed back without finishing (the plan changed).
         NodeReleased => "NodeReleased",
+        /// A node in scope joined the cluster mid-rollout; it gets the target.
+        NodeJoined => "NodeJoined",
+        /// A node left the cluster (was deleted) mid-rollout; drover forgot it.
+        NodeLeft => "NodeLeft",
     }
 }
 

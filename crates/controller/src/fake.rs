@@ -84,7 +84,7 @@ pub enum Call {
     },
     EnsureBackup {
         owner: String,
-        target_hash: String,
+        backup_hash: String,
     },
     ObserveBackups {
         owner: String,
@@ -335,10 +335,10 @@ impl NodeOps for FakeNodeOps {
             .unwrap_or_default())
     }
 
-    async fn ensure_backup(&self, owner: &Owner, target_hash: &str, _b: &BackupJob) -> Result<BackupState> {
+    async fn ensure_backup(&self, owner: &Owner, backup_hash: &str, _b: &BackupJob) -> Result<BackupState> {
         self.attempt(Call::EnsureBackup {
             owner: owner.name.clone(),
-            target_hash: target_hash.into(),
+            backup_hash: backup_hash.into(),
         })?;
         Ok(self.backup_state.lock().expect("lock").clone())
     }
@@ -348,6 +348,10 @@ impl NodeOps for FakeNodeOps {
             owner: owner.name.clone(),
         })?;
         Ok(self.backups.lock().expect("lock").clone())
+    }
+
+    async fn job_pod_refusal(&self, _req: &UpgradeRequest<'_>) -> Result<Option<String>> {
+        Ok(None)
     }
 }
 

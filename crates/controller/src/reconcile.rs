@@ -74,15 +74,57 @@ pub struct Context<O: NodeOps> {
 }
 
 impl<O: NodeOps> Context<O> {
+    /// An event regarding the ClusterUpgrade itself (its conditions).
     async fn event(&self, cu: &ClusterUpgrade, warning: bool, reason: EventReason, action: &str, note: String) {
+        self.publish(&cu.object_ref(&()), None, warning, reason, action, note)
+            .await;
+    }
+
+    /// An event about one node: regarding the Node, related to the
+    /// ClusterUpgrade. kube's Recorder folds repeats of (reason, action,
+    /// regarding, related) into one series that keeps its first note, so
+    /// per-node events regarding the one ClusterUpgrade would show the first
+    /// node's note for every node; regarding the Node, each node has its own.
+    async fn node_event(
+        &self,
+        cu: &ClusterUpgrade,
+        node: &str,
+        warning: bool,
+        reason: EventReason,
+        action: &str,
+        note: String,
+    ) {
+        let regarding = self
+            .nodes
+            .get(&kube::runtime::reflector::ObjectRef::new(node))
+            .map(|n| n.object_ref(&()))
+            .unwrap_or_else(|| k8s_openapi::api::core::v1::ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Node".into()),
+                name: Some(node.into()),
+                ..Default::default()
+            });
+        self.publish(&regarding, Some(cu.object_ref(&())), warning, reason, action, note)
+            .await;
+    }
+
+    async fn publish(
+        &self,
+        regarding: &k8s_openapi::api::core::v1::ObjectReference,
+        related: Option<k8s_openapi::api::core::v1::ObjectReference>,
+        warning: bool,
+        reason: EventReason,
+        action: &str,
+        note: String,
+    ) {
         let ev = Event {
             type_: if warning { EventType::Warning } else { EventType::Normal },
             reason: reason.as_str().into(),
             note: Some(note.chars().take(1000).collect()),
             action: action.into(),
-            secondary: None,
+            secondary: related,
         };
-        if let Err(e) = self.recorder.publish(&ev, &cu.object_ref(&())).await {
+        if let Err(e) = self.recorder.publish(&ev, regarding).await {
             tracing::debug!(error = %e, "publishing an event failed");
         }
     }
@@ -299,7 +341,8 @@ async fn step<O: NodeOps>(
             .get_or_create(&UpgradeLabels { upgrade: name.clone() })
             .inc();
     }
-    ctx.event(cu, note.warning, note.reason, note.action, note.note).await;
+    ctx.node_event(cu, node, note.warning, note.reason, note.action, note.note)
+        .await;
     Ok(())
 }
 
@@ -308,7 +351,8 @@ async fn act<O: NodeOps>(ctx: &Context<O>, cu: &ClusterUpgrade, action: &Action,
         Action::Start { node, progress } => {
             if write_progress(ctx, node, base, Some(progress)).await? {
                 let note = format!("starting node {node}");
-                ctx.event(cu, false, StepEvent::NodeStarted.into(), "Start", note).await;
+                ctx.node_event(cu, node, false, StepEvent::NodeStarted.into(), "Start", note)
+                    .await;
             }
             Ok(())
         }
@@ -329,9 +373,9 @@ async fn act<O: NodeOps>(ctx: &Context<O>, cu: &ClusterUpgrade, action: &Action,
             }
             Ok(())
         }
-        Action::RunBackup { target_hash } => {
+        Action::RunBackup { backup_hash } => {
             if let Some(b) = &cu.spec.backup {
-                ctx.ops.ensure_backup(&observe::owner(cu), target_hash, b).await?;
+                ctx.ops.ensure_backup(&observe::owner(cu), backup_hash, b).await?;
             }
             Ok(())
         }
@@ -470,6 +514,7 @@ async fn apply<O: NodeOps + 'static>(cu: &Arc<ClusterUpgrade>, ctx: &Arc<Context
         &nodes,
         &upgrades,
         ctx.settings.self_node.clone(),
+        Some(&ctx.settings.job_namespace),
     )
     .await?;
     obs.allowed_images = ctx.settings.allowed_images.clone();
@@ -517,6 +562,38 @@ async fn apply<O: NodeOps + 'static>(cu: &Arc<ClusterUpgrade>, ctx: &Arc<Context
             }
             ctx.event(cu, stalled, why.into(), "Reconcile", message).await;
         }
+    }
+
+    // Nodes that joined or left since the last pass: said, and a deleted
+    // node's running step and upgrade Jobs are dropped (nothing else holds it).
+    let now_seen = drover_plan::membership::seen(&plan);
+    let before = ctx.inflight.swap_seen(&name, now_seen.clone());
+    for change in drover_plan::membership::changes(&before, &now_seen, &plan.target) {
+        if change.left_in_flight {
+            ctx.inflight.abort_node(&change.node);
+            let selector = format!(
+                "{}={},{}={}",
+                label::UPGRADE,
+                drover_nodeops::job::label_value(&name),
+                label::NODE,
+                drover_nodeops::job::label_value(&change.node)
+            );
+            let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ctx.settings.job_namespace);
+            if let Err(e) = jobs
+                .delete_collection(&DeleteParams::background(), &ListParams::default().labels(&selector))
+                .await
+            {
+                tracing::warn!(node = %change.node, error = %e, "cannot delete the upgrade Jobs of a deleted node");
+            }
+        }
+        tracing::info!(upgrade = %name, node = %change.node, "{}", change.note);
+        let action = if change.reason == EventReason::Step(StepEvent::NodeJoined) {
+            "Join"
+        } else {
+            "Leave"
+        };
+        ctx.node_event(cu, &change.node, change.warning, change.reason, action, change.note)
+            .await;
     }
 
     // Act: node steps as their own tasks; starts, workloads and the backup here.

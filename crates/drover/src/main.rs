@@ -170,7 +170,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             "no --allowed-images: a ClusterUpgrade may run any image, privileged and with the host's root, on every node"
         ),
     }
-    let config = kube_config(args.kubeconfig).await?;
     let identity = args.identity.unwrap_or_else(|| {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "drover".into());
         format!("{host}-{}", std::process::id())

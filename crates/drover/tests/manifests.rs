@@ -346,7 +346,7 @@ async fn kubectl_applies_the_base_and_the_examples_to_a_kubesim_server() {
     let crs: Api<ClusterRole> = Api::all(client.clone());
     assert_eq!(
         rules(&serde_json::to_value(crs.get("drover").await.unwrap()).unwrap()).len(),
-        9
+        10
     );
 
     // With the CRD installed, the examples pass the server's schema and CEL rules.

@@ -62,6 +62,11 @@ pub(crate) fn dns_part(s: &str, max: usize) -> String {
     cleaned.trim_matches('-').to_string()
 }
 
+/// A name as the Job labels carry it (`drover.dev/upgrade`, `drover.dev/node`…).
+pub fn label_value(s: &str) -> String {
+    dns_part(s, 63)
+}
+
 /// `<component>-<node>-<hash>`, at most 63 characters; the hash covers all
 /// four parts so any change of version gives a new Job.
 pub fn job_name(upgrade: &str, node: &str, component: &str, version: &str) -> String {
@@ -279,4 +284,36 @@ async fn last_pod_message(client: &Client, job: &Job, succeeded: bool) -> Result
         .collect();
     messages.sort();
     Ok(messages.pop().map(|(_, m)| tail(&m, 400)))
+}
+
+/// What the API server says of this Job's pod, asked with a server-side
+/// dry run of the Pod itself: PodSecurity admission enforces on pods and
+/// only warns on Jobs, so a Job it forbids is created and never runs.
+/// Some(the server's words) when PodSecurity refuses the pod; None when the
+/// pod would be admitted. Any other answer (RBAC without `create pods` in
+/// the namespace, a server error) is an error: it says nothing about
+/// PodSecurity.
+pub async fn pod_refusal(client: &Client, j: &UpgradeJob<'_>) -> Result<Option<String>> {
+    let job = build(j);
+    let template = job.spec.map(|s| s.template).unwrap_or_default();
+    let pod = Pod {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{}-", job.metadata.name.unwrap_or_default())),
+            namespace: Some(j.namespace.to_string()),
+            labels: template.metadata.and_then(|m| m.labels),
+            ..ObjectMeta::default()
+        },
+        spec: template.spec,
+        status: None,
+    };
+    let pods: Api<Pod> = Api::namespaced(client.clone(), j.namespace);
+    let params = PostParams {
+        dry_run: true,
+        field_manager: None,
+    };
+    match pods.create(&params, &pod).await {
+        Ok(_) => Ok(None),
+        Err(kube::Error::Api(s)) if s.code == 403 && s.message.contains("PodSecurity") => Ok(Some(s.message)),
+        Err(e) => Err(NodeOpsError::Kube(e)),
+    }
 }

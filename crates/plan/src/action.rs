@@ -25,7 +25,7 @@ pub enum Action {
     /// Bring a cluster-level workload to `version` and await its rollout.
     UpgradeWorkload { component: String, version: String },
     /// Make sure the backup Job for this target exists.
-    RunBackup { target_hash: String },
+    RunBackup { backup_hash: String },
 }
 
 impl Action {

@@ -58,8 +58,8 @@ impl Observation {
                     w.failed = None;
                 }
             }
-            Action::RunBackup { target_hash } => {
-                let job = backup_job_name(&self.name, target_hash);
+            Action::RunBackup { backup_hash } => {
+                let job = backup_job_name(&self.name, backup_hash);
                 let state = if done {
                     BackupState::Succeeded
                 } else {

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use drover_api::names::{backup_job_name, short_hash, target_string};
+use drover_api::names::{backup_hash, backup_job_name, target_string};
 use drover_api::{BackupState, ClusterUpgradeSpec, Reason};
 
 use crate::accept::{Accepted, Refusal, accept, scope};
@@ -35,8 +35,9 @@ pub struct Plan<'a> {
     pub views: Vec<NodeView<'a>>,
     /// `name=version,…` of the spec.
     pub target: String,
-    /// A short stable hash of the target, for naming per-target objects (the backup Job).
-    pub target_hash: String,
+    /// A short stable hash of the target and of what the backup Job runs,
+    /// naming the backup Job (`names::backup_hash`).
+    pub backup_hash: String,
     /// The backup Job of this target, as observed.
     pub backup: BackupState,
     /// A record of a later term than this pass's writer: the plan has no
@@ -158,10 +159,10 @@ pub fn plan<'a>(spec: &'a ClusterUpgradeSpec, obs: &'a Observation) -> Plan<'a> 
 
 fn decide<'a>(spec: &'a ClusterUpgradeSpec, obs: &'a Observation) -> Plan<'a> {
     let target = target_string(spec);
-    let target_hash = short_hash(&target);
+    let backup_hash = backup_hash(spec);
     let backup = obs
         .backups
-        .get(&backup_job_name(&obs.name, &target_hash))
+        .get(&backup_job_name(&obs.name, &backup_hash))
         .cloned()
         .unwrap_or_default();
     let selects = scope(spec);
@@ -175,7 +176,7 @@ fn decide<'a>(spec: &'a ClusterUpgradeSpec, obs: &'a Observation) -> Plan<'a> {
         hold: None,
         views: Vec::new(),
         target,
-        target_hash,
+        backup_hash,
         backup,
         superseded: None,
     };
@@ -238,7 +239,7 @@ fn decide<'a>(spec: &'a ClusterUpgradeSpec, obs: &'a Observation) -> Plan<'a> {
                 views: &views,
                 last_nodes: accepted.last_nodes.as_ref(),
                 backup: &plan.backup,
-                target_hash: &plan.target_hash,
+                backup_hash: &plan.backup_hash,
             };
             schedule::start_work(&ctx, stage, &mut plan.actions)
         }),

@@ -274,6 +274,10 @@ impl NodeCtx<'_> {
 
 /// Hand back a node drover cordoned but no longer works on.
 pub(crate) fn release_if_held(obs: &Observation, v: &NodeView, actions: &mut Vec<Action>) {
+    // A record of a newer format is never overwritten, nor its node's cordon undone.
+    if v.node.newer_record.is_some() {
+        return;
+    }
     let held = v.node.cordoned_by.as_deref() == Some(obs.name.as_str());
     let in_flight = ours(obs, v.node).filter(|p| p.phase.in_flight());
     if !held && in_flight.is_none() {

@@ -37,6 +37,19 @@ pub struct Observation {
     /// it, and a record of a later term stops the plan (see
     /// [`crate::decide::Superseded`]). None without leader election.
     pub writer: Option<Writer>,
+    /// Why the API server would refuse the upgrade Jobs' pods in the Job
+    /// namespace (PodSecurity admission, in the server's words), from a
+    /// server-side dry run; None when it would admit them or was not asked.
+    pub job_pods_refused: Option<PodsRefused>,
+}
+
+/// The API server would refuse the upgrade Jobs' pods.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodsRefused {
+    /// The Job namespace.
+    pub namespace: String,
+    /// The server's words.
+    pub message: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -60,6 +73,9 @@ pub struct ObservedNode {
     pub keep_cordoned: Option<String>,
     /// The field manager that last set `spec.unschedulable` (managedFields).
     pub unschedulable_by: Option<String>,
+    /// The format version of a record newer than this drover reads
+    /// (`progress` is then None): the node is left alone.
+    pub newer_record: Option<u32>,
 }
 
 impl ObservedNode {

@@ -123,6 +123,10 @@ pub struct NodeProgress {
     /// never overwrites a record of a later term.
     #[serde(default, skip_serializing_if = "is_zero_term")]
     pub term: i64,
+    /// The record's format version ([`FORMAT`]). A record without it was
+    /// written before the field existed: version 1, the same fields.
+    #[serde(default = "format_1")]
+    pub v: u32,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -139,6 +143,50 @@ pub struct Writer {
     pub identity: String,
     /// The Lease's `leaseTransitions` when this replica acquired it.
     pub term: i64,
+}
+
+/// The format of the records this drover writes, and the newest it reads.
+/// A record of an older format is read (each new field has a default); one
+/// of a newer format is left alone and reported ([`Record::Newer`]), never
+/// overwritten: a newer drover wrote it, and this one cannot know what its
+/// fields mean. Raise it when a change would make an older drover misread
+/// a record (a renamed field, a new phase), not for a field it may ignore.
+pub const FORMAT: u32 = 1;
+
+fn format_1() -> u32 {
+    1
+}
+
+/// What a node's `drover.dev/progress` annotation holds, as this drover reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    /// No record, or text that is not a record drover can read.
+    Absent,
+    Readable(Box<NodeProgress>),
+    /// A record of a newer format, with its version and owner when it names one.
+    Newer {
+        v: u32,
+        upgrade: Option<String>,
+    },
+}
+
+impl Record {
+    pub fn parse(s: &str) -> Record {
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(s) else {
+            return Record::Absent;
+        };
+        let v = value.get("v").and_then(serde_json::Value::as_u64).unwrap_or(1);
+        if v > u64::from(FORMAT) {
+            return Record::Newer {
+                v: u32::try_from(v).unwrap_or(u32::MAX),
+                upgrade: value.get("upgrade").and_then(|u| u.as_str()).map(str::to_string),
+            };
+        }
+        match serde_json::from_value(value) {
+            Ok(p) => Record::Readable(Box::new(p)),
+            Err(_) => Record::Absent,
+        }
+    }
 }
 
 impl NodeProgress {
@@ -163,6 +211,7 @@ impl NodeProgress {
             left_cordoned: None,
             writer: String::new(),
             term: 0,
+            v: FORMAT,
         }
     }
 
@@ -188,6 +237,8 @@ impl NodeProgress {
             retry_at: None,
             reboot_job: self.reboot_job && phase == NodePhase::Rebooting,
             component,
+            // Rewritten in this drover's format.
+            v: FORMAT,
             ..self.clone()
         }
     }
@@ -197,9 +248,13 @@ impl NodeProgress {
         serde_json::to_string(self).expect("progress always serialises")
     }
 
-    /// Parse the annotation value; a record drover cannot read is treated as absent.
+    /// Parse the annotation value; a record drover cannot read, or one of
+    /// a newer format ([`Record::parse`] tells them apart), is None.
     pub fn from_annotation(s: &str) -> Option<Self> {
-        serde_json::from_str(s).ok()
+        match Record::parse(s) {
+            Record::Readable(p) => Some(*p),
+            _ => None,
+        }
     }
 
     /// How `status.nodes[]` reports this record: Skipped or Failed once it
@@ -220,5 +275,42 @@ impl NodeProgress {
         } else {
             NodeState::InProgress
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const V1: &str = r#"{"upgrade":"u","generation":2,"phase":"Draining","since":"2026-01-01T00:00:09Z","started":"2026-01-01T00:00:00Z","attempts":1,"message":"waiting"}"#;
+
+    #[test]
+    fn a_record_without_a_version_is_format_1_and_reads_as_before() {
+        let Record::Readable(p) = Record::parse(V1) else {
+            panic!("{:?}", Record::parse(V1))
+        };
+        assert_eq!((p.v, p.phase, p.attempts), (1, NodePhase::Draining, 1));
+        // Written back in this drover's format, the same fields plus the version.
+        let again: serde_json::Value = serde_json::from_str(&p.to_annotation()).unwrap();
+        assert_eq!(again["v"], FORMAT);
+        assert_eq!(NodeProgress::from_annotation(&p.to_annotation()), Some(*p));
+    }
+
+    #[test]
+    fn a_newer_record_is_recognised_not_misread_and_garbage_is_absent() {
+        let newer = r#"{"v":99,"upgrade":"u","phase":"Rebooting","steps":[]}"#;
+        assert_eq!(
+            Record::parse(newer),
+            Record::Newer {
+                v: 99,
+                upgrade: Some("u".into())
+            }
+        );
+        assert_eq!(NodeProgress::from_annotation(newer), None);
+        // A newer record that happens to parse as today's is still newer.
+        let parses = V1.replace("{\"upgrade\"", "{\"v\":2,\"upgrade\"");
+        assert!(matches!(Record::parse(&parses), Record::Newer { v: 2, .. }), "{parses}");
+        assert_eq!(Record::parse("not json"), Record::Absent);
+        assert_eq!(Record::parse(r#"{"v":1,"phase":"Nowhere"}"#), Record::Absent);
     }
 }

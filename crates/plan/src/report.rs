@@ -425,7 +425,7 @@ pub fn status(spec: &ClusterUpgradeSpec, obs: &Observation, plan: &Plan) -> Clus
             BackupState::Failed(m) => ("Failed", m.clone()),
         };
         BackupStatus {
-            job: backup_job_name(&obs.name, &plan.target_hash),
+            job: backup_job_name(&obs.name, &plan.backup_hash),
             state: state.into(),
             message,
         }

@@ -117,6 +117,8 @@ pub(crate) fn view<'a>(
         .map(|(i, _)| i)
         .collect();
     let state = match (ours(obs, node), &node.progress) {
+        // A newer drover's record: left alone, as another upgrade's would be.
+        _ if node.newer_record.is_some() => Standing::Foreign,
         (Some(p), _) if p.phase.in_flight() => Standing::InFlight,
         (Some(p), _) if p.phase == NodePhase::Failed && p.generation == obs.generation => Standing::Failed,
         (None, Some(p)) if p.phase.in_flight() => Standing::Foreign,

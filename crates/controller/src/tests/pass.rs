@@ -119,6 +119,11 @@ async fn a_node_at_cordoning_is_cordoned_and_its_record_moves_to_draining() {
             (ev["reason"].as_str(), ev["action"].as_str()),
             (Some("Cordoned"), Some("Cordon"))
         );
+        // Regarding the node itself, so kube's Recorder keeps each node's note.
+        assert_eq!(
+            (ev["regarding"]["kind"].as_str(), ev["regarding"]["name"].as_str()),
+            (Some("Node"), w1.metadata.name.as_deref())
+        );
         api
     })
     .await

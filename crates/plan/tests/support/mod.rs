@@ -106,6 +106,7 @@ pub fn node(name: &str, role: Role, versions: &[(&str, &str)]) -> ObservedNode {
         boot_id: format!("boot-{name}-1"),
         keep_cordoned: None,
         unschedulable_by: None,
+        newer_record: None,
     }
 }
 
@@ -123,6 +124,7 @@ pub fn observation(nodes: Vec<ObservedNode>) -> Observation {
         previous: None,
         allowed_images: None,
         writer: None,
+        job_pods_refused: None,
     }
 }
 
@@ -208,9 +210,9 @@ impl Model {
         self.obs.apply(action, &outcome);
     }
 
-    /// Set the state of the backup Job of the spec's current target.
+    /// Set the state of the backup Job of the spec's current target and backup spec.
     pub fn set_backup(&mut self, state: BackupState) {
-        let hash = drover_api::names::short_hash(&drover_api::names::target_string(&self.spec));
+        let hash = drover_api::names::backup_hash(&self.spec);
         let job = drover_api::names::backup_job_name(CU, &hash);
         self.obs.backups.insert(job, state);
     }
