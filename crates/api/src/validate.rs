@@ -417,7 +417,7 @@ pub fn validate(spec: &ClusterUpgradeSpec) -> Result<(), Vec<FieldError>> {
         ));
     }
     let hour = Duration::from_secs(3600);
-    if !parse_duration(&spec.strategy.retry_delay).is_some_and(|d| d <= hour) {
+    if parse_duration(&spec.strategy.retry_delay).is_none_or(|d| d > hour) {
         errs.push(err(
             "spec.strategy.retryDelay",
             format!(

@@ -14,7 +14,7 @@ use crate::progress::{Failure, NodePhase, NodeProgress, Writer};
 pub enum Action {
     /// Record that drover starts on this node (the annotation); its first
     /// step follows on the next pass.
-    Start { node: String, progress: NodeProgress },
+    Start { node: String, progress: Box<NodeProgress> },
     /// Perform one step on a node drover is working on, then write the
     /// record `transition` gives for the outcome.
     Step {
@@ -32,7 +32,7 @@ impl Action {
     /// The same action, with every record it writes naming `w`.
     pub(crate) fn written_by(&mut self, w: &Writer) {
         match self {
-            Action::Start { progress, .. } => *progress = progress.clone().written_by(w),
+            Action::Start { progress, .. } => **progress = (**progress).clone().written_by(w),
             Action::Step { transition, .. } => transition.written_by(w),
             Action::UpgradeWorkload { .. } | Action::RunBackup { .. } => {}
         }
@@ -176,6 +176,8 @@ impl Transition {
     pub(crate) fn written_by(&mut self, w: &Writer) {
         self.writer = w.clone();
         self.on_done = self.on_done.take().map(|p| p.written_by(w));
+        self.on_reboot = self.on_reboot.take().map(|p| p.written_by(w));
+        self.on_retry = self.on_retry.take().map(|p| p.written_by(w));
         self.on_failed = self.on_failed.clone().written_by(w);
     }
 

@@ -17,7 +17,7 @@ impl Observation {
         match action {
             Action::Start { node, progress } => {
                 if let Some(n) = self.nodes.iter_mut().find(|n| &n.name == node) {
-                    n.progress = Some(progress.clone());
+                    n.progress = Some((**progress).clone());
                 }
             }
             Action::Step { node, step, transition } => {

@@ -311,6 +311,12 @@ pub(crate) fn start(spec: &ClusterUpgradeSpec, obs: &Observation, v: &NodeView) 
     };
     Action::Start {
         node: v.node.name.clone(),
-        progress: NodeProgress::start(&obs.name, obs.generation, phase, component, obs.now),
+        progress: Box::new(NodeProgress::start(
+            &obs.name,
+            obs.generation,
+            phase,
+            component,
+            obs.now,
+        )),
     }
 }

@@ -18,7 +18,7 @@ fn writer(identity: &str, term: i64) -> Writer {
 /// Every record `a` would write, for any outcome.
 fn records(a: &Action) -> Vec<NodeProgress> {
     match a {
-        Action::Start { progress, .. } => vec![progress.clone()],
+        Action::Start { progress, .. } => vec![(**progress).clone()],
         Action::Step { transition, .. } => [
             Outcome::Done,
             Outcome::Waiting {
