@@ -217,7 +217,9 @@ fn decide<'a>(spec: &'a ClusterUpgradeSpec, obs: &'a Observation) -> Plan<'a> {
         accepted: &accepted,
         stage,
         failures: gate.failure_count(),
-        halted: halt.is_some(),
+        // A newer drover's record holds new starts but is no halt: the
+        // nodes in flight finish.
+        halted: halt.as_ref().is_some_and(|h| h.reason != Reason::NewerRecord),
     };
     // Nodes already in flight continue (or are handed back).
     for v in &views {
