@@ -251,7 +251,8 @@ fn over_with_failures(plan: &Plan, counts: &NodeCounts) -> Option<String> {
 }
 
 /// Every node drover left cordoned on purpose, and why.
-fn left_cordoned(obs: &Observation, plan: &Plan) -> Vec<LeftCordoned> {
+fn left_cordoned(spec: &ClusterUpgradeSpec, obs: &Observation, plan: &Plan) -> Vec<LeftCordoned> {
+    let keep = spec.strategy.on_halt == drover_api::HaltAction::KeepCordoned;
     let mut out: Vec<LeftCordoned> = plan
         .views
         .iter()
@@ -262,7 +263,7 @@ fn left_cordoned(obs: &Observation, plan: &Plan) -> Vec<LeftCordoned> {
                 why
             } else if let Some(why) = p.and_then(|p| p.left_cordoned.clone()) {
                 why
-            } else if let Some(p) = p.filter(|p| p.halted && p.phase.in_flight()) {
+            } else if let Some(p) = p.filter(|p| keep && p.halted && p.phase.in_flight()) {
                 format!(
                     "its drain halted the rollout (spec.drain.onTimeout Halt) and spec.strategy.onHalt is KeepCordoned: {}",
                     p.message
@@ -454,6 +455,6 @@ pub fn status(spec: &ClusterUpgradeSpec, obs: &Observation, plan: &Plan) -> Clus
         start_time: Some(start_time),
         completion_time,
         history,
-        left_cordoned: left_cordoned(obs, plan),
+        left_cordoned: left_cordoned(spec, obs, plan),
     }
 }
