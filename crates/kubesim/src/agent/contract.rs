@@ -341,18 +341,7 @@ impl Contract {
     /// back (the `NodeNeverReady` fault).
     async fn reboot(&self, up: &UpgradePod, plan: &UpgradePlan, faults: &[Fault]) -> anyhow::Result<bool> {
         let node = &up.node;
-        let nodes: Api<Node> = Api::all(self.client.clone());
-        let annotate = json!({"metadata": {"annotations": {REBOOTING_ANNOTATION: "true"}}});
-        nodes
-            .patch(node, &PatchParams::default(), &Patch::Merge(&annotate))
-            .await
-            .map_err(|e| anyhow::anyhow!("annotating node {node}: {e}"))?;
-        modify_status(&nodes, node, |v| {
-            set_condition(&mut v["status"]["conditions"], rebooting_condition(&crate::meta::now()));
-            true
-        })
-        .await
-        .map_err(|e| anyhow::anyhow!("marking node {node} NotReady: {e}"))?;
+        self.go_down(node).await?;
         tracing::info!("node {node} rebooting");
         let never = faults.iter().any(|f| match f {
             Fault::NodeNeverReady { nodes } => Fault::covers_node(nodes, node),
@@ -393,10 +382,9 @@ impl Contract {
         Ok(())
     }
 
-    /// The node reboots by itself (its upgrade pod already ended):
-    /// NotReady for `rebootSeconds`, then back with a new bootID and what
-    /// was pending for the reboot.
-    async fn reboot_alone(&self, node: &str) -> anyhow::Result<()> {
+    /// A reboot begins: the node annotated (KWOK's heartbeat stage skips
+    /// it) and NotReady.
+    async fn go_down(&self, node: &str) -> anyhow::Result<()> {
         let nodes: Api<Node> = Api::all(self.client.clone());
         let annotate = json!({"metadata": {"annotations": {REBOOTING_ANNOTATION: "true"}}});
         nodes
@@ -409,6 +397,14 @@ impl Contract {
         })
         .await
         .map_err(|e| anyhow::anyhow!("marking node {node} NotReady: {e}"))?;
+        Ok(())
+    }
+
+    /// The node reboots by itself (its upgrade pod already ended):
+    /// NotReady for `rebootSeconds`, then back with a new bootID and what
+    /// was pending for the reboot.
+    async fn reboot_alone(&self, node: &str) -> anyhow::Result<()> {
+        self.go_down(node).await?;
         tracing::info!("node {node} rebooting on its own");
         tokio::time::sleep(self.real(self.timing.reboot_seconds)).await;
         self.come_back(node, None).await
