@@ -7,6 +7,7 @@
 #   scripts/controlplane.sh up    [--dir DIR] [--version V] [--scenario FILE] [--speed N]
 #                                 [--apiserver-arg ARG]...   (e.g. --runtime-config=events.k8s.io/v1=false)
 #   scripts/controlplane.sh down  [--dir DIR]
+#   scripts/controlplane.sh restart-apiserver [--dir DIR]   # stop it (TERM), start it again, wait for /readyz
 #   scripts/controlplane.sh versions          # the supported versions, newest first
 #   scripts/controlplane.sh bin-dir [--version V]   # where the binaries of V are
 #
@@ -184,13 +185,48 @@ EOF
 }
 
 # start NAME COMMAND...: runs COMMAND in the background with its log in
-# DIR/logs/NAME.log and its pid in DIR/pids/NAME.
+# DIR/logs/NAME.log (appended to), its pid in DIR/pids/NAME and its command
+# line in DIR/cmd/NAME (one argument per line, for restart-apiserver).
 start() {
     local name=$1
     shift
-    mkdir -p "$DIR/logs" "$DIR/pids"
-    setsid "$@" >"$DIR/logs/$name.log" 2>&1 </dev/null &
+    mkdir -p "$DIR/logs" "$DIR/pids" "$DIR/cmd"
+    printf '%s\n' "$@" >"$DIR/cmd/$name"
+    setsid "$@" >>"$DIR/logs/$name.log" 2>&1 </dev/null &
     echo $! >"$DIR/pids/$name"
+}
+
+# restart-apiserver: as a control-plane node's kube-apiserver restarts
+# (an upgrade, a crash): SIGTERM, at most 15 s to exit (then SIGKILL), the
+# same command line again, and /readyz within 90 s. Its clients see
+# refused connections and their watches end meanwhile.
+restart_apiserver() {
+    DIR=${OPT_DIR:-$ROOT/target/controlplane}
+    [[ -f $DIR/cmd/kube-apiserver && -f $DIR/pids/kube-apiserver ]] ||
+        die "no kube-apiserver started by this script in $DIR"
+    local pid t0=$SECONDS
+    pid=$(cat "$DIR/pids/kube-apiserver")
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    local deadline=$((SECONDS + 15))
+    while kill -0 "$pid" 2>/dev/null; do
+        if ((SECONDS >= deadline)); then
+            kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+            break
+        fi
+        sleep 0.1
+    done
+    local -a cmd
+    mapfile -t cmd <"$DIR/cmd/kube-apiserver"
+    echo "--- restarted by controlplane.sh restart-apiserver at $(date +%H:%M:%S)" >>"$DIR/logs/kube-apiserver.log"
+    start kube-apiserver "${cmd[@]}"
+    local k=(kubectl --kubeconfig "$DIR/admin.kubeconfig" --request-timeout 10s)
+    deadline=$((SECONDS + 90))
+    until "${k[@]}" get --raw /readyz >/dev/null 2>&1; do
+        check_alive kube-apiserver
+        ((SECONDS < deadline)) || die "kube-apiserver not ready 90 s after its restart (log: $DIR/logs/kube-apiserver.log)"
+        sleep 0.3
+    done
+    log "kube-apiserver restarted in $((SECONDS - t0)) s"
 }
 
 alive() { [[ -f $DIR/pids/$1 ]] && kill -0 "$(cat "$DIR/pids/$1")" 2>/dev/null; }
@@ -218,7 +254,7 @@ up() {
     local t_build=$((SECONDS - t0))
     command -v openssl >/dev/null || die "openssl is not installed (apt-get install openssl)"
     command -v kubectl >/dev/null || die "kubectl is not installed"
-    rm -rf "$DIR/pki" "$DIR/etcd-data" "$DIR/logs" "$DIR/pids" "$DIR"/*.kubeconfig "$DIR/audit.log" "$DIR/ready"
+    rm -rf "$DIR/pki" "$DIR/etcd-data" "$DIR/logs" "$DIR/pids" "$DIR/cmd" "$DIR"/*.kubeconfig "$DIR/audit.log" "$DIR/ready"
     gen_certs "$DIR"
 
     local etcd_client etcd_peer api kcm_port sched_port kwok_port
@@ -594,8 +630,9 @@ case $CMD in
     build) build ;;
     up) up ;;
     down) down ;;
+    restart-apiserver) restart_apiserver ;;
     versions) printf '%s\n' "${VERSIONS[@]}" ;;
     bin-dir) kube_dir "$(resolve_version "${OPT_VERSION:-newest}")" ;;
     stages) stages "${OPT_SPEED:-10}" ;;
-    *) die "usage: $0 build|up|down|versions|bin-dir|stages [options] (see the top of $0)" ;;
+    *) die "usage: $0 build|up|down|restart-apiserver|versions|bin-dir|stages [options] (see the top of $0)" ;;
 esac

@@ -4,6 +4,7 @@
 
 pub mod crd;
 pub mod floor;
+pub mod images;
 pub mod known;
 pub mod names;
 pub mod observed;

@@ -16,8 +16,6 @@ pub mod reason {
     pub const ROLLING_OUT: &str = "RollingOut";
     /// Reconciling=True: waiting out the soak time after a node or batch.
     pub const SOAKING: &str = "Soaking";
-    /// Reconciling=True: waiting for the budget to allow the next nodes.
-    pub const WAITING_FOR_BUDGET: &str = "WaitingForBudget";
     /// Reconciling=True: the backup Job is running.
     pub const BACKING_UP: &str = "BackingUp";
     /// spec.paused is true.
@@ -44,21 +42,47 @@ pub mod reason {
     pub const CONFLICT: &str = "Conflict";
     /// Stalled: a cluster-level workload did not finish its rollout in time.
     pub const ROLLOUT_FAILED: &str = "RolloutFailed";
-    /// Ready=False/Stalled=False when nothing is wrong and work remains.
-    pub const IN_PROGRESS: &str = "InProgress";
     /// Stalled=False: nothing needs a human.
     pub const AS_EXPECTED: &str = "AsExpected";
+    /// Stalled: over, with failures maxFailures tolerated.
+    pub const COMPLETED_WITH_FAILURES: &str = "CompletedWithFailures";
+    /// A node did not come back from its reboot, or could not be rebooted.
+    pub const REBOOT_FAILED: &str = "RebootFailed";
+    /// Reconciling=True: a failed step waits for its retry.
+    pub const RETRYING: &str = "Retrying";
+    /// Stalled: the spec names an upgrade or backup image outside `drover run --allowed-images`.
+    pub const IMAGE_NOT_ALLOWED: &str = "ImageNotAllowed";
+    /// Stalled: the namespace's PodSecurity admission would refuse the
+    /// upgrade Jobs' privileged pods.
+    pub const POD_SECURITY_FORBIDS: &str = "PodSecurityForbids";
+    /// Stalled: a node's progress record is of a newer format than this drover reads.
+    pub const NEWER_RECORD: &str = "NewerRecord";
 }
 
 /// Node annotations drover writes. All rollout state lives in the API.
 pub mod annotation {
     /// The ClusterUpgrade that cordoned this node. Only that cordon is ever undone.
     pub const CORDONED_BY: &str = "drover.dev/cordoned-by";
+    /// Set by an admin on a node: drover never uncordons it, and says so in
+    /// `status.leftCordoned` with the annotation's value as the reason.
+    pub const KEEP_CORDONED: &str = "drover.dev/keep-cordoned";
     /// Per-node progress (JSON `NodeProgress`).
     pub const PROGRESS: &str = "drover.dev/progress";
     /// Prefix of the per-component verified-version annotations
     /// (`drover.dev/verified.<component>: <version>`).
     pub const VERIFIED_PREFIX: &str = "drover.dev/verified.";
+    /// The cluster-autoscaler leaves a node with this set to "true" alone
+    /// (no scale-down). drover sets it with its cordon.
+    pub const SCALE_DOWN_DISABLED: &str = "cluster-autoscaler.kubernetes.io/scale-down-disabled";
+    /// Karpenter does not disrupt (consolidate, expire, drift) a node with
+    /// this set to "true". drover sets it with its cordon.
+    pub const DO_NOT_DISRUPT: &str = "karpenter.sh/do-not-disrupt";
+    /// The two above, the guards drover puts on a node it cordons.
+    pub const DISRUPTION_GUARDS: [&str; 2] = [SCALE_DOWN_DISABLED, DO_NOT_DISRUPT];
+    /// Which of the guards drover added itself (comma-separated keys), set
+    /// in the cordon's patch: the uncordon removes only these, so a guard
+    /// an admin had put on the node stays.
+    pub const GUARDS_ADDED: &str = "drover.dev/guards-added";
 }
 
 /// Well-known node role labels.
@@ -103,8 +127,34 @@ pub fn short_hash(s: &str) -> String {
     format!("{:012x}", h & 0xffff_ffff_ffff)
 }
 
-/// The backup Job's name for a target: one Job per ClusterUpgrade and target.
-pub fn backup_job_name(upgrade: &str, target_hash: &str) -> String {
+/// The hash that names the backup Job: the target and everything the Job
+/// runs (image, command, args, env, namespace, nodeSelector, hostRoot,
+/// timeout), so a changed `spec.backup` runs a new Job, as a changed target
+/// does. The fields are listed by hand, not serialised from the struct, so
+/// a field added to `BackupJob` later does not rename every backup Job.
+pub fn backup_hash(spec: &crate::ClusterUpgradeSpec) -> String {
+    let target = target_string(spec);
+    let Some(b) = &spec.backup else {
+        return short_hash(&target);
+    };
+    let env: Vec<[&str; 2]> = b.env.iter().map(|e| [e.name.as_str(), e.value.as_str()]).collect();
+    let runs = serde_json::json!([
+        target,
+        b.image,
+        b.command,
+        b.args,
+        env,
+        b.namespace,
+        b.node_selector,
+        b.host_root,
+        b.timeout
+    ]);
+    short_hash(&runs.to_string())
+}
+
+/// The backup Job's name for a backup hash ([`backup_hash`]): one Job per
+/// ClusterUpgrade, target and backup spec.
+pub fn backup_job_name(upgrade: &str, backup_hash: &str) -> String {
     let prefix: String = upgrade.chars().take(40).collect();
-    format!("{}-backup-{target_hash}", prefix.trim_end_matches('-'))
+    format!("{}-backup-{backup_hash}", prefix.trim_end_matches('-'))
 }

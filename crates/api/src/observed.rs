@@ -14,18 +14,25 @@ pub enum Outcome {
     /// Not finished, and not through waiting alone: a drain blocked by
     /// PodDisruptionBudgets. `timed_out` once the drain timeout has passed.
     Blocked { message: String, timed_out: bool },
-    /// The step failed.
+    /// The step failed; drover may try it again (spec.strategy.retries).
     Failed { reason: Reason, message: String },
+    /// The step failed for good: the API server refused its request (an
+    /// invalid Job, a policy that forbids it). Trying again cannot help.
+    Refused { reason: Reason, message: String },
+    /// The upgrade Job succeeded and asked for a reboot (`reboot-required`
+    /// in its termination message) before its version can show.
+    RebootRequired { message: String },
 }
 
 impl Outcome {
-    /// done, waiting, blocked or failed (a metrics label).
+    /// done, waiting, blocked or failed (a metrics label; a reboot request is done).
     pub fn kind(&self) -> &'static str {
         match self {
             Outcome::Done => "done",
             Outcome::Waiting { .. } => "waiting",
             Outcome::Blocked { .. } => "blocked",
-            Outcome::Failed { .. } => "failed",
+            Outcome::Failed { .. } | Outcome::Refused { .. } => "failed",
+            Outcome::RebootRequired { .. } => "done",
         }
     }
 }

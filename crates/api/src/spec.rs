@@ -22,6 +22,11 @@ use crate::status::ClusterUpgradeStatus;
 /// months (`19.03`, `18.09`) are accepted and read as numbers.
 pub const VERSION_PATTERN: &str =
     r"^v?(0|[1-9][0-9]*)\.(0|[1-9][0-9]*|0[1-9])(\.(0|[1-9][0-9]*))?(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$";
+/// What an OS image or kernel version may be (`24.04.1`, `6.8.0-45-generic`,
+/// `Ubuntu 24.04.1 LTS`): components verified by `nodeInfo.osImage` or
+/// `nodeInfo.kernelVersion` take free text, since those strings are not
+/// semantic versions.
+pub const OS_VERSION_PATTERN: &str = r"^[A-Za-z0-9][A-Za-z0-9 ._+~:()/-]*$";
 /// Go-style durations as `metav1.Duration` accepts them (`90s`, `1h30m`).
 pub const DURATION_PATTERN: &str = r"^([0-9]+(\.[0-9]+)?(ns|us|ms|s|m|h))+$";
 /// `HH:MM`, 24-hour clock.
@@ -108,12 +113,55 @@ pub struct ClusterUpgradeSpec {
     /// A Job that must succeed before the first etcd or control-plane change.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<BackupJob>,
+
+    /// How drover waits for a node to reboot, and how it reboots a node
+    /// whose upgrade Job asked for one.
+    #[serde(default)]
+    pub reboot: Reboot,
+}
+
+/// Reboots: the wait for a node to come back, and the Job that reboots a
+/// node when an upgrade Job asks for it (`reboot-required`).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Reboot {
+    /// How long a node may take to report a new bootID and Ready after its
+    /// upgrade Job (or its reboot Job), at most 24h. Past it the node fails
+    /// with RebootFailed.
+    #[serde(default = "default_reboot_timeout")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(duration_rule(true)).message("spec.reboot.timeout must be a duration above 0s and at most 24h, such as 5m or 15m"))]
+    pub timeout: String,
+    /// The image of the reboot Job, run privileged with the host's PID
+    /// namespace and root at `/host` on the node. Required for a Job's
+    /// reboot request to be honoured; a request without it fails the node
+    /// with RebootFailed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 512))]
+    #[x_kube(validation = Rule::new(matches_rule(IMAGE_PATTERN)).message("spec.reboot.image must be an image reference such as registry.example.com/reboot:1.0 (lowercase path, optional :tag and @sha256:digest, no spaces)"))]
+    pub image: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+}
+
+impl Default for Reboot {
+    fn default() -> Self {
+        Reboot {
+            timeout: default_reboot_timeout(),
+            image: None,
+            command: Vec::new(),
+            args: Vec::new(),
+        }
+    }
 }
 
 /// One platform component and the version it must run.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new(known_name_rule()).field_path(".stage").message("spec.components[].stage is required for a name drover does not know; allowed stages: Runtime, Etcd, ControlPlane, Kubelet, Network, Addons"))]
+#[x_kube(validation = Rule::new(version_rule()).field_path(".version").message("spec.components[].version must be a semantic version such as 1.7.22 or v1.31.2 (optionally -prerelease and +build), or a two-part series such as 20.10; components verified by nodeInfo.osImage or nodeInfo.kernelVersion (and os, kernel) take letters, digits, spaces and ._+~:()/-"))]
 #[x_kube(validation = Rule::new("!has(self.verify) || has(self.upgrade.job)").field_path(".verify").message("spec.components[].verify is for job components only: a workload's rollout status is its verification"))]
 #[x_kube(validation = Rule::new("!has(self.nodes) || has(self.upgrade.job)").field_path(".nodes").message("spec.components[].nodes is for job components only: a workload runs where its controller puts it"))]
 pub struct Component {
@@ -124,9 +172,11 @@ pub struct Component {
 
     /// The desired version, a semantic version with an optional leading `v`
     /// (`1.7.22`, `v1.31.2`), or a two-part series (`20.10`) that any live
-    /// `20.10.x` satisfies. For workload components it is also the image tag.
+    /// `20.10.x` satisfies. For workload components it is also the image
+    /// tag. Components verified by `nodeInfo.osImage` or
+    /// `nodeInfo.kernelVersion` (and the well-known `os` and `kernel`) take
+    /// the OS's own text (`24.04.1`, `6.8.0-45-generic`); see `verify.match`.
     #[schemars(length(min = 1, max = 64))]
-    #[x_kube(validation = Rule::new(matches_rule(VERSION_PATTERN)).message("spec.components[].version must be a semantic version such as 1.7.22 or v1.31.2 (optionally -prerelease and +build), or a two-part series such as 20.10"))]
     pub version: String,
 
     /// Where the component sits in the upgrade order. Inferred from well-known
@@ -253,10 +303,21 @@ pub struct JobUpgrade {
     #[schemars(length(max = 32))]
     #[x_kube(validation = Rule::new(duration_rule(true)).message("spec.components[].upgrade.job.timeout must be a duration above 0s and at most 24h, such as 90s, 10m or 1h30m"))]
     pub timeout: String,
-    /// Whether the node reboots as part of the upgrade: drover then waits
-    /// for it to go NotReady and come back before verifying.
+    /// Whether the upgrade reboots the node (during the Job or after it
+    /// exits): drover then waits, after the Job, for the node to report a
+    /// new `bootID` and Ready before verifying, for at most
+    /// `spec.reboot.timeout`. A Job that does not set this can still ask
+    /// for a reboot by writing `reboot-required` to its termination message
+    /// (`/dev/termination-log`); drover then reboots the node through
+    /// `spec.reboot` and waits the same way.
     #[serde(default)]
     pub reboots: bool,
+    /// Pod failures the Job retries before it counts as failed (the Job's
+    /// `backoffLimit`), from 0 to 10. drover's own retries
+    /// (`spec.strategy.retries`) come on top, with a fresh Job each.
+    #[serde(default = "default_backoff_limit")]
+    #[schemars(range(min = 0, max = 10))]
+    pub backoff_limit: i32,
 }
 
 /// A plain name/value environment variable.
@@ -419,6 +480,30 @@ pub struct Verify {
     /// The upgrade Job's success is the proof (set to true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_succeeded: Option<bool>,
+    /// How the text read compares with the desired version, for
+    /// `nodeInfo.osImage` and `nodeInfo.kernelVersion`, which are not
+    /// semantic versions. When omitted those two match when the live text
+    /// starts with the version at a word boundary (`6.8.0-45` matches
+    /// `6.8.0-45-generic`, not `6.8.0-450`); other checks compare semantic versions.
+    #[serde(default, rename = "match", skip_serializing_if = "Option::is_none")]
+    pub match_: Option<VersionMatch>,
+}
+
+/// Exactly one of `prefix` or `regex`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.prefix) != has(self.regex)").message("spec.components[].verify.match: set exactly one of prefix or regex"))]
+pub struct VersionMatch {
+    /// The live text starts with this, at a word boundary ("Ubuntu 24.04"
+    /// matches "Ubuntu 24.04.1 LTS", not "Ubuntu 24.041").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 128))]
+    pub prefix: Option<String>,
+    /// A regular expression (RE2 syntax, as Go's regexp) the live text must
+    /// match somewhere; anchor it with ^ and $ to match the whole text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 256))]
+    pub regex: Option<String>,
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -487,6 +572,33 @@ pub struct Strategy {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "label_selector_schema")]
     pub last_node_selector: Option<LabelSelector>,
+    /// How often a failed node step (an upgrade Job that failed, a version
+    /// that did not verify, a node that did not come back from its reboot)
+    /// is tried again before the node counts as failed, from 0 to 10. The
+    /// node keeps its place in the budget while it waits.
+    #[serde(default = "default_retries")]
+    #[schemars(range(min = 0, max = 10))]
+    pub retries: i32,
+    /// The wait before the first retry; each further retry waits twice as
+    /// long as the one before. At most 1h.
+    #[serde(default = "default_retry_delay")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(format!("{} && duration(self) <= duration('1h')", matches_rule(DURATION_PATTERN))).message("spec.strategy.retryDelay must be a duration from 0s to 1h, such as 10s or 1m"))]
+    pub retry_delay: String,
+    /// What a halted rollout does with the nodes it holds. Uncordon (the
+    /// default) hands back every node whose upgrade never started (cordoned
+    /// or draining) and the failed node; KeepCordoned leaves them cordoned
+    /// for inspection. Either way `status.leftCordoned` lists every node
+    /// drover left cordoned, and why.
+    #[serde(default)]
+    pub on_halt: HaltAction,
+}
+
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum HaltAction {
+    #[default]
+    Uncordon,
+    KeepCordoned,
 }
 
 impl Default for Strategy {
@@ -497,6 +609,9 @@ impl Default for Strategy {
             max_failures: 0,
             soak: default_soak(),
             last_node_selector: None,
+            retries: default_retries(),
+            retry_delay: default_retry_delay(),
+            on_halt: HaltAction::Uncordon,
         }
     }
 }
@@ -671,6 +786,18 @@ fn default_true() -> bool {
 fn default_max_unavailable() -> IntOrString {
     IntOrString::Int(1)
 }
+fn default_backoff_limit() -> i32 {
+    2
+}
+fn default_retries() -> i32 {
+    2
+}
+fn default_retry_delay() -> String {
+    "30s".into()
+}
+fn default_reboot_timeout() -> String {
+    "10m".into()
+}
 fn default_soak() -> String {
     "0s".into()
 }
@@ -712,6 +839,17 @@ fn duration_rule(positive: bool) -> String {
     format!(
         "{} && duration(self) <= duration('{MAX_DURATION}'){floor}",
         matches_rule(DURATION_PATTERN)
+    )
+}
+
+/// A CEL rule: the version is a semantic version, or OS text for a
+/// component verified by osImage or kernelVersion (explicitly, or by the
+/// names os and kernel).
+fn version_rule() -> String {
+    format!(
+        "self.version.matches('{}') || (((has(self.verify) && has(self.verify.nodeInfo)) ? self.verify.nodeInfo in ['osImage', 'kernelVersion'] : self.name in ['os', 'kernel']) && self.version.matches('{}'))",
+        escape_cel(VERSION_PATTERN),
+        escape_cel(OS_VERSION_PATTERN)
     )
 }
 
@@ -808,7 +946,10 @@ fn label_selector_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema 
 
 /// The well-known component names and the stage each belongs to (the
 /// schema's rule for `stage` names them; `crate::known` infers the rest).
-pub const KNOWN: [(&str, Stage); 22] = [
+pub const KNOWN: [(&str, Stage); 24] = [
+    // The node's OS and kernel go with the runtime stage: list them first.
+    ("os", Stage::Runtime),
+    ("kernel", Stage::Runtime),
     ("containerd", Stage::Runtime),
     ("docker", Stage::Runtime),
     ("cri-o", Stage::Runtime),

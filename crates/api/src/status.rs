@@ -69,6 +69,21 @@ pub struct ClusterUpgradeStatus {
     /// Past rollouts, newest first (at most 10).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub history: Vec<RolloutRecord>,
+
+    /// Every node drover left cordoned on purpose, and why: a halted
+    /// rollout under spec.strategy.onHalt KeepCordoned, an admin's
+    /// `drover.dev/keep-cordoned` annotation, or an admin's own cordon over
+    /// drover's (at most 50).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub left_cordoned: Vec<LeftCordoned>,
+}
+
+/// A node drover did not uncordon, and why.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct LeftCordoned {
+    pub name: String,
+    pub reason: String,
 }
 
 fn is_zero(n: &i32) -> bool {
@@ -86,6 +101,9 @@ pub struct NodeCounts {
     pub updating: i32,
     /// Nodes whose upgrade failed (or was skipped) for this generation.
     pub failed: i32,
+    /// Of the failed nodes, those skipped (drain timeout under SkipNode).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skipped: i32,
     /// Nodes still to start.
     pub pending: i32,
     /// Nodes out of service: cordoned (by anyone) or NotReady.
@@ -112,9 +130,9 @@ pub struct ComponentStatus {
 #[serde(rename_all = "camelCase")]
 pub struct NodeDetail {
     pub name: String,
-    /// InProgress, Blocked or Failed.
+    /// InProgress, Blocked, Failed, Skipped or Retrying.
     pub state: crate::vocab::NodeState,
-    /// Cordon, Drain, Upgrade, Verify, Uncordon, or the step that failed.
+    /// Cordon, Drain, Upgrade, Reboot, Verify, Uncordon, or the step that failed.
     pub step: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub component: Option<String>,
@@ -122,8 +140,14 @@ pub struct NodeDetail {
     pub message: String,
     /// When the node entered this step.
     pub since: Time,
-    /// Attempts at this step.
+    /// Attempts at this step (each time it reported why it is not finished).
     pub attempts: i32,
+    /// Failed tries of this step so far that were retried (spec.strategy.retries).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub retries: i32,
+    /// When the next try of a failed step starts (state Retrying).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_retry: Option<Time>,
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
@@ -144,6 +168,6 @@ pub struct RolloutRecord {
     pub start_time: Time,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<Time>,
-    /// Completed, or Superseded when the spec changed before it completed.
+    /// Completed, CompletedWithFailures, or Superseded when the spec changed before it completed.
     pub result: String,
 }

@@ -10,10 +10,11 @@ use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::known::stage_of;
+use crate::known::{is_os_text, stage_of};
 use crate::spec::{
     CLOCK_PATTERN, ClusterUpgradeSpec, DURATION_PATTERN, ENV_NAME_PATTERN, EnvVar, IMAGE_PATTERN, LABEL_KEY_PATTERN,
-    LABEL_VALUE_PATTERN, MAX_DURATION, NAME_PATTERN, RESERVED_ENV, SUBDOMAIN_PATTERN, Stage, TIME_ZONE_PATTERN,
+    LABEL_VALUE_PATTERN, MAX_DURATION, NAME_PATTERN, OS_VERSION_PATTERN, RESERVED_ENV, SUBDOMAIN_PATTERN, Stage,
+    TIME_ZONE_PATTERN,
 };
 use crate::spec::{CONFIG_MAP_KEY_PATTERN, REPOSITORY_PATTERN, VERSION_PATTERN, WorkloadUpgrade};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -43,6 +44,18 @@ static SUBDOMAIN: LazyLock<regex::Regex> = LazyLock::new(|| regex(SUBDOMAIN_PATT
 static TIME_ZONE: LazyLock<regex::Regex> = LazyLock::new(|| regex(TIME_ZONE_PATTERN));
 static LABEL_KEY: LazyLock<regex::Regex> = LazyLock::new(|| regex(LABEL_KEY_PATTERN));
 static LABEL_VALUE: LazyLock<regex::Regex> = LazyLock::new(|| regex(LABEL_VALUE_PATTERN));
+
+static OS_VERSION: LazyLock<regex::Regex> = LazyLock::new(|| regex(OS_VERSION_PATTERN));
+
+/// The first line of a multi-line error (the regex crate's point at the problem).
+fn first_line(s: &str) -> String {
+    s.lines()
+        .rev()
+        .find(|l| l.starts_with("error:"))
+        .unwrap_or(s.lines().next().unwrap_or(s))
+        .trim()
+        .to_string()
+}
 
 static DURATION: LazyLock<regex::Regex> = LazyLock::new(|| regex(DURATION_PATTERN));
 static CLOCK: LazyLock<regex::Regex> = LazyLock::new(|| regex(CLOCK_PATTERN));
@@ -371,14 +384,23 @@ pub fn validate(spec: &ClusterUpgradeSpec) -> Result<(), Vec<FieldError>> {
                 format!("{:?} appears more than once; each component may appear once", c.name),
             ));
         }
-        if c.version.len() > 64 || !VERSION.is_match(&c.version) {
-            errs.push(err(
-                format!("{at}.version"),
-                format!(
-                    "{:?} must be a semantic version such as 1.7.22 or v1.31.2, or a two-part series such as 20.10",
-                    c.version
-                ),
-            ));
+        if is_os_text(c) {
+            if c.version.len() > 64 || !OS_VERSION.is_match(&c.version) {
+                errs.push(err(
+                    format!("{at}.version"),
+                    format!("{:?} must be the OS's version text such as 24.04.1 or 6.8.0-45-generic: letters, digits, spaces and ._+~:()/-, at most 64 characters", c.version),
+                ));
+            }
+        } else {
+            if c.version.len() > 64 || !VERSION.is_match(&c.version) {
+                errs.push(err(
+                    format!("{at}.version"),
+                    format!(
+                        "{:?} must be a semantic version such as 1.7.22 or v1.31.2, or a two-part series such as 20.10",
+                        c.version
+                    ),
+                ));
+            }
         }
         if stage_of(c).is_none() {
             let allowed: Vec<_> = Stage::ALL.iter().map(|s| s.as_str()).collect();
@@ -396,6 +418,12 @@ pub fn validate(spec: &ClusterUpgradeSpec) -> Result<(), Vec<FieldError>> {
                 check_image(&mut errs, format!("{at}.upgrade.job.image"), &job.image);
                 check_env(&mut errs, &format!("{at}.upgrade.job"), &job.env);
                 check_duration(&mut errs, format!("{at}.upgrade.job.timeout"), &job.timeout, true);
+                if !(0..=10).contains(&job.backoff_limit) {
+                    errs.push(err(
+                        format!("{at}.upgrade.job.backoffLimit"),
+                        format!("{} must be from 0 to 10", job.backoff_limit),
+                    ));
+                }
             }
             (None, Some(w)) => {
                 check_workload(&mut errs, &format!("{at}.upgrade.workload"), w);
@@ -419,6 +447,33 @@ pub fn validate(spec: &ClusterUpgradeSpec) -> Result<(), Vec<FieldError>> {
                     format!("{at}.verify"),
                     "is for job components only: a workload's rollout status is its verification",
                 ));
+            }
+            if let Some(m) = &v.match_ {
+                let field = format!("{at}.verify.match");
+                match (&m.prefix, &m.regex) {
+                    (Some(p), None) if p.trim().is_empty() || p.len() > 128 => errs.push(err(
+                        format!("{field}.prefix"),
+                        "must be 1 to 128 characters, not only spaces",
+                    )),
+                    (None, Some(r)) => {
+                        if r.len() > 256 {
+                            errs.push(err(format!("{field}.regex"), "must be at most 256 characters"));
+                        } else if let Err(e) = regex::Regex::new(r) {
+                            errs.push(err(
+                                format!("{field}.regex"),
+                                format!("{r:?} is not a regular expression: {}", first_line(&e.to_string())),
+                            ));
+                        }
+                    }
+                    (Some(_), None) => {}
+                    _ => errs.push(err(&field, "set exactly one of prefix or regex")),
+                }
+                if !is_os_text(c) {
+                    errs.push(err(
+                        &field,
+                        "is for components verified by nodeInfo.osImage or nodeInfo.kernelVersion; other versions compare as semantic versions",
+                    ));
+                }
             }
             if let Some(p) = &v.pod
                 && !is_dns_label_max(&p.namespace, 63)
@@ -446,6 +501,26 @@ pub fn validate(spec: &ClusterUpgradeSpec) -> Result<(), Vec<FieldError>> {
         ));
     }
     check_duration(&mut errs, "spec.strategy.soak".into(), &spec.strategy.soak, false);
+    if !(0..=10).contains(&spec.strategy.retries) {
+        errs.push(err(
+            "spec.strategy.retries",
+            format!("{} must be from 0 to 10", spec.strategy.retries),
+        ));
+    }
+    let hour = Duration::from_secs(3600);
+    if parse_duration(&spec.strategy.retry_delay).is_none_or(|d| d > hour) {
+        errs.push(err(
+            "spec.strategy.retryDelay",
+            format!(
+                "{:?} must be a duration from 0s to 1h, such as 10s or 1m",
+                spec.strategy.retry_delay
+            ),
+        ));
+    }
+    check_duration(&mut errs, "spec.reboot.timeout".into(), &spec.reboot.timeout, true);
+    if let Some(image) = &spec.reboot.image {
+        check_image(&mut errs, "spec.reboot.image".into(), image);
+    }
     if let Some(sel) = &spec.strategy.last_node_selector {
         check_selector(&mut errs, "spec.strategy.lastNodeSelector", sel);
     }

@@ -88,6 +88,24 @@ pub fn repository_matches(image: &str, repository: &str) -> bool {
     repo == repository || repo.strip_suffix(repository).is_some_and(|head| head.ends_with('/'))
 }
 
+/// Whether `live` starts with `prefix` and the prefix ends at a word
+/// boundary: at the end of `live`, or before a character that is not a
+/// letter or digit (`6.8.0-45` matches `6.8.0-45-generic`, not `6.8.0-450`;
+/// `Ubuntu 24.04` matches `Ubuntu 24.04.1 LTS`). Surrounding spaces are ignored.
+pub fn prefix_at_boundary(live: &str, prefix: &str) -> bool {
+    let (live, prefix) = (live.trim(), prefix.trim());
+    if prefix.is_empty() {
+        return false;
+    }
+    match live.strip_prefix(prefix) {
+        Some(rest) => rest
+            .chars()
+            .next()
+            .is_none_or(|c| !c.is_alphanumeric() || !prefix.chars().last().is_some_and(char::is_alphanumeric)),
+        None => false,
+    }
+}
+
 /// The tag part of an image reference (`registry:5000/calico/node:v3.28.1` → `v3.28.1`).
 pub fn image_tag(image: &str) -> Option<&str> {
     let without_digest = image.split('@').next().unwrap_or(image);
@@ -178,6 +196,20 @@ mod tests {
             "calico/node"
         ));
         assert!(!repository_matches("docker.io/calico/cni:v3.28.1", "calico/node"));
+    }
+
+    #[test]
+    fn os_text_matches_as_a_prefix_at_a_word_boundary() {
+        assert!(prefix_at_boundary("Ubuntu 24.04.1 LTS", "Ubuntu 24.04"));
+        assert!(prefix_at_boundary("Ubuntu 24.04", "Ubuntu 24.04"));
+        assert!(!prefix_at_boundary("Ubuntu 24.041 LTS", "Ubuntu 24.04"));
+        assert!(prefix_at_boundary("6.8.0-45-generic", "6.8.0-45"));
+        assert!(prefix_at_boundary("6.8.0-45-generic", "6.8.0-45-generic"));
+        assert!(!prefix_at_boundary("6.8.0-450-generic", "6.8.0-45"));
+        assert!(!prefix_at_boundary("6.8.0-44-generic", "6.8.0-45"));
+        // A prefix that itself ends in a separator needs no boundary after it.
+        assert!(prefix_at_boundary("Ubuntu 24.04.1 LTS", "Ubuntu 24."));
+        assert!(!prefix_at_boundary("Ubuntu 24.04", ""));
     }
 
     #[test]

@@ -83,8 +83,6 @@ vocabulary! {
         RollingOut => text::ROLLING_OUT,
         /// Reconciling=True: waiting out the soak time after a node or batch.
         Soaking => text::SOAKING,
-        /// Reconciling=True: waiting for the budget to allow the next nodes.
-        WaitingForBudget => text::WAITING_FOR_BUDGET,
         /// Reconciling=True: the backup Job is running.
         BackingUp => text::BACKING_UP,
         /// spec.paused is true.
@@ -111,14 +109,36 @@ vocabulary! {
         Conflict => text::CONFLICT,
         /// Stalled: a cluster-level workload did not finish its rollout in time.
         RolloutFailed => text::ROLLOUT_FAILED,
-        /// Ready=False when nothing is wrong and work remains.
-        InProgress => text::IN_PROGRESS,
         /// Stalled=False: nothing needs a human.
         AsExpected => text::AS_EXPECTED,
+        /// Stalled: the rollout is over, with failed or skipped nodes that
+        /// spec.strategy.maxFailures tolerated; they keep their old versions.
+        CompletedWithFailures => text::COMPLETED_WITH_FAILURES,
+        /// A node did not come back from its reboot in time, or a Job asked
+        /// for a reboot that drover could not carry out.
+        RebootFailed => text::REBOOT_FAILED,
+        /// Reconciling=True: a node's step failed and waits for its retry.
+        Retrying => text::RETRYING,
+        /// Stalled: the spec names an upgrade or backup image outside `drover run --allowed-images`.
+        ImageNotAllowed => text::IMAGE_NOT_ALLOWED,
+        /// Stalled: PodSecurity admission would refuse the upgrade Jobs' pods.
+        PodSecurityForbids => text::POD_SECURITY_FORBIDS,
+        /// Stalled: a node's progress record is of a newer format than this drover reads.
+        NewerRecord => text::NEWER_RECORD,
     }
 }
 
 impl Reason {
+    /// A failure a fresh try may cure (spec.strategy.retries): a failed
+    /// upgrade Job, a version that did not verify, a node that did not come
+    /// back from its reboot. A blocked drain or a NotReady node is not.
+    pub fn retryable(self) -> bool {
+        matches!(
+            self,
+            Reason::UpgradeJobFailed | Reason::VerificationFailed | Reason::RebootFailed
+        )
+    }
+
     /// A reason read back from a stored record. Records written by any
     /// drover hold one of the failure reasons; anything else reads as the
     /// most general failure, so an unreadable reason never hides a failure.
@@ -148,8 +168,13 @@ vocabulary! {
         InProgress => "InProgress",
         /// Its drain is blocked (PodDisruptionBudgets, unevictable pods).
         Blocked => "Blocked",
-        /// Its upgrade failed (or was skipped) for this generation.
+        /// Its upgrade failed for this generation.
         Failed => "Failed",
+        /// Its drain timed out and spec.drain.onTimeout is SkipNode: it
+        /// keeps its old versions and counts as a failure.
+        Skipped => "Skipped",
+        /// A step failed and is tried again at `nextRetry`.
+        Retrying => "Retrying",
     }
 }
 
@@ -158,7 +183,7 @@ impl<'de> Deserialize<'de> for NodeState {
         let s = String::deserialize(d)?;
         NodeState::parse(&s).ok_or_else(|| {
             serde::de::Error::custom(format!(
-                "unknown node state {s:?}; expected InProgress, Blocked or Failed"
+                "unknown node state {s:?}; expected InProgress, Blocked, Failed, Skipped or Retrying"
             ))
         })
     }
@@ -190,12 +215,20 @@ vocabulary! {
         Drained => "Drained",
         Upgraded => "Upgraded",
         Verified => "Verified",
+        /// An upgrade Job asked for a reboot; drover reboots the node.
+        RebootRequested => "RebootRequested",
+        /// The node is back from its reboot (new bootID, Ready).
+        Rebooted => "Rebooted",
         /// The node finished and is schedulable again.
         NodeUpgraded => "NodeUpgraded",
         /// The node failed and was handed back.
         NodeFailed => "NodeFailed",
         /// The node was handed back without finishing (the plan changed).
         NodeReleased => "NodeReleased",
+        /// A node in scope joined the cluster mid-rollout; it gets the target.
+        NodeJoined => "NodeJoined",
+        /// A node left the cluster (was deleted) mid-rollout; drover forgot it.
+        NodeLeft => "NodeLeft",
     }
 }
 
@@ -272,6 +305,6 @@ mod tests {
             assert_eq!(s, text);
         }
         let e = serde_json::from_str::<NodeState>("\"Stuck\"").unwrap_err().to_string();
-        assert!(e.contains("InProgress, Blocked or Failed"), "{e}");
+        assert!(e.contains("InProgress, Blocked, Failed, Skipped or Retrying"), "{e}");
     }
 }

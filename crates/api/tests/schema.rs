@@ -97,9 +97,8 @@ fn duplicate_component_names() {
 
 #[test]
 fn version_syntax() {
-    let message = "spec.components[].version must be a semantic version such as 1.7.22 or v1.31.2 (optionally -prerelease and +build), or a two-part series such as 20.10";
-    for bad in ["1", "1.7.2.1", "latest", "01.7", "1.007"] {
-        assert_refused(with(&["components", "0", "version"], json!(bad)), message);
+    for bad in ["1", "1.7.2.1", "latest", "01.7", "1.007", "1.7 beta"] {
+        assert_refused(with(&["components", "0", "version"], json!(bad)), VERSION_MESSAGE);
         let typed: ClusterUpgradeSpec =
             serde_json::from_value(with(&["components", "0", "version"], json!(bad))).unwrap();
         let errors = validate(&typed).unwrap_err();
@@ -176,6 +175,122 @@ fn several_workloads_and_their_containers() {
         let errors = validate(&typed).unwrap_err();
         assert!(errors.iter().any(|e| e.field == field), "want {field} among {errors:?}");
     }
+}
+
+const VERSION_MESSAGE: &str = "spec.components[].version must be a semantic version such as 1.7.22 or v1.31.2 (optionally -prerelease and +build), or a two-part series such as 20.10; components verified by nodeInfo.osImage or nodeInfo.kernelVersion (and os, kernel) take letters, digits, spaces and ._+~:()/-";
+
+fn os_component(name: &str, version: &str, verify: Value) -> Value {
+    let mut c = json!({"name": name, "stage": "Runtime", "version": version, "upgrade": {"job": {"image": "example.com/os:1", "reboots": true}}});
+    if !verify.is_null() {
+        c["verify"] = verify;
+    }
+    c
+}
+
+#[test]
+fn os_and_kernel_versions_are_the_os_text_and_nothing_else_is() {
+    // The well-known names, and any name verified by osImage or kernelVersion, take OS text.
+    for c in [
+        os_component("os", "24.04.1", Value::Null),
+        os_component("kernel", "6.8.0-45-generic", Value::Null),
+        os_component("ubuntu", "Ubuntu 24.04.1 LTS", json!({"nodeInfo": "osImage"})),
+        os_component(
+            "base",
+            "24.04",
+            json!({"nodeInfo": "osImage", "match": {"prefix": "Ubuntu 24.04"}}),
+        ),
+        os_component(
+            "kern",
+            "6.8",
+            json!({"nodeInfo": "kernelVersion", "match": {"regex": "^6\\.8\\.0-[0-9]+-generic$"}}),
+        ),
+    ] {
+        let spec = with(&["components", "0"], c.clone());
+        assert_eq!(cel_errors(spec), Vec::<String>::new(), "{c}");
+    }
+    // OS text is not a version for anything else.
+    assert_refused(
+        with(&["components", "0", "version"], json!("24.04 LTS")),
+        VERSION_MESSAGE,
+    );
+    assert_refused(
+        with(&["components", "0"], os_component("os", "Ubuntu; rm -rf", Value::Null)),
+        VERSION_MESSAGE,
+    );
+    assert_refused(
+        with(
+            &["components", "0"],
+            os_component(
+                "os",
+                "24.04",
+                json!({"nodeInfo": "osImage", "match": {"prefix": "U", "regex": "U"}}),
+            ),
+        ),
+        "spec.components[].verify.match: set exactly one of prefix or regex",
+    );
+}
+
+#[test]
+fn a_bad_match_regex_is_refused_naming_the_field() {
+    let spec = with(
+        &["components", "0"],
+        os_component(
+            "os",
+            "24.04",
+            json!({"nodeInfo": "osImage", "match": {"regex": "Ubuntu (24"}}),
+        ),
+    );
+    let typed: ClusterUpgradeSpec = serde_json::from_value(spec).unwrap();
+    let errs = validate(&typed).unwrap_err();
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert_eq!(errs[0].field, "spec.components[0].verify.match.regex");
+    assert!(
+        errs[0].message.contains("is not a regular expression"),
+        "{}",
+        errs[0].message
+    );
+    // A match on a semantic-version component says what it is for.
+    let spec = with(
+        &["components", "1", "verify"],
+        json!({"nodeInfo": "kubeletVersion", "match": {"prefix": "v1.32"}}),
+    );
+    let typed: ClusterUpgradeSpec = serde_json::from_value(spec).unwrap();
+    let errs = validate(&typed).unwrap_err();
+    assert_eq!(errs[0].field, "spec.components[1].verify.match", "{errs:?}");
+}
+
+#[test]
+fn retries_backoff_and_reboot_settings_are_bounded() {
+    // The schema's ranges are the API server's to apply (crates/drover/tests/api_surface.rs);
+    // the duration rules are CEL; Rust checks all of them again.
+    assert_refused(
+        with(&["strategy", "retryDelay"], json!("2h")),
+        "spec.strategy.retryDelay must be a duration from 0s to 1h, such as 10s or 1m",
+    );
+    let mut spec = with(&["strategy", "retries"], json!(11));
+    spec["components"][0]["upgrade"]["job"]["backoffLimit"] = json!(-1);
+    spec["reboot"] = json!({"timeout": "0s", "image": "Not An Image"});
+    let typed: ClusterUpgradeSpec = serde_json::from_value(spec).unwrap();
+    let fields: Vec<String> = validate(&typed).unwrap_err().into_iter().map(|e| e.field).collect();
+    assert_eq!(
+        fields,
+        [
+            "spec.components[0].upgrade.job.backoffLimit",
+            "spec.strategy.retries",
+            "spec.reboot.timeout",
+            "spec.reboot.image"
+        ]
+    );
+    let defaults: ClusterUpgradeSpec = serde_json::from_value(good()).unwrap();
+    assert_eq!(
+        (
+            defaults.strategy.retries,
+            defaults.strategy.retry_delay.as_str(),
+            defaults.reboot.timeout.as_str()
+        ),
+        (2, "30s", "10m")
+    );
+    assert_eq!(defaults.components[0].upgrade.job.as_ref().unwrap().backoff_limit, 2);
 }
 
 #[test]

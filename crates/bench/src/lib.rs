@@ -1,10 +1,46 @@
-//! Shared pieces of drover's benchmarks (`drain-bench`, `rollout-bench`):
-//! process usage from `/proc`, request counts per client from kubesim's
-//! counters, medians and plain-text tables. See `docs/benchmarks.md`.
+//! Shared pieces of drover's benchmarks (`drain-bench`, `rollout-bench`,
+//! `chaos-soak`): process usage from `/proc`, request counts per client from
+//! kubesim's counters, medians, plain-text tables and a seeded random
+//! source. See `docs/benchmarks.md`.
 
 use std::collections::BTreeMap;
 
+pub mod faults;
 pub mod real;
+
+/// A small seeded random source (SplitMix64): the same seed, the same
+/// faults in the same order.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// In [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// In [0, n).
+    pub fn below(&mut self, n: u64) -> u64 {
+        if n == 0 { 0 } else { self.next_u64() % n }
+    }
+
+    /// In [lo, hi).
+    pub fn between(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * self.unit()
+    }
+}
 
 use kubesim::RequestCounts;
 

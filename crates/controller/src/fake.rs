@@ -18,7 +18,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use drover_api::{BackupJob, BackupState, ObservedWorkload, Outcome, Verify, WorkloadUpgrade};
-use drover_nodeops::{DrainOptions, NodeOps, NodeOpsError, Owner, Result, UpgradeRequest};
+use drover_nodeops::{DrainOptions, NodeOps, NodeOpsError, Owner, RebootRequest, Result, UpgradeRequest};
 use jiff::Timestamp;
 use tokio::sync::watch;
 
@@ -30,6 +30,7 @@ pub enum Op {
     Drain,
     Upgrade,
     Verify,
+    Reboot,
     UpgradeWorkload,
     ObserveWorkload,
     EnsureBackup,
@@ -64,6 +65,14 @@ pub enum Call {
         version: String,
         deadline: Option<Timestamp>,
     },
+    /// With the bootID before and whether drover's reboot Job was asked for.
+    Reboot {
+        node: String,
+        component: String,
+        boot_id: String,
+        run_job: bool,
+        deadline: Option<Timestamp>,
+    },
     /// The workload as `namespace/name` (several joined by `,`).
     UpgradeWorkload {
         workload: String,
@@ -75,7 +84,7 @@ pub enum Call {
     },
     EnsureBackup {
         owner: String,
-        target_hash: String,
+        backup_hash: String,
     },
     ObserveBackups {
         owner: String,
@@ -90,6 +99,7 @@ impl Call {
             Call::Drain { .. } => Op::Drain,
             Call::Upgrade { .. } => Op::Upgrade,
             Call::Verify { .. } => Op::Verify,
+            Call::Reboot { .. } => Op::Reboot,
             Call::UpgradeWorkload { .. } => Op::UpgradeWorkload,
             Call::ObserveWorkload { .. } => Op::ObserveWorkload,
             Call::EnsureBackup { .. } => Op::EnsureBackup,
@@ -104,7 +114,8 @@ impl Call {
             | Call::Uncordon { node, .. }
             | Call::Drain { node, .. }
             | Call::Upgrade { node, .. }
-            | Call::Verify { node, .. } => Some(node),
+            | Call::Verify { node, .. }
+            | Call::Reboot { node, .. } => Some(node),
             _ => None,
         }
     }
@@ -298,6 +309,16 @@ impl NodeOps for FakeNodeOps {
         })
     }
 
+    async fn reboot(&self, req: &RebootRequest<'_>) -> Result<Outcome> {
+        self.outcome(Call::Reboot {
+            node: req.node.into(),
+            component: req.component.into(),
+            boot_id: req.boot_id.into(),
+            run_job: req.run_job,
+            deadline: req.deadline,
+        })
+    }
+
     async fn upgrade_workload(&self, w: &WorkloadUpgrade, version: &str) -> Result<Outcome> {
         self.outcome(Call::UpgradeWorkload {
             workload: workload_name(w),
@@ -320,10 +341,10 @@ impl NodeOps for FakeNodeOps {
             .unwrap_or_default())
     }
 
-    async fn ensure_backup(&self, owner: &Owner, target_hash: &str, _b: &BackupJob) -> Result<BackupState> {
+    async fn ensure_backup(&self, owner: &Owner, backup_hash: &str, _b: &BackupJob) -> Result<BackupState> {
         self.attempt(Call::EnsureBackup {
             owner: owner.name.clone(),
-            target_hash: target_hash.into(),
+            backup_hash: backup_hash.into(),
         })?;
         Ok(self.backup_state.lock().expect("lock").clone())
     }
@@ -333,6 +354,10 @@ impl NodeOps for FakeNodeOps {
             owner: owner.name.clone(),
         })?;
         Ok(self.backups.lock().expect("lock").clone())
+    }
+
+    async fn job_pod_refusal(&self, _req: &UpgradeRequest<'_>) -> Result<Option<String>> {
+        Ok(None)
     }
 }
 

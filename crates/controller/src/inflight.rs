@@ -30,6 +30,8 @@ struct Written {
 }
 
 pub struct Inflight {
+    /// The nodes each ClusterUpgrade's last pass saw, to say which joined or left.
+    seen: Mutex<HashMap<String, drover_plan::membership::Seen>>,
     running: Mutex<HashMap<String, Running>>,
     written: Mutex<HashMap<String, Written>>,
     idle: Notify,
@@ -56,11 +58,30 @@ impl Drop for Claim {
 impl Inflight {
     pub fn new(concurrency: usize) -> Arc<Self> {
         Arc::new(Inflight {
+            seen: Mutex::default(),
             running: Mutex::default(),
             written: Mutex::default(),
             idle: Notify::new(),
             permits: Arc::new(Semaphore::new(concurrency.max(1))),
         })
+    }
+
+    /// Record what `upgrade`'s pass saw; hand back what its last pass saw.
+    pub fn swap_seen(&self, upgrade: &str, now: drover_plan::membership::Seen) -> drover_plan::membership::Seen {
+        self.seen
+            .lock()
+            .expect("lock")
+            .insert(upgrade.to_string(), now)
+            .unwrap_or_default()
+    }
+
+    /// Stop the step running on `node`, if any (the node was deleted).
+    pub fn abort_node(&self, node: &str) {
+        if let Some(r) = self.running.lock().expect("lock").get(node)
+            && let Some(a) = &r.abort
+        {
+            a.abort();
+        }
     }
 
     /// Claim `node` for a step of `upgrade`, unless a step there is running already.

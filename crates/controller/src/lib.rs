@@ -58,6 +58,41 @@ pub struct RunConfig {
 /// Build the two clients drover uses: a rate-limited one, and one for
 /// evictions that never retries on its own.
 pub fn clients(config: kube::Config, qps: Option<u64>) -> Result<(Client, Client)> {
+    clients_as(config, qps, None)
+}
+
+/// The `User-Agent` drover's requests carry: its version and, with leader
+/// election, the replica's identity (audit logs and API fault rules tell
+/// replicas apart by it).
+fn user_agent(identity: Option<&str>) -> String {
+    let v = env!("CARGO_PKG_VERSION");
+    match identity {
+        Some(id) => format!("drover/{v} ({id})"),
+        None => format!("drover/{v}"),
+    }
+}
+
+fn with_user_agent(mut config: kube::Config, identity: Option<&str>) -> kube::Config {
+    if let Ok(v) = http::HeaderValue::from_str(&user_agent(identity)) {
+        config.headers.retain(|(k, _)| k != http::header::USER_AGENT);
+        config.headers.push((http::header::USER_AGENT, v));
+    }
+    config
+}
+
+/// The client for Lease requests alone: its own connections, no rate limit
+/// shared with the other requests, a connect timeout within the renewal's
+/// deadline (each renewal is bounded as a whole by `renew_deadline`).
+pub fn lease_client(config: kube::Config, lease: &LeaseConfig) -> Result<Client> {
+    let mut config = with_user_agent(config, Some(&lease.identity));
+    config.connect_timeout = Some(lease.renew_deadline);
+    config.read_timeout = Some(lease.renew_deadline);
+    config.write_timeout = Some(lease.renew_deadline);
+    Ok(kube::client::ClientBuilder::try_from(config)?.build())
+}
+
+fn clients_as(config: kube::Config, qps: Option<u64>, identity: Option<&str>) -> Result<(Client, Client)> {
+    let config = with_user_agent(config, identity);
     let build = |config: kube::Config| -> Result<Client> {
         let builder = kube::client::ClientBuilder::try_from(config)?;
         Ok(match qps {
@@ -144,7 +179,8 @@ pub async fn run(
     cfg: RunConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
-    let (client, evict_client) = clients(kube_config, cfg.qps)?;
+    let identity = cfg.lease.as_ref().map(|l| l.identity.clone());
+    let (client, evict_client) = clients_as(kube_config.clone(), cfg.qps, identity.as_deref())?;
     // A cluster drover cannot serve is refused before anything is served or touched.
     let server = preflight::check(&client).await.map_err(Error::Other)?;
     tracing::info!(version = %server.git_version, "the API server serves everything drover needs");
@@ -160,22 +196,41 @@ pub async fn run(
     }
 
     let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
-    let (leading_tx, mut leading) = watch::channel(cfg.lease.is_none());
-    let lease = cfg
-        .lease
-        .clone()
-        .map(|l| (Api::<Lease>::namespaced(client.clone(), &l.namespace), l));
-    if let Some((api, l)) = lease.clone() {
-        // A standby is healthy and ready: it serves, and takes over when needed.
-        ready.store(true, Ordering::Relaxed);
-        tokio::spawn(leader::run(api, l, leading_tx));
-        tracing::info!("waiting to become the leader");
-        tokio::select! {
-            _ = leading.wait_for(|l| *l) => {}
-            _ = shutdown.clone() => return Ok(()),
+    let (leading_tx, mut leading) = watch::channel(None);
+    let lease = match &cfg.lease {
+        Some(l) => {
+            l.check().map_err(Error::Other)?;
+            Some((
+                Api::<Lease>::namespaced(lease_client(kube_config, l)?, &l.namespace),
+                l.clone(),
+            ))
         }
-        tracing::info!("leading");
-    }
+        None => None,
+    };
+    let fence = match lease.clone() {
+        None => leader::Fence::default(),
+        Some((api, l)) => {
+            // A standby is healthy and ready: it serves, and takes over when needed.
+            ready.store(true, Ordering::Relaxed);
+            tokio::spawn(leader::run(api, l.clone(), leading_tx));
+            tracing::info!("waiting to become the leader");
+            let term = tokio::select! {
+                lead = leading.wait_for(|l| l.is_some()) => match lead {
+                    Ok(lead) => lead.map(|l| l.term).unwrap_or_default(),
+                    Err(_) => return Err(Error::Other("leader election stopped".into())),
+                },
+                _ = shutdown.clone() => return Ok(()),
+            };
+            tracing::info!(term, identity = %l.identity, "leading");
+            leader::Fence::new(
+                drover_plan::Writer {
+                    identity: l.identity.clone(),
+                    term,
+                },
+                leading.clone(),
+            )
+        }
+    };
     metrics.leader.set(1);
 
     let (node_store, node_writer) = reflector::store::<Node>();
@@ -208,6 +263,7 @@ pub async fn run(
         recorder,
         settings: cfg.settings.clone(),
         inflight: inflight::Inflight::new(cfg.settings.step_concurrency),
+        fence: fence.clone(),
     });
     {
         let ready = ready.clone();
@@ -217,41 +273,38 @@ pub async fn run(
         });
     }
 
-    // Stop acting the moment leadership is lost.
-    let lost = {
-        let mut leading = leading.clone();
-        async move {
-            let _ = leading.wait_for(|l| !*l).await;
-        }
-    };
-    let lost = futures::future::FutureExt::shared(Box::pin(lost));
-    let stop = {
-        let (s, l) = (shutdown.clone(), lost.clone());
-        async move {
-            tokio::select! { _ = s => {}, _ = l => {} }
-        }
-    };
     let inflight = ctx.inflight.clone();
-    controller
+    let running = controller
         .owns(
             Api::<Job>::all(client.clone()),
             watcher::Config::default().labels("app.kubernetes.io/managed-by=drover"),
         )
         .reconcile_all_on(node_changes)
-        .graceful_shutdown_on(stop)
+        .graceful_shutdown_on(shutdown.clone())
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
-        .for_each(|_| futures::future::ready(()))
-        .await;
-
-    metrics.leader.set(0);
-    if !*leading.borrow() {
-        inflight.abort_all();
-        tracing::error!("lost the leader lease; stopped acting");
-        return Err(Error::Other("lost the leader lease".into()));
+        .for_each(|_| futures::future::ready(()));
+    // Stop acting the moment leadership ends: the pass in hand is dropped
+    // with the controller, and every node step is aborted (each is also
+    // guarded by the fence itself, so none outlives the deadline).
+    let lost = tokio::select! {
+        _ = running => None,
+        why = fence.lost() => Some(why),
+    };
+    if let Some(why) = lost {
+        stopped_leading(&metrics, &inflight, &why);
+        return Err(Error::Other(format!("stopped leading: {why}")));
     }
+    metrics.leader.set(0);
     // Let node steps in flight end and record what they did (each is bounded), then hand over.
     let limit = cfg.settings.drain_pass + Duration::from_secs(10);
-    if !inflight.wait_idle(limit).await {
+    let idle = tokio::select! {
+        idle = inflight.wait_idle(limit) => idle,
+        why = fence.lost() => {
+            stopped_leading(&metrics, &inflight, &why);
+            return Err(Error::Other(format!("stopped leading: {why}")));
+        }
+    };
+    if !idle {
         tracing::warn!(
             running = inflight.running(),
             "node steps still running at shutdown; stopping them"
@@ -259,8 +312,19 @@ pub async fn run(
         inflight.abort_all();
     }
     if let Some((api, l)) = lease {
-        leader::release(&api, &l).await;
+        let _ = tokio::time::timeout(l.renew_deadline, leader::release(&api, &l)).await;
     }
     tracing::info!("shut down");
     Ok(())
+}
+
+fn stopped_leading(metrics: &Metrics, inflight: &inflight::Inflight, why: &str) {
+    metrics.leader.set(0);
+    let running = inflight.running();
+    inflight.abort_all();
+    tracing::error!(
+        reason = %why,
+        steps_stopped = running,
+        "stopped leading: {why}; the node steps in flight were stopped, and the next leader resumes each from its record"
+    );
 }

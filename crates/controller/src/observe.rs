@@ -11,7 +11,7 @@ use drover_api::version::image_tag;
 use drover_api::{ClusterUpgrade, ClusterUpgradeSpec};
 use drover_nodeops::verify::{node_info_field, node_ready};
 use drover_nodeops::{NodeOps, Owner};
-use drover_plan::{NodeProgress, Observation, ObservedNode, OtherUpgrade};
+use drover_plan::{Observation, ObservedNode, OtherUpgrade, PodsRefused, Record};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, ListParams};
@@ -77,6 +77,11 @@ fn observed_node(
             versions.insert(c.name.clone(), live);
         }
     }
+    let (record, newer_record) = match annotations.get(annotation::PROGRESS).map(|s| Record::parse(s)) {
+        Some(Record::Readable(p)) => (Some(*p), None),
+        Some(Record::Newer { v, .. }) => (None, Some(v)),
+        _ => (None, None),
+    };
     ObservedNode {
         name,
         labels: n.labels().clone(),
@@ -84,10 +89,33 @@ fn observed_node(
         unschedulable: n.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false),
         cordoned_by: annotations.get(annotation::CORDONED_BY).cloned(),
         versions,
-        progress: annotations
-            .get(annotation::PROGRESS)
-            .and_then(|s| NodeProgress::from_annotation(s)),
+        boot_id: n
+            .status
+            .as_ref()
+            .and_then(|s| s.node_info.as_ref())
+            .map(|i| i.boot_id.clone())
+            .unwrap_or_default(),
+        keep_cordoned: annotations.get(annotation::KEEP_CORDONED).cloned(),
+        unschedulable_by: unschedulable_manager(n),
+        progress: record,
+        newer_record,
     }
+}
+
+/// The field manager that last set the node's `spec.unschedulable`, from
+/// its managedFields (None when the server keeps none).
+fn unschedulable_manager(n: &Node) -> Option<String> {
+    n.metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter(|m| {
+            m.fields_v1
+                .as_ref()
+                .is_some_and(|f| f.0.get("f:spec").and_then(|s| s.get("f:unschedulable")).is_some())
+        })
+        .max_by_key(|m| m.time.as_ref().map(|t| t.0))
+        .and_then(|m| m.manager.clone())
 }
 
 /// The Kubernetes components the skew rules speak of, read even when the
@@ -140,6 +168,7 @@ pub async fn observe<O: NodeOps>(
     nodes: &[std::sync::Arc<Node>],
     upgrades: &[std::sync::Arc<ClusterUpgrade>],
     self_node: Option<String>,
+    job_namespace: Option<&str>,
 ) -> Result<Observation> {
     let spec = &cu.spec;
     let mut pod_versions = BTreeMap::new();
@@ -168,6 +197,12 @@ pub async fn observe<O: NodeOps>(
     let backups = match &spec.backup {
         Some(b) => ops.observe_backups(&owner(cu), b).await?,
         None => BTreeMap::new(),
+    };
+
+    // `drover plan` passes no namespace: it only reads, and a dry run is a create.
+    let job_pods_refused = match job_namespace {
+        Some(ns) => job_pods_refused(ops, cu, nodes, ns).await,
+        None => None,
     };
 
     let name = cu.name_any();
@@ -207,5 +242,42 @@ pub async fn observe<O: NodeOps>(
         others,
         self_node,
         previous: cu.status.clone(),
+        // The caller's setting (drover run --allowed-images), not the cluster's.
+        allowed_images: None,
+        writer: None,
+        job_pods_refused,
     })
+}
+
+/// Whether PodSecurity admission in the Job namespace would refuse the pod
+/// of any upgrade Job the spec runs (a server-side dry run; the answers are
+/// cached by nodeops). The node is any node: admission does not depend on it.
+async fn job_pods_refused<O: NodeOps>(
+    ops: &O,
+    cu: &ClusterUpgrade,
+    nodes: &[std::sync::Arc<Node>],
+    job_namespace: &str,
+) -> Option<PodsRefused> {
+    let node = nodes.first()?.name_any();
+    let owner = owner(cu);
+    for c in &cu.spec.components {
+        let Some(job) = &c.upgrade.job else { continue };
+        let verify = verify_of(c);
+        let req = drover_nodeops::UpgradeRequest {
+            owner: &owner,
+            node: &node,
+            component: &c.name,
+            version: &c.version,
+            job,
+            verify: &verify,
+            not_before: None,
+        };
+        if let Ok(Some(message)) = ops.job_pod_refusal(&req).await {
+            return Some(PodsRefused {
+                namespace: job_namespace.to_string(),
+                message,
+            });
+        }
+    }
+    None
 }

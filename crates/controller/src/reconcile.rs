@@ -6,10 +6,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use drover_api::images::AllowedImages;
 use drover_api::known::verify_of;
 use drover_api::names::{FIELD_MANAGER, FINALIZER, annotation, condition, label};
 use drover_api::{ClusterUpgrade, ClusterUpgradeStatus, EventReason, Outcome, Reason, StepEvent};
-use drover_nodeops::{DrainOptions, NodeOps, UpgradeRequest};
+use drover_nodeops::{DrainOptions, NodeOps, RebootRequest, UpgradeRequest};
 use drover_plan::{Action, NodeProgress, Step, Transition, step_note};
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
@@ -24,6 +25,7 @@ use serde_json::json;
 
 use crate::error::{Error, Result};
 use crate::inflight::Inflight;
+use crate::leader::Fence;
 use crate::metrics::{Metrics, StepKind, StepLabels, UpgradeLabels};
 use crate::observe::{self, now};
 
@@ -41,6 +43,8 @@ pub struct Settings {
     pub step_concurrency: usize,
     /// How soon to look again while work is in flight.
     pub busy_requeue: Duration,
+    /// The images a ClusterUpgrade may run (`--allowed-images`); None allows every image.
+    pub allowed_images: Option<AllowedImages>,
 }
 
 impl Default for Settings {
@@ -51,6 +55,7 @@ impl Default for Settings {
             drain_pass: Duration::from_secs(5),
             step_concurrency: 1000,
             busy_requeue: Duration::from_secs(2),
+            allowed_images: None,
         }
     }
 }
@@ -64,18 +69,62 @@ pub struct Context<O: NodeOps> {
     pub recorder: Recorder,
     pub settings: Settings,
     pub inflight: Arc<Inflight>,
+    /// Whether this replica may still act (always, without leader election).
+    pub fence: Fence,
 }
 
 impl<O: NodeOps> Context<O> {
+    /// An event regarding the ClusterUpgrade itself (its conditions).
     async fn event(&self, cu: &ClusterUpgrade, warning: bool, reason: EventReason, action: &str, note: String) {
+        self.publish(&cu.object_ref(&()), None, warning, reason, action, note)
+            .await;
+    }
+
+    /// An event about one node: regarding the Node, related to the
+    /// ClusterUpgrade. kube's Recorder folds repeats of (reason, action,
+    /// regarding, related) into one series that keeps its first note, so
+    /// per-node events regarding the one ClusterUpgrade would show the first
+    /// node's note for every node; regarding the Node, each node has its own.
+    async fn node_event(
+        &self,
+        cu: &ClusterUpgrade,
+        node: &str,
+        warning: bool,
+        reason: EventReason,
+        action: &str,
+        note: String,
+    ) {
+        let regarding = self
+            .nodes
+            .get(&kube::runtime::reflector::ObjectRef::new(node))
+            .map(|n| n.object_ref(&()))
+            .unwrap_or_else(|| k8s_openapi::api::core::v1::ObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Node".into()),
+                name: Some(node.into()),
+                ..Default::default()
+            });
+        self.publish(&regarding, Some(cu.object_ref(&())), warning, reason, action, note)
+            .await;
+    }
+
+    async fn publish(
+        &self,
+        regarding: &k8s_openapi::api::core::v1::ObjectReference,
+        related: Option<k8s_openapi::api::core::v1::ObjectReference>,
+        warning: bool,
+        reason: EventReason,
+        action: &str,
+        note: String,
+    ) {
         let ev = Event {
             type_: if warning { EventType::Warning } else { EventType::Normal },
             reason: reason.as_str().into(),
             note: Some(note.chars().take(1000).collect()),
             action: action.into(),
-            secondary: None,
+            secondary: related,
         };
-        if let Err(e) = self.recorder.publish(&ev, &cu.object_ref(&())).await {
+        if let Err(e) = self.recorder.publish(&ev, regarding).await {
             tracing::debug!(error = %e, "publishing an event failed");
         }
     }
@@ -108,6 +157,18 @@ impl Base {
     }
 }
 
+/// Send `request` only while this replica leads; dropped (not sent, or
+/// cancelled) once it does not.
+async fn fenced<O: NodeOps, T>(
+    ctx: &Context<O>,
+    request: impl std::future::Future<Output = kube::Result<T>>,
+) -> std::result::Result<kube::Result<T>, Error> {
+    ctx.fence
+        .guard(request)
+        .await
+        .ok_or_else(|| Error::Other("not leading: the write was not sent".into()))
+}
+
 /// Replace `node`'s progress record with `next`, only if it still is what
 /// `base` saw: a compare-and-swap, so a pass planned over a stale cache can
 /// never move a record backwards or undo another writer. False when the
@@ -134,9 +195,11 @@ async fn write_progress<O: NodeOps>(
             });
             let patch: json_patch::Patch =
                 serde_json::from_value(json!(ops)).map_err(|e| Error::Other(e.to_string()))?;
-            nodes
-                .patch(node, &PatchParams::default(), &Patch::<()>::Json(patch))
-                .await
+            fenced(
+                ctx,
+                nodes.patch(node, &PatchParams::default(), &Patch::<()>::Json(patch)),
+            )
+            .await
         }
         // Nothing of ours to remove.
         None if value.is_none() => return Ok(true),
@@ -145,9 +208,10 @@ async fn write_progress<O: NodeOps>(
                 "annotations": {annotation::PROGRESS: value},
                 "resourceVersion": base.resource_version,
             }});
-            nodes.patch(node, &PatchParams::default(), &Patch::Merge(&patch)).await
+            fenced(ctx, nodes.patch(node, &PatchParams::default(), &Patch::Merge(&patch))).await
         }
     };
+    let written = written?;
     match written {
         Ok(_) => {
             ctx.inflight.wrote(node, value);
@@ -217,6 +281,23 @@ async fn step<O: NodeOps>(
             let verify = verify_of(component(c)?);
             ctx.ops.verify(node, c, version, &verify, t.deadline).await
         }
+        Step::Reboot {
+            component: c,
+            boot_id,
+            run_job,
+        } => {
+            let owner = observe::owner(cu);
+            let req = RebootRequest {
+                owner: &owner,
+                node,
+                component: c,
+                boot_id,
+                run_job: *run_job,
+                reboot: &spec.reboot,
+                deadline: t.deadline,
+            };
+            ctx.ops.reboot(&req).await
+        }
         Step::Uncordon { undo_cordon: true } => ctx.ops.uncordon(node, &name).await,
         Step::Uncordon { undo_cordon: false } => Ok(Outcome::Done),
     };
@@ -260,7 +341,8 @@ async fn step<O: NodeOps>(
             .get_or_create(&UpgradeLabels { upgrade: name.clone() })
             .inc();
     }
-    ctx.event(cu, note.warning, note.reason, note.action, note.note).await;
+    ctx.node_event(cu, node, note.warning, note.reason, note.action, note.note)
+        .await;
     Ok(())
 }
 
@@ -269,7 +351,8 @@ async fn act<O: NodeOps>(ctx: &Context<O>, cu: &ClusterUpgrade, action: &Action,
         Action::Start { node, progress } => {
             if write_progress(ctx, node, base, Some(progress)).await? {
                 let note = format!("starting node {node}");
-                ctx.event(cu, false, StepEvent::NodeStarted.into(), "Start", note).await;
+                ctx.node_event(cu, node, false, StepEvent::NodeStarted.into(), "Start", note)
+                    .await;
             }
             Ok(())
         }
@@ -290,9 +373,9 @@ async fn act<O: NodeOps>(ctx: &Context<O>, cu: &ClusterUpgrade, action: &Action,
             }
             Ok(())
         }
-        Action::RunBackup { target_hash } => {
+        Action::RunBackup { backup_hash } => {
             if let Some(b) = &cu.spec.backup {
-                ctx.ops.ensure_backup(&observe::owner(cu), target_hash, b).await?;
+                ctx.ops.ensure_backup(&observe::owner(cu), backup_hash, b).await?;
             }
             Ok(())
         }
@@ -306,6 +389,9 @@ fn spawn_step<O: NodeOps + 'static>(ctx: &Arc<Context<O>>, cu: &Arc<ClusterUpgra
     let Some(node) = action.node().map(str::to_string) else {
         return;
     };
+    if !ctx.fence.leading() {
+        return;
+    }
     let Some(claim) = ctx.inflight.claim(&node, &cu.name_any()) else {
         return;
     };
@@ -316,7 +402,12 @@ fn spawn_step<O: NodeOps + 'static>(ctx: &Arc<Context<O>>, cu: &Arc<ClusterUpgra
         let Ok(_permit) = task_ctx.inflight.permits.clone().acquire_owned().await else {
             return;
         };
-        if let Err(e) = act(&task_ctx, &cu, &action, &base).await {
+        // The step ends the moment leadership does (the next leader resumes it from its record).
+        let Some(done) = task_ctx.fence.guard(act(&task_ctx, &cu, &action, &base)).await else {
+            tracing::warn!(upgrade = %cu.name_any(), %node, "not leading any more: the step was stopped");
+            return;
+        };
+        if let Err(e) = done {
             task_ctx.metrics.api_errors.inc();
             tracing::warn!(upgrade = %cu.name_any(), %node, error = %e, "a step failed; it is retried on the next pass");
         }
@@ -416,16 +507,27 @@ async fn apply<O: NodeOps + 'static>(cu: &Arc<ClusterUpgrade>, ctx: &Arc<Context
     // The cache, with our own writes it has not shown yet.
     let nodes: Vec<Arc<Node>> = ctx.nodes.state().into_iter().map(|n| ctx.inflight.overlay(n)).collect();
     let upgrades = ctx.upgrades.state();
-    let obs = observe::observe(
+    let mut obs = observe::observe(
         &ctx.client,
         &ctx.ops,
         cu,
         &nodes,
         &upgrades,
         ctx.settings.self_node.clone(),
+        Some(&ctx.settings.job_namespace),
     )
     .await?;
+    obs.allowed_images = ctx.settings.allowed_images.clone();
+    let obs = drover_plan::Observation {
+        writer: ctx.fence.writer(),
+        ..obs
+    };
     let plan = drover_plan::plan(&cu.spec, &obs);
+    if let Some(later) = &plan.superseded {
+        // Another replica has led since this one's term began: write nothing, stop leading.
+        ctx.fence.depose(later.to_string());
+        return Err(Error::Other(format!("not acting: {later}")));
+    }
     let status = drover_plan::report::status(&cu.spec, &obs, &plan);
     ctx.metrics.set_counts(&name, &status.counts);
 
@@ -433,8 +535,11 @@ async fn apply<O: NodeOps + 'static>(cu: &Arc<ClusterUpgrade>, ctx: &Arc<Context
         let before = ready_condition(cu.status.as_ref());
         let after = ready_condition(Some(&status));
         let body = json!({"apiVersion": "drover.dev/v1alpha1", "kind": "ClusterUpgrade", "status": status});
-        api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body))
-            .await?;
+        fenced(
+            ctx,
+            api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&body)),
+        )
+        .await??;
         if before != after
             && let Some((ready, why)) = &after
             && let Some(why) = Reason::parse(why)
@@ -457,6 +562,38 @@ async fn apply<O: NodeOps + 'static>(cu: &Arc<ClusterUpgrade>, ctx: &Arc<Context
             }
             ctx.event(cu, stalled, why.into(), "Reconcile", message).await;
         }
+    }
+
+    // Nodes that joined or left since the last pass: said, and a deleted
+    // node's running step and upgrade Jobs are dropped (nothing else holds it).
+    let now_seen = drover_plan::membership::seen(&plan);
+    let before = ctx.inflight.swap_seen(&name, now_seen.clone());
+    for change in drover_plan::membership::changes(&before, &now_seen, &plan.target) {
+        if change.left_in_flight {
+            ctx.inflight.abort_node(&change.node);
+            let selector = format!(
+                "{}={},{}={}",
+                label::UPGRADE,
+                drover_nodeops::job::label_value(&name),
+                label::NODE,
+                drover_nodeops::job::label_value(&change.node)
+            );
+            let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &ctx.settings.job_namespace);
+            if let Err(e) = jobs
+                .delete_collection(&DeleteParams::background(), &ListParams::default().labels(&selector))
+                .await
+            {
+                tracing::warn!(node = %change.node, error = %e, "cannot delete the upgrade Jobs of a deleted node");
+            }
+        }
+        tracing::info!(upgrade = %name, node = %change.node, "{}", change.note);
+        let action = if change.reason == EventReason::Step(StepEvent::NodeJoined) {
+            "Join"
+        } else {
+            "Leave"
+        };
+        ctx.node_event(cu, &change.node, change.warning, change.reason, action, change.note)
+            .await;
     }
 
     // Act: node steps as their own tasks; starts, workloads and the backup here.
@@ -487,7 +624,7 @@ async fn apply<O: NodeOps + 'static>(cu: &Arc<ClusterUpgrade>, ctx: &Arc<Context
             tracing::warn!(upgrade = %name, error = %e, "an action failed; it is retried on the next pass");
         }
     }
-    Ok(Requeue::requeue(plan.requeue_after(ctx.settings.busy_requeue)))
+    Ok(Requeue::requeue(plan.requeue_after(ctx.settings.busy_requeue, obs.now)))
 }
 
 pub fn error_policy<O: NodeOps>(cu: Arc<ClusterUpgrade>, err: &Error, _ctx: Arc<Context<O>>) -> Requeue {

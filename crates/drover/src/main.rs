@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
+use drover_api::images::AllowedImages;
 use drover_controller::{LeaseConfig, RunConfig, Settings};
 
 #[derive(Parser)]
@@ -77,6 +78,12 @@ struct RunArgs {
     /// Seconds a Lease holds without renewal.
     #[arg(long, default_value_t = 15)]
     lease_duration: u64,
+    /// Seconds one Lease renewal may take before it counts as failed (default: a third of --lease-duration).
+    #[arg(long)]
+    lease_renew_deadline: Option<f64>,
+    /// Seconds before its Lease can expire that the leader stops acting (default: a fifth of --lease-duration).
+    #[arg(long)]
+    lease_margin: Option<f64>,
     /// The node drover runs on; it is upgraded last among workers.
     #[arg(long, env = "NODE_NAME")]
     node_name: Option<String>,
@@ -94,6 +101,14 @@ struct RunArgs {
     drain_pass_seconds: u64,
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
+    /// The only images a ClusterUpgrade may run (upgrade and backup Jobs), as
+    /// repository patterns separated by commas: `registry.example.com/upgrade`
+    /// (that repository, any tag or digest) or `registry.example.com/upgrades/*`
+    /// (every repository below it). A spec naming another image is refused
+    /// (ImageNotAllowed). Without it every image is allowed: whoever may create
+    /// a ClusterUpgrade is root on every node.
+    #[arg(long, env = "DROVER_ALLOWED_IMAGES", value_name = "PATTERNS", value_parser = AllowedImages::parse)]
+    allowed_images: Option<AllowedImages>,
 }
 
 fn init_logging(format: LogFormat) {
@@ -149,7 +164,12 @@ async fn shutdown_signal() {
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
     init_logging(args.log_format);
-    let config = kube_config(args.kubeconfig).await?;
+    match &args.allowed_images {
+        Some(list) => tracing::info!(allowed_images = %list, "ClusterUpgrades may run only these images"),
+        None => tracing::warn!(
+            "no --allowed-images: a ClusterUpgrade may run any image, privileged and with the host's root, on every node"
+        ),
+    }
     let identity = args.identity.unwrap_or_else(|| {
         let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "drover".into());
         format!("{host}-{}", std::process::id())
@@ -162,21 +182,38 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         ),
     };
     let lease_duration = Duration::from_secs(args.lease_duration.max(2));
+    let seconds = |flag: &str, v: Option<f64>| -> anyhow::Result<Option<Duration>> {
+        v.map(|s| {
+            Duration::try_from_secs_f64(s)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .with_context(|| format!("{flag} {s} is not a positive number of seconds"))
+        })
+        .transpose()
+    };
+    let mut lease = LeaseConfig::new(&args.namespace, &args.lease_name, &identity, lease_duration);
+    if let Some(d) = seconds("--lease-renew-deadline", args.lease_renew_deadline)? {
+        lease.renew_deadline = d;
+    }
+    if let Some(d) = seconds("--lease-margin", args.lease_margin)? {
+        lease.margin = d;
+    }
+    if args.leader_elect {
+        lease.check().map_err(anyhow::Error::msg)?;
+    }
+    let lease = Some(lease);
+    // Flags are checked before any cluster is read.
+    let config = kube_config(args.kubeconfig).await?;
     let cfg = RunConfig {
         settings: Settings {
             self_node: args.node_name,
             job_namespace: args.namespace.clone(),
             drain_pass: Duration::from_secs(args.drain_pass_seconds.max(1)),
             step_concurrency: args.step_concurrency.max(1),
+            allowed_images: args.allowed_images,
             ..Settings::default()
         },
-        lease: args.leader_elect.then(|| LeaseConfig {
-            namespace: args.namespace.clone(),
-            name: args.lease_name.clone(),
-            identity,
-            duration: lease_duration,
-            renew_every: lease_duration / 3,
-        }),
+        lease: lease.filter(|_| args.leader_elect),
         http_addr,
         qps: (args.kube_qps > 0).then_some(args.kube_qps),
     };

@@ -50,6 +50,9 @@ pub struct PlanArgs {
     /// The node drover runs on (it goes last among workers).
     #[arg(long)]
     pub node_name: Option<String>,
+    /// drover run's --allowed-images, to check the spec's images against it.
+    #[arg(long, value_name = "PATTERNS", value_parser = drover_api::images::AllowedImages::parse)]
+    pub allowed_images: Option<drover_api::images::AllowedImages>,
 }
 
 /// A pod whose eviction a PodDisruptionBudget would refuse now.
@@ -318,9 +321,11 @@ pub async fn run(args: PlanArgs) -> anyhow::Result<bool> {
     let ops = KubeNodeOps::new(client.clone(), client.clone(), "kube-system");
     let nodes: Vec<Arc<Node>> = nodes.into_iter().map(Arc::new).collect();
     let others: Vec<Arc<ClusterUpgrade>> = upgrades.iter().cloned().map(Arc::new).collect();
-    let obs = drover_controller::observe::observe(&client, &ops, &cu, &nodes, &others, args.node_name.clone())
-        .await
-        .context("observing the cluster")?;
+    let mut obs =
+        drover_controller::observe::observe(&client, &ops, &cu, &nodes, &others, args.node_name.clone(), None)
+            .await
+            .context("observing the cluster")?;
+    obs.allowed_images = args.allowed_images.clone();
     let f = forecast(&cu.spec, &obs);
     let (blocked, refused) = if f.refusal.is_none() {
         let pods = Api::<Pod>::all(client.clone())

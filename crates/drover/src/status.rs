@@ -99,8 +99,13 @@ pub fn render(cu: &ClusterUpgrade, now: Timestamp) -> String {
     out.push_str(&table(&["TYPE", "STATUS", "REASON", "SINCE", "MESSAGE"], &rows));
 
     let c = &st.counts;
+    let skipped = if c.skipped > 0 {
+        format!(" ({} skipped)", c.skipped)
+    } else {
+        String::new()
+    };
     out.push_str(&format!(
-        "\nNodes: {} in scope, {} updated, {} updating, {} failed, {} pending, {} unavailable\n",
+        "\nNodes: {} in scope, {} updated, {} updating, {} failed{skipped}, {} pending, {} unavailable\n",
         c.in_scope, c.updated, c.updating, c.failed, c.pending, c.unavailable
     ));
 
@@ -135,7 +140,10 @@ pub fn render(cu: &ClusterUpgrade, now: Timestamp) -> String {
                 n.component.clone().unwrap_or_else(|| "-".into()),
                 n.attempts.to_string(),
                 ago(n.since.0, now),
-                n.message.clone(),
+                match &n.next_retry {
+                    Some(t) if n.retries > 0 => format!("[retry {} at {}] {}", n.retries + 1, t.0, n.message),
+                    _ => n.message.clone(),
+                },
             ]
         })
         .collect();
@@ -149,6 +157,16 @@ pub fn render(cu: &ClusterUpgrade, now: Timestamp) -> String {
     }
     if st.nodes_omitted > 0 {
         out.push_str(&format!("  … and {} more not listed\n", st.nodes_omitted));
+    }
+
+    if !st.left_cordoned.is_empty() {
+        out.push_str("\nLeft cordoned on purpose:\n");
+        let rows: Vec<Vec<String>> = st
+            .left_cordoned
+            .iter()
+            .map(|l| vec![l.name.clone(), l.reason.clone()])
+            .collect();
+        out.push_str(&table(&["NODE", "WHY"], &rows));
     }
 
     if let Some(b) = &st.backup {
@@ -302,6 +320,7 @@ mod tests {
                 updated: 3,
                 updating: 1,
                 failed: 0,
+                skipped: 0,
                 pending: 4,
                 unavailable: 1,
             },
@@ -321,6 +340,8 @@ mod tests {
                 message: "evicting shop/web-1 would violate PodDisruptionBudget shop/web".into(),
                 since: Time(t),
                 attempts: 3,
+                retries: 0,
+                next_retry: None,
             }],
             history: vec![RolloutRecord {
                 target: "containerd=1.7.22".into(),
@@ -346,6 +367,47 @@ mod tests {
             "worker-1  Blocked  Drain  -          3         90s    evicting shop/web-1",
             "History:",
             "Completed  1",
+        ] {
+            assert!(out.contains(want), "missing {want:?} in\n{out}");
+        }
+    }
+
+    #[test]
+    fn a_retrying_node_shows_its_next_try_and_kept_nodes_say_why() {
+        let t: Timestamp = "2026-11-23T10:00:00Z".parse().unwrap();
+        let spec = serde_json::from_value(serde_json::json!({"components": []})).unwrap();
+        let mut cu = ClusterUpgrade::new("platform", spec);
+        cu.status = Some(ClusterUpgradeStatus {
+            counts: NodeCounts {
+                in_scope: 3,
+                failed: 1,
+                skipped: 1,
+                ..Default::default()
+            },
+            nodes: vec![NodeDetail {
+                name: "worker-2".into(),
+                state: drover_api::NodeState::Retrying,
+                step: "Upgrade".into(),
+                component: Some("containerd".into()),
+                message: "try 1 failed (UpgradeJobFailed: exit 3)".into(),
+                since: Time(t),
+                attempts: 0,
+                retries: 1,
+                next_retry: Some(Time(t)),
+            }],
+            left_cordoned: vec![drover_api::LeftCordoned {
+                name: "worker-3".into(),
+                reason: "annotated drover.dev/keep-cordoned: disk errors".into(),
+            }],
+            ..Default::default()
+        });
+        let out = render(&cu, t);
+        for want in [
+            "1 failed (1 skipped)",
+            "worker-2  Retrying  Upgrade",
+            "[retry 2 at 2026-11-23T10:00:00Z] try 1 failed (UpgradeJobFailed: exit 3)",
+            "Left cordoned on purpose:",
+            "worker-3  annotated drover.dev/keep-cordoned: disk errors",
         ] {
             assert!(out.contains(want), "missing {want:?} in\n{out}");
         }

@@ -498,3 +498,50 @@ async fn plan_forecasts_batches_refuses_skew_reports_blocked_drains_and_writes_n
     let cus: Api<ClusterUpgrade> = Api::all(env.client.clone());
     assert!(cus.list(&Default::default()).await.unwrap().items.is_empty());
 }
+
+/// Lease durations that cannot fence are refused before any cluster is
+/// read (no kubeconfig is given here), naming the flags.
+#[tokio::test]
+async fn run_refuses_lease_durations_that_cannot_fence_naming_the_flags() {
+    let out = drover(
+        &[
+            "run",
+            "--leader-elect",
+            "--lease-duration",
+            "4",
+            "--lease-renew-deadline",
+            "3",
+            "--lease-margin",
+            "2",
+            "--kubeconfig",
+            "/nonexistent/kubeconfig",
+        ],
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("--lease-renew-deadline")
+            && err.contains("--lease-margin")
+            && err.contains("must be less than --lease-duration"),
+        "{err}"
+    );
+    let out = drover(
+        &[
+            "run",
+            "--leader-elect",
+            "--lease-margin=-1",
+            "--kubeconfig",
+            "/nonexistent/kubeconfig",
+        ],
+        Duration::from_secs(30),
+    )
+    .await;
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("--lease-margin -1 is not a positive number of seconds"),
+        "{}",
+        stderr(&out)
+    );
+}

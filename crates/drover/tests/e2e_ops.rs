@@ -130,7 +130,7 @@ async fn metrics_health_json_logs_and_graceful_shutdown() {
 
 on_both_beds! {
     async fn the_medium_cluster_rolls_workers_in_ten_percent_batches(bed: Bed) {
-        let _one = serial().await;
+        let _one = exclusive().await; // 103 nodes: the heaviest bed
         let mut env = Env::start(bed, "medium", 600.0).await;
         let _drover = env.drover(&[]);
         let mut spec = runtime_spec("1.7.23");

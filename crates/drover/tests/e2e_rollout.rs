@@ -121,10 +121,13 @@ on_both_beds! {
             "{message}"
         );
         assert!(message.contains("shop/web-"), "names the blocked pod: {message}");
+        assert!(message.contains("handed back (spec.strategy.onHalt is Uncordon)"), "{message}");
         let st = cu.status.unwrap();
         assert_eq!(st.nodes[0].state, "Blocked");
-        // An SRE relaxes the budget: the drain completes and the rollout finishes.
+        // An SRE relaxes the budget and changes the spec (any change retries
+        // the halted node): the drain completes and the rollout finishes.
         env.clear_faults().await;
+        env.patch_spec("runtime", serde_json::json!({"drain": {"timeout": "10m"}})).await;
         env.wait_for("runtime", "Ready", ROLLOUT, |cu| is(cu, "Ready", "True"))
             .await;
         assert_invariants(&env, 1).await;
@@ -137,7 +140,10 @@ on_both_beds! {
         let mut env = Env::start(bed, "small", 600.0).await;
         let _drover = env.drover(&[]);
         env.fail_upgrades("containerd").await;
-        env.apply("runtime", runtime_spec("1.7.23")).await;
+        let mut spec = runtime_spec("1.7.23");
+        // Two retries (the default), a second apart: the third failure halts.
+        spec["strategy"]["retryDelay"] = serde_json::json!("1s");
+        env.apply("runtime", spec).await;
         let cu = env
             .wait_for("runtime", "Stalled with UpgradeJobFailed", ROLLOUT, |cu| {
                 stalled_with(cu, "UpgradeJobFailed")
@@ -149,8 +155,8 @@ on_both_beds! {
         let st = cu.status.unwrap();
         let failed = &st.nodes[0];
         assert_eq!(
-            (failed.state.as_str(), failed.component.as_deref()),
-            ("Failed", Some("containerd"))
+            (failed.state.as_str(), failed.component.as_deref(), failed.retries),
+            ("Failed", Some("containerd"), 2)
         );
         let report = env.report().await;
         assert!(
@@ -290,6 +296,8 @@ on_both_beds! {
                 condition(cu, "Ready").is_some_and(|c| c.1 == "Paused")
             })
             .await;
+        // Not done: kstatus reads Reconciling=True as InProgress.
+        assert_eq!(condition(&cu, "Reconciling").map(|c| (c.0, c.1)), Some(("True".into(), "Paused".into())));
         assert_eq!(cu.status.unwrap().counts.updated, 0);
         tokio::time::sleep(Duration::from_secs(2)).await;
         assert!(

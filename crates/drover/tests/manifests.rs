@@ -12,6 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use deploy_support::{Rule, documents, kubectl, repo, rules, yaml_files};
+use k8s_openapi::api::admissionregistration::v1::{ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Namespace, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -77,6 +78,12 @@ fn check_document(doc: &Value, file: &Path) -> String {
         ("policy/v1", "PodDisruptionBudget") => drop(typed::<PodDisruptionBudget>(doc, &what)),
         ("apiextensions.k8s.io/v1", "CustomResourceDefinition") => drop(typed::<CustomResourceDefinition>(doc, &what)),
         ("drover.dev/v1alpha1", "ClusterUpgrade") => check_cluster_upgrade(doc, &what),
+        ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicy") => {
+            drop(typed::<ValidatingAdmissionPolicy>(doc, &what))
+        }
+        ("admissionregistration.k8s.io/v1", "ValidatingAdmissionPolicyBinding") => {
+            drop(typed::<ValidatingAdmissionPolicyBinding>(doc, &what))
+        }
         ("kustomize.config.k8s.io/v1beta1", "Kustomization") | ("kustomize.config.k8s.io/v1alpha1", "Component") => {
             // Everything it includes exists.
             let dir = file.parent().unwrap();
@@ -357,7 +364,7 @@ async fn kubectl_applies_the_base_and_the_examples_to_a_kubesim_server() {
     let crs: Api<ClusterRole> = Api::all(client.clone());
     assert_eq!(
         rules(&serde_json::to_value(crs.get("drover").await.unwrap()).unwrap()).len(),
-        9
+        10
     );
 
     // With the CRD installed, the examples pass the server's schema and CEL rules.
@@ -731,5 +738,34 @@ fn relative_links_in_the_product_docs_resolve() {
             let resolved = f.parent().unwrap().join(path);
             assert!(resolved.exists(), "{}: link {target} does not resolve", f.display());
         }
+    }
+}
+
+#[test]
+fn the_status_reasons_guide_explains_every_reason_drover_writes() {
+    // Each reason drover writes is named in docs/status-reasons.md, and
+    // every section of the guide (`### `Reason``) and every row of its
+    // healthy-states table (the reason column) is a reason drover has.
+    let doc = std::fs::read_to_string(repo().join("docs/status-reasons.md")).unwrap();
+    for r in drover_api::Reason::ALL {
+        assert!(
+            doc.contains(&format!("`{r}`")),
+            "docs/status-reasons.md does not explain the reason {r}"
+        );
+    }
+    let known: BTreeSet<&str> = drover_api::Reason::ALL.iter().map(|r| r.as_str()).collect();
+    let sections = doc.lines().filter_map(|l| l.strip_prefix("### `"));
+    let rows = doc
+        .lines()
+        .filter(|l| l.starts_with("| True |") || l.starts_with("| False |"))
+        .filter_map(|l| l.split('|').nth(4))
+        .filter_map(|cell| cell.trim().strip_prefix('`'));
+    let named: Vec<&str> = sections.chain(rows).filter_map(|c| c.split('`').next()).collect();
+    assert!(named.len() >= 15, "{named:?}");
+    for d in named {
+        assert!(
+            known.contains(d),
+            "docs/status-reasons.md explains {d:?}, which is not a reason drover writes"
+        );
     }
 }

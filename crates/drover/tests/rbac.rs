@@ -675,6 +675,8 @@ async fn drovers_rbac_covers_every_call_it_makes_and_no_rule_is_idle() {
         ("list", "pods"),
         ("watch", "pods"),
         ("create", "pods/eviction"),
+        // The PodSecurity check: a dry-run create of an upgrade Job's pod.
+        ("create", "pods"),
         ("list", "poddisruptionbudgets"),
         ("create", "jobs"),
         ("watch", "jobs"),

@@ -26,11 +26,16 @@ pub struct FaultRule {
     /// Latency added to every matching request.
     #[serde(default)]
     pub latency_ms: u64,
+    /// Only requests whose `User-Agent` contains this (one client of several).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
 }
 
 impl FaultRule {
-    fn matches(&self, verb: &str, resource: &str) -> bool {
-        self.verb.as_deref().is_none_or(|v| v == verb) && self.resource.as_deref().is_none_or(|r| r == resource)
+    fn matches(&self, verb: &str, resource: &str, user_agent: &str) -> bool {
+        self.verb.as_deref().is_none_or(|v| v == verb)
+            && self.resource.as_deref().is_none_or(|r| r == resource)
+            && self.user_agent.as_deref().is_none_or(|u| user_agent.contains(u))
     }
 }
 
@@ -68,9 +73,14 @@ impl Faults {
     }
 
     pub fn check(&self, verb: &str, resource: &str) -> Verdict {
+        self.check_from(verb, resource, "")
+    }
+
+    /// What to do to one request from a client that says it is `user_agent`.
+    pub fn check_from(&self, verb: &str, resource: &str, user_agent: &str) -> Verdict {
         let rules = self.rules.read();
         let mut v = Verdict::default();
-        for r in rules.iter().filter(|r| r.matches(verb, resource)) {
+        for r in rules.iter().filter(|r| r.matches(verb, resource, user_agent)) {
             v.delay += Duration::from_millis(r.latency_ms);
             if v.error.is_none() && r.rate > 0.0 && chance() < r.rate {
                 v.error = Some(match r.code {

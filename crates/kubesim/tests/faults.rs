@@ -21,6 +21,7 @@ async fn injected_errors_match_verb_and_resource() {
         code: 503,
         rate: 1.0,
         latency_ms: 0,
+        user_agent: None,
     });
     let st = status(cms.list(&ListParams::default()).await.unwrap_err());
     assert_eq!((st.code, st.reason.as_str()), (503, "ServiceUnavailable"));
@@ -62,6 +63,31 @@ async fn a_partial_rate_fails_some_requests() {
         }
     }
     assert!((40..=160).contains(&failed), "{failed} of 200 failed at rate 0.5");
+}
+
+#[tokio::test]
+async fn a_rule_with_a_user_agent_matches_that_client_only() {
+    let s = kubesim::ApiServer::start().await.expect("server starts");
+    let as_agent = |ua: &str| {
+        let mut cfg = kube::Config::new(s.url().parse().unwrap());
+        cfg.default_retry = false;
+        cfg.headers.push((
+            axum::http::header::USER_AGENT,
+            axum::http::HeaderValue::from_str(ua).unwrap(),
+        ));
+        kube::Client::try_from(cfg).unwrap()
+    };
+    let (a, b) = (as_agent("drover/0.1 (replica-a)"), as_agent("drover/0.1 (replica-b)"));
+    s.faults().add(FaultRule {
+        resource: Some("nodes".into()),
+        code: 503,
+        rate: 1.0,
+        user_agent: Some("replica-a".into()),
+        ..Default::default()
+    });
+    let st = status(Api::<Node>::all(a).list(&ListParams::default()).await.unwrap_err());
+    assert_eq!(st.code, 503);
+    Api::<Node>::all(b).list(&ListParams::default()).await.unwrap();
 }
 
 #[tokio::test]

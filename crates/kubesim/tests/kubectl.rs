@@ -305,6 +305,27 @@ async fn kubectl_cordons_and_drains_a_node_with_pods_and_a_pdb() {
     assert!(out.contains("node/n1 cordoned"), "{out}");
     let out = e.ok(&["get", "nodes"]).await;
     assert!(out.contains("Ready,SchedulingDisabled"), "{out}");
+    // The cordon is kubectl's in managedFields, as the real server records
+    // a write without fieldManager under its user agent's prefix.
+    let managers: Vec<String> = Api::<Node>::all(c.clone())
+        .get("n1")
+        .await
+        .unwrap()
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| {
+            m.fields_v1
+                .as_ref()
+                .is_some_and(|f| f.0["f:spec"].get("f:unschedulable").is_some())
+        })
+        .filter_map(|m| m.manager)
+        .collect();
+    assert!(
+        managers.len() == 1 && managers[0].starts_with("kubectl"),
+        "{managers:?}"
+    );
     let out = e.ok(&["drain", "n1", "--force", "--timeout=30s"]).await;
     assert!(
         out.contains("pod/web-0 evicted") && out.contains("pod/web-1 evicted"),

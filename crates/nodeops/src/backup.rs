@@ -18,8 +18,8 @@ use kube::api::{Api, ListParams, PostParams};
 use crate::error::{Result, is_conflict};
 use crate::job::Owner;
 
-fn build(owner: &Owner, target_hash: &str, b: &BackupJob) -> Job {
-    let name = backup_job_name(&owner.name, target_hash);
+fn build(owner: &Owner, backup_hash: &str, b: &BackupJob) -> Job {
+    let name = backup_job_name(&owner.name, backup_hash);
     let labels = BTreeMap::from([
         (label::MANAGED_BY.to_string(), label::MANAGED_BY_VALUE.to_string()),
         (label::UPGRADE.to_string(), owner.name.clone()),
@@ -129,11 +129,11 @@ pub async fn observe_all(client: &Client, owner: &Owner, b: &BackupJob) -> Resul
 }
 
 /// Create the backup Job if it does not exist; report its state.
-pub async fn ensure(client: &Client, owner: &Owner, target_hash: &str, b: &BackupJob) -> Result<BackupState> {
+pub async fn ensure(client: &Client, owner: &Owner, backup_hash: &str, b: &BackupJob) -> Result<BackupState> {
     let jobs: Api<Job> = Api::namespaced(client.clone(), &b.namespace);
-    match jobs.create(&PostParams::default(), &build(owner, target_hash, b)).await {
+    match jobs.create(&PostParams::default(), &build(owner, backup_hash, b)).await {
         Ok(job) => Ok(state(&job)),
-        Err(e) if is_conflict(&e) => Ok(match jobs.get_opt(&backup_job_name(&owner.name, target_hash)).await? {
+        Err(e) if is_conflict(&e) => Ok(match jobs.get_opt(&backup_job_name(&owner.name, backup_hash)).await? {
             Some(job) => state(&job),
             None => BackupState::NotStarted,
         }),

@@ -1,20 +1,65 @@
 //! Cordon and uncordon with ownership: drover records the cordons it makes
 //! and only ever undoes those, so a node an admin cordoned stays cordoned.
+//! With its cordon drover puts the cluster-autoscaler's and Karpenter's
+//! disruption guards on the node (neither scales down or replaces a node
+//! drover is upgrading), records which of them it added, and removes only
+//! those when it uncordons: a guard an admin set stays.
 
 use drover_api::Outcome;
-use drover_api::names::annotation::CORDONED_BY;
+use drover_api::names::annotation::{CORDONED_BY, DISRUPTION_GUARDS, GUARDS_ADDED};
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
-use serde_json::json;
+use serde_json::{Map, Value, json};
 
 use crate::error::{Result, is_conflict};
 
-fn cordoned_by(node: &Node) -> Option<&str> {
-    node.metadata.annotations.as_ref()?.get(CORDONED_BY).map(String::as_str)
+fn annotation<'a>(node: &'a Node, key: &str) -> Option<&'a str> {
+    node.metadata.annotations.as_ref()?.get(key).map(String::as_str)
+}
+
+/// drover's field manager: the node's managedFields then say that drover
+/// set `spec.unschedulable`, and whether someone set it after drover.
+fn params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(drover_api::names::FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    }
 }
 
 fn unschedulable(node: &Node) -> bool {
     node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false)
+}
+
+/// The annotations of the cordon's patch: the owner, each guard the node
+/// does not carry yet (whatever its value, one that is there is an admin's
+/// and left alone), and the list of those drover added.
+fn cordon_annotations(node: &Node, owner: &str) -> Map<String, Value> {
+    let mut a = Map::new();
+    a.insert(CORDONED_BY.into(), json!(owner));
+    let added: Vec<&str> = DISRUPTION_GUARDS
+        .into_iter()
+        .filter(|k| annotation(node, k).is_none())
+        .collect();
+    for k in &added {
+        a.insert((*k).into(), json!("true"));
+    }
+    if !added.is_empty() {
+        a.insert(GUARDS_ADDED.into(), json!(added.join(",")));
+    }
+    a
+}
+
+/// The annotations of the uncordon's patch: the owner and the guards drover added, removed.
+fn uncordon_annotations(node: &Node) -> Map<String, Value> {
+    let mut a = Map::new();
+    a.insert(CORDONED_BY.into(), Value::Null);
+    if let Some(added) = annotation(node, GUARDS_ADDED) {
+        for k in added.split(',').filter(|k| DISRUPTION_GUARDS.contains(k)) {
+            a.insert(k.into(), Value::Null);
+        }
+        a.insert(GUARDS_ADDED.into(), Value::Null);
+    }
+    a
 }
 
 /// Mark the node unschedulable and record `owner` as the one who did,
@@ -25,15 +70,15 @@ pub async fn cordon(nodes: &Api<Node>, name: &str, owner: &str) -> Result<Outcom
         return Ok(Outcome::Done);
     }
     // The resourceVersion makes this a compare-and-swap: if an admin cordons
-    // the node between our read and write, we lose and re-read.
+    // the node (or sets a guard) between our read and write, we lose and re-read.
     let patch = json!({
         "metadata": {
             "resourceVersion": node.metadata.resource_version,
-            "annotations": {CORDONED_BY: owner},
+            "annotations": cordon_annotations(&node, owner),
         },
         "spec": {"unschedulable": true},
     });
-    match nodes.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+    match nodes.patch(name, &params(), &Patch::Merge(&patch)).await {
         Ok(_) => Ok(Outcome::Done),
         Err(e) if is_conflict(&e) => Ok(Outcome::Waiting {
             message: format!("node {name} changed while cordoning; retrying"),
@@ -42,26 +87,76 @@ pub async fn cordon(nodes: &Api<Node>, name: &str, owner: &str) -> Result<Outcom
     }
 }
 
-/// Undo `owner`'s cordon. A cordon someone else made is left alone.
+/// Undo `owner`'s cordon and the guards it added. A cordon someone else made is left alone.
 pub async fn uncordon(nodes: &Api<Node>, name: &str, owner: &str) -> Result<Outcome> {
     let Some(node) = nodes.get_opt(name).await? else {
         return Ok(Outcome::Done); // a deleted node holds nothing
     };
-    if cordoned_by(&node) != Some(owner) {
+    if annotation(&node, CORDONED_BY) != Some(owner) {
         return Ok(Outcome::Done);
     }
     let patch = json!({
         "metadata": {
             "resourceVersion": node.metadata.resource_version,
-            "annotations": {CORDONED_BY: null},
+            "annotations": uncordon_annotations(&node),
         },
         "spec": {"unschedulable": false},
     });
-    match nodes.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+    match nodes.patch(name, &params(), &Patch::Merge(&patch)).await {
         Ok(_) => Ok(Outcome::Done),
         Err(e) if is_conflict(&e) => Ok(Outcome::Waiting {
             message: format!("node {name} changed while uncordoning; retrying"),
         }),
         Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use drover_api::names::annotation::{DO_NOT_DISRUPT, SCALE_DOWN_DISABLED};
+
+    fn node(annotations: &[(&str, &str)]) -> Node {
+        let mut n = Node::default();
+        n.metadata.annotations = Some(
+            annotations
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        n
+    }
+
+    #[test]
+    fn the_cordon_adds_the_guards_the_node_lacks_and_records_them() {
+        let a = cordon_annotations(&node(&[]), "u");
+        assert_eq!(a[CORDONED_BY], "u");
+        assert_eq!(a[SCALE_DOWN_DISABLED], "true");
+        assert_eq!(a[DO_NOT_DISRUPT], "true");
+        assert_eq!(a[GUARDS_ADDED], format!("{SCALE_DOWN_DISABLED},{DO_NOT_DISRUPT}"));
+        // An admin's guard, whatever its value, is neither overwritten nor claimed.
+        let a = cordon_annotations(&node(&[(DO_NOT_DISRUPT, "false")]), "u");
+        assert!(!a.contains_key(DO_NOT_DISRUPT));
+        assert_eq!(a[GUARDS_ADDED], SCALE_DOWN_DISABLED);
+        let a = cordon_annotations(&node(&[(DO_NOT_DISRUPT, "true"), (SCALE_DOWN_DISABLED, "true")]), "u");
+        assert!(!a.contains_key(GUARDS_ADDED), "{a:?}");
+    }
+
+    #[test]
+    fn the_uncordon_removes_only_the_guards_drover_added() {
+        let n = node(&[
+            (CORDONED_BY, "u"),
+            (SCALE_DOWN_DISABLED, "true"),
+            (DO_NOT_DISRUPT, "true"),
+            (GUARDS_ADDED, SCALE_DOWN_DISABLED),
+        ]);
+        let a = uncordon_annotations(&n);
+        assert_eq!(a[CORDONED_BY], Value::Null);
+        assert_eq!(a[SCALE_DOWN_DISABLED], Value::Null);
+        assert_eq!(a[GUARDS_ADDED], Value::Null);
+        assert!(!a.contains_key(DO_NOT_DISRUPT), "the admin's guard stays: {a:?}");
+        // A record naming something else removes nothing else.
+        let n = node(&[(CORDONED_BY, "u"), (GUARDS_ADDED, "example.com/other")]);
+        assert!(!uncordon_annotations(&n).contains_key("example.com/other"));
     }
 }

@@ -52,7 +52,7 @@ pub struct UpgradeJob<'a> {
     pub job: &'a JobUpgrade,
 }
 
-fn dns_part(s: &str, max: usize) -> String {
+pub(crate) fn dns_part(s: &str, max: usize) -> String {
     let cleaned: String = s
         .to_ascii_lowercase()
         .chars()
@@ -60,6 +60,11 @@ fn dns_part(s: &str, max: usize) -> String {
         .take(max)
         .collect();
     cleaned.trim_matches('-').to_string()
+}
+
+/// A name as the Job labels carry it (`drover.dev/upgrade`, `drover.dev/node`…).
+pub fn label_value(s: &str) -> String {
+    dns_part(s, 63)
 }
 
 /// `<component>-<node>-<hash>`, at most 63 characters; the hash covers all
@@ -130,7 +135,7 @@ pub fn build(j: &UpgradeJob) -> Job {
             ..ObjectMeta::default()
         },
         spec: Some(JobSpec {
-            backoff_limit: Some(2),
+            backoff_limit: Some(j.job.backoff_limit.clamp(0, 10)),
             active_deadline_seconds: deadline,
             ttl_seconds_after_finished: Some(3600),
             template: PodTemplateSpec {
@@ -217,12 +222,17 @@ pub async fn run(client: &Client, j: &UpgradeJob<'_>, not_before: Option<jiff::T
 pub async fn status(client: &Client, job: &Job) -> Result<Outcome> {
     let name = job.name_any();
     if condition(job, "Complete").is_some() {
-        return Ok(Outcome::Done);
+        // kured's convention, through the termination message: the Job may
+        // say the node must reboot before its new version shows.
+        return Ok(match last_pod_message(client, job, true).await? {
+            Some(m) if m.to_ascii_lowercase().contains(REBOOT_REQUIRED) => Outcome::RebootRequired { message: m },
+            _ => Outcome::Done,
+        });
     }
     if let Some(c) = condition(job, "Failed") {
         let why = c.reason.clone().unwrap_or_else(|| "Failed".into());
         let detail = c.message.clone().unwrap_or_default();
-        let pod_message = last_pod_message(client, job).await?;
+        let pod_message = last_pod_message(client, job, false).await?;
         let mut message = format!("job {}/{name} failed ({why})", job.namespace().unwrap_or_default());
         if !detail.is_empty() {
             message.push_str(&format!(": {detail}"));
@@ -245,8 +255,13 @@ pub async fn status(client: &Client, job: &Job) -> Result<Outcome> {
     })
 }
 
-/// The termination message of the Job's most recent failed pod, cut to its last 400 characters.
-async fn last_pod_message(client: &Client, job: &Job) -> Result<Option<String>> {
+/// What an upgrade Job writes to its termination message (`/dev/termination-log`)
+/// to ask for a reboot.
+pub const REBOOT_REQUIRED: &str = "reboot-required";
+
+/// The termination message of the Job's most recent pod that ended (that
+/// succeeded, with `succeeded`), cut to its last 400 characters.
+async fn last_pod_message(client: &Client, job: &Job, succeeded: bool) -> Result<Option<String>> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), &job.namespace().unwrap_or_default());
     let list = pods
         .list(&ListParams::default().labels(&format!("drover.dev/job={}", job.name_any())))
@@ -258,6 +273,9 @@ async fn last_pod_message(client: &Client, job: &Job) -> Result<Option<String>> 
             let statuses = p.status.as_ref()?.container_statuses.as_ref()?;
             statuses.iter().find_map(|cs| {
                 let t = cs.state.as_ref()?.terminated.as_ref()?;
+                if succeeded != (t.exit_code == 0) {
+                    return None;
+                }
                 let m = t.message.clone().filter(|m| !m.trim().is_empty())?;
                 let at = t.finished_at.as_ref().map(|f| f.0.to_string()).unwrap_or_default();
                 Some((at, m))
@@ -266,4 +284,36 @@ async fn last_pod_message(client: &Client, job: &Job) -> Result<Option<String>> 
         .collect();
     messages.sort();
     Ok(messages.pop().map(|(_, m)| tail(&m, 400)))
+}
+
+/// What the API server says of this Job's pod, asked with a server-side
+/// dry run of the Pod itself: PodSecurity admission enforces on pods and
+/// only warns on Jobs, so a Job it forbids is created and never runs.
+/// Some(the server's words) when PodSecurity refuses the pod; None when the
+/// pod would be admitted. Any other answer (RBAC without `create pods` in
+/// the namespace, a server error) is an error: it says nothing about
+/// PodSecurity.
+pub async fn pod_refusal(client: &Client, j: &UpgradeJob<'_>) -> Result<Option<String>> {
+    let job = build(j);
+    let template = job.spec.map(|s| s.template).unwrap_or_default();
+    let pod = Pod {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{}-", job.metadata.name.unwrap_or_default())),
+            namespace: Some(j.namespace.to_string()),
+            labels: template.metadata.and_then(|m| m.labels),
+            ..ObjectMeta::default()
+        },
+        spec: template.spec,
+        status: None,
+    };
+    let pods: Api<Pod> = Api::namespaced(client.clone(), j.namespace);
+    let params = PostParams {
+        dry_run: true,
+        field_manager: None,
+    };
+    match pods.create(&params, &pod).await {
+        Ok(_) => Ok(None),
+        Err(kube::Error::Api(s)) if s.code == 403 && s.message.contains("PodSecurity") => Ok(Some(s.message)),
+        Err(e) => Err(NodeOpsError::Kube(e)),
+    }
 }

@@ -12,6 +12,7 @@ pub mod error;
 pub mod eviction;
 pub mod job;
 pub mod manifest;
+pub mod reboot;
 pub mod verify;
 pub mod workload;
 
@@ -29,6 +30,7 @@ pub use drain::DrainOptions;
 pub use error::{NodeOpsError, Result, api_text, refused_for_good, watch_text};
 pub use eviction::Evictor;
 pub use job::Owner;
+pub use reboot::RebootRequest;
 
 /// One component upgrade on one node.
 #[derive(Debug, Clone)]
@@ -58,6 +60,8 @@ pub trait NodeOps: Send + Sync {
         verify: &Verify,
         deadline: Option<Timestamp>,
     ) -> impl Future<Output = Result<Outcome>> + Send;
+    /// Wait for the node's reboot (running drover's reboot Job first when asked).
+    fn reboot(&self, req: &RebootRequest<'_>) -> impl Future<Output = Result<Outcome>> + Send;
     fn upgrade_workload(&self, w: &WorkloadUpgrade, version: &str) -> impl Future<Output = Result<Outcome>> + Send;
     fn observe_workload(
         &self,
@@ -67,7 +71,7 @@ pub trait NodeOps: Send + Sync {
     fn ensure_backup(
         &self,
         owner: &Owner,
-        target_hash: &str,
+        backup_hash: &str,
         b: &BackupJob,
     ) -> impl Future<Output = Result<BackupState>> + Send;
     /// The ClusterUpgrade's backup Jobs by name, with their states.
@@ -76,7 +80,15 @@ pub trait NodeOps: Send + Sync {
         owner: &Owner,
         b: &BackupJob,
     ) -> impl Future<Output = Result<BTreeMap<String, BackupState>>> + Send;
+    /// Why PodSecurity admission would refuse the pod of this upgrade Job
+    /// in the Job namespace, in the server's words; None when it admits it
+    /// (or the server cannot be asked: the check is advice, never a gate of its own).
+    fn job_pod_refusal(&self, req: &UpgradeRequest<'_>) -> impl Future<Output = Result<Option<String>>> + Send;
 }
+
+/// How long a dry-run answer of PodSecurity admission is reused: the check
+/// runs at most this often per Job shape, not on every pass.
+const ADMISSION_TTL: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// The real operations, through the Kubernetes API.
 pub struct KubeNodeOps {
@@ -86,6 +98,8 @@ pub struct KubeNodeOps {
     budgets: budgets::BudgetCache,
     /// Where upgrade Jobs run.
     pub job_namespace: String,
+    /// Dry-run admission answers by Job shape, with when they were asked.
+    admission: std::sync::Mutex<BTreeMap<String, (std::time::Instant, Option<String>)>>,
 }
 
 impl KubeNodeOps {
@@ -97,6 +111,7 @@ impl KubeNodeOps {
             client,
             evictor: Evictor::new(evict_client),
             job_namespace: job_namespace.into(),
+            admission: std::sync::Mutex::default(),
         }
     }
 
@@ -142,7 +157,7 @@ impl NodeOps for KubeNodeOps {
         if req.verify.job_succeeded.is_none() {
             let node = Api::<Node>::all(self.client.clone()).get(req.node).await?;
             if let Ok(live) = verify::live_version(&self.client, &node, req.component, req.verify).await?
-                && drover_api::version::same_version(&live, req.version)
+                && drover_api::known::live_matches(req.verify, req.version, &live)
             {
                 return Ok(Outcome::Done);
             }
@@ -169,6 +184,10 @@ impl NodeOps for KubeNodeOps {
         verify::verify(&self.client, node, component, version, v, deadline).await
     }
 
+    async fn reboot(&self, req: &RebootRequest<'_>) -> Result<Outcome> {
+        reboot::reboot(&self.client, &self.job_namespace, req).await
+    }
+
     async fn upgrade_workload(&self, w: &WorkloadUpgrade, version: &str) -> Result<Outcome> {
         workload::upgrade(&self.client, w, version, &self.job_namespace).await
     }
@@ -177,11 +196,45 @@ impl NodeOps for KubeNodeOps {
         workload::observe(&self.client, w, version, &self.job_namespace).await
     }
 
-    async fn ensure_backup(&self, owner: &Owner, target_hash: &str, b: &BackupJob) -> Result<BackupState> {
-        backup::ensure(&self.client, owner, target_hash, b).await
+    async fn ensure_backup(&self, owner: &Owner, backup_hash: &str, b: &BackupJob) -> Result<BackupState> {
+        backup::ensure(&self.client, owner, backup_hash, b).await
     }
 
     async fn observe_backups(&self, owner: &Owner, b: &BackupJob) -> Result<BTreeMap<String, BackupState>> {
         backup::observe_all(&self.client, owner, b).await
+    }
+
+    async fn job_pod_refusal(&self, req: &UpgradeRequest<'_>) -> Result<Option<String>> {
+        // What PodSecurity looks at: the namespace and the pod's privileges.
+        let shape = format!(
+            "{}/{}/{}/{}",
+            self.job_namespace, req.job.image, req.job.privileged, req.job.host_root
+        );
+        let now = std::time::Instant::now();
+        if let Some((at, answer)) = self.admission.lock().expect("not poisoned").get(&shape)
+            && now.duration_since(*at) < ADMISSION_TTL
+        {
+            return Ok(answer.clone());
+        }
+        let j = job::UpgradeJob {
+            owner: req.owner,
+            namespace: &self.job_namespace,
+            node: req.node,
+            component: req.component,
+            version: req.version,
+            job: req.job,
+        };
+        // A server that will not answer (no `create pods` in the namespace,
+        // an error) says nothing about PodSecurity: go on without the check,
+        // and say so once per interval rather than on every pass.
+        let answer = job::pod_refusal(&self.client, &j).await.unwrap_or_else(|e| {
+            tracing::warn!(namespace = %self.job_namespace, error = %e, "cannot ask whether PodSecurity admits the upgrade Jobs' pods; going on without the check");
+            None
+        });
+        self.admission
+            .lock()
+            .expect("not poisoned")
+            .insert(shape, (now, answer.clone()));
+        Ok(answer)
     }
 }

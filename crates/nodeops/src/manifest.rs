@@ -10,8 +10,8 @@
 
 use std::collections::BTreeMap;
 
+use drover_api::WorkloadManifest;
 use drover_api::names::{MANIFEST_FIELD_MANAGER, short_hash};
-use drover_api::{WorkloadManifest, WorkloadTarget};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Client;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
@@ -143,9 +143,10 @@ pub async fn prepare(
 }
 
 /// Apply a checked manifest with server-side apply (force, field manager
-/// `drover-manifest`), then record it on the component's first workload.
-/// The message says what was applied.
-pub async fn apply(client: &Client, ready: Ready, first: &WorkloadTarget, version: &str) -> Result<String> {
+/// `drover-manifest`). Returns what the message says was applied and the
+/// merge patch that records it on the component's first workload (the
+/// caller writes it, so that one version and content is applied once).
+pub async fn apply(ready: Ready, version: &str) -> Result<(String, Value)> {
     let Ready { at, mark, docs } = ready;
     let pp = PatchParams::apply(MANIFEST_FIELD_MANAGER).force();
     for (d, api) in &docs {
@@ -154,12 +155,12 @@ pub async fn apply(client: &Client, ready: Ready, first: &WorkloadTarget, versio
             .map_err(|e| NodeOpsError::Invalid(format!("{at}: applying {d}: {}", crate::error::api_text(&e))))?;
     }
     let record = json!({"metadata": {"annotations": {APPLIED_ANNOTATION: mark}}});
-    crate::workload::annotate(client, first, record).await?;
     let names: Vec<String> = docs.iter().map(|(d, _)| d.to_string()).collect();
-    Ok(format!(
+    let message = format!(
         "applied {at} for {version} ({}); setting the images next",
         names.join(", ")
-    ))
+    );
+    Ok((message, record))
 }
 
 #[cfg(test)]

@@ -4,8 +4,9 @@
 
 use drover_api::Outcome;
 use drover_api::Reason;
+use drover_api::known::live_matches;
 use drover_api::names::annotation;
-use drover_api::version::{image_tag, same_version};
+use drover_api::version::image_tag;
 use drover_api::{NodeInfoField, Verify};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Node, Pod};
@@ -115,7 +116,7 @@ pub async fn verify(
         None
     } else {
         match live_version(client, &node, component, verify).await? {
-            Ok(live) if same_version(&live, version) => None,
+            Ok(live) if live_matches(verify, version, &live) => None,
             Ok(live) => Some(format!("{component} on {node_name} reports {live}, want {version}")),
             Err(why) => Some(why),
         }

@@ -380,7 +380,8 @@ pub async fn upgrade(client: &Client, w: &WorkloadUpgrade, version: &str, manife
         match manifest::prepare(client, manifest_namespace, m, &first.annotations, version).await? {
             manifest::Prepared::Already => {}
             manifest::Prepared::Ready(ready) => {
-                let message = manifest::apply(client, ready, &first.target, version).await?;
+                let (message, record) = manifest::apply(ready, version).await?;
+                annotate(client, &first.target, record).await?;
                 return Ok(Outcome::Waiting { message });
             }
             manifest::Prepared::Refused(message) => {

@@ -156,6 +156,7 @@ async fn a_drain_leaves_drovers_own_upgrade_pod_running_and_evicts_the_rest() {
         node_info: None,
         pod: None,
         job_succeeded: Some(true),
+        match_: None,
     };
     let req = UpgradeRequest {
         owner: &o,
@@ -534,6 +535,7 @@ fn job_spec() -> JobUpgrade {
         host_root: true,
         timeout: "20m".into(),
         reboots: false,
+        backoff_limit: 2,
     }
 }
 
@@ -547,6 +549,7 @@ async fn the_upgrade_job_is_pinned_deterministic_and_created_once() {
         node_info: None,
         pod: None,
         job_succeeded: Some(true),
+        match_: None,
     };
     let req = UpgradeRequest {
         owner: &o,
@@ -639,6 +642,7 @@ async fn a_failed_job_reports_its_reason_and_the_pods_message() {
         node_info: None,
         pod: None,
         job_succeeded: Some(true),
+        match_: None,
     };
     let req = UpgradeRequest {
         owner: &o,
@@ -693,6 +697,7 @@ async fn an_upgrade_already_visible_on_the_node_runs_no_job() {
         node_info: Some(NodeInfoField::KubeletVersion),
         pod: None,
         job_succeeded: None,
+        match_: None,
     };
     let req = UpgradeRequest {
         owner: &o,
@@ -716,6 +721,7 @@ async fn verify_by_node_info_waits_then_records_or_fails_at_the_deadline() {
         node_info: Some(NodeInfoField::KubeletVersion),
         pod: None,
         job_succeeded: None,
+        match_: None,
     };
     let later = Some(Timestamp::now() + jiff::SignedDuration::from_secs(600));
     let out = c.ops.verify("n1", "kubelet", "v1.32.0", &v, later).await.unwrap();
@@ -783,6 +789,7 @@ async fn verify_by_pod_image_and_by_job_success() {
             container: None,
         }),
         job_succeeded: None,
+        match_: None,
     };
     assert_eq!(
         c.ops.verify("n1", "kube-apiserver", "v1.31.4", &v, None).await.unwrap(),
@@ -800,6 +807,7 @@ async fn verify_by_pod_image_and_by_job_success() {
         node_info: None,
         pod: None,
         job_succeeded: Some(true),
+        match_: None,
     };
     assert_eq!(
         c.ops.verify("n1", "agent", "2.0.0", &by_job, None).await.unwrap(),
@@ -979,6 +987,7 @@ async fn a_failed_job_from_an_earlier_attempt_is_replaced() {
         node_info: None,
         pod: None,
         job_succeeded: Some(true),
+        match_: None,
     };
     let req = UpgradeRequest {
         owner: &o,

@@ -1,4 +1,5 @@
-//! Spec acceptance: the rules only drover can judge, run before anything is
+//! Spec acceptance: the rules only drover can judge (the schema's, the
+//! operator's image allowlist, the version skew), run before anything is
 //! touched, and the spec's durations and selectors parsed once for every
 //! later decision.
 
@@ -16,7 +17,7 @@ use crate::view::component_targets_node;
 /// Why a spec is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
-    /// InvalidSpec or SkewViolation.
+    /// InvalidSpec, ImageNotAllowed or SkewViolation.
     pub reason: Reason,
     pub problems: Vec<String>,
 }
@@ -32,6 +33,10 @@ pub struct Accepted {
     pub job_timeouts: BTreeMap<String, Duration>,
     /// spec.strategy.lastNodeSelector.
     pub last_nodes: Option<Matcher>,
+    /// spec.strategy.retryDelay: the wait before the first retry.
+    pub retry_delay: Duration,
+    /// spec.reboot.timeout.
+    pub reboot_timeout: Duration,
 }
 
 impl Accepted {
@@ -58,6 +63,17 @@ pub fn accept(spec: &ClusterUpgradeSpec, obs: &Observation, scope: &Matcher) -> 
             reason: Reason::InvalidSpec,
             problems,
         });
+    }
+    // Before anything else about the cluster: an image outside the operator's
+    // list would run privileged, with the host's root, on every node.
+    if let Some(allowed) = &obs.allowed_images {
+        let refused = allowed.refused_fields(spec);
+        if !refused.is_empty() {
+            return Err(Refusal {
+                reason: Reason::ImageNotAllowed,
+                problems: refused,
+            });
+        }
     }
     let in_scope: Vec<&ObservedNode> = obs.nodes.iter().filter(|n| scope.matches(&n.labels)).collect();
     let workload_version = |name: &str| obs.workloads.get(name).and_then(|w| w.version.clone());
@@ -87,6 +103,8 @@ fn typed(spec: &ClusterUpgradeSpec) -> Result<Accepted, Vec<String>> {
     };
     let soak = duration("spec.strategy.soak".into(), &spec.strategy.soak);
     let drain_timeout = duration("spec.drain.timeout".into(), &spec.drain.timeout);
+    let retry_delay = duration("spec.strategy.retryDelay".into(), &spec.strategy.retry_delay);
+    let reboot_timeout = duration("spec.reboot.timeout".into(), &spec.reboot.timeout);
     let mut job_timeouts = BTreeMap::new();
     for (i, c) in spec.components.iter().enumerate() {
         if let Some(job) = &c.upgrade.job {
@@ -99,6 +117,8 @@ fn typed(spec: &ClusterUpgradeSpec) -> Result<Accepted, Vec<String>> {
         drain_timeout,
         job_timeouts,
         last_nodes: spec.strategy.last_node_selector.as_ref().map(Matcher::new),
+        retry_delay,
+        reboot_timeout,
     };
     if problems.is_empty() {
         Ok(accepted)

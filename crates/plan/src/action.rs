@@ -7,14 +7,14 @@ use std::time::Duration;
 use drover_api::{EventReason, Outcome, Reason, StepEvent};
 use jiff::Timestamp;
 
-use crate::progress::{Failure, NodePhase, NodeProgress};
+use crate::progress::{Failure, NodePhase, NodeProgress, Writer};
 
 /// One thing to do now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
     /// Record that drover starts on this node (the annotation); its first
     /// step follows on the next pass.
-    Start { node: String, progress: NodeProgress },
+    Start { node: String, progress: Box<NodeProgress> },
     /// Perform one step on a node drover is working on, then write the
     /// record `transition` gives for the outcome.
     Step {
@@ -25,10 +25,19 @@ pub enum Action {
     /// Bring a cluster-level workload to `version` and await its rollout.
     UpgradeWorkload { component: String, version: String },
     /// Make sure the backup Job for this target exists.
-    RunBackup { target_hash: String },
+    RunBackup { backup_hash: String },
 }
 
 impl Action {
+    /// The same action, with every record it writes naming `w`.
+    pub(crate) fn written_by(&mut self, w: &Writer) {
+        match self {
+            Action::Start { progress, .. } => **progress = (**progress).clone().written_by(w),
+            Action::Step { transition, .. } => transition.written_by(w),
+            Action::UpgradeWorkload { .. } | Action::RunBackup { .. } => {}
+        }
+    }
+
     pub fn node(&self) -> Option<&str> {
         match self {
             Action::Start { node, .. } | Action::Step { node, .. } => Some(node),
@@ -49,6 +58,15 @@ pub enum Step {
         component: String,
         version: String,
     },
+    /// Wait for the node to come back from a reboot: Done once it reports a
+    /// bootID other than `boot_id` and is Ready. With `run_job`, first make
+    /// sure drover's reboot Job for this boot exists (the upgrade Job of
+    /// `component` asked for the reboot).
+    Reboot {
+        component: String,
+        boot_id: String,
+        run_job: bool,
+    },
     /// Make the node schedulable again, but only if drover cordoned it:
     /// `undo_cordon` is false for a node someone else cordoned.
     Uncordon {
@@ -57,13 +75,14 @@ pub enum Step {
 }
 
 impl Step {
-    /// Cordon, Drain, Upgrade, Verify or Uncordon (events, metrics).
+    /// Cordon, Drain, Upgrade, Reboot, Verify or Uncordon (events, metrics).
     pub fn name(&self) -> &'static str {
         match self {
             Step::Cordon => "Cordon",
             Step::Drain => "Drain",
             Step::Upgrade { .. } => "Upgrade",
             Step::Verify { .. } => "Verify",
+            Step::Reboot { .. } => "Reboot",
             Step::Uncordon { .. } => "Uncordon",
         }
     }
@@ -77,9 +96,10 @@ impl Step {
             Step::Drain => (Reason::DrainBlocked, "an eviction".to_string()),
             Step::Upgrade { component, .. } => (Reason::UpgradeJobFailed, format!("the upgrade Job of {component}")),
             Step::Verify { component, .. } => (Reason::VerificationFailed, format!("reading {component}'s version")),
+            Step::Reboot { .. } => (Reason::RebootFailed, "the reboot Job".to_string()),
             Step::Cordon | Step::Uncordon { .. } => return None,
         };
-        Some(Outcome::Failed {
+        Some(Outcome::Refused {
             reason,
             message: format!("the API server refused {what}: {server_says}"),
         })
@@ -90,6 +110,7 @@ impl Step {
             Step::Upgrade { component, version } | Step::Verify { component, version } => {
                 format!(" {component} {version}")
             }
+            Step::Reboot { component, .. } => format!(" ({component})"),
             _ => String::new(),
         }
     }
@@ -112,13 +133,26 @@ pub struct Transition {
     pub from: NodeProgress,
     /// Written when the step reports Done (None: remove the record).
     pub on_done: Option<NodeProgress>,
-    /// Written when it fails: the node goes back through Uncordoning, the
-    /// failure filled in from the outcome.
+    /// Written when an upgrade Job asks for a reboot (Rebooting, with the
+    /// reboot Job); None for other steps, where a reboot request reads as Done.
+    pub on_reboot: Option<NodeProgress>,
+    /// Written when it fails for good: the node goes back through
+    /// Uncordoning (or straight to Failed, still cordoned, when the failure
+    /// halts the rollout under onHalt KeepCordoned), the failure filled in
+    /// from the outcome.
     pub on_failed: NodeProgress,
+    /// Written instead of `on_failed` when a retryable failure (a failed
+    /// Job, a version that did not verify, a reboot that did not come back)
+    /// has retries left: the component's upgrade again, after the backoff.
+    pub on_retry: Option<NodeProgress>,
+    /// The retry this step is has begun: the record's retry time is cleared.
+    pub retry_started: bool,
     /// What a drain past its timeout comes to.
     pub on_timeout: OnTimeout,
     /// When the step's time is up (drain and Job timeouts), if it has a limit.
     pub deadline: Option<Timestamp>,
+    /// Who writes the records this transition gives (every one names it).
+    pub writer: Writer,
 }
 
 impl Transition {
@@ -128,35 +162,53 @@ impl Transition {
         Transition {
             from: from.clone(),
             on_done,
+            on_reboot: None,
             on_failed: from.enter(NodePhase::Uncordoning, from.component.clone(), now),
+            on_retry: None,
+            retry_started: false,
             on_timeout: OnTimeout::Hold,
             deadline: None,
+            writer: Writer::default(),
         }
+    }
+
+    /// The same transition, with every record it gives written by `w`.
+    pub(crate) fn written_by(&mut self, w: &Writer) {
+        self.writer = w.clone();
+        self.on_done = self.on_done.take().map(|p| p.written_by(w));
+        self.on_reboot = self.on_reboot.take().map(|p| p.written_by(w));
+        self.on_retry = self.on_retry.take().map(|p| p.written_by(w));
+        self.on_failed = self.on_failed.clone().written_by(w);
     }
 
     /// The record to write for `outcome`. Equal to `from` when nothing new
     /// was learned, so that no write is needed.
     pub fn record(&self, outcome: &Outcome) -> Option<NodeProgress> {
         let noted = |message: &str, halted: bool| {
-            let mut p = self.from.clone();
+            let mut p = self.from.clone().written_by(&self.writer);
             if p.message != message {
                 p.message = message.to_string();
                 p.attempts += 1;
             }
             p.halted = p.halted || halted;
+            if self.retry_started {
+                p.retry_at = None;
+            }
             p
         };
-        let fail = |reason: Reason, message: String| NodeProgress {
+        let fail = |reason: Reason, message: String, skipped: bool| NodeProgress {
             failure: Some(Failure {
                 reason,
                 message,
                 step: self.from.phase.step().to_string(),
                 component: self.from.component.clone(),
+                skipped,
             }),
             ..self.on_failed.clone()
         };
         Some(match outcome {
             Outcome::Done => return self.on_done.clone(),
+            Outcome::RebootRequired { .. } => return self.on_reboot.clone().or_else(|| self.on_done.clone()),
             Outcome::Waiting { message } => noted(message, false),
             Outcome::Blocked {
                 message,
@@ -169,10 +221,25 @@ impl Transition {
                 OnTimeout::Hold => noted(message, true),
                 OnTimeout::Fail => fail(
                     Reason::DrainBlocked,
-                    format!("drain timed out and onTimeout is SkipNode; the node keeps its old versions: {message}"),
+                    format!(
+                        "skipped: the drain timed out and spec.drain.onTimeout is SkipNode; the node keeps its old versions: {message}"
+                    ),
+                    true,
                 ),
             },
-            Outcome::Failed { reason, message } => fail(*reason, message.clone()),
+            Outcome::Failed { reason, message } => match &self.on_retry {
+                Some(retry) if reason.retryable() => {
+                    let mut p = retry.clone();
+                    p.message = format!(
+                        "try {} failed ({reason}: {message}); trying again at {}",
+                        p.retries,
+                        p.retry_at.map(|t| t.to_string()).unwrap_or_default()
+                    );
+                    p
+                }
+                _ => fail(*reason, message.clone(), false),
+            },
+            Outcome::Refused { reason, message } => fail(*reason, message.clone(), false),
         })
     }
 }
@@ -208,6 +275,10 @@ pub fn step_note(node: &str, step: &Step, t: &Transition, outcome: &Outcome, now
                 Step::Drain => (StepEvent::Drained, format!("node {node} drained")),
                 Step::Upgrade { .. } => (StepEvent::Upgraded, format!("node {node}: upgraded{what}")),
                 Step::Verify { .. } => (StepEvent::Verified, format!("node {node}: verified{what}")),
+                Step::Reboot { .. } => (
+                    StepEvent::Rebooted,
+                    format!("node {node} is back from its reboot{what}"),
+                ),
                 Step::Uncordon { .. } if t.from.failure.is_some() => (
                     StepEvent::NodeFailed,
                     format!(
@@ -238,7 +309,19 @@ pub fn step_note(node: &str, step: &Step, t: &Transition, outcome: &Outcome, now
                 if *timed_out { " timed out" } else { " blocked" }
             ),
         ),
-        Outcome::Failed { reason, message } => note((*reason).into(), true, format!("node {node}{what}: {message}")),
+        Outcome::Failed { reason, message } if t.on_retry.is_some() && reason.retryable() => note(
+            Reason::Retrying.into(),
+            true,
+            format!("node {node}{what}: {message}; retrying (spec.strategy.retries)"),
+        ),
+        Outcome::Failed { reason, message } | Outcome::Refused { reason, message } => {
+            note((*reason).into(), true, format!("node {node}{what}: {message}"))
+        }
+        Outcome::RebootRequired { message } => note(
+            StepEvent::RebootRequested.into(),
+            false,
+            format!("node {node}{what}: the upgrade asked for a reboot: {message}"),
+        ),
         Outcome::Waiting { .. } => return None,
     })
 }

@@ -13,11 +13,11 @@ impl Observation {
     /// Apply `action` as if it ended with `outcome`.
     pub fn apply(&mut self, action: &Action, outcome: &Outcome) {
         let owner = self.name.clone();
-        let done = *outcome == Outcome::Done;
+        let done = matches!(outcome, Outcome::Done | Outcome::RebootRequired { .. });
         match action {
             Action::Start { node, progress } => {
                 if let Some(n) = self.nodes.iter_mut().find(|n| &n.name == node) {
-                    n.progress = Some(progress.clone());
+                    n.progress = Some((**progress).clone());
                 }
             }
             Action::Step { node, step, transition } => {
@@ -33,6 +33,10 @@ impl Observation {
                             }
                         }
                         Step::Drain | Step::Verify { .. } => {}
+                        Step::Reboot { boot_id, .. } => {
+                            n.boot_id = format!("{boot_id}+1");
+                            n.ready = true;
+                        }
                         Step::Upgrade { component, version } => {
                             n.versions.insert(component.clone(), version.clone());
                         }
@@ -56,8 +60,8 @@ impl Observation {
                     w.lagging = None;
                 }
             }
-            Action::RunBackup { target_hash } => {
-                let job = backup_job_name(&self.name, target_hash);
+            Action::RunBackup { backup_hash } => {
+                let job = backup_job_name(&self.name, backup_hash);
                 let state = if done {
                     BackupState::Succeeded
                 } else {

@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use drover_api::names::{backup_job_name, short_hash, target_string};
+use drover_api::names::{backup_hash, backup_job_name, target_string};
 use drover_api::{BackupState, ClusterUpgradeSpec, Reason};
 
 use crate::accept::{Accepted, Refusal, accept, scope};
@@ -18,6 +18,7 @@ use crate::action::Action;
 use crate::gates::{self, GateCtx, Hold};
 use crate::node::{NodeCtx, release_if_held};
 use crate::observe::Observation;
+use crate::progress::Writer;
 use crate::schedule;
 use crate::stage::{self, RolloutStage};
 use crate::view::{NodeView, Standing, view};
@@ -34,19 +35,67 @@ pub struct Plan<'a> {
     pub views: Vec<NodeView<'a>>,
     /// `name=version,…` of the spec.
     pub target: String,
-    /// A short stable hash of the target, for naming per-target objects (the backup Job).
-    pub target_hash: String,
+    /// A short stable hash of the target and of what the backup Job runs,
+    /// naming the backup Job (`names::backup_hash`).
+    pub backup_hash: String,
     /// The backup Job of this target, as observed.
     pub backup: BackupState,
+    /// A record of a later term than this pass's writer: the plan has no
+    /// actions, and the replica must stop leading.
+    pub superseded: Option<Superseded>,
+}
+
+/// A node record written under a later term than the writer this pass
+/// plans for: another replica took the Lease since this one did, so this
+/// one must stop acting. The controller's compare-and-swap on the record's
+/// old text makes the check atomic per node: a write lands only on the
+/// exact record the plan judged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Superseded {
+    pub node: String,
+    /// Who wrote the later record, and under which term.
+    pub writer: String,
+    pub term: i64,
+    /// The term this pass planned for.
+    pub mine: i64,
+}
+
+impl std::fmt::Display for Superseded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "node {}'s progress record was written by {} under term {}, later than this replica's term {}: another replica has led since",
+            self.node,
+            if self.writer.is_empty() {
+                "another replica"
+            } else {
+                &self.writer
+            },
+            self.term,
+            self.mine
+        )
+    }
 }
 
 impl Plan<'_> {
     /// When to look again when nothing else wakes drover sooner: `busy`
-    /// while actions are in flight, else as the hold or stage needs.
-    pub fn requeue_after(&self, busy: Duration) -> Duration {
+    /// while actions are in flight, else as the hold or stage needs, and no
+    /// later than the next retry of a failed step.
+    pub fn requeue_after(&self, busy: Duration, now: jiff::Timestamp) -> Duration {
         if !self.actions.is_empty() {
             return busy;
         }
+        let retry = self
+            .views
+            .iter()
+            .filter_map(|v| v.node.progress.as_ref()?.retry_at)
+            .min()
+            .map(|t| Duration::try_from(t.duration_since(now)).unwrap_or_default());
+        let usual = self.usual_requeue();
+        retry.map_or(usual, |r| r.clamp(Duration::from_millis(200), usual))
+    }
+
+    fn usual_requeue(&self) -> Duration {
         match self.hold.as_ref().map(|h| h.reason) {
             Some(Reason::Soaking | Reason::BackingUp) => Duration::from_secs(5),
             Some(Reason::OutsideWindow) => Duration::from_secs(60),
@@ -74,13 +123,46 @@ fn conflict(obs: &Observation, scope: &BTreeSet<&str>) -> Option<String> {
         })
 }
 
-/// Decide.
+/// Decide, for the writer the observation names: every record the plan
+/// builds carries its identity and term, and none is planned at all once a
+/// node's record carries a later term.
 pub fn plan<'a>(spec: &'a ClusterUpgradeSpec, obs: &'a Observation) -> Plan<'a> {
+    let mut plan = decide(spec, obs);
+    let Some(w) = &obs.writer else {
+        // No leader election: the records name no one.
+        for a in &mut plan.actions {
+            a.written_by(&Writer::default());
+        }
+        return plan;
+    };
+    let later = obs
+        .nodes
+        .iter()
+        .filter_map(|n| Some((n, n.progress.as_ref()?)))
+        .filter(|(_, p)| p.term > w.term)
+        .max_by_key(|(_, p)| p.term);
+    if let Some((n, p)) = later {
+        plan.actions.clear();
+        plan.superseded = Some(Superseded {
+            node: n.name.clone(),
+            writer: p.writer.clone(),
+            term: p.term,
+            mine: w.term,
+        });
+        return plan;
+    }
+    for a in &mut plan.actions {
+        a.written_by(w);
+    }
+    plan
+}
+
+fn decide<'a>(spec: &'a ClusterUpgradeSpec, obs: &'a Observation) -> Plan<'a> {
     let target = target_string(spec);
-    let target_hash = short_hash(&target);
+    let backup_hash = backup_hash(spec);
     let backup = obs
         .backups
-        .get(&backup_job_name(&obs.name, &target_hash))
+        .get(&backup_job_name(&obs.name, &backup_hash))
         .cloned()
         .unwrap_or_default();
     let selects = scope(spec);
@@ -94,8 +176,9 @@ pub fn plan<'a>(spec: &'a ClusterUpgradeSpec, obs: &'a Observation) -> Plan<'a> 
         hold: None,
         views: Vec::new(),
         target,
-        target_hash,
+        backup_hash,
         backup,
+        superseded: None,
     };
     let in_scope: BTreeSet<&str> = views
         .iter()
@@ -119,11 +202,24 @@ pub fn plan<'a>(spec: &'a ClusterUpgradeSpec, obs: &'a Observation) -> Plan<'a> 
     }
 
     let stage = stage::current(spec, obs, &views, &plan.backup);
+    // Whether the rollout is halted: the failure gates look at the records
+    // as observed, so they are known before any node continues.
+    let gate = GateCtx {
+        spec,
+        obs,
+        accepted: &accepted,
+        views: &views,
+    };
+    let halt = gates::first(gates::FAILURES, &gate);
     let node = NodeCtx {
         spec,
         obs,
         accepted: &accepted,
         stage,
+        failures: gate.failure_count(),
+        // A newer drover's record holds new starts but is no halt: the
+        // nodes in flight finish.
+        halted: halt.as_ref().is_some_and(|h| h.reason != Reason::NewerRecord),
     };
     // Nodes already in flight continue (or are handed back).
     for v in &views {
@@ -135,13 +231,7 @@ pub fn plan<'a>(spec: &'a ClusterUpgradeSpec, obs: &'a Observation) -> Plan<'a> 
     }
 
     // Whether anything new may start.
-    let gate = GateCtx {
-        spec,
-        obs,
-        accepted: &accepted,
-        views: &views,
-    };
-    plan.hold = match gates::first(gates::FAILURES, &gate) {
+    plan.hold = match halt {
         Some(h) => Some(h),
         None if stage == RolloutStage::Complete => None,
         None => gates::first(gates::TIMING, &gate).or_else(|| {
@@ -151,7 +241,7 @@ pub fn plan<'a>(spec: &'a ClusterUpgradeSpec, obs: &'a Observation) -> Plan<'a> 
                 views: &views,
                 last_nodes: accepted.last_nodes.as_ref(),
                 backup: &plan.backup,
-                target_hash: &plan.target_hash,
+                backup_hash: &plan.backup_hash,
             };
             schedule::start_work(&ctx, stage, &mut plan.actions)
         }),
@@ -181,6 +271,15 @@ pub fn count_states(views: &[NodeView]) -> BTreeMap<&'static str, usize> {
             // A node being handed back after a failure counts as failed already.
             Standing::InFlight if v.node.progress.as_ref().is_some_and(|p| p.failure.is_some()) => "failed",
             Standing::InFlight => "updating",
+            // Handed back when its drain halted the rollout: not upgraded, not failed.
+            Standing::Failed
+                if v.node
+                    .progress
+                    .as_ref()
+                    .is_some_and(|p| p.halted && p.failure.is_none()) =>
+            {
+                "pending"
+            }
             Standing::Failed => "failed",
         };
         *m.entry(k).or_insert(0) += 1;

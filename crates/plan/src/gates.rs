@@ -7,6 +7,7 @@ use drover_api::{ClusterUpgradeSpec, Reason};
 use crate::accept::Accepted;
 use crate::node::add;
 use crate::observe::Observation;
+use crate::progress::NodePhase;
 use crate::view::{Group, NodeView, Standing, ours};
 use crate::window;
 
@@ -29,11 +30,11 @@ pub struct Hold {
 
 pub(crate) type Gate = fn(&GateCtx) -> Option<Hold>;
 
-/// Failures and halted drains: they hold even when no work is left.
-pub(crate) const FAILURES: &[Gate] = &[critical_failure, too_many_failures, halted_drain];
+/// Halted drains, failures and records of a newer drover: they hold even when no work is left.
+pub(crate) const FAILURES: &[Gate] = &[halted_drain, critical_failure, too_many_failures, newer_record];
 
-/// Time and the user's say: they matter only while work is left.
-pub(crate) const TIMING: &[Gate] = &[paused, outside_window, soaking];
+/// Admission, time and the user's say: they matter only while work is left.
+pub(crate) const TIMING: &[Gate] = &[pod_security, paused, outside_window, soaking];
 
 /// The first hold of `gates`, in order.
 pub(crate) fn first(gates: &[Gate], ctx: &GateCtx) -> Option<Hold> {
@@ -41,9 +42,20 @@ pub(crate) fn first(gates: &[Gate], ctx: &GateCtx) -> Option<Hold> {
 }
 
 impl GateCtx<'_> {
-    /// Failed nodes in scope: those Failed, then those on their way back after a failure.
+    /// How many nodes in scope failed (what maxFailures counts).
+    pub(crate) fn failure_count(&self) -> usize {
+        self.failures().len()
+    }
+
+    /// Failed nodes in scope: those Failed, then those on their way back
+    /// after a failure. A node handed back because its drain halted the
+    /// rollout has not failed: the halt is what holds.
     fn failures(&self) -> Vec<&NodeView<'_>> {
-        let failed = self.views.iter().filter(|v| v.in_scope && v.state == Standing::Failed);
+        let failed = self
+            .views
+            .iter()
+            .filter(|v| v.in_scope && v.state == Standing::Failed)
+            .filter(|v| ours(self.obs, v.node).is_none_or(|p| p.failure.is_some() || !p.halted));
         let failing = self
             .views
             .iter()
@@ -105,17 +117,59 @@ fn halted_drain(ctx: &GateCtx) -> Option<Hold> {
     let (node, p) = ctx
         .views
         .iter()
-        .filter(|v| v.state == Standing::InFlight)
+        .filter(|v| matches!(v.state, Standing::InFlight | Standing::Failed))
         .find_map(|v| {
             ours(ctx.obs, v.node)
-                .filter(|p| p.halted)
+                .filter(|p| p.halted && p.failure.is_none())
                 .map(|p| (v.node.name.as_str(), p))
         })?;
+    let what_now = if p.phase.in_flight() && ctx.spec.strategy.on_halt == drover_api::HaltAction::Uncordon {
+        format!("{node} is being handed back (spec.strategy.onHalt is Uncordon); change the spec to try again")
+    } else if p.phase == NodePhase::Failed {
+        format!("{node} was handed back (spec.strategy.onHalt is Uncordon); change the spec to try again")
+    } else {
+        format!("{node} stays cordoned and drover keeps evicting (spec.strategy.onHalt is KeepCordoned)")
+    };
     Some(Hold {
         reason: Reason::DrainBlocked,
         message: format!(
-            "drain of {node} passed spec.drain.timeout ({}) and onTimeout is Halt: {}",
+            "drain of {node} passed spec.drain.timeout ({}) and onTimeout is Halt: {}; {what_now}",
             ctx.spec.drain.timeout, p.message
+        ),
+        stalled: true,
+    })
+}
+
+/// A node carries a progress record of a newer format: a newer drover
+/// worked on it. It is left alone, and nothing new starts until that is resolved.
+fn newer_record(ctx: &GateCtx) -> Option<Hold> {
+    let v = ctx.views.iter().find(|v| v.in_scope && v.node.newer_record.is_some())?;
+    let version = v.node.newer_record.unwrap_or_default();
+    Some(Hold {
+        reason: Reason::NewerRecord,
+        message: format!(
+            "node {} carries a progress record of format v{version}, written by a newer drover (this one reads up to v{}); it leaves the node alone and starts no new node: run the newer drover, or remove the node's {} annotation to let this one start it over",
+            v.node.name,
+            crate::progress::FORMAT,
+            drover_api::names::annotation::PROGRESS
+        ),
+        stalled: true,
+    })
+}
+
+/// The Job namespace's PodSecurity admission would refuse the upgrade
+/// Jobs' pods: a Job would be created and never run, so no node starts.
+fn pod_security(ctx: &GateCtx) -> Option<Hold> {
+    let r = ctx.obs.job_pods_refused.as_ref()?;
+    if !ctx.views.iter().any(|v| v.in_scope && v.state == Standing::Pending) {
+        return None;
+    }
+    Some(Hold {
+        reason: Reason::PodSecurityForbids,
+        message: format!(
+            "the API server would refuse the upgrade Jobs' pods in namespace {ns}: {msg}; no node starts until it admits them: label the namespace (kubectl label namespace {ns} pod-security.kubernetes.io/enforce=privileged --overwrite) or run drover with --namespace set to a namespace that admits privileged pods",
+            ns = r.namespace,
+            msg = r.message
         ),
         stalled: true,
     })

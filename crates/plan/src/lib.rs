@@ -17,6 +17,7 @@
 //! | [`apply`] | an action applied to an observation (forecast, tests) |
 //! | [`forecast`] | the planner run forward (`drover plan`) |
 //! | [`report`] | the status for a plan |
+//! | [`membership`] | nodes that joined or left mid-rollout, as events |
 
 pub mod accept;
 pub mod action;
@@ -24,6 +25,7 @@ pub mod apply;
 pub mod decide;
 pub mod forecast;
 pub mod gates;
+pub mod membership;
 pub mod node;
 pub mod observe;
 pub mod progress;
@@ -36,10 +38,10 @@ pub mod window;
 
 pub use accept::{Accepted, Refusal};
 pub use action::{Action, OnTimeout, Step, StepNote, Transition, step_note};
-pub use decide::{Plan, plan};
+pub use decide::{Plan, Superseded, plan};
 pub use drover_api::{BackupState, ObservedWorkload, Outcome};
 pub use gates::Hold;
-pub use observe::{Observation, ObservedNode, OtherUpgrade};
-pub use progress::{Failure, NodePhase, NodeProgress};
+pub use observe::{Observation, ObservedNode, OtherUpgrade, PodsRefused};
+pub use progress::{FORMAT, Failure, NodePhase, NodeProgress, Record, Writer};
 pub use stage::RolloutStage;
 pub use view::{Group, NodeView, Standing};

@@ -3,10 +3,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use drover_api::ClusterUpgradeStatus;
+use drover_api::images::AllowedImages;
 pub use drover_api::{BackupState, ObservedWorkload};
 use jiff::Timestamp;
 
-use crate::progress::NodeProgress;
+use crate::progress::{NodeProgress, Writer};
 
 /// One snapshot of everything a decision depends on, including the time.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,6 +31,25 @@ pub struct Observation {
     pub self_node: Option<String>,
     /// The status written last time, for lastTransitionTime, start time and history.
     pub previous: Option<ClusterUpgradeStatus>,
+    /// The images drover may run (`drover run --allowed-images`); None allows every image.
+    pub allowed_images: Option<AllowedImages>,
+    /// The leader this pass plans for: every record the plan builds names
+    /// it, and a record of a later term stops the plan (see
+    /// [`crate::decide::Superseded`]). None without leader election.
+    pub writer: Option<Writer>,
+    /// Why the API server would refuse the upgrade Jobs' pods in the Job
+    /// namespace (PodSecurity admission, in the server's words), from a
+    /// server-side dry run; None when it would admit them or was not asked.
+    pub job_pods_refused: Option<PodsRefused>,
+}
+
+/// The API server would refuse the upgrade Jobs' pods.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodsRefused {
+    /// The Job namespace.
+    pub namespace: String,
+    /// The server's words.
+    pub message: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -46,6 +66,35 @@ pub struct ObservedNode {
     pub versions: BTreeMap<String, String>,
     /// The progress record from the `drover.dev/progress` annotation.
     pub progress: Option<NodeProgress>,
+    /// `status.nodeInfo.bootID`: it changes when the node reboots.
+    pub boot_id: String,
+    /// The admin's `drover.dev/keep-cordoned` annotation: drover never
+    /// uncordons the node while it is there.
+    pub keep_cordoned: Option<String>,
+    /// The field manager that last set `spec.unschedulable` (managedFields).
+    pub unschedulable_by: Option<String>,
+    /// The format version of a record newer than this drover reads
+    /// (`progress` is then None): the node is left alone.
+    pub newer_record: Option<u32>,
+}
+
+impl ObservedNode {
+    /// Why drover must leave this node cordoned though it cordoned it: an
+    /// admin's `drover.dev/keep-cordoned`, or an admin's own cordon after
+    /// drover's (kubectl's managers, `kubectl-cordon`, `kubectl-drain`...,
+    /// last set `spec.unschedulable`: an admin uncordoned and cordoned it again).
+    pub fn kept_by_admin(&self) -> Option<String> {
+        if let Some(why) = &self.keep_cordoned {
+            return Some(format!(
+                "annotated {}: {why}",
+                drover_api::names::annotation::KEEP_CORDONED
+            ));
+        }
+        self.unschedulable_by
+            .as_ref()
+            .filter(|m| self.unschedulable && m.starts_with("kubectl"))
+            .map(|m| format!("cordoned again by {m} after drover's cordon: an admin's cordon is never undone"))
+    }
 }
 
 impl ObservedNode {

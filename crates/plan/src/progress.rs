@@ -2,11 +2,12 @@
 //! (annotation `drover.dev/progress`), and the transitions between steps.
 //!
 //! ```text
-//!   Pending ─start─▶ Cordoning ─▶ Draining ─▶ Upgrading(c) ─▶ Verifying(c) ─┐
-//!                                                  ▲                          │ next c
-//!                                                  └──────────────────────────┘
+//!   Pending ─start─▶ Cordoning ─▶ Draining ─▶ Upgrading(c) ─(reboot)─▶ Rebooting(c) ─▶ Verifying(c) ─┐
+//!                                                  ▲   └──────────────────────────────────┘▲          │ next c
+//!                                                  └──────────────────────────────────────────────────┘
 //!                                                   Verifying(last) ─▶ Uncordoning ─▶ Done
-//!   any step ─failure─▶ Uncordoning(failed) ─▶ Failed
+//!   Upgrading, Rebooting, Verifying ─failure, retries left─▶ Upgrading(c) again after the backoff
+//!   any step ─failure─▶ Uncordoning(failed) ─▶ Failed      (or Failed at once, still cordoned, under onHalt KeepCordoned)
 //! ```
 //! AllAtOnce starts at Upgrading and skips Cordoning, Draining and Uncordoning.
 
@@ -19,6 +20,9 @@ pub enum NodePhase {
     Cordoning,
     Draining,
     Upgrading,
+    /// Waiting for the node to report a new bootID and Ready (after a Job
+    /// that reboots, or after drover's reboot Job).
+    Rebooting,
     Verifying,
     Uncordoning,
     Done,
@@ -37,6 +41,7 @@ impl NodePhase {
             NodePhase::Cordoning => "Cordon",
             NodePhase::Draining => "Drain",
             NodePhase::Upgrading => "Upgrade",
+            NodePhase::Rebooting => "Reboot",
             NodePhase::Verifying => "Verify",
             NodePhase::Uncordoning => "Uncordon",
             NodePhase::Done => "Done",
@@ -56,6 +61,9 @@ pub struct Failure {
     pub step: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub component: Option<String>,
+    /// The drain timed out and spec.drain.onTimeout is SkipNode.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skipped: bool,
 }
 
 /// The progress record of one node.
@@ -89,6 +97,96 @@ pub struct NodeProgress {
     /// Set on the way to Failed, and on Failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<Failure>,
+    /// The node's bootID when its current component's upgrade started: a
+    /// reboot is over when the node reports another one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
+    /// Rebooting: drover runs the reboot Job (the upgrade Job asked for a
+    /// reboot), rather than waiting for a reboot the Job does itself.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reboot_job: bool,
+    /// Failed tries of the current component so far (spec.strategy.retries).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub retries: u32,
+    /// A failed step waits until this time before it is tried again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<Timestamp>,
+    /// Left cordoned on purpose, and why (status.leftCordoned).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub left_cordoned: Option<String>,
+    /// The replica that wrote this record: its Lease identity (empty
+    /// without leader election, and on records older than this field).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub writer: String,
+    /// The writer's term: the Lease's `leaseTransitions` when it became
+    /// leader (0 without leader election, and on older records). A leader
+    /// never overwrites a record of a later term.
+    #[serde(default, skip_serializing_if = "is_zero_term")]
+    pub term: i64,
+    /// The record's format version ([`FORMAT`]). A record without it was
+    /// written before the field existed: version 1, the same fields.
+    #[serde(default = "format_1")]
+    pub v: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+fn is_zero_term(x: &i64) -> bool {
+    *x == 0
+}
+
+/// Who writes a node's records: the leader's Lease identity and term.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Writer {
+    pub identity: String,
+    /// The Lease's `leaseTransitions` when this replica acquired it.
+    pub term: i64,
+}
+
+/// The format of the records this drover writes, and the newest it reads.
+/// A record of an older format is read (each new field has a default); one
+/// of a newer format is left alone and reported ([`Record::Newer`]), never
+/// overwritten: a newer drover wrote it, and this one cannot know what its
+/// fields mean. Raise it when a change would make an older drover misread
+/// a record (a renamed field, a new phase), not for a field it may ignore.
+pub const FORMAT: u32 = 1;
+
+fn format_1() -> u32 {
+    1
+}
+
+/// What a node's `drover.dev/progress` annotation holds, as this drover reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Record {
+    /// No record, or text that is not a record drover can read.
+    Absent,
+    Readable(Box<NodeProgress>),
+    /// A record of a newer format, with its version and owner when it names one.
+    Newer {
+        v: u32,
+        upgrade: Option<String>,
+    },
+}
+
+impl Record {
+    pub fn parse(s: &str) -> Record {
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(s) else {
+            return Record::Absent;
+        };
+        let v = value.get("v").and_then(serde_json::Value::as_u64).unwrap_or(1);
+        if v > u64::from(FORMAT) {
+            return Record::Newer {
+                v: u32::try_from(v).unwrap_or(u32::MAX),
+                upgrade: value.get("upgrade").and_then(|u| u.as_str()).map(str::to_string),
+            };
+        }
+        match serde_json::from_value(value) {
+            Ok(p) => Record::Readable(Box::new(p)),
+            Err(_) => Record::Absent,
+        }
+    }
 }
 
 impl NodeProgress {
@@ -106,19 +204,41 @@ impl NodeProgress {
             message: String::new(),
             halted: false,
             failure: None,
+            boot_id: None,
+            reboot_job: false,
+            retries: 0,
+            retry_at: None,
+            left_cordoned: None,
+            writer: String::new(),
+            term: 0,
+            v: FORMAT,
         }
     }
 
+    /// The same record, as `w` writes it.
+    pub fn written_by(mut self, w: &Writer) -> Self {
+        self.writer = w.identity.clone();
+        self.term = w.term;
+        self
+    }
+
     /// The same node, moved to `phase` (fresh attempt count and message).
+    /// A new component starts with no retries and no reboot pending.
     pub fn enter(&self, phase: NodePhase, component: Option<String>, now: Timestamp) -> Self {
+        let same_component = component == self.component;
         NodeProgress {
             phase,
-            component,
             since: now,
             attempts: 0,
             message: String::new(),
             halted: false,
             completed: (phase == NodePhase::Done).then_some(now),
+            retries: if same_component { self.retries } else { 0 },
+            retry_at: None,
+            reboot_job: self.reboot_job && phase == NodePhase::Rebooting,
+            component,
+            // Rewritten in this drover's format.
+            v: FORMAT,
             ..self.clone()
         }
     }
@@ -128,21 +248,69 @@ impl NodeProgress {
         serde_json::to_string(self).expect("progress always serialises")
     }
 
-    /// Parse the annotation value; a record drover cannot read is treated as absent.
+    /// Parse the annotation value; a record drover cannot read, or one of
+    /// a newer format ([`Record::parse`] tells them apart), is None.
     pub fn from_annotation(s: &str) -> Option<Self> {
-        serde_json::from_str(s).ok()
+        match Record::parse(s) {
+            Record::Readable(p) => Some(*p),
+            _ => None,
+        }
     }
 
-    /// How `status.nodes[]` reports this record: Failed once it failed (on
-    /// its way back or handed back), Blocked while its drain is held up, else
-    /// InProgress. The one place the record's phase maps to the reported state.
+    /// How `status.nodes[]` reports this record: Skipped or Failed once it
+    /// failed (on its way back or handed back), Blocked while its drain is
+    /// held up or halted the rollout, Retrying while a failed step waits for
+    /// its retry, else InProgress. The one place the record's phase maps to the reported state.
     pub fn reported_state(&self) -> NodeState {
-        if self.phase == NodePhase::Failed || self.failure.is_some() {
+        if self.failure.as_ref().is_some_and(|f| f.skipped) {
+            NodeState::Skipped
+        } else if self.halted && self.failure.is_none() {
+            NodeState::Blocked
+        } else if self.phase == NodePhase::Failed || self.failure.is_some() {
             NodeState::Failed
+        } else if self.retry_at.is_some() {
+            NodeState::Retrying
         } else if self.halted || (self.phase == NodePhase::Draining && !self.message.is_empty()) {
             NodeState::Blocked
         } else {
             NodeState::InProgress
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const V1: &str = r#"{"upgrade":"u","generation":2,"phase":"Draining","since":"2026-01-01T00:00:09Z","started":"2026-01-01T00:00:00Z","attempts":1,"message":"waiting"}"#;
+
+    #[test]
+    fn a_record_without_a_version_is_format_1_and_reads_as_before() {
+        let Record::Readable(p) = Record::parse(V1) else {
+            panic!("{:?}", Record::parse(V1))
+        };
+        assert_eq!((p.v, p.phase, p.attempts), (1, NodePhase::Draining, 1));
+        // Written back in this drover's format, the same fields plus the version.
+        let again: serde_json::Value = serde_json::from_str(&p.to_annotation()).unwrap();
+        assert_eq!(again["v"], FORMAT);
+        assert_eq!(NodeProgress::from_annotation(&p.to_annotation()), Some(*p));
+    }
+
+    #[test]
+    fn a_newer_record_is_recognised_not_misread_and_garbage_is_absent() {
+        let newer = r#"{"v":99,"upgrade":"u","phase":"Rebooting","steps":[]}"#;
+        assert_eq!(
+            Record::parse(newer),
+            Record::Newer {
+                v: 99,
+                upgrade: Some("u".into())
+            }
+        );
+        assert_eq!(NodeProgress::from_annotation(newer), None);
+        // A newer record that happens to parse as today's is still newer.
+        let parses = V1.replace("{\"upgrade\"", "{\"v\":2,\"upgrade\"");
+        assert!(matches!(Record::parse(&parses), Record::Newer { v: 2, .. }), "{parses}");
+        assert_eq!(Record::parse("not json"), Record::Absent);
+        assert_eq!(Record::parse(r#"{"v":1,"phase":"Nowhere"}"#), Record::Absent);
     }
 }

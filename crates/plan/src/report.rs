@@ -1,12 +1,12 @@
 //! The status to write: conditions, counts, per-component figures, the
 //! nodes in progress or failed, times and history.
 
-use drover_api::known::stage_of;
+use drover_api::known::{satisfied, stage_of};
 use drover_api::names::{backup_job_name, condition};
 use drover_api::version::same_version;
 use drover_api::{
-    BackupState, BackupStatus, ClusterUpgradeSpec, ClusterUpgradeStatus, Component, ComponentStatus, MAX_HISTORY,
-    MAX_NODE_DETAILS, NodeCounts, NodeDetail, NodeState, Reason, RolloutRecord,
+    BackupState, BackupStatus, ClusterUpgradeSpec, ClusterUpgradeStatus, Component, ComponentStatus, LeftCordoned,
+    MAX_HISTORY, MAX_NODE_DETAILS, NodeCounts, NodeDetail, NodeState, Reason, RolloutRecord,
 };
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -63,7 +63,7 @@ fn wanted(type_: &'static str, status: bool, reason: Reason, message: &str) -> W
 /// message says what its condition owns, so no text is said three times:
 /// Ready how far the nodes are from the target, Reconciling what drover is
 /// doing now, Stalled what needs a human.
-pub fn conditions(plan: &Plan, counts: &NodeCounts, complete: bool) -> Vec<Wanted> {
+pub fn conditions(spec: &ClusterUpgradeSpec, plan: &Plan, counts: &NodeCounts, complete: bool) -> Vec<Wanted> {
     let target = &plan.target;
     let nothing_wrong = "nothing needs a human";
     let ready = |why: &str| {
@@ -109,6 +109,37 @@ pub fn conditions(plan: &Plan, counts: &NodeCounts, complete: bool) -> Vec<Wante
             wanted(condition::STALLED, false, Reason::AsExpected, nothing_wrong),
         ];
     }
+    if let Some(failed) = over_with_failures(plan, counts) {
+        let r = Reason::CompletedWithFailures;
+        return vec![
+            wanted(
+                condition::READY,
+                false,
+                r,
+                &ready("the rollout is over with failures (see the Stalled condition)"),
+            ),
+            wanted(
+                condition::RECONCILING,
+                false,
+                r,
+                "nothing left to do: every other node runs the target",
+            ),
+            wanted(
+                condition::STALLED,
+                true,
+                r,
+                &format!(
+                    "the rollout is over, but {} {} not upgraded and {} the old versions (spec.strategy.maxFailures {} tolerated {}): {failed}; fix the cause and change the spec to try {} again",
+                    counts.failed,
+                    if counts.failed == 1 { "node was" } else { "nodes were" },
+                    if counts.failed == 1 { "keeps" } else { "keep" },
+                    spec.strategy.max_failures,
+                    if counts.failed == 1 { "it" } else { "them" },
+                    if counts.failed == 1 { "it" } else { "them" },
+                ),
+            ),
+        ];
+    }
     let stage = plan.stage.as_str();
     match &plan.hold {
         Some(h) if h.stalled => vec![
@@ -129,6 +160,8 @@ pub fn conditions(plan: &Plan, counts: &NodeCounts, complete: bool) -> Vec<Wante
             ),
             wanted(condition::STALLED, true, h.reason, &h.message),
         ],
+        // Paused half-way is not done: Reconciling stays True, so kstatus
+        // (Flux) reads InProgress until the target is reached.
         Some(h) if h.reason == Reason::Paused => vec![
             wanted(
                 condition::READY,
@@ -136,7 +169,7 @@ pub fn conditions(plan: &Plan, counts: &NodeCounts, complete: bool) -> Vec<Wante
                 Reason::Paused,
                 &ready(&format!("paused at stage {stage}")),
             ),
-            wanted(condition::RECONCILING, false, Reason::Paused, &h.message),
+            wanted(condition::RECONCILING, true, Reason::Paused, &h.message),
             wanted(
                 condition::STALLED,
                 false,
@@ -152,8 +185,18 @@ pub fn conditions(plan: &Plan, counts: &NodeCounts, complete: bool) -> Vec<Wante
                 .filter(|v| v.state == Standing::InFlight)
                 .filter_map(|v| v.node.progress.as_ref().map(|p| (v, p)))
                 .find(|(_, p)| p.phase == NodePhase::Draining && !p.message.is_empty());
+            let retrying = plan
+                .views
+                .iter()
+                .filter(|v| v.state == Standing::InFlight)
+                .filter_map(|v| v.node.progress.as_ref().map(|p| (v, p)))
+                .find(|(_, p)| p.retry_at.is_some());
             let (r, doing) = match (hold, blocked) {
                 (Some(h), _) => (h.reason, h.message.clone()),
+                (None, None) if retrying.is_some() => {
+                    let (v, p) = retrying.expect("checked");
+                    (Reason::Retrying, format!("{}: {}", v.node.name, p.message))
+                }
                 (None, Some((v, p))) => (
                     Reason::DrainBlocked,
                     format!("draining {} (attempt {}): {}", v.node.name, p.attempts, p.message),
@@ -195,6 +238,72 @@ fn workload_status(c: &Component, obs: &Observation, stage: String) -> Component
     }
 }
 
+/// The failed nodes, named, when the rollout is over except for failures
+/// maxFailures tolerated: nothing in flight, nothing left to start.
+fn over_with_failures(plan: &Plan, counts: &NodeCounts) -> Option<String> {
+    if plan.refusal.is_some()
+        || plan.stage != RolloutStage::Complete
+        || plan.hold.is_some()
+        || counts.failed == 0
+        || counts.updating > 0
+    {
+        return None;
+    }
+    let failed: Vec<String> = plan
+        .views
+        .iter()
+        .filter(|v| v.in_scope && v.state == Standing::Failed)
+        .filter_map(|v| {
+            let f = v.node.progress.as_ref()?.failure.as_ref()?;
+            Some(format!(
+                "{} ({} at {}{})",
+                v.node.name,
+                f.reason,
+                f.step,
+                f.component.as_ref().map(|c| format!(" of {c}")).unwrap_or_default()
+            ))
+        })
+        .collect();
+    let shown = failed.len().min(10);
+    let more = failed.len() - shown;
+    let mut s = failed[..shown].join(", ");
+    if more > 0 {
+        s.push_str(&format!(" and {more} more"));
+    }
+    Some(s)
+}
+
+/// Every node drover left cordoned on purpose, and why.
+fn left_cordoned(spec: &ClusterUpgradeSpec, obs: &Observation, plan: &Plan) -> Vec<LeftCordoned> {
+    let keep = spec.strategy.on_halt == drover_api::HaltAction::KeepCordoned;
+    let mut out: Vec<LeftCordoned> = plan
+        .views
+        .iter()
+        .filter(|v| v.node.unschedulable && v.node.cordoned_by.as_deref() == Some(obs.name.as_str()))
+        .filter_map(|v| {
+            let p = v.node.progress.as_ref().filter(|p| p.upgrade == obs.name);
+            let reason = if let Some(why) = v.node.kept_by_admin() {
+                why
+            } else if let Some(why) = p.and_then(|p| p.left_cordoned.clone()) {
+                why
+            } else if let Some(p) = p.filter(|p| keep && p.halted && p.phase.in_flight()) {
+                format!(
+                    "its drain halted the rollout (spec.drain.onTimeout Halt) and spec.strategy.onHalt is KeepCordoned: {}",
+                    p.message
+                )
+            } else {
+                return None;
+            };
+            Some(LeftCordoned {
+                name: v.node.name.clone(),
+                reason,
+            })
+        })
+        .collect();
+    out.truncate(MAX_NODE_DETAILS);
+    out
+}
+
 /// The whole status for this plan.
 pub fn status(spec: &ClusterUpgradeSpec, obs: &Observation, plan: &Plan) -> ClusterUpgradeStatus {
     let states = count_states(&plan.views);
@@ -205,6 +314,17 @@ pub fn status(spec: &ClusterUpgradeSpec, obs: &Observation, plan: &Plan) -> Clus
         updated: get("updated"),
         updating: get("updating"),
         failed: get("failed"),
+        skipped: plan
+            .views
+            .iter()
+            .filter(|v| v.in_scope && matches!(v.state, Standing::Failed | Standing::InFlight))
+            .filter(|v| {
+                v.node
+                    .progress
+                    .as_ref()
+                    .is_some_and(|p| p.reported_state() == NodeState::Skipped)
+            })
+            .count() as i32,
         pending: get("pending"),
         unavailable: in_scope.iter().filter(|v| v.node.unavailable()).count() as i32,
     };
@@ -223,12 +343,7 @@ pub fn status(spec: &ClusterUpgradeSpec, obs: &Observation, plan: &Plan) -> Clus
                     .collect();
                 let updated = targeted
                     .iter()
-                    .filter(|v| {
-                        v.node
-                            .versions
-                            .get(&c.name)
-                            .is_some_and(|live| same_version(live, &c.version))
-                    })
+                    .filter(|v| v.node.versions.get(&c.name).is_some_and(|live| satisfied(c, live)))
                     .count();
                 ComponentStatus {
                     name: c.name.clone(),
@@ -247,6 +362,7 @@ pub fn status(spec: &ClusterUpgradeSpec, obs: &Observation, plan: &Plan) -> Clus
         && counts.failed == 0
         && counts.updating == 0
         && plan.hold.is_none();
+    let over = complete || over_with_failures(plan, &counts).is_some();
 
     // Nodes in progress or failed: failed and blocked first, then by name.
     let mut details: Vec<NodeDetail> = plan
@@ -272,6 +388,8 @@ pub fn status(spec: &ClusterUpgradeSpec, obs: &Observation, plan: &Plan) -> Clus
                 message,
                 since: Time(p.since),
                 attempts: p.attempts as i32,
+                retries: p.retries as i32,
+                next_retry: p.retry_at.map(Time),
             })
         })
         .collect();
@@ -285,7 +403,7 @@ pub fn status(spec: &ClusterUpgradeSpec, obs: &Observation, plan: &Plan) -> Clus
         .filter(|_| same_target)
         .and_then(|p| p.start_time.clone())
         .unwrap_or(Time(obs.now));
-    let completion_time = complete.then(|| {
+    let completion_time = over.then(|| {
         previous
             .filter(|_| same_target)
             .and_then(|p| p.completion_time.clone())
@@ -302,10 +420,12 @@ pub fn status(spec: &ClusterUpgradeSpec, obs: &Observation, plan: &Plan) -> Clus
                 generation: p.observed_generation.unwrap_or_default(),
                 start_time: started.clone(),
                 completion_time: p.completion_time.clone(),
-                result: if p.completion_time.is_some() {
-                    "Completed"
-                } else {
-                    "Superseded"
+                result: match &p.completion_time {
+                    Some(_) if p.conditions.iter().any(|c| c.reason == Reason::CompletedWithFailures) => {
+                        "CompletedWithFailures"
+                    }
+                    Some(_) => "Completed",
+                    None => "Superseded",
                 }
                 .into(),
             },
@@ -321,13 +441,13 @@ pub fn status(spec: &ClusterUpgradeSpec, obs: &Observation, plan: &Plan) -> Clus
             BackupState::Failed(m) => ("Failed", m.clone()),
         };
         BackupStatus {
-            job: backup_job_name(&obs.name, &plan.target_hash),
+            job: backup_job_name(&obs.name, &plan.backup_hash),
             state: state.into(),
             message,
         }
     });
 
-    let wanted = conditions(plan, &counts, complete);
+    let wanted = conditions(spec, plan, &counts, complete);
     let previous_conditions = previous.map(|p| p.conditions.as_slice()).unwrap_or_default();
     ClusterUpgradeStatus {
         observed_generation: Some(obs.generation),
@@ -350,5 +470,6 @@ pub fn status(spec: &ClusterUpgradeSpec, obs: &Observation, plan: &Plan) -> Clus
         start_time: Some(start_time),
         completion_time,
         history,
+        left_cordoned: left_cordoned(spec, obs, plan),
     }
 }

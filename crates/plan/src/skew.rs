@@ -61,6 +61,10 @@ pub fn check(
     };
 
     for (i, c) in spec.components.iter().enumerate() {
+        // OS and kernel text is no semantic version: no policy applies to it.
+        if drover_api::known::is_os_text(c) {
+            continue;
+        }
         let Some(want) = parse_version(&c.version) else {
             continue;
         };

@@ -1,9 +1,8 @@
 //! A node as the planner sees it: its group, whether the spec selects it,
 //! the components that apply to it in upgrade order, and where it stands.
 
-use drover_api::known::{stage_of, target_of};
+use drover_api::known::{satisfied, stage_of, target_of};
 use drover_api::selector::Matcher;
-use drover_api::version::same_version;
 use drover_api::{ClusterUpgradeSpec, Component, NodeTarget, Stage};
 
 use crate::observe::{Observation, ObservedNode};
@@ -114,10 +113,12 @@ pub(crate) fn view<'a>(
     let pending: Vec<usize> = desired
         .iter()
         .enumerate()
-        .filter(|(_, (c, want))| !node.versions.get(&c.name).is_some_and(|live| same_version(live, want)))
+        .filter(|(_, (c, _))| !node.versions.get(&c.name).is_some_and(|live| satisfied(c, live)))
         .map(|(i, _)| i)
         .collect();
     let state = match (ours(obs, node), &node.progress) {
+        // A newer drover's record: left alone, as another upgrade's would be.
+        _ if node.newer_record.is_some() => Standing::Foreign,
         (Some(p), _) if p.phase.in_flight() => Standing::InFlight,
         (Some(p), _) if p.phase == NodePhase::Failed && p.generation == obs.generation => Standing::Failed,
         (None, Some(p)) if p.phase.in_flight() => Standing::Foreign,

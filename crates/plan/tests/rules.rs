@@ -333,7 +333,7 @@ fn budget_exhausted_by_others_is_reported() {
     assert!(started(&m.plan()).is_empty());
     let (status, r, message) = m.condition(condition::STALLED);
     assert_eq!((status.as_str(), r.as_str()), ("True", reason::BUDGET_EXHAUSTED));
-    assert!(message.contains("1 workers are already unavailable (NotReady or cordoned by someone else: worker-000) and spec.strategy.maxUnavailable allows 1"), "{message}");
+    assert!(message.contains("1 workers are already unavailable (NotReady, cordoned by someone else, or kept cordoned: worker-000) and spec.strategy.maxUnavailable allows 1"), "{message}");
 }
 
 #[test]
@@ -405,8 +405,10 @@ fn paused_starts_nothing_and_says_so() {
         message.starts_with("0 of 2 nodes in scope run containerd=1.7.23"),
         "{message}"
     );
-    let (status, _, message) = m.condition(condition::RECONCILING);
-    assert_eq!(status, "False");
+    // Paused half-way is not done: Reconciling stays True (kstatus InProgress).
+    let (status, r, message) = m.condition(condition::RECONCILING);
+    assert_eq!((status.as_str(), r.as_str()), ("True", reason::PAUSED));
+    assert_eq!(m.condition(condition::STALLED).0, "False");
     assert!(
         message.starts_with("spec.paused is true: no new node starts"),
         "{message}"
@@ -450,8 +452,10 @@ fn drive_to_drain(m: &mut Model) -> Action {
 }
 
 #[test]
-fn a_blocked_drain_is_reported_then_halts_at_the_timeout_and_recovers() {
-    let mut m = Model::new(spec(vec![job("containerd", "1.7.23")]), cluster(0, 2));
+fn a_blocked_drain_is_reported_then_halts_at_the_timeout_and_recovers_under_keep_cordoned() {
+    let mut s = spec(vec![job("containerd", "1.7.23")]);
+    s.strategy.on_halt = HaltAction::KeepCordoned;
+    let mut m = Model::new(s, cluster(0, 2));
     let drain = drive_to_drain(&mut m);
     let blocked = "evicting default/web-0: blocked by PodDisruptionBudget default/web (0 disruptions allowed)";
     m.apply(
@@ -489,8 +493,9 @@ fn a_blocked_drain_is_reported_then_halts_at_the_timeout_and_recovers() {
     );
     assert!(
         m.node("worker-000").unschedulable,
-        "Halt keeps the node cordoned while it retries"
+        "KeepCordoned keeps the node cordoned while it retries"
     );
+    assert_eq!(m.status().left_cordoned[0].name, "worker-000");
 
     // The PDB is relaxed: the drain completes and the rollout goes on.
     let drain = drive_to_drain(&mut m);
@@ -524,21 +529,27 @@ fn skip_node_on_drain_timeout_uncordons_and_counts_a_failure() {
         "one failure is tolerated"
     );
     let st = m.status();
-    assert_eq!((st.counts.failed, st.counts.updated), (1, 1));
-    assert_eq!(st.nodes[0].state, "Failed");
+    assert_eq!((st.counts.failed, st.counts.skipped, st.counts.updated), (1, 1, 1));
+    assert_eq!(st.nodes[0].state, "Skipped");
     assert!(
         st.nodes[0]
             .message
-            .starts_with("DrainBlocked: drain timed out and onTimeout is SkipNode"),
+            .starts_with("DrainBlocked: skipped: the drain timed out and spec.drain.onTimeout is SkipNode"),
         "{}",
         st.nodes[0].message
     );
+    // Over, with the tolerated skip: terminal, never mistaken for done.
+    let (status, r, message) = m.condition(condition::STALLED);
+    assert_eq!((status.as_str(), r.as_str()), ("True", reason::COMPLETED_WITH_FAILURES));
+    assert!(message.contains("worker-000 (DrainBlocked at Drain)"), "{message}");
     assert_eq!(m.condition(condition::READY).0, "False");
 }
 
 #[test]
 fn a_failed_job_halts_naming_node_component_and_reason_and_a_spec_change_retries() {
-    let mut m = Model::new(spec(vec![job("containerd", "1.7.23")]), cluster(0, 3));
+    let mut s = spec(vec![job("containerd", "1.7.23")]);
+    s.strategy.retries = 0;
+    let mut m = Model::new(s, cluster(0, 3));
     for _ in 0..4 {
         for a in m.plan() {
             let outcome = match &a {
@@ -578,6 +589,7 @@ fn a_failed_job_halts_naming_node_component_and_reason_and_a_spec_change_retries
 fn a_control_plane_failure_halts_even_within_max_failures() {
     let mut s = kube_spec("v1.32.0");
     s.strategy.max_failures = 5;
+    s.strategy.retries = 0;
     let mut m = Model::new(s, cluster(3, 2));
     for _ in 0..8 {
         for a in m.plan() {
@@ -722,6 +734,134 @@ fn backup_must_succeed_before_the_first_control_plane_change() {
     m.set_backup(BackupState::Succeeded);
     assert_eq!(started(&m.plan()), ["cp-0"]);
     assert_eq!(m.status().backup.as_ref().unwrap().state, "Succeeded");
+}
+
+#[test]
+fn a_changed_backup_spec_runs_a_new_backup_job_before_the_next_control_plane_change() {
+    let mut s = kube_spec("v1.32.0");
+    s.backup = Some(BackupJob {
+        image: "example.com/etcd-backup:1".into(),
+        command: vec![],
+        args: vec![],
+        env: vec![],
+        namespace: "kube-system".into(),
+        node_selector: Default::default(),
+        host_root: true,
+        timeout: "10m".into(),
+    });
+    let mut m = Model::new(s, cluster(2, 0));
+    let hash_of = |actions: &[Action]| match actions {
+        [Action::RunBackup { backup_hash }] => backup_hash.clone(),
+        other => panic!("expected only the backup, got {other:?}"),
+    };
+    let first = hash_of(&m.plan());
+    let first_job = m.status().backup.as_ref().unwrap().job.clone();
+    assert!(first_job.ends_with(&first), "{first_job}");
+    m.set_backup(BackupState::Succeeded);
+    assert_eq!(started(&m.plan()), ["cp-0"]);
+    // Each field of what the Job runs names a new Job; the target alone did before.
+    let base = m.spec.backup.clone().unwrap();
+    let variants: Vec<(&str, BackupJob)> = vec![
+        (
+            "image",
+            BackupJob {
+                image: "example.com/etcd-backup:2".into(),
+                ..base.clone()
+            },
+        ),
+        (
+            "command",
+            BackupJob {
+                command: vec!["/bin/backup".into()],
+                ..base.clone()
+            },
+        ),
+        (
+            "args",
+            BackupJob {
+                args: vec!["--to=s3://b".into()],
+                ..base.clone()
+            },
+        ),
+        (
+            "env",
+            BackupJob {
+                env: vec![EnvVar {
+                    name: "BUCKET".into(),
+                    value: "b".into(),
+                }],
+                ..base.clone()
+            },
+        ),
+        (
+            "namespace",
+            BackupJob {
+                namespace: "backups".into(),
+                ..base.clone()
+            },
+        ),
+        (
+            "nodeSelector",
+            BackupJob {
+                node_selector: [("etcd".to_string(), "yes".to_string())].into(),
+                ..base.clone()
+            },
+        ),
+        (
+            "hostRoot",
+            BackupJob {
+                host_root: false,
+                ..base.clone()
+            },
+        ),
+        (
+            "timeout",
+            BackupJob {
+                timeout: "20m".into(),
+                ..base.clone()
+            },
+        ),
+    ];
+    let mut seen = std::collections::BTreeSet::from([first.clone()]);
+    for (field, b) in variants {
+        let mut spec = m.spec.clone();
+        spec.backup = Some(b);
+        assert!(
+            seen.insert(drover_api::names::backup_hash(&spec)),
+            "changing spec.backup.{field} does not change the backup Job's name"
+        );
+    }
+    // The image changes before the first node started: nothing starts until the new Job succeeds.
+    m.spec.backup.as_mut().unwrap().image = "example.com/etcd-backup:2".into();
+    m.obs.generation += 1;
+    let mut ran = Vec::new();
+    for _ in 0..20 {
+        for a in m.plan() {
+            if let Action::RunBackup { backup_hash } = &a {
+                ran.push(backup_hash.clone());
+                continue; // the new Job runs, not yet done
+            }
+            assert!(
+                !matches!(&a, Action::Start { .. }),
+                "{a:?} before the new backup Job succeeded"
+            );
+            m.apply(&a, Outcome::Done);
+        }
+        m.tick(1);
+    }
+    let second = ran.last().expect("a new backup Job is asked for").clone();
+    assert_ne!(second, first);
+    assert!(ran.iter().all(|h| *h == second), "{ran:?}");
+    let st = m.status().backup.clone().unwrap();
+    assert_ne!(st.job, first_job, "status names the new Job");
+    assert_eq!(st.state, "Pending");
+    assert_eq!(m.condition(condition::RECONCILING).1, reason::BACKING_UP);
+    m.set_backup(BackupState::Succeeded);
+    assert_eq!(started(&m.plan()), ["cp-0"]);
+    // The old Job's success does not count for the new spec.
+    m.obs.backups.clear();
+    m.obs.backups.insert(first_job, BackupState::Succeeded);
+    assert!(matches!(m.plan().as_slice(), [Action::RunBackup { .. }]));
 }
 
 #[test]
@@ -936,4 +1076,68 @@ fn each_condition_says_what_it_owns_in_human_text() {
     }
     assert_eq!(done.condition(condition::READY).0, "True");
     check(&done, "complete");
+}
+
+#[test]
+fn a_record_of_a_newer_format_is_left_alone_and_nothing_new_starts() {
+    let mut m = Model::new(spec(vec![job("containerd", "1.7.23")]), cluster(0, 3));
+    let w = m.obs.nodes.iter_mut().find(|n| n.name == "worker-001").unwrap();
+    // A newer drover took it and cordoned it under this ClusterUpgrade's name.
+    w.newer_record = Some(99);
+    w.cordoned_by = Some(CU.into());
+    w.unschedulable = true;
+    let actions = m.plan();
+    assert!(
+        actions.is_empty(),
+        "the node is left alone and nothing starts: {actions:?}"
+    );
+    let (status, r, message) = m.condition(condition::STALLED);
+    assert_eq!((status.as_str(), r.as_str()), ("True", reason::NEWER_RECORD));
+    assert!(
+        message.contains("node worker-001 carries a progress record of format v99, written by a newer drover (this one reads up to v1)"),
+        "{message}"
+    );
+    assert!(
+        message.contains("remove the node's drover.dev/progress annotation"),
+        "{message}"
+    );
+    assert_eq!(m.status().counts.pending, 3);
+    // The annotation removed (the newer drover's work is over): it goes on.
+    let w = m.obs.nodes.iter_mut().find(|n| n.name == "worker-001").unwrap();
+    w.newer_record = None;
+    w.unschedulable = false;
+    w.cordoned_by = None;
+    assert_eq!(started(&m.plan()), ["worker-000"]);
+}
+
+#[test]
+fn a_namespace_whose_pod_security_refuses_the_jobs_holds_before_the_first_node() {
+    let mut m = Model::new(spec(vec![job("containerd", "1.7.23")]), cluster(0, 2));
+    m.obs.job_pods_refused = Some(PodsRefused {
+        namespace: "drover-system".into(),
+        message: "pods \"x\" is forbidden: violates PodSecurity \"baseline:latest\": privileged (container \"upgrade\" must not set securityContext.privileged=true)".into(),
+    });
+    assert!(m.plan().is_empty());
+    let (status, r, message) = m.condition(condition::STALLED);
+    assert_eq!((status.as_str(), r.as_str()), ("True", reason::POD_SECURITY_FORBIDS));
+    for part in [
+        "the API server would refuse the upgrade Jobs' pods in namespace drover-system",
+        "violates PodSecurity \"baseline:latest\"",
+        "kubectl label namespace drover-system pod-security.kubernetes.io/enforce=privileged --overwrite",
+        "--namespace",
+    ] {
+        assert!(message.contains(part), "no {part:?} in {message}");
+    }
+    m.obs.job_pods_refused = None;
+    assert_eq!(started(&m.plan()), ["worker-000"]);
+    // With nothing left to start, a refusal holds nothing.
+    m.run(30);
+    assert_eq!(m.condition(condition::READY).0, "True");
+    m.obs.job_pods_refused = Some(PodsRefused {
+        namespace: "drover-system".into(),
+        message: "refused".into(),
+    });
+    assert_eq!(m.condition(condition::READY).0, "True");
+    m.plan();
+    assert_eq!(m.condition(condition::READY).0, "True");
 }

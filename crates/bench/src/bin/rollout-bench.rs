@@ -133,8 +133,7 @@ fn scenario(args: &Args) -> anyhow::Result<Scenario> {
         COMPONENT.into(),
         ComponentTiming {
             seconds: Some(args.upgrade_seconds),
-            reboot: false,
-            installs: None,
+            ..ComponentTiming::default()
         },
     );
     s.speed = args.speed;

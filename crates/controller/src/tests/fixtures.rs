@@ -52,6 +52,7 @@ pub fn spec() -> ClusterUpgradeSpec {
                     host_root: true,
                     timeout: "30m".into(),
                     reboots: false,
+                    backoff_limit: 2,
                 }),
                 workload: None,
             },
@@ -64,6 +65,7 @@ pub fn spec() -> ClusterUpgradeSpec {
         paused: false,
         version_policy: Default::default(),
         backup: None,
+        reboot: Default::default(),
     }
 }
 
@@ -179,6 +181,7 @@ pub fn context(ops: FakeNodeOps, nodes: Vec<Node>, upgrades: Vec<ClusterUpgrade>
             },
         ),
         inflight: Inflight::new(settings.step_concurrency),
+        fence: Default::default(),
         settings,
     };
     (Arc::new(ctx), api)
@@ -275,15 +278,24 @@ pub fn condition(status: &Value, type_: &str) -> (String, String) {
     )
 }
 
-/// An event published about the ClusterUpgrade (cluster-scoped: in
-/// `default`), answered as created. Its body.
+/// An event published about the ClusterUpgrade, or about one of its nodes
+/// (regarding the Node, related to the ClusterUpgrade, and naming that
+/// node); both cluster-scoped, so in `default`. Answered as created; its body.
 pub async fn event(api: &mut ApiServer) -> Value {
     let mut req = api
         .expect(Method::POST, "/apis/events.k8s.io/v1/namespaces/default/events")
         .await;
     let body = req.body.clone();
-    assert_eq!(body["regarding"]["kind"], "ClusterUpgrade");
-    assert_eq!(body["regarding"]["name"], CU);
+    if body["regarding"]["kind"] == "Node" {
+        let node = body["regarding"]["name"].as_str().unwrap_or_default();
+        assert_eq!(body["related"]["kind"], "ClusterUpgrade");
+        assert_eq!(body["related"]["name"], CU);
+        let note = body["note"].as_str().unwrap_or_default();
+        assert!(note.contains(node), "an event regarding {node} says: {note}");
+    } else {
+        assert_eq!(body["regarding"]["kind"], "ClusterUpgrade");
+        assert_eq!(body["regarding"]["name"], CU);
+    }
     assert_eq!(body["reportingController"], "drover");
     req.created(body.clone());
     body

@@ -119,6 +119,11 @@ async fn a_node_at_cordoning_is_cordoned_and_its_record_moves_to_draining() {
             (ev["reason"].as_str(), ev["action"].as_str()),
             (Some("Cordoned"), Some("Cordon"))
         );
+        // Regarding the node itself, so kube's Recorder keeps each node's note.
+        assert_eq!(
+            (ev["regarding"]["kind"].as_str(), ev["regarding"]["name"].as_str()),
+            (Some("Node"), w1.metadata.name.as_deref())
+        );
         api
     })
     .await
@@ -136,7 +141,8 @@ async fn a_node_at_cordoning_is_cordoned_and_its_record_moves_to_draining() {
 async fn a_failed_upgrade_sends_the_node_back_through_uncordoning_with_the_failure() {
     let from = record(NodePhase::Upgrading, Some("containerd"));
     let w1 = cordoned(with_record(worker("w1", OLD), &from));
-    let cu = upgrade(true);
+    let mut cu = upgrade(true);
+    cu.spec.strategy.retries = 0;
     let failed = Outcome::Failed {
         reason: Reason::UpgradeJobFailed,
         message: "the upgrade Job failed: exit code 3".into(),
@@ -163,6 +169,7 @@ async fn a_failed_upgrade_sends_the_node_back_through_uncordoning_with_the_failu
                 message: "the upgrade Job failed: exit code 3".into(),
                 step: "Upgrade".into(),
                 component: Some("containerd".into()),
+                skipped: false,
             })
         );
         let ev = event(&mut api).await;
@@ -186,4 +193,58 @@ async fn a_failed_upgrade_sends_the_node_back_through_uncordoning_with_the_failu
             owner: CU.into(),
         }]
     );
+}
+
+#[tokio::test]
+async fn a_failed_upgrade_with_retries_left_is_retried_after_the_backoff_keeping_the_node() {
+    let from = record(NodePhase::Upgrading, Some("containerd"));
+    let w1 = cordoned(with_record(worker("w1", OLD), &from));
+    let mut cu = upgrade(true);
+    cu.spec.strategy.retries = 2;
+    cu.spec.strategy.retry_delay = "20s".into();
+    let failed = Outcome::Failed {
+        reason: Reason::UpgradeJobFailed,
+        message: "the upgrade Job failed: exit code 3".into(),
+    };
+    let ops = FakeNodeOps::new().answer(Op::Upgrade, failed);
+    let (ctx, api) = context(ops, vec![w1.clone()], vec![cu.clone()]);
+    let seen = cu.clone();
+    pass(&ctx, &cu, api, |mut api| async move {
+        skew_pod_lists(&mut api).await;
+        status_write(&mut api, &seen).await;
+        assert_eq!(event(&mut api).await["reason"], "RollingOut");
+        let (_, record) = record_write(&mut api, &w1).await;
+        let record = record.expect("a record");
+        // Still upgrading the same component, still cordoned (no uncordon call), one retry counted.
+        assert_eq!(
+            (
+                record.phase,
+                record.component.as_deref(),
+                record.retries,
+                record.failure.is_none()
+            ),
+            (NodePhase::Upgrading, Some("containerd"), 1, true)
+        );
+        let at = record.retry_at.expect("a retry time");
+        let wait = at.duration_since(jiff::Timestamp::now()).as_secs_f64();
+        assert!(
+            (15.0..=20.0).contains(&wait),
+            "the retry is {wait}s away, want spec.strategy.retryDelay (20s)"
+        );
+        assert_eq!(record.since, at, "the retry's Job deadline counts from the retry");
+        assert!(
+            record.message.contains("try 1 failed (UpgradeJobFailed"),
+            "{}",
+            record.message
+        );
+        let ev = event(&mut api).await;
+        assert_eq!(
+            (ev["type"].as_str(), ev["reason"].as_str()),
+            (Some("Warning"), Some("Retrying"))
+        );
+        api
+    })
+    .await
+    .expect("the pass succeeds");
+    assert_eq!(ctx.ops.calls().len(), 1, "{:?}", ctx.ops.calls());
 }

@@ -122,7 +122,9 @@ pub async fn example_spec(client: &Client) -> anyhow::Result<ClusterUpgradeSpec>
     let max_unavailable = if workers > 10 { json!("20%") } else { json!(2) };
     let spec = json!({
         "components": components,
-        "strategy": {"maxUnavailable": max_unavailable},
+        // The default two retries, seconds apart rather than the default
+        // 30s, so that --fault failing-upgrade shows them and still ends soon.
+        "strategy": {"maxUnavailable": max_unavailable, "retryDelay": "2s"},
         "drain": {"force": true, "deleteEmptyDirData": true, "timeout": "10m"}
     });
     Ok(serde_json::from_value(spec)?)

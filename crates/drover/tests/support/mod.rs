@@ -10,6 +10,7 @@
 //! `DROVER_TEST_BED` (kubesim, real; both when unset) selects.
 #![allow(dead_code)]
 
+pub mod cutoff;
 pub mod real;
 
 use std::collections::BTreeMap;
@@ -94,11 +95,40 @@ macro_rules! on_both_beds {
     };
 }
 
-/// End-to-end tests share two cores: one at a time keeps their timing sane.
-static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// End-to-end tests share two cores. A bed spends most of its time
+/// waiting for simulated seconds to pass (a real bed's control plane uses
+/// well under one core), so up to `DROVER_TEST_CONCURRENCY` of them (default
+/// 2) run at once; the binary's test threads (one per core) bound it too.
+/// Tests whose load or timing must not be shared take every slot
+/// ([`exclusive`]).
+static SLOTS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(0);
+static SLOTS_INIT: std::sync::Once = std::sync::Once::new();
 
-pub async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().await
+fn concurrency() -> u32 {
+    std::env::var("DROVER_TEST_CONCURRENCY")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n >= 1)
+        .unwrap_or(2)
+}
+
+fn slots() -> &'static tokio::sync::Semaphore {
+    SLOTS_INIT.call_once(|| SLOTS.add_permits(concurrency() as usize));
+    &SLOTS
+}
+
+/// One of the slots end-to-end tests share: held for the test's life.
+pub async fn serial() -> tokio::sync::SemaphorePermit<'static> {
+    slots().acquire().await.expect("the test slots are never closed")
+}
+
+/// Every slot: nothing else runs beside this test (a 103-node bed, a
+/// test of real-time deadlines).
+pub async fn exclusive() -> tokio::sync::SemaphorePermit<'static> {
+    slots()
+        .acquire_many(concurrency())
+        .await
+        .expect("the test slots are never closed")
 }
 
 /// A running `drover run`, killed when dropped.
@@ -148,16 +178,13 @@ pub struct Env {
     blocked: Mutex<Vec<(String, String, Value)>>,
 }
 
-/// Each node's `drover.dev/progress` record, every change a node watch saw.
+/// Each node's `drover.dev/progress` record, every change a node watch saw;
+/// and every change in the order the watch saw them, across nodes.
 #[derive(Clone, Default)]
-pub struct ProgressLog(Arc<Mutex<Records>>);
+pub struct ProgressLog(Arc<Mutex<Records>>, Arc<Mutex<Vec<(String, String)>>>);
 
 /// Node → its records in the order seen.
 type Records = BTreeMap<String, Vec<String>>;
-/// (upgrade, started) of one attempt on a node.
-type Attempt = (String, String);
-/// (generation, phase, component).
-type State = (i64, String, String);
 
 impl ProgressLog {
     fn watch(&self, client: Client) -> tokio::task::JoinHandle<()> {
@@ -177,42 +204,96 @@ impl ProgressLog {
         })
     }
 
+    /// Every record seen, by node, in order.
+    pub fn all(&self) -> Records {
+        self.0.lock().unwrap().clone()
+    }
+
     pub fn record(&self, node: &str, record: &str) {
         let mut m = self.0.lock().unwrap();
         let seen = m.entry(node.to_string()).or_default();
         if seen.last().map(String::as_str) != Some(record) {
             seen.push(record.to_string());
+            self.1.lock().unwrap().push((node.to_string(), record.to_string()));
         }
     }
 
-    /// Records that went back to a state they had left: within one attempt
-    /// on a node (same upgrade and start time), a (generation, phase,
-    /// component) seen before, then left, then seen again.
-    pub fn regressions(&self) -> Vec<String> {
+    /// Where two leaders' writes interleaved: on a node, a record of a
+    /// lower term after one of a higher term (a deposed leader's write
+    /// landing over its successor's), or one term written by two replicas.
+    /// Records without a term are term 0, without a writer are skipped.
+    pub fn term_violations(&self) -> Vec<String> {
         let mut out = Vec::new();
+        let mut writers: BTreeMap<i64, String> = BTreeMap::new();
         for (node, records) in self.0.lock().unwrap().iter() {
-            let mut states: BTreeMap<Attempt, Vec<State>> = BTreeMap::new();
+            let mut highest = (0i64, String::new());
             for r in records {
                 let Ok(v) = serde_json::from_str::<Value>(r) else {
                     continue;
                 };
-                let attempt = (v["upgrade"].to_string(), v["started"].to_string());
-                let state = (
-                    v["generation"].as_i64().unwrap_or(0),
-                    v["phase"].as_str().unwrap_or_default().to_string(),
-                    v["component"].as_str().unwrap_or_default().to_string(),
-                );
-                let seen = states.entry(attempt).or_default();
-                if seen.last() == Some(&state) {
-                    continue;
+                let term = v["term"].as_i64().unwrap_or(0);
+                let writer = v["writer"].as_str().unwrap_or_default().to_string();
+                if term < highest.0 {
+                    out.push(format!(
+                        "{node}: a record of {writer:?} (term {term}) after one of {:?} (term {})",
+                        highest.1, highest.0
+                    ));
                 }
-                if seen.contains(&state) {
-                    out.push(format!("{node}: {seen:?} then back to {state:?}"));
+                if !writer.is_empty() {
+                    let first = writers.entry(term).or_insert_with(|| writer.clone());
+                    if *first != writer {
+                        out.push(format!("term {term} written by both {first:?} and {writer:?}"));
+                    }
                 }
-                seen.push(state);
+                if term >= highest.0 {
+                    highest = (term, writer);
+                }
             }
         }
         out
+    }
+
+    /// The records `writer` wrote after `successor`'s first record on any
+    /// node, in the watch's order (one watch: the API server's order).
+    pub fn written_after(&self, writer: &str, successor: &str) -> Vec<String> {
+        let of = |r: &str| {
+            serde_json::from_str::<Value>(r)
+                .ok()
+                .and_then(|v| v["writer"].as_str().map(str::to_string))
+                .unwrap_or_default()
+        };
+        let order = self.1.lock().unwrap();
+        let Some(first) = order.iter().position(|(_, r)| of(r) == successor) else {
+            return vec![];
+        };
+        order[first..]
+            .iter()
+            .filter(|(_, r)| of(r) == writer)
+            .map(|(n, r)| format!("{n}: {r}"))
+            .collect()
+    }
+
+    /// Every record seen, as (node, writer, term), in the watch's order.
+    pub fn writers(&self) -> Vec<(String, String, i64)> {
+        self.1
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|(n, r)| {
+                let v = serde_json::from_str::<Value>(r).ok()?;
+                Some((
+                    n.clone(),
+                    v["writer"].as_str().unwrap_or_default().to_string(),
+                    v["term"].as_i64().unwrap_or(0),
+                ))
+            })
+            .collect()
+    }
+
+    /// Records that went back to a state they had left
+    /// ([`kubesim::sim::record_regressions`], which the chaos soak uses too).
+    pub fn regressions(&self) -> Vec<String> {
+        kubesim::sim::record_regressions(&self.0.lock().unwrap())
     }
 
     /// Nodes with at least one record.
@@ -333,6 +414,18 @@ impl Env {
         }
     }
 
+    /// The upgrade pods of `component` fail on `nodes` only.
+    pub async fn fail_upgrades_on(&self, component: &str, nodes: &[&str]) {
+        let f = Fault::UpgradeFails {
+            component: component.into(),
+            nodes: nodes.iter().map(|n| n.to_string()).collect(),
+        };
+        match &self.sim {
+            Some(sim) => sim.set_fault(f).unwrap(),
+            None => self.set_agent_faults(&[f]).await,
+        }
+    }
+
     /// Ends every fault: kubesim's, the agent's, and the blocked budgets.
     pub async fn clear_faults(&self) {
         if let Some(sim) = &self.sim {
@@ -369,6 +462,12 @@ impl Env {
 
     /// Start `drover run` with `extra` flags; its log goes to a file in the test's directory.
     pub fn drover(&mut self, extra: &[&str]) -> Drover {
+        let kubeconfig = self.drover_kubeconfig.clone();
+        self.drover_via(&kubeconfig, extra)
+    }
+
+    /// `drover run` as [`Env::drover`], talking to the API server through `kubeconfig`.
+    pub fn drover_via(&mut self, kubeconfig: &std::path::Path, extra: &[&str]) -> Drover {
         self.runs += 1;
         let log = self.dir.join(format!("drover-{}.log", self.runs));
         let file = std::fs::File::create(&log).unwrap();
@@ -382,7 +481,7 @@ impl Env {
         let child = Command::new(env!("CARGO_BIN_EXE_drover"))
             .args(&args)
             .arg("--kubeconfig")
-            .arg(&self.drover_kubeconfig)
+            .arg(kubeconfig)
             .args(extra)
             .env("RUST_LOG", "info,kube=warn")
             .stdout(Stdio::null())
@@ -472,6 +571,18 @@ impl Env {
                 serde_json::to_string_pretty(&last.and_then(|c| c.status)).unwrap()
             ),
         }
+    }
+
+    /// `kubectl` started in the background with the admin kubeconfig.
+    pub fn kubectl_async(&self, args: &[&str]) -> Child {
+        Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl runs")
     }
 
     pub fn kubectl(&self, args: &[&str]) -> Output {

@@ -5,7 +5,7 @@
 //! after a reboot, and the agent ends the pod through `pods/status`.
 
 use super::faults::FaultState;
-use super::objects::{REBOOTING_ANNOTATION, RESTARTING_ANNOTATION};
+use super::objects::{PENDING_ANNOTATION, REBOOTING_ANNOTATION, RESTARTING_ANNOTATION};
 use super::write::{modify, modify_status};
 use crate::sim::kubelet::{exit_status, running_status, set_ready};
 use crate::sim::objects::{STATIC_COMPONENTS, condition, config_hash, ready_condition, set_condition, static_image};
@@ -44,6 +44,13 @@ pub struct UpgradePlan {
 
 /// The contract's decision for `env` on `node` (docs/simulation.md, "Upgrade Jobs").
 pub fn plan_upgrade(timing: &Timing, env: &UpgradeEnv, node: &str) -> UpgradePlan {
+    if env.reboot_only {
+        return UpgradePlan {
+            seconds: 1.0,
+            reboot: true,
+            change: Change::Nothing,
+        };
+    }
     let (seconds, reboot) = timing.component(&env.component);
     let change = if let Some((field, value)) =
         node_info_change(&env.component, &timing.installed(&env.component, &env.version))
@@ -251,7 +258,12 @@ impl Contract {
         // Faults are looked up when the change would happen, so a fault set
         // while the pod already runs still applies.
         let faults = self.faults.current();
-        match outcome(&faults, c, node) {
+        let fate = if up.env.reboot_only {
+            Outcome::Succeeds
+        } else {
+            outcome(&faults, c, node)
+        };
+        match fate {
             Outcome::Hangs => {
                 tracing::info!("upgrade of {c} on {node} hangs (simulated fault)");
                 return Ok(());
@@ -262,6 +274,31 @@ impl Contract {
                 return Ok(());
             }
             Outcome::Succeeds => {}
+        }
+        let (after_exit, required) = self.timing.deferred_reboot(c);
+        if !plan.reboot
+            && (after_exit || required)
+            && let Change::NodeInfo { field, value } = &plan.change
+        {
+            // The version shows after the reboot: the pod exits first.
+            self.set_pending(node, field, value).await?;
+            self.end_pod(up, true, if required { "reboot-required" } else { "" })
+                .await?;
+            tracing::info!(
+                "upgrade of {c} to {v} on {node} done; the node reboots {}",
+                if required { "when asked" } else { "now" }
+            );
+            if after_exit {
+                let me = self.clone();
+                let node = node.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(me.real(2.0)).await;
+                    if let Err(e) = me.reboot_alone(&node).await {
+                        tracing::warn!("rebooting node {node}: {e}");
+                    }
+                });
+            }
+            return Ok(());
         }
         let restarted = if plan.reboot {
             if !self.reboot(up, &plan, &faults).await? {
@@ -306,18 +343,7 @@ impl Contract {
     /// back (the `NodeNeverReady` fault).
     async fn reboot(&self, up: &UpgradePod, plan: &UpgradePlan, faults: &[Fault]) -> anyhow::Result<bool> {
         let node = &up.node;
-        let nodes: Api<Node> = Api::all(self.client.clone());
-        let annotate = json!({"metadata": {"annotations": {REBOOTING_ANNOTATION: "true"}}});
-        nodes
-            .patch(node, &PatchParams::default(), &Patch::Merge(&annotate))
-            .await
-            .map_err(|e| anyhow::anyhow!("annotating node {node}: {e}"))?;
-        modify_status(&nodes, node, |v| {
-            set_condition(&mut v["status"]["conditions"], rebooting_condition(&crate::meta::now()));
-            true
-        })
-        .await
-        .map_err(|e| anyhow::anyhow!("marking node {node} NotReady: {e}"))?;
+        self.go_down(node).await?;
         tracing::info!("node {node} rebooting");
         let never = faults.iter().any(|f| match f {
             Fault::NodeNeverReady { nodes } => Fault::covers_node(nodes, node),
@@ -341,8 +367,68 @@ impl Contract {
             Change::NodeInfo { field, value } if still => Some((*field, value.clone())),
             _ => None,
         };
+        self.come_back(node, change).await?;
+        // drover's reboot Job: done once the node is back, whatever became of the pod.
+        Ok(still || up.env.reboot_only)
+    }
+
+    /// Remember a nodeInfo change for the node's next reboot (an annotation,
+    /// so an agent restarted meanwhile still applies it).
+    async fn set_pending(&self, node: &str, field: &str, value: &str) -> anyhow::Result<()> {
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        let patch = json!({"metadata": {"annotations": {PENDING_ANNOTATION: json!({field: value}).to_string()}}});
+        nodes
+            .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(|e| anyhow::anyhow!("annotating node {node}: {e}"))?;
+        Ok(())
+    }
+
+    /// A reboot begins: the node annotated (KWOK's heartbeat stage skips
+    /// it) and NotReady.
+    async fn go_down(&self, node: &str) -> anyhow::Result<()> {
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        let annotate = json!({"metadata": {"annotations": {REBOOTING_ANNOTATION: "true"}}});
+        nodes
+            .patch(node, &PatchParams::default(), &Patch::Merge(&annotate))
+            .await
+            .map_err(|e| anyhow::anyhow!("annotating node {node}: {e}"))?;
+        modify_status(&nodes, node, |v| {
+            set_condition(&mut v["status"]["conditions"], rebooting_condition(&crate::meta::now()));
+            true
+        })
+        .await
+        .map_err(|e| anyhow::anyhow!("marking node {node} NotReady: {e}"))?;
+        Ok(())
+    }
+
+    /// The node reboots by itself (its upgrade pod already ended):
+    /// NotReady for `rebootSeconds`, then back with a new bootID and what
+    /// was pending for the reboot.
+    async fn reboot_alone(&self, node: &str) -> anyhow::Result<()> {
+        self.go_down(node).await?;
+        tracing::info!("node {node} rebooting on its own");
+        tokio::time::sleep(self.real(self.timing.reboot_seconds)).await;
+        self.come_back(node, None).await
+    }
+
+    /// Back from a reboot: a new bootID, Ready, `change` and whatever was
+    /// pending applied, the annotations gone.
+    async fn come_back(&self, node: &str, change: Option<(&'static str, String)>) -> anyhow::Result<()> {
+        let nodes: Api<Node> = Api::all(self.client.clone());
+        let pending: Vec<(String, String)> = nodes
+            .get(node)
+            .await
+            .ok()
+            .and_then(|n| n.metadata.annotations?.get(PENDING_ANNOTATION).cloned())
+            .and_then(|s| serde_json::from_str::<std::collections::BTreeMap<String, String>>(&s).ok())
+            .map(|m| m.into_iter().collect())
+            .unwrap_or_default();
         modify_status(&nodes, node, |v| {
             let now = crate::meta::now();
+            for (field, value) in &pending {
+                v["status"]["nodeInfo"][field.as_str()] = json!(value);
+            }
             if let Some((field, value)) = &change {
                 v["status"]["nodeInfo"][*field] = json!(value);
             }
@@ -352,13 +438,13 @@ impl Contract {
         })
         .await
         .map_err(|e| anyhow::anyhow!("bringing node {node} back: {e}"))?;
-        let clear = json!({"metadata": {"annotations": {REBOOTING_ANNOTATION: null}}});
+        let clear = json!({"metadata": {"annotations": {REBOOTING_ANNOTATION: null, PENDING_ANNOTATION: null}}});
         nodes
             .patch(node, &PatchParams::default(), &Patch::Merge(&clear))
             .await
-            .map_err(|e| anyhow::anyhow!("removing the rebooting annotation of node {node}: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("removing the reboot annotations of node {node}: {e}"))?;
         tracing::info!("node {node} back from its reboot");
-        Ok(still)
+        Ok(())
     }
 
     async fn set_node_info(&self, node: &str, field: &str, value: &str) -> anyhow::Result<()> {
@@ -500,6 +586,7 @@ mod tests {
             version: v.into(),
             node: "worker-1".into(),
             reboot,
+            reboot_only: false,
         }
     }
 
@@ -511,7 +598,7 @@ mod tests {
             ComponentTiming {
                 seconds: Some(30.0),
                 reboot: true,
-                installs: None,
+                ..ComponentTiming::default()
             },
         );
         let p = plan_upgrade(&t, &env("kubelet", "v1.32.0", false), "worker-1");
@@ -568,6 +655,14 @@ mod tests {
         let p = plan_upgrade(&t, &env("kube-apiserver", "v1.32.0", false), "cp-2");
         assert!(matches!(p.change, Change::StaticPod { ref pod, .. } if pod == "kube-apiserver-cp-2"));
         let p = plan_upgrade(&t, &env("os", "24.04", false), "n");
+        assert_eq!(
+            p.change,
+            Change::NodeInfo {
+                field: "osImage",
+                value: "Ubuntu 24.04 LTS".into()
+            }
+        );
+        let p = plan_upgrade(&t, &env("metrics-agent", "1.0.0", false), "n");
         assert_eq!(p.change, Change::Nothing);
     }
 

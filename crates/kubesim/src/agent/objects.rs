@@ -12,6 +12,8 @@ use std::collections::BTreeSet;
 
 /// KWOK manages only the nodes carrying this annotation (value `fake`).
 pub const KWOK_NODE_ANNOTATION: &str = "kwok.x-k8s.io/node";
+/// nodeInfo changes (JSON field → value) that show after the node's next reboot.
+pub const PENDING_ANNOTATION: &str = "kubesim.drover.dev/pending";
 /// Set on a node while the agent reboots it; KWOK's heartbeat stage skips it.
 pub const REBOOTING_ANNOTATION: &str = "kubesim.drover.dev/rebooting";
 /// Set on a mirror pod while the agent restarts it; KWOK's pod-ready stage

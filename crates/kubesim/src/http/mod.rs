@@ -169,7 +169,23 @@ fn parse_target(segs: &[&str]) -> Option<Target> {
 async fn handle(State(app): State<App>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
-    let query = Query::parse(parts.uri.query());
+    let mut query = Query::parse(parts.uri.query());
+    // As the real server: a write without fieldManager (other than an
+    // apply, which must name one) is managed by its user agent's prefix.
+    let apply = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|c| c.starts_with("application/apply-patch"));
+    if !apply
+        && query.get("fieldManager").is_none()
+        && let Some(ua) = parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok())
+    {
+        let manager: String = ua.split('/').next().unwrap_or(ua).chars().take(128).collect();
+        if !manager.is_empty() {
+            query.0.push(("fieldManager".into(), manager));
+        }
+    }
     let body = match axum::body::to_bytes(body, 256 << 20).await {
         Ok(b) => b,
         Err(e) => return ApiError::bad_request(e.to_string()).into_response(),
@@ -339,7 +355,11 @@ async fn serve(
         Some(s) => format!("{}/{s}", t.plural),
         None => t.plural.clone(),
     };
-    let verdict = app.faults.check(verb, &fault_res);
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let verdict = app.faults.check_from(verb, &fault_res, user_agent);
     if !verdict.delay.is_zero() {
         tokio::time::sleep(verdict.delay).await;
     }

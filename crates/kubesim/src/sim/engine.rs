@@ -80,6 +80,9 @@ pub enum Action {
     PodGone(Key, Box<str>),
     UpgradeApply(Key, Box<str>),
     RebootDone(String, Key, Box<str>),
+    /// A node reboots on its own (after its upgrade pod exited).
+    NodeReboot(String),
+    NodeRebootDone(String),
     Reconcile(Kind, Key),
     Heartbeat,
     WatchDrop,
@@ -145,6 +148,8 @@ pub struct NodeSim {
     pub down: bool,
     pub never_ready: bool,
     pub next_ip: u64,
+    /// Versions that show after the node's next reboot: (component, version).
+    pub pending: Vec<(String, String)>,
 }
 
 #[derive(Debug, Default)]
@@ -426,6 +431,8 @@ impl Engine {
             Action::PodGone(k, uid) => self.pod_gone(&k, &uid),
             Action::UpgradeApply(k, uid) => self.upgrade_apply(&k, &uid),
             Action::RebootDone(node, k, uid) => self.reboot_done(&node, &k, &uid),
+            Action::NodeReboot(node) => self.node_reboot(&node),
+            Action::NodeRebootDone(node) => self.node_reboot_done(&node),
             Action::Reconcile(kind, k) => self.mark(kind, k),
             Action::Heartbeat => self.heartbeat(),
             Action::WatchDrop => {

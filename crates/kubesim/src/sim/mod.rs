@@ -33,7 +33,7 @@ mod workloads;
 
 pub use clock::Clock;
 pub use engine::Status;
-pub use recorder::{NodeEvent, PdbViolation, Recorder, Report, VersionChange};
+pub use recorder::{NodeEvent, PdbViolation, Recorder, Report, VersionChange, record_regressions};
 pub use scenario::{
     AddonSpec, Addons, ComponentTiming, Fault, NodePool, PdbSpec, Role, Scenario, ScenarioBuilder, Timing, Versions,
     Workload, WorkloadKind,

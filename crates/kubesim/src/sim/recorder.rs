@@ -297,3 +297,70 @@ impl super::engine::Engine {
         }
     }
 }
+
+/// Progress records (`drover.dev/progress`, by node, in the order a watch
+/// saw them) that went back to a state they had left: within one attempt
+/// on a node (same upgrade and start time), a (generation, retries, phase,
+/// component) seen before, then left, then seen again. A crash-safe
+/// controller resumes where its record says and never repeats a step it
+/// finished. Records that are not JSON are skipped.
+pub fn record_regressions(records: &BTreeMap<String, Vec<String>>) -> Vec<String> {
+    type Attempt = (String, String);
+    type State = (i64, u64, String, String);
+    let mut out = Vec::new();
+    for (node, records) in records {
+        let mut states: BTreeMap<Attempt, Vec<State>> = BTreeMap::new();
+        for r in records {
+            let Ok(v) = serde_json::from_str::<serde_json::Value>(r) else {
+                continue;
+            };
+            let attempt = (v["upgrade"].to_string(), v["started"].to_string());
+            let state = (
+                v["generation"].as_i64().unwrap_or(0),
+                v["retries"].as_u64().unwrap_or(0),
+                v["phase"].as_str().unwrap_or_default().to_string(),
+                v["component"].as_str().unwrap_or_default().to_string(),
+            );
+            let seen = states.entry(attempt).or_default();
+            if seen.last() == Some(&state) {
+                continue;
+            }
+            if seen.contains(&state) {
+                out.push(format!("{node}: {seen:?} then back to {state:?}"));
+            }
+            seen.push(state);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod regression_tests {
+    use super::*;
+
+    fn rec(phase: &str, retries: u64) -> String {
+        serde_json::json!({"upgrade": "u", "started": "t", "generation": 1, "retries": retries, "phase": phase, "component": "containerd"}).to_string()
+    }
+
+    #[test]
+    fn a_record_back_at_a_state_it_left_is_a_regression_and_a_retry_is_not() {
+        let mut m = BTreeMap::new();
+        m.insert(
+            "a".to_string(),
+            vec![
+                rec("Draining", 0),
+                rec("Upgrading", 0),
+                rec("Upgrading", 1),
+                rec("Verifying", 1),
+            ],
+        );
+        assert_eq!(record_regressions(&m), Vec::<String>::new());
+        m.insert(
+            "b".to_string(),
+            vec![rec("Draining", 0), rec("Upgrading", 0), rec("Draining", 0)],
+        );
+        let found = record_regressions(&m);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].starts_with("b: "), "{found:?}");
+    }
+}

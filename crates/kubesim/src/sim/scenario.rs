@@ -339,6 +339,14 @@ impl Timing {
         }
     }
 
+    /// The component's reboot behaviour: (after exit, reboot required).
+    pub fn deferred_reboot(&self, name: &str) -> (bool, bool) {
+        self.components
+            .get(name)
+            .map(|c| (c.reboot_after_exit, c.reboot_required))
+            .unwrap_or_default()
+    }
+
     /// Upgrade duration and whether the node reboots, for one component.
     pub fn component(&self, name: &str) -> (f64, bool) {
         match self.components.get(name) {
@@ -360,6 +368,16 @@ pub struct ComponentTiming {
     /// that series (`20.10.24`). Otherwise the version asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub installs: Option<String>,
+    /// The upgrade pod exits 0 first and the node reboots two simulated
+    /// seconds later (as `shutdown -r +N` does); the new version shows
+    /// after the reboot.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub reboot_after_exit: bool,
+    /// The upgrade pod exits 0 with `reboot-required` as its termination
+    /// message and does not reboot; the new version shows after the node's
+    /// next reboot (drover's reboot Job).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub reboot_required: bool,
 }
 
 /// A fault, declared in the scenario or set at run time. Empty `nodes`
@@ -429,6 +447,7 @@ impl Fault {
                 code: *code,
                 rate: *rate,
                 latency_ms: *latency_ms,
+                user_agent: None,
             }),
             _ => None,
         }
@@ -713,7 +732,7 @@ impl ScenarioBuilder {
             ComponentTiming {
                 seconds: Some(seconds),
                 reboot,
-                installs: None,
+                ..ComponentTiming::default()
             },
         );
         self
@@ -736,9 +755,8 @@ mod tests {
     fn a_series_installs_what_the_mirror_serves() {
         let mut t = Timing::default();
         let docker = ComponentTiming {
-            seconds: None,
-            reboot: false,
             installs: Some("20.10.24".into()),
+            ..ComponentTiming::default()
         };
         t.components.insert("docker".into(), docker);
         assert_eq!(t.installed("docker", "20.10"), "20.10.24");

@@ -26,6 +26,8 @@ pub fn node_info_change(component: &str, version: &str) -> Option<(&'static str,
         "kubelet" => Some(("kubeletVersion", version.to_string())),
         "kube-proxy" => Some(("kubeProxyVersion", version.to_string())),
         "containerd" | "cri-o" | "docker" => Some(("containerRuntimeVersion", runtime_version(component, version))),
+        "os" => Some(("osImage", format!("Ubuntu {version} LTS"))),
+        "kernel" => Some(("kernelVersion", version.to_string())),
         _ => None,
     }
 }
@@ -45,6 +47,13 @@ pub fn outcome(faults: &[Fault], component: &str, node: &str) -> Outcome {
         }
     }
     Outcome::Succeeds
+}
+
+/// Set each changed `nodeInfo` field.
+fn apply_changes(v: &mut Value, changes: &[(&'static str, String)]) {
+    for (field, value) in changes {
+        v["status"]["nodeInfo"][*field] = json!(value);
+    }
 }
 
 /// The message of a failed upgrade pod's container.
@@ -72,6 +81,10 @@ impl Engine {
             return;
         };
         let uid = p.uid.clone();
+        if u.reboot_only {
+            self.after(1.0, Action::UpgradeApply(key.clone(), uid));
+            return;
+        }
         let (secs, _) = self.timing.component(&u.component);
         match self.upgrade_outcome(&u.component, &node) {
             Outcome::Hangs => {}
@@ -88,6 +101,23 @@ impl Engine {
             return;
         };
         let reboot = u.reboot || self.timing.component(&u.component).1;
+        let (after_exit, required) = self.timing.deferred_reboot(&u.component);
+        if !reboot && (after_exit || required) {
+            // The version shows after the reboot: the pod exits first.
+            if let Some(s) = self.node_sim.get_mut(&node) {
+                s.pending
+                    .push((u.component.clone(), self.timing.installed(&u.component, &u.version)));
+            }
+            let message = if required { "reboot-required" } else { "" };
+            self.after(
+                0.0,
+                Action::PodExit(key.clone(), Box::from(uid), true, message.to_string()),
+            );
+            if after_exit {
+                self.after(2.0, Action::NodeReboot(node));
+            }
+            return;
+        }
         if !reboot {
             let restarted = self.apply_version(&node, &u.component, &u.version);
             // A restarted static pod is Ready again before the upgrade reports success.
@@ -126,6 +156,40 @@ impl Engine {
         self.after(secs, Action::RebootDone(node, key.clone(), Box::from(uid)));
     }
 
+    /// A node reboots by itself, its upgrade pod already gone: every pod
+    /// on it goes down, and it comes back after `rebootSeconds`.
+    pub(crate) fn node_reboot(&mut self, node: &str) {
+        let keys: Vec<Key> = self.pods_on_node.get(node).into_iter().flatten().cloned().collect();
+        let mut gone = std::collections::HashSet::new();
+        for k in keys {
+            if let Some(p) = self.pods.get(&k).filter(|p| p.healthy()).cloned() {
+                gone.insert(k.clone());
+                self.check_budget(&k, &p, "NodeReboot", &gone);
+            }
+        }
+        self.node_down(node, None);
+        let secs = self.timing.reboot_seconds;
+        self.after(secs, Action::NodeRebootDone(node.to_string()));
+    }
+
+    pub(crate) fn node_reboot_done(&mut self, node: &str) {
+        if self.node_sim.get(node).is_none_or(|s| !s.down || s.never_ready) {
+            return;
+        }
+        let pending = self.take_pending(node);
+        self.node_up_again(node, None, |v| apply_changes(v, &pending));
+    }
+
+    /// The versions waiting for the node's reboot, as nodeInfo changes.
+    fn take_pending(&mut self, node: &str) -> Vec<(&'static str, String)> {
+        let pending = self
+            .node_sim
+            .get_mut(node)
+            .map(|s| std::mem::take(&mut s.pending))
+            .unwrap_or_default();
+        pending.iter().filter_map(|(c, v)| node_info_change(c, v)).collect()
+    }
+
     pub(crate) fn reboot_done(&mut self, node: &str, key: &Key, uid: &str) {
         if self.node_sim.get(node).is_none_or(|s| !s.down || s.never_ready) {
             return;
@@ -135,16 +199,17 @@ impl Engine {
             .get(key)
             .filter(|p| &*p.uid == uid)
             .and_then(|p| p.upgrade.clone());
-        let change = upgrade
-            .as_ref()
-            .and_then(|u| node_info_change(&u.component, &self.timing.installed(&u.component, &u.version)));
-        self.node_up_again(node, Some(key), |v| {
-            if let Some((field, value)) = &change {
-                v["status"]["nodeInfo"][*field] = json!(value);
-            }
-        });
+        let mut changes = self.take_pending(node);
+        changes.extend(
+            upgrade
+                .as_ref()
+                .filter(|u| !u.reboot_only)
+                .and_then(|u| node_info_change(&u.component, &self.timing.installed(&u.component, &u.version))),
+        );
+        self.node_up_again(node, Some(key), |v| apply_changes(v, &changes));
         if let Some(u) = &upgrade {
-            let restarted = STATIC_COMPONENTS.contains(&u.component.as_str())
+            let restarted = !u.reboot_only
+                && STATIC_COMPONENTS.contains(&u.component.as_str())
                 && self.restart_static_pod(node, &u.component, &u.version);
             let wait = if restarted {
                 self.timing.pod_ready_seconds + 1.0

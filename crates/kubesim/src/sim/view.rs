@@ -18,6 +18,8 @@ pub struct UpgradeEnv {
     pub version: String,
     pub node: String,
     pub reboot: bool,
+    /// drover's reboot Job (`DROVER_ACTION=reboot`): the node reboots, no version changes.
+    pub reboot_only: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -132,12 +134,22 @@ pub(crate) fn upgrade_env(spec: &Value) -> Option<UpgradeEnv> {
                 .and_then(|e| e["value"].as_str())
                 .map(str::to_string)
         };
+        if get("DROVER_ACTION").as_deref() == Some("reboot") {
+            return Some(UpgradeEnv {
+                component: get("DROVER_COMPONENT").unwrap_or_else(|| "reboot".into()),
+                version: String::new(),
+                node: get("DROVER_NODE").unwrap_or_default(),
+                reboot: true,
+                reboot_only: true,
+            });
+        }
         if let (Some(component), Some(version)) = (get("DROVER_COMPONENT"), get("DROVER_VERSION")) {
             return Some(UpgradeEnv {
                 component,
                 version,
                 node: get("DROVER_NODE").unwrap_or_default(),
                 reboot: get("DROVER_REBOOT").is_some_and(|r| r.eq_ignore_ascii_case("true")),
+                reboot_only: false,
             });
         }
     }

@@ -19,6 +19,7 @@ mod admit;
 mod apply;
 mod gc;
 mod options;
+mod podsecurity;
 pub mod resources;
 mod schema;
 pub mod selector;
@@ -436,6 +437,16 @@ impl Inner {
         let name = obj["metadata"]["name"].as_str().unwrap_or("").to_string();
         self.check_namespace(&t, &ns, &name)?;
         admit::admit(s, &t, &mut obj, None, opts)?;
+        if t.group.is_empty()
+            && t.plural == "pods"
+            && let Some(n) = self.tables[&GroupResource::new("", "namespaces")]
+                .objects
+                .get(&key("", &ns))
+            && let Some(why) =
+                podsecurity::refusal(|k| n.labels.iter().find(|(lk, _)| &**lk == k).map(|(_, v)| &**v), &obj)
+        {
+            return Err(ApiError::forbidden("", "pods", &name, &why));
+        }
         if self.tables[gr].objects.contains_key(&key(&ns, &name)) {
             return Err(ApiError::already_exists(&t.group, &t.plural, &name));
         }

@@ -18,7 +18,7 @@ pub(super) fn schedule(ctx: &Ctx, actions: &mut Vec<Action>) -> Option<Hold> {
         }),
         _ => {
             actions.push(Action::RunBackup {
-                target_hash: ctx.target_hash.to_string(),
+                backup_hash: ctx.backup_hash.to_string(),
             });
             Some(Hold {
                 reason: Reason::BackingUp,

@@ -22,7 +22,7 @@ pub(crate) struct Ctx<'a> {
     pub views: &'a [NodeView<'a>],
     pub last_nodes: Option<&'a Matcher>,
     pub backup: &'a drover_api::BackupState,
-    pub target_hash: &'a str,
+    pub backup_hash: &'a str,
 }
 
 impl Ctx<'_> {

@@ -65,7 +65,7 @@ pub(super) fn schedule(ctx: &Ctx, actions: &mut Vec<Action>) -> Option<Hold> {
     Some(Hold {
         reason: Reason::BudgetExhausted,
         message: format!(
-            "{} workers are already unavailable (NotReady or cordoned by someone else: {}) and spec.strategy.maxUnavailable allows {budget}",
+            "{} workers are already unavailable (NotReady, cordoned by someone else, or kept cordoned: {}) and spec.strategy.maxUnavailable allows {budget}",
             others.len(),
             names(&others)
         ),

@@ -32,6 +32,7 @@ pub fn job(name: &str, version: &str) -> Component {
                 host_root: true,
                 timeout: "30m".into(),
                 reboots: false,
+                backoff_limit: 2,
             }),
             workload: None,
         },
@@ -72,6 +73,7 @@ pub fn spec(components: Vec<Component>) -> ClusterUpgradeSpec {
         paused: false,
         version_policy: VersionPolicy::default(),
         backup: None,
+        reboot: Default::default(),
     }
 }
 
@@ -104,6 +106,10 @@ pub fn node(name: &str, role: Role, versions: &[(&str, &str)]) -> ObservedNode {
         cordoned_by: None,
         versions: versions.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
         progress: None,
+        boot_id: format!("boot-{name}-1"),
+        keep_cordoned: None,
+        unschedulable_by: None,
+        newer_record: None,
     }
 }
 
@@ -119,6 +125,9 @@ pub fn observation(nodes: Vec<ObservedNode>) -> Observation {
         others: vec![],
         self_node: None,
         previous: None,
+        allowed_images: None,
+        writer: None,
+        job_pods_refused: None,
     }
 }
 
@@ -204,9 +213,9 @@ impl Model {
         self.obs.apply(action, &outcome);
     }
 
-    /// Set the state of the backup Job of the spec's current target.
+    /// Set the state of the backup Job of the spec's current target and backup spec.
     pub fn set_backup(&mut self, state: BackupState) {
-        let hash = drover_api::names::short_hash(&drover_api::names::target_string(&self.spec));
+        let hash = drover_api::names::backup_hash(&self.spec);
         let job = drover_api::names::backup_job_name(CU, &hash);
         self.obs.backups.insert(job, state);
     }
