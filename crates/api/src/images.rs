@@ -177,6 +177,10 @@ impl AllowedImages {
         if let Some(b) = &spec.backup {
             fields.push(("spec.backup.image".into(), b.image.as_str()));
         }
+        // The reboot Job runs privileged with the host's root, as the upgrade Jobs do.
+        if let Some(image) = &spec.reboot.image {
+            fields.push(("spec.reboot.image".into(), image.as_str()));
+        }
         fields
             .into_iter()
             .filter(|(_, image)| !self.allows(image))

@@ -126,8 +126,9 @@ pub struct ClusterUpgradeSpec {
 #[serde(rename_all = "camelCase")]
 pub struct Reboot {
     /// How long a node may take to report a new bootID and Ready after its
-    /// upgrade Job (or its reboot Job), at most 24h. Past it the node fails
-    /// with RebootFailed.
+    /// upgrade Job (or its reboot Job), at most 24h. Past it the step fails
+    /// with RebootFailed and is retried as a failed Job is
+    /// (spec.strategy.retries).
     #[serde(default = "default_reboot_timeout")]
     #[schemars(length(max = 32))]
     #[x_kube(validation = Rule::new(duration_rule(true)).message("spec.reboot.timeout must be a duration above 0s and at most 24h, such as 5m or 15m"))]
@@ -747,7 +748,8 @@ pub enum SkewPolicy {
     Ignore,
 }
 
-/// A Job run once per rollout, before the first etcd or control-plane change.
+/// A Job run once per target and backup spec, before the first etcd or
+/// control-plane change.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct BackupJob {

@@ -62,7 +62,10 @@ pub struct ClusterUpgradeStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<Time>,
 
-    /// When every node in scope verified the current target.
+    /// When the rollout of the current target ended: every node in scope
+    /// verified it, or it ended with failures spec.strategy.maxFailures
+    /// tolerated (Stalled=True, CompletedWithFailures). Read the conditions
+    /// for which.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<Time>,
 

@@ -295,6 +295,7 @@ async fn step<O: NodeOps>(
                 run_job: *run_job,
                 reboot: &spec.reboot,
                 deadline: t.deadline,
+                not_before: Some(t.from.since),
             };
             ctx.ops.reboot(&req).await
         }

@@ -101,7 +101,7 @@ struct RunArgs {
     drain_pass_seconds: u64,
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
-    /// The only images a ClusterUpgrade may run (upgrade and backup Jobs), as
+    /// The only images a ClusterUpgrade may run (upgrade, backup and reboot Jobs), as
     /// repository patterns separated by commas: `registry.example.com/upgrade`
     /// (that repository, any tag or digest) or `registry.example.com/upgrades/*`
     /// (every repository below it). A spec naming another image is refused

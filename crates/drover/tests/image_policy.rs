@@ -149,6 +149,8 @@ on_both_beds! {
         let mut spec = runtime_spec("1.7.23");
         // job()'s image, registry.example.com/drover-upgrade, is not below upgrades/.
         spec["backup"] = json!({"image": "busybox:1.37"});
+        // The reboot Job runs privileged with the host's root: checked too.
+        spec["reboot"] = json!({"image": "quay.io/acme/reboot:1"});
 
         // The dry run says the same, reading only.
         let file = env.dir.join("runtime.yaml");
@@ -174,6 +176,7 @@ on_both_beds! {
         for part in [
             "spec.components[0].upgrade.job.image: \"registry.example.com/drover-upgrade:1\" (repository registry.example.com/drover-upgrade) is not an allowed upgrade image",
             "spec.backup.image: \"busybox:1.37\" (repository docker.io/library/busybox)",
+            "spec.reboot.image: \"quay.io/acme/reboot:1\" (repository quay.io/acme/reboot)",
             "drover runs only images matching registry.example.com/upgrades/*",
         ] {
             assert!(message.contains(part), "{part} not in: {message}");
@@ -193,7 +196,7 @@ on_both_beds! {
         // Fixed: the image from the allowed repository, no backup. It rolls out.
         env.patch_spec(
             "runtime",
-            json!({"components": [upgrade_job("containerd", "1.7.23", "registry.example.com/upgrades/containerd:1")], "backup": null}),
+            json!({"components": [upgrade_job("containerd", "1.7.23", "registry.example.com/upgrades/containerd:1")], "backup": null, "reboot": {"image": "registry.example.com/upgrades/reboot:1"}}),
         )
         .await;
         let cu = env
@@ -317,6 +320,23 @@ async fn the_shipped_admission_policy_refuses_what_drover_refuses_on_the_real_ap
     assert!(
         err.contains(
             "spec.backup.image: \"busybox:1.37\" (repository docker.io/library/busybox) is not an allowed upgrade image"
+        ),
+        "{err}"
+    );
+
+    // And the reboot image.
+    let (ok, _, err) = bare.kubectl(&[
+        "patch",
+        "cu",
+        "stored",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"reboot":{"image":"quay.io/acme/reboot:1"}}}"#,
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains(
+            "spec.reboot.image: \"quay.io/acme/reboot:1\" (repository quay.io/acme/reboot) is not an allowed upgrade image"
         ),
         "{err}"
     );

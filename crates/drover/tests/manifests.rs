@@ -753,6 +753,19 @@ fn the_status_reasons_guide_explains_every_reason_drover_writes() {
             "docs/status-reasons.md does not explain the reason {r}"
         );
     }
+    // The conditions table of docs/api.md has a row for each too.
+    let api = std::fs::read_to_string(repo().join("docs/api.md")).unwrap();
+    let table = &api[api.find("### Conditions and reasons").unwrap()..];
+    let table = &table[..table.find("\n\n`").unwrap_or(table.len())];
+    for r in drover_api::Reason::ALL {
+        if *r == drover_api::Reason::AsExpected {
+            continue; // Stalled=False's reason, not a situation's
+        }
+        assert!(
+            table.contains(&format!("`{r}`")),
+            "the conditions table of docs/api.md has no row for {r}"
+        );
+    }
     let known: BTreeSet<&str> = drover_api::Reason::ALL.iter().map(|r| r.as_str()).collect();
     let sections = doc.lines().filter_map(|l| l.strip_prefix("### `"));
     let rows = doc

@@ -192,20 +192,39 @@ fn tail(s: &str, n: usize) -> String {
     chars[start..].iter().collect()
 }
 
+/// How much older than the step's start a finished Job must be to count as
+/// an earlier attempt's: creation timestamps have whole seconds and the API
+/// server's clock is not drover's. A retry comes after a Job's run, a
+/// verification's or a reboot's wait, so its old Job is far older.
+pub const EARLIER_ATTEMPT_MARGIN: jiff::SignedDuration = jiff::SignedDuration::from_secs(5);
+
+/// Whether `job` finished (Complete or Failed) in an attempt before the one
+/// that started at `not_before`: a retry must run the Job again, not read
+/// the old one's result.
+pub fn from_an_earlier_attempt(job: &Job, not_before: Option<jiff::Timestamp>) -> bool {
+    let finished = condition(job, "Failed").is_some() || condition(job, "Complete").is_some();
+    finished
+        && not_before.is_some_and(|t| {
+            job.metadata
+                .creation_timestamp
+                .as_ref()
+                .is_some_and(|c| c.0 + EARLIER_ATTEMPT_MARGIN < t)
+        })
+}
+
 /// Create the Job if it does not exist and report where it stands. A
-/// failed Job created before `not_before` (when the node entered this step)
-/// belongs to an earlier attempt: it is deleted so this attempt runs afresh.
+/// finished Job created before `not_before` (when the node entered this
+/// step) belongs to an earlier attempt (a retry after a failed Job, a
+/// version that did not verify, a reboot that did not come back): it is
+/// deleted so that this attempt runs the Job afresh.
 pub async fn run(client: &Client, j: &UpgradeJob<'_>, not_before: Option<jiff::Timestamp>) -> Result<Outcome> {
     let jobs: Api<Job> = Api::namespaced(client.clone(), j.namespace);
     let name = job_name(&j.owner.name, j.node, j.component, j.version);
     let job = match jobs.get_opt(&name).await? {
-        Some(job)
-            if condition(&job, "Failed").is_some()
-                && not_before.is_some_and(|t| job.metadata.creation_timestamp.as_ref().is_some_and(|c| c.0 < t)) =>
-        {
+        Some(job) if from_an_earlier_attempt(&job, not_before) => {
             jobs.delete(&name, &kube::api::DeleteParams::background()).await?;
             return Ok(Outcome::Waiting {
-                message: format!("replacing job {name}, which failed in an earlier attempt"),
+                message: format!("replacing job {name}, which finished in an earlier attempt"),
             });
         }
         Some(job) => job,

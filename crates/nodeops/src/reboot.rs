@@ -36,6 +36,9 @@ pub struct RebootRequest<'a> {
     pub reboot: &'a Reboot,
     /// When the node must be back by (spec.reboot.timeout from the step's start).
     pub deadline: Option<Timestamp>,
+    /// When the node entered this step: a reboot Job that finished before
+    /// it belongs to an earlier attempt and is run again.
+    pub not_before: Option<Timestamp>,
 }
 
 /// `reboot-<node>-<hash>`, one per (ClusterUpgrade, node, boot).
@@ -159,6 +162,15 @@ pub async fn reboot(client: &Client, namespace: &str, r: &RebootRequest<'_>) -> 
         let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
         let name = job_name(&r.owner.name, r.node, r.boot_id);
         let job = match jobs.get_opt(&name).await? {
+            Some(j) if crate::job::from_an_earlier_attempt(&j, r.not_before) => {
+                jobs.delete(&name, &kube::api::DeleteParams::background()).await?;
+                return Ok(Outcome::Waiting {
+                    message: format!(
+                        "replacing reboot job {name}, which finished in an earlier attempt while {} kept its bootID",
+                        r.node
+                    ),
+                });
+            }
             Some(j) => j,
             None => match jobs.create(&PostParams::default(), &build(r, namespace, image)).await {
                 Ok(j) => j,

@@ -978,65 +978,82 @@ async fn unmatched_repositories_and_unappliable_manifests_fail_and_change_nothin
 }
 
 #[tokio::test]
-async fn a_failed_job_from_an_earlier_attempt_is_replaced() {
-    let c = Cluster::start().await;
-    c.node("n1", true).await;
-    let o: Owner = c.cluster_upgrade("platform").await;
-    let j = job_spec();
-    let v = Verify {
-        node_info: None,
-        pod: None,
-        job_succeeded: Some(true),
-        match_: None,
-    };
-    let req = UpgradeRequest {
-        owner: &o,
-        node: "n1",
-        component: "containerd",
-        version: "1.7.23",
-        job: &j,
-        verify: &v,
-        not_before: None,
-    };
-    c.ops.upgrade(&req).await.unwrap();
-    let name = drover_nodeops::job::job_name("platform", "n1", "containerd", "1.7.23");
-    let jobs: Api<Job> = Api::namespaced(c.client.clone(), "kube-system");
-    let first = jobs.get(&name).await.unwrap().metadata.uid;
-    jobs.patch_status(
-        &name,
-        &PatchParams::default(),
-        &Patch::Merge(json!({"status": {"failed": 3,
-        "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]}})),
-    )
-    .await
-    .unwrap();
-    // The same attempt sees the failure.
-    assert!(matches!(c.ops.upgrade(&req).await.unwrap(), Outcome::Failed { .. }));
-    // A later attempt (the node entered the step after the Job was made) replaces it.
-    tokio::time::sleep(Duration::from_millis(1100)).await;
-    let retry = UpgradeRequest {
-        not_before: Some(Timestamp::now()),
-        ..req.clone()
-    };
-    let out = c.ops.upgrade(&retry).await.unwrap();
-    assert_eq!(
-        out,
-        Outcome::Waiting {
-            message: format!("replacing job {name}, which failed in an earlier attempt")
+async fn a_finished_job_from_an_earlier_attempt_is_replaced_so_a_retry_runs_it_again() {
+    // Failed: a retry after UpgradeJobFailed. Complete: a retry after a
+    // version that did not verify, or a reboot that did not come back.
+    for (i, finished) in [
+        json!({"failed": 3, "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded"}]}),
+        json!({"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let c = Cluster::start().await;
+        c.node("n1", true).await;
+        let o: Owner = c.cluster_upgrade("platform").await;
+        let j = job_spec();
+        let v = Verify {
+            node_info: None,
+            pod: None,
+            job_succeeded: Some(true),
+            match_: None,
+        };
+        let req = UpgradeRequest {
+            owner: &o,
+            node: "n1",
+            component: "containerd",
+            version: "1.7.23",
+            job: &j,
+            verify: &v,
+            not_before: Some(Timestamp::now()),
+        };
+        c.ops.upgrade(&req).await.unwrap();
+        let name = drover_nodeops::job::job_name("platform", "n1", "containerd", "1.7.23");
+        let jobs: Api<Job> = Api::namespaced(c.client.clone(), "kube-system");
+        let first = jobs.get(&name).await.unwrap().metadata.uid;
+        jobs.patch_status(
+            &name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": finished})),
+        )
+        .await
+        .unwrap();
+        // The same attempt reads the Job's result (a crash and restart keeps
+        // the step's start): failed, or done.
+        let same = c.ops.upgrade(&req).await.unwrap();
+        if i == 0 {
+            assert!(matches!(same, Outcome::Failed { .. }), "{same:?}");
+        } else {
+            assert_eq!(same, Outcome::Done);
         }
-    );
-    within(async {
-        loop {
-            if let Outcome::Waiting { message } = c.ops.upgrade(&retry).await.unwrap()
-                && message.contains("running")
-            {
-                break;
+        // A later attempt (the node entered the step after the Job was
+        // made, past the clock margin) replaces it and runs it again.
+        let retry = UpgradeRequest {
+            not_before: Some(
+                Timestamp::now() + drover_nodeops::job::EARLIER_ATTEMPT_MARGIN + jiff::SignedDuration::from_secs(2),
+            ),
+            ..req.clone()
+        };
+        let out = c.ops.upgrade(&retry).await.unwrap();
+        assert_eq!(
+            out,
+            Outcome::Waiting {
+                message: format!("replacing job {name}, which finished in an earlier attempt")
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await;
-    assert_ne!(jobs.get(&name).await.unwrap().metadata.uid, first, "a new Job runs");
+        );
+        within(async {
+            loop {
+                if let Outcome::Waiting { message } = c.ops.upgrade(&retry).await.unwrap()
+                    && message.contains("running")
+                {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        assert_ne!(jobs.get(&name).await.unwrap().metadata.uid, first, "a new Job runs");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -29,6 +29,8 @@ fn an_image_outside_the_list_is_refused_naming_each_field_and_nothing_starts() {
         job("kubelet", "v1.31.5"),
     ]);
     s.backup = Some(serde_json::from_value(serde_json::json!({"image": "busybox:1.37"})).unwrap());
+    // The reboot Job runs privileged with the host's root too.
+    s.reboot.image = Some("quay.io/acme/reboot:1".into());
     let mut m = Model::new(s, cluster(1, 2));
     m.obs.allowed_images = allow("registry.example.com/upgrades/*");
     let actions = m.plan();
@@ -43,6 +45,10 @@ fn an_image_outside_the_list_is_refused_naming_each_field_and_nothing_starts() {
         message.contains("spec.backup.image: \"busybox:1.37\" (repository docker.io/library/busybox)"),
         "{message}"
     );
+    assert!(
+        message.contains("spec.reboot.image: \"quay.io/acme/reboot:1\" (repository quay.io/acme/reboot)"),
+        "{message}"
+    );
     assert!(!message.contains("spec.components[0]"), "{message}");
     assert_eq!(m.condition(condition::READY).0, "False");
     assert_eq!(m.condition(condition::RECONCILING).0, "False");
@@ -52,7 +58,7 @@ fn an_image_outside_the_list_is_refused_naming_each_field_and_nothing_starts() {
     // goes ahead (its backup first).
     for list in [
         None,
-        allow("registry.example.com/upgrades/*, example.com/upgrader, docker.io/library/busybox"),
+        allow("registry.example.com/upgrades/*, example.com/upgrader, docker.io/library/busybox, quay.io/acme/reboot"),
     ] {
         m.obs.allowed_images = list;
         let actions = m.plan();

@@ -26,7 +26,7 @@ use clap::Parser;
 use drover_api::ClusterUpgrade;
 use drover_bench::faults::{FaultOptions, FaultProxy};
 use drover_bench::real::{self, BudgetWatch, DROVER_USER, RealBed, RealOptions};
-use drover_bench::{Rng, load_average, machine};
+use drover_bench::{Rng, machine};
 use futures::StreamExt as _;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
@@ -253,7 +253,7 @@ async fn main() -> anyhow::Result<()> {
             % 1_000_000
     });
     println!("chaos-soak: seed {seed} (run again with --seed {seed})");
-    println!("chaos-soak: {}; load average {}", machine(), load_average());
+    println!("chaos-soak: {}", machine());
     let violations = soak(&args, seed).await?;
     if violations > 0 {
         eprintln!("chaos-soak: {violations} violations (seed {seed})");
