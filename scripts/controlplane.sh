@@ -196,6 +196,19 @@ start() {
     echo $! >"$DIR/pids/$name"
 }
 
+# wait_or_kill PID DEADLINE: waits for PID (and its process group) to exit,
+# SIGKILL at DEADLINE (in $SECONDS).
+wait_or_kill() {
+    local pid=$1 deadline=$2
+    while kill -0 "$pid" 2>/dev/null; do
+        if ((SECONDS >= deadline)); then
+            kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+            break
+        fi
+        sleep 0.1
+    done
+}
+
 # restart-apiserver: as a control-plane node's kube-apiserver restarts
 # (an upgrade, a crash): SIGTERM, at most 15 s to exit (then SIGKILL), the
 # same command line again, and /readyz within 90 s. Its clients see
@@ -204,17 +217,11 @@ restart_apiserver() {
     DIR=${OPT_DIR:-$ROOT/target/controlplane}
     [[ -f $DIR/cmd/kube-apiserver && -f $DIR/pids/kube-apiserver ]] ||
         die "no kube-apiserver started by this script in $DIR"
-    local pid t0=$SECONDS
+    local t0=$SECONDS
+    local pid
     pid=$(cat "$DIR/pids/kube-apiserver")
     kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-    local deadline=$((SECONDS + 15))
-    while kill -0 "$pid" 2>/dev/null; do
-        if ((SECONDS >= deadline)); then
-            kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
-            break
-        fi
-        sleep 0.1
-    done
+    wait_or_kill "$pid" $((SECONDS + 15))
     local -a cmd
     mapfile -t cmd <"$DIR/cmd/kube-apiserver"
     echo "--- restarted by controlplane.sh restart-apiserver at $(date +%H:%M:%S)" >>"$DIR/logs/kube-apiserver.log"
@@ -411,14 +418,7 @@ down_dir() {
     local deadline=$((SECONDS + 15))
     for f in "$d"/pids/*; do
         [[ -f $f ]] || continue
-        pid=$(cat "$f")
-        while kill -0 "$pid" 2>/dev/null; do
-            if ((SECONDS >= deadline)); then
-                kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
-                break
-            fi
-            sleep 0.1
-        done
+        wait_or_kill "$(cat "$f")" "$deadline"
         rm -f "$f"
     done
     log "stopped the control plane in $d"
