@@ -101,3 +101,139 @@ pub fn live_matches(verify: &Verify, version: &str, live: &str) -> bool {
         _ => crate::version::prefix_at_boundary(live, version),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A component as a spec would give it: a Job, or a DaemonSet when `workload`.
+    fn component(name: &str, workload: bool) -> Component {
+        let upgrade = if workload {
+            serde_json::json!({"workload": {"kind": "DaemonSet", "namespace": "kube-system", "name": name}})
+        } else {
+            serde_json::json!({"job": {"image": "example.com/upgrade:1"}})
+        };
+        serde_json::from_value(serde_json::json!({"name": name, "version": "v1.32.0", "upgrade": upgrade}))
+            .unwrap_or_else(|e| panic!("{name}: {e}"))
+    }
+
+    fn os_text(field: NodeInfoField, prefix: Option<&str>, regex: Option<&str>) -> Verify {
+        Verify {
+            node_info: Some(field),
+            pod: None,
+            job_succeeded: None,
+            match_: (prefix.is_some() || regex.is_some()).then(|| VersionMatch {
+                prefix: prefix.map(Into::into),
+                regex: regex.map(Into::into),
+            }),
+        }
+    }
+
+    /// docs/api.md: `{regex}` (RE2 syntax, matched anywhere; anchor it).
+    #[test]
+    fn a_regex_matches_anywhere_in_the_live_text_unless_anchored() {
+        let os = os_text(NodeInfoField::OsImage, None, Some(r"24\.04"));
+        assert!(live_matches(&os, "24.04.1", "Ubuntu 24.04.1 LTS"), "matched anywhere");
+        assert!(!live_matches(&os, "24.04.1", "Ubuntu 22.04.4 LTS"));
+        // Unanchored, a kernel regex also matches a longer release: hence "anchor it".
+        let loose = os_text(NodeInfoField::KernelVersion, None, Some(r"6\.8\.0-45"));
+        assert!(live_matches(&loose, "6.8.0-45-generic", "6.8.0-450-generic"));
+        let anchored = os_text(NodeInfoField::KernelVersion, None, Some(r"^6\.8\.0-45-generic$"));
+        assert!(live_matches(&anchored, "6.8.0-45-generic", "6.8.0-45-generic"));
+        assert!(!live_matches(&anchored, "6.8.0-45-generic", "6.8.0-450-generic"));
+        assert!(!live_matches(&anchored, "6.8.0-45-generic", "x6.8.0-45-generic"));
+        // The regex decides, not the version.
+        assert!(live_matches(&os, "anything", "Ubuntu 24.04.1 LTS"));
+    }
+
+    /// docs/api.md: `{prefix}` (the live text starts with it at a word
+    /// boundary: "Ubuntu 24.04" matches "Ubuntu 24.04.1 LTS", not "Ubuntu
+    /// 24.041"); without `match`, the version itself as such a prefix
+    /// (`6.8.0-45` matches `6.8.0-45-generic`, not `6.8.0-450`).
+    #[test]
+    fn a_prefix_and_the_default_match_at_a_word_boundary() {
+        let os = os_text(NodeInfoField::OsImage, Some("Ubuntu 24.04"), None);
+        assert!(live_matches(&os, "24.04.1", "Ubuntu 24.04.1 LTS"));
+        assert!(live_matches(&os, "24.04.1", "Ubuntu 24.04"));
+        assert!(!live_matches(&os, "24.04.1", "Ubuntu 24.041"));
+        assert!(
+            !live_matches(&os, "24.04.1", "Kubuntu 24.04.1 LTS"),
+            "at the start only"
+        );
+        let kernel = os_text(NodeInfoField::KernelVersion, None, None);
+        assert!(live_matches(&kernel, "6.8.0-45", "6.8.0-45-generic"));
+        assert!(!live_matches(&kernel, "6.8.0-45", "6.8.0-450-generic"));
+        // Other checks compare semantic versions; a match is not consulted.
+        let kubelet = Verify {
+            match_: Some(VersionMatch {
+                prefix: Some("v9".into()),
+                regex: None,
+            }),
+            ..os_text(NodeInfoField::KubeletVersion, None, None)
+        };
+        assert!(live_matches(&kubelet, "v1.32.0", "v1.32.0"));
+        assert!(!live_matches(&kubelet, "v1.32.0", "v1.32.1"));
+        assert!(!live_matches(&kubelet, "v1.32.0", "v9.0.0"));
+    }
+
+    /// docs/api.md's well-known names and docs/user-guide.md "Defaults by
+    /// name: `kubelet`/`kube-proxy` read `nodeInfo`, runtimes read
+    /// `containerRuntimeVersion`, `etcd` and the control-plane components read
+    /// their static pod's image tag (`component=<name>` in `kube-system`),
+    /// anything else trusts the Job".
+    #[test]
+    fn verification_defaults_by_well_known_name() {
+        use NodeInfoField::*;
+        let node_info = |name: &str, workload: bool| verify_of(&component(name, workload)).node_info;
+        for (name, field) in [
+            ("kubelet", KubeletVersion),
+            ("kube-proxy", KubeProxyVersion),
+            ("containerd", ContainerRuntimeVersion),
+            ("docker", ContainerRuntimeVersion),
+            ("cri-o", ContainerRuntimeVersion),
+            ("os", OsImage),
+            ("kernel", KernelVersion),
+        ] {
+            let v = verify_of(&component(name, false));
+            assert_eq!(
+                (v.node_info, v.pod.is_none(), v.job_succeeded, v.match_.is_none()),
+                (Some(field), true, None, true),
+                "{name}"
+            );
+        }
+        for name in ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"] {
+            let v = verify_of(&component(name, false));
+            let pod = v.pod.unwrap_or_else(|| panic!("{name} reads its static pod"));
+            assert_eq!(pod.namespace, "kube-system", "{name}");
+            assert_eq!(
+                pod.labels,
+                BTreeMap::from([("component".to_string(), name.to_string())]),
+                "{name}"
+            );
+            assert_eq!(
+                (pod.container, v.node_info, v.job_succeeded),
+                (None, None, None),
+                "{name}"
+            );
+        }
+        // Anything else trusts the Job, and so does kube-proxy run as a workload.
+        for (name, workload) in [("my-agent", false), ("calico", false), ("kube-proxy", true)] {
+            let v = verify_of(&component(name, workload));
+            assert_eq!(
+                (v.node_info, v.pod.is_none(), v.job_succeeded),
+                (None, true, Some(true)),
+                "{name}"
+            );
+        }
+        assert_eq!(node_info("kube-proxy", true), None);
+        // A verify given in the spec wins.
+        let mut etcd = component("etcd", false);
+        etcd.verify = Some(Verify {
+            node_info: None,
+            pod: None,
+            job_succeeded: Some(true),
+            match_: None,
+        });
+        assert_eq!(verify_of(&etcd), etcd.verify.clone().unwrap());
+    }
+}

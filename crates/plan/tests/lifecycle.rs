@@ -158,6 +158,17 @@ fn tolerated_failures_end_stalled_completed_with_failures_naming_the_nodes() {
     );
     assert!(message.contains("maxFailures 1 tolerated"), "{message}");
     assert!(st.completion_time.is_some());
+    // A new target: the rollout over with failures goes to the history as such.
+    m.spec.components[0].version = "1.7.24".into();
+    m.obs.generation = 2;
+    m.plan();
+    let h = &m.status().history;
+    assert_eq!(h.len(), 1, "{h:?}");
+    assert_eq!(
+        (h[0].target.as_str(), h[0].result.as_str(), h[0].generation),
+        ("containerd=1.7.23", "CompletedWithFailures", 1)
+    );
+    assert!(h[0].completion_time.is_some());
 }
 
 #[test]

@@ -193,6 +193,20 @@ fn check_decision(m: &Model, actions: &[Action]) -> Result<(), TestCaseError> {
         prop_assert!(!critical_open, "a worker started before the control plane was done");
     }
 
+    // An etcd or control-plane node starts only when every member of its group is Ready.
+    for s in &starts {
+        let group = p.views.iter().find(|v| &v.node.name == s).map(|v| v.group);
+        if let Some(g) = group.filter(|g| *g != Group::Worker) {
+            let not_ready: Vec<&str> = p
+                .views
+                .iter()
+                .filter(|v| v.in_scope && v.group == g && !v.node.ready)
+                .map(|v| v.node.name.as_str())
+                .collect();
+            prop_assert!(not_ready.is_empty(), "{} started while {:?} are NotReady", s, not_ready);
+        }
+    }
+
     // The worker budget: nodes out of service never exceed maxUnavailable,
     // except by nodes that were out of service already.
     let worker_starts: Vec<&String> = starts.iter().filter(|n| is_worker(m, n)).collect();

@@ -995,6 +995,12 @@ fn status_stays_small_with_ten_thousand_nodes() {
     let bytes = serde_json::to_vec(m.status()).unwrap().len();
     assert!(m.status().counts.updating > 0 || m.status().counts.updated > 0);
     assert!(m.status().nodes.len() <= MAX_NODE_DETAILS);
+    let st = m.status();
+    assert_eq!(
+        st.nodes_omitted,
+        st.counts.updating + st.counts.failed - st.nodes.len() as i32,
+        "every node in progress or failed is listed or counted"
+    );
     assert!(bytes < 64 * 1024, "status is {bytes} bytes");
 }
 
@@ -1140,4 +1146,689 @@ fn a_namespace_whose_pod_security_refuses_the_jobs_holds_before_the_first_node()
     assert_eq!(m.condition(condition::READY).0, "True");
     m.plan();
     assert_eq!(m.condition(condition::READY).0, "True");
+}
+
+// ---- Documented behaviours the docs audit found untested (docs-audit.md §1).
+
+/// Every step a plan asks for, by name ("Start" for a node's start).
+fn step_names(actions: &[Action]) -> Vec<String> {
+    actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Start { .. } => Some("Start".to_string()),
+            Action::Step { step, .. } => Some(step.name().to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// user-guide.md "only when every member of their group is Ready";
+/// api.md "every member of its group is Ready …; otherwise `NodeNotReady`".
+#[test]
+fn a_not_ready_member_holds_its_etcd_or_control_plane_group_with_node_not_ready() {
+    // Stacked members (etcd and control plane): cp-2 NotReady holds the etcd group.
+    let mut nodes = cluster(3, 2);
+    nodes[2].ready = false;
+    let mut m = Model::new(kube_spec("v1.32.0"), nodes);
+    for _ in 0..3 {
+        let actions = m.plan();
+        assert!(actions.is_empty(), "nothing starts while cp-2 is NotReady: {actions:?}");
+        m.tick(1);
+    }
+    let (status, r, message) = m.condition(condition::STALLED);
+    assert_eq!((status.as_str(), r.as_str()), ("True", reason::NODE_NOT_READY));
+    assert!(
+        message.contains("1 node is NotReady (cp-2); no other etcd node starts until every member is Ready"),
+        "{message}"
+    );
+    assert!(m.obs.nodes.iter().all(|n| n.progress.is_none()));
+    // Ready again: the group goes on, one at a time.
+    m.obs.nodes[2].ready = true;
+    assert_eq!(started(&m.plan()), ["cp-0"]);
+
+    // A control-plane group without etcd labels: the same rule.
+    let old = [("kube-apiserver", "v1.31.4"), ("kubelet", "v1.31.4")];
+    let mut nodes = vec![
+        node("cp-a", Role::ControlPlane, &old),
+        node("cp-b", Role::ControlPlane, &old),
+        node("worker-000", Role::Worker, &old[1..]),
+    ];
+    nodes[1].ready = false;
+    let mut m = Model::new(kube_spec("v1.32.0"), nodes);
+    assert!(m.plan().is_empty());
+    let (status, r, message) = m.condition(condition::STALLED);
+    assert_eq!((status.as_str(), r.as_str()), ("True", reason::NODE_NOT_READY));
+    assert!(
+        message.contains("1 node is NotReady (cp-b); no other control-plane node starts until every member is Ready"),
+        "{message}"
+    );
+}
+
+/// user-guide.md "`node-role.kubernetes.io/control-plane` or `…/master` (control plane)".
+#[test]
+fn a_node_labelled_only_master_is_upgraded_alone_as_control_plane_before_any_worker() {
+    let old = [("kube-apiserver", "v1.31.4"), ("kubelet", "v1.31.4")];
+    let mut master = node("master-0", Role::Worker, &old);
+    master
+        .labels
+        .insert(drover_api::names::label::ROLE_MASTER.to_string(), String::new());
+    let mut nodes = vec![master];
+    for i in 0..3 {
+        nodes.push(node(&format!("worker-{i:03}"), Role::Worker, &old[1..]));
+    }
+    let mut s = kube_spec("v1.32.0");
+    max_unavailable(&mut s, IntOrString::Int(3));
+    let mut m = Model::new(s, nodes);
+    let mut order = Vec::new();
+    let mut apiserver_on = Vec::new();
+    for _ in 0..60 {
+        for a in m.plan() {
+            match &a {
+                Action::Start { node, .. } => order.push(node.clone()),
+                Action::Step {
+                    node,
+                    step: Step::Upgrade { component, .. },
+                    ..
+                } if component == "kube-apiserver" => apiserver_on.push(node.clone()),
+                _ => {}
+            }
+            m.apply(&a, Outcome::Done);
+        }
+        let flying = m.in_flight();
+        if flying.iter().any(|n| n == "master-0") {
+            assert_eq!(flying, ["master-0"], "a control-plane node goes alone");
+        }
+        m.tick(1);
+    }
+    assert_eq!(order[0], "master-0", "{order:?}");
+    assert_eq!(order.len(), 4, "{order:?}");
+    assert_eq!(apiserver_on, ["master-0"], "kube-apiserver targets the control plane");
+    assert_eq!(m.condition(condition::READY).0, "True");
+}
+
+/// user-guide.md "A node leaving the selector is handed back"; api.md
+/// "A node drover holds that leaves the selector … is handed back".
+#[test]
+fn a_node_leaving_the_node_selector_is_handed_back() {
+    let mut s = spec(vec![job("containerd", "1.7.23")]);
+    s.node_selector = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector {
+        match_labels: Some([("pool".to_string(), "a".to_string())].into()),
+        match_expressions: None,
+    });
+    let mut nodes = cluster(0, 3);
+    for n in &mut nodes {
+        n.labels.insert("pool".into(), "a".into());
+    }
+    let mut m = Model::new(s, nodes);
+    drive_to_drain(&mut m);
+    assert_eq!(m.status().counts.in_scope, 3);
+    assert!(m.node("worker-000").unschedulable);
+    // Someone relabels the node mid-drain.
+    m.obs.nodes[0].labels.remove("pool");
+    let actions = m.plan();
+    let back: Vec<&Action> = actions.iter().filter(|a| a.node() == Some("worker-000")).collect();
+    assert!(
+        matches!(
+            back.as_slice(),
+            [Action::Step {
+                step: Step::Uncordon { undo_cordon: true },
+                transition,
+                ..
+            }] if transition.on_done.is_none()
+        ),
+        "{back:?}"
+    );
+    assert_eq!(m.status().counts.in_scope, 2);
+    for a in &actions {
+        m.apply(a, Outcome::Done);
+    }
+    let n = m.node("worker-000");
+    assert!(!n.unschedulable && n.cordoned_by.is_none(), "uncordoned");
+    assert!(n.progress.is_none(), "its record is removed");
+    assert_eq!(n.versions["containerd"], "1.7.22");
+    // The rest goes on without it.
+    m.run(30);
+    assert_eq!(m.condition(condition::READY).0, "True");
+    assert_eq!(m.node("worker-000").versions["containerd"], "1.7.22");
+    assert!(m.node("worker-000").progress.is_none());
+}
+
+/// user-guide.md "enabled: true # false: cordon only".
+#[test]
+fn drain_disabled_cordons_but_does_not_drain() {
+    let mut s = spec(vec![job("containerd", "1.7.23")]);
+    s.drain.enabled = false;
+    let mut m = Model::new(s, cluster(0, 1));
+    let mut steps = Vec::new();
+    for _ in 0..10 {
+        let actions = m.plan();
+        steps.extend(step_names(&actions));
+        for a in &actions {
+            m.apply(a, Outcome::Done);
+        }
+    }
+    assert_eq!(steps, ["Start", "Cordon", "Upgrade", "Verify", "Uncordon"]);
+    let n = m.node("worker-000");
+    assert!(!n.unschedulable && n.cordoned_by.is_none());
+    assert_eq!(n.versions["containerd"], "1.7.23");
+    assert_eq!(m.condition(condition::READY).0, "True");
+}
+
+/// api.md "at most 50, the rest counted in `nodesOmitted`".
+#[test]
+fn nodes_beyond_fifty_are_counted_in_nodes_omitted() {
+    let mut s = spec(vec![job("containerd", "1.7.23")]);
+    max_unavailable(&mut s, IntOrString::Int(70));
+    let mut m = Model::new(s, cluster(0, 100));
+    let actions = m.plan();
+    assert_eq!(started(&actions).len(), 70);
+    for a in &actions {
+        m.apply(a, Outcome::Done);
+    }
+    m.plan();
+    let st = m.status();
+    assert_eq!((st.counts.updating, st.counts.failed), (70, 0));
+    assert_eq!(st.nodes.len(), MAX_NODE_DETAILS);
+    assert_eq!(st.nodes_omitted, 20);
+}
+
+/// user-guide.md "`status.history` keeps the last ten rollouts"; api.md
+/// "`history[]` … the last ten".
+#[test]
+fn history_keeps_the_last_ten_rollouts_newest_first() {
+    let version = |i: usize| format!("1.7.{}", 23 + i);
+    let mut m = Model::new(spec(vec![job("containerd", &version(0))]), cluster(0, 1));
+    m.run(1);
+    for i in 1..=12 {
+        m.spec.components[0].version = version(i);
+        m.obs.generation = 1 + i as i64;
+        m.run(1);
+    }
+    let h = &m.status().history;
+    assert_eq!(h.len(), 10);
+    let targets: Vec<&str> = h.iter().map(|r| r.target.as_str()).collect();
+    let want: Vec<String> = (2..=11).rev().map(|i| format!("containerd={}", version(i))).collect();
+    assert_eq!(targets, want, "newest first, the two oldest dropped");
+    assert_eq!(m.status().target.as_deref(), Some("containerd=1.7.35"));
+}
+
+/// user-guide.md "Worker-only rollouts do not run the backup".
+#[test]
+fn a_worker_only_rollout_runs_no_backup() {
+    let mut s = spec(vec![job("containerd", "1.7.23")]);
+    s.backup = Some(BackupJob {
+        image: "example.com/etcd-backup:1".into(),
+        command: vec![],
+        args: vec![],
+        env: vec![],
+        namespace: "kube-system".into(),
+        node_selector: Default::default(),
+        host_root: true,
+        timeout: "10m".into(),
+    });
+    // Only workers (none with etcd or control plane), and workers with the
+    // control-plane node already at the target.
+    for nodes in [cluster(0, 2), {
+        let mut n = cluster(1, 2);
+        n[0].versions.insert("containerd".into(), "1.7.23".into());
+        n
+    }] {
+        let mut m = Model::new(s.clone(), nodes);
+        for _ in 0..20 {
+            let actions = m.plan();
+            assert!(
+                !actions.iter().any(|a| matches!(a, Action::RunBackup { .. })),
+                "{actions:?}"
+            );
+            assert_ne!(m.condition(condition::RECONCILING).1, reason::BACKING_UP);
+            for a in &actions {
+                m.apply(a, Outcome::Done);
+            }
+            m.tick(1);
+        }
+        m.plan();
+        assert_eq!(m.condition(condition::READY).0, "True");
+        assert!(m.obs.backups.is_empty());
+    }
+}
+
+/// user-guide.md "other spec fields, such as `strategy`, do not run it
+/// again"; status-reasons.md "Other spec changes do not rerun it."
+#[test]
+fn a_strategy_change_does_not_rerun_the_backup() {
+    let mut s = kube_spec("v1.32.0");
+    s.backup = Some(BackupJob {
+        image: "example.com/etcd-backup:1".into(),
+        command: vec![],
+        args: vec![],
+        env: vec![],
+        namespace: "kube-system".into(),
+        node_selector: Default::default(),
+        host_root: true,
+        timeout: "10m".into(),
+    });
+    let mut m = Model::new(s, cluster(2, 1));
+    assert!(matches!(m.plan().as_slice(), [Action::RunBackup { .. }]));
+    m.set_backup(BackupState::Succeeded);
+    assert_eq!(started(&m.plan()), ["cp-0"]);
+    let hash = drover_api::names::backup_hash(&m.spec);
+    // Strategy, drain, windows and pause change; the target and spec.backup do not.
+    let mut changed = m.spec.clone();
+    changed.strategy.soak = "10m".into();
+    changed.strategy.max_unavailable = IntOrString::Int(3);
+    changed.strategy.max_failures = 2;
+    changed.strategy.retries = 5;
+    changed.drain.timeout = "30m".into();
+    changed.windows = vec![MaintenanceWindow {
+        days: vec![],
+        start: "00:00".into(),
+        end: "23:59".into(),
+        time_zone: "UTC".into(),
+    }];
+    assert_eq!(drover_api::names::backup_hash(&changed), hash);
+    m.spec = changed;
+    m.obs.generation = 2;
+    for _ in 0..60 {
+        let actions = m.plan();
+        assert!(
+            !actions.iter().any(|a| matches!(a, Action::RunBackup { .. })),
+            "a strategy change ran the backup again: {actions:?}"
+        );
+        for a in &actions {
+            m.apply(a, Outcome::Done);
+        }
+        m.tick(1);
+    }
+    m.plan();
+    assert_eq!(m.condition(condition::READY).0, "True");
+    assert_eq!(m.obs.backups.len(), 1, "{:?}", m.obs.backups);
+}
+
+/// user-guide.md "Delete the failed Job … to run it again".
+#[test]
+fn deleting_the_failed_backup_job_runs_it_again() {
+    let mut s = kube_spec("v1.32.0");
+    s.backup = Some(BackupJob {
+        image: "example.com/etcd-backup:1".into(),
+        command: vec![],
+        args: vec![],
+        env: vec![],
+        namespace: "kube-system".into(),
+        node_selector: Default::default(),
+        host_root: true,
+        timeout: "10m".into(),
+    });
+    let mut m = Model::new(s, cluster(1, 1));
+    let first = match m.plan().as_slice() {
+        [Action::RunBackup { backup_hash }] => backup_hash.clone(),
+        other => panic!("{other:?}"),
+    };
+    m.set_backup(BackupState::Failed("snapshot failed".into()));
+    assert!(m.plan().is_empty());
+    assert_eq!(m.condition(condition::STALLED).1, reason::BACKUP_FAILED);
+    // The admin deletes the failed Job: it is no longer observed.
+    m.obs.backups.clear();
+    match m.plan().as_slice() {
+        [Action::RunBackup { backup_hash }] => assert_eq!(*backup_hash, first, "the same Job again"),
+        other => panic!("expected the backup to run again, got {other:?}"),
+    }
+    assert_eq!(m.condition(condition::RECONCILING).1, reason::BACKING_UP);
+    assert_eq!(m.condition(condition::STALLED).0, "False");
+    m.set_backup(BackupState::Succeeded);
+    assert_eq!(started(&m.plan()), ["cp-0"]);
+}
+
+/// api.md "`kube-apiserver` never skips a minor version, nor changes major version".
+#[test]
+fn api_server_may_not_change_major_version() {
+    let s = spec(vec![job("kube-apiserver", "v2.0.0")]);
+    let message = refused_with(s, cluster(1, 0));
+    assert!(
+        message.contains("kube-apiserver v2.0: a change of major version (from v1.31 on cp-0) is not supported"),
+        "{message}"
+    );
+}
+
+/// api.md "`kube-controller-manager` and `kube-scheduler` never newer".
+#[test]
+fn scheduler_and_controller_manager_may_not_be_newer_than_the_api_server() {
+    for name in ["kube-scheduler", "kube-controller-manager"] {
+        let message = refused_with(spec(vec![job(name, "v1.32.0")]), cluster(1, 0));
+        assert!(
+            message.contains(&format!(
+                "{name} v1.32: newer than kube-apiserver v1.31; the skew policy allows {name} up to 1 minor versions older than the API server, never newer"
+            )),
+            "{message}"
+        );
+    }
+}
+
+/// api.md "`kubelet` and `kube-proxy` never newer than the API server … and
+/// at most three minors older; … of components the spec does not name, must
+/// fit the new API server too".
+#[test]
+fn kube_proxy_follows_the_kubelet_rules() {
+    // Newer than the API server.
+    let message = refused_with(spec(vec![job("kube-proxy", "v1.32.0")]), cluster(1, 1));
+    assert!(
+        message.contains("kube-proxy v1.32: newer than kube-apiserver v1.31"),
+        "{message}"
+    );
+    // Four minors older than the new API server, in the spec.
+    let s = spec(vec![job("kube-apiserver", "v1.32.0"), job("kube-proxy", "v1.28.0")]);
+    let mut nodes = cluster(1, 1);
+    for n in &mut nodes {
+        n.versions.insert("kube-proxy".into(), "v1.27.3".into());
+    }
+    let message = refused_with(s, nodes);
+    assert!(
+        message.contains("kube-proxy v1.28: more than 3 minor versions older than kube-apiserver v1.32"),
+        "{message}"
+    );
+    // Left behind: not in the spec, and four minors older than the new API server.
+    let mut nodes = cluster(1, 1);
+    nodes[1].versions.insert("kube-proxy".into(), "v1.28.9".into());
+    let message = refused_with(spec(vec![job("kube-apiserver", "v1.32.0")]), nodes);
+    assert!(
+        message.contains("kube-proxy v1.28 on worker-000 would be more than 3 minor versions older than kube-apiserver v1.32; add kube-proxy to spec.components"),
+        "{message}"
+    );
+    // Three minors older is allowed.
+    let mut nodes = cluster(1, 1);
+    nodes[1].versions.insert("kube-proxy".into(), "v1.29.9".into());
+    let mut m = Model::new(spec(vec![job("kube-apiserver", "v1.32.0")]), nodes);
+    let _ = m.plan();
+    assert_ne!(m.condition(condition::STALLED).1, reason::SKEW_VIOLATION);
+}
+
+/// api.md "versions running on nodes the spec does not reach … must fit the new API server too".
+#[test]
+fn kubelets_outside_the_node_selector_must_fit_the_new_api_server() {
+    let mut s = kube_spec("v1.32.0");
+    s.node_selector = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector {
+        match_labels: Some([("pool".to_string(), "a".to_string())].into()),
+        match_expressions: None,
+    });
+    let mut nodes = cluster(1, 2);
+    nodes[0].labels.insert("pool".into(), "a".into());
+    nodes[1].labels.insert("pool".into(), "a".into());
+    nodes[2].versions.insert("kubelet".into(), "v1.28.9".into());
+    let message = refused_with(s, nodes);
+    assert!(
+        message.contains("kubelet v1.28 on worker-001 (outside spec.nodeSelector) would be more than 3 minor versions older than kube-apiserver v1.32"),
+        "{message}"
+    );
+}
+
+/// api.md "no version lower than one a targeted node (or the workload) runs".
+#[test]
+fn a_workload_version_lower_than_it_runs_is_a_downgrade() {
+    let s = spec(vec![workload("calico", "v3.28.0", WorkloadKind::DaemonSet)]);
+    let mut m = Model::new(s.clone(), cluster(1, 1));
+    m.obs.workloads.insert(
+        "calico".into(),
+        ObservedWorkload {
+            version: Some("v3.29.0".into()),
+            rolled_out: true,
+            failed: None,
+            updated: 1,
+            total: 1,
+            lagging: None,
+        },
+    );
+    let actions = m.plan();
+    assert!(actions.is_empty(), "{actions:?}");
+    let (status, r, message) = m.condition(condition::STALLED);
+    assert_eq!((status.as_str(), r.as_str()), ("True", reason::SKEW_VIOLATION));
+    assert!(
+        message.contains("spec.components[0].version: calico v3.28.0 is older than the v3.29.0 its workload runs now; downgrades need spec.versionPolicy.allowDowngrade: true"),
+        "{message}"
+    );
+    // Allowed, it rolls out.
+    let mut allowed = s;
+    allowed.version_policy.allow_downgrade = true;
+    m.spec = allowed;
+    assert!(m.plan().iter().any(
+        |a| matches!(a, Action::UpgradeWorkload { component, version } if component == "calico" && version == "v3.28.0")
+    ));
+}
+
+/// user-guide.md "lets the nodes in an upgrade finish the component in hand,
+/// then runs the earlier stage first"; api.md "nodes in an upgrade finish
+/// the component in hand and are then handed back".
+#[test]
+fn a_version_bump_mid_rollout_lets_an_upgrading_worker_finish_its_component_then_hands_it_back() {
+    let mut s = spec(vec![job("containerd", "1.7.23"), job("kubelet", "v1.31.5")]);
+    max_unavailable(&mut s, IntOrString::Int(2));
+    let mut nodes = cluster(1, 3);
+    nodes[0].versions.insert("containerd".into(), "1.7.23".into());
+    nodes[0].versions.insert("kubelet".into(), "v1.31.5".into());
+    let mut m = Model::new(s, nodes);
+    // worker-000's drain finishes (it is upgrading containerd); worker-001 still drains.
+    for _ in 0..3 {
+        for a in m.plan() {
+            let outcome = match &a {
+                Action::Step {
+                    node,
+                    step: Step::Drain,
+                    ..
+                } if node == "worker-001" => Outcome::Waiting {
+                    message: "1 pod terminating".into(),
+                },
+                _ => Outcome::Done,
+            };
+            m.apply(&a, outcome);
+        }
+    }
+    let phase = |m: &Model, n: &str| m.node(n).progress.as_ref().map(|p| p.phase);
+    assert_eq!(phase(&m, "worker-000"), Some(NodePhase::Upgrading));
+    assert_eq!(
+        m.node("worker-000").progress.as_ref().unwrap().component.as_deref(),
+        Some("containerd")
+    );
+    assert_eq!(phase(&m, "worker-001"), Some(NodePhase::Draining));
+    // GitOps bumps containerd: the control-plane node needs it first.
+    m.spec.components[0].version = "1.7.24".into();
+    m.obs.generation = 2;
+    let mut log: Vec<(String, String)> = Vec::new();
+    let mut cp_started_after = None;
+    for round in 0..10 {
+        let actions = m.plan();
+        for a in &actions {
+            match a {
+                Action::Start { node, .. } if node == "cp-0" => {
+                    cp_started_after.get_or_insert(round);
+                    assert!(
+                        m.in_flight().is_empty(),
+                        "cp-0 starts with workers in flight: {:?}",
+                        m.in_flight()
+                    );
+                }
+                Action::Step { node, step, .. } if node.starts_with("worker") => {
+                    let what = match step {
+                        Step::Upgrade { component, .. } | Step::Verify { component, .. } => {
+                            format!("{} {component}", step.name())
+                        }
+                        _ => step.name().to_string(),
+                    };
+                    log.push((node.clone(), what));
+                }
+                _ => {}
+            }
+            m.apply(a, Outcome::Done);
+        }
+        if cp_started_after.is_some() {
+            break;
+        }
+    }
+    let of = |n: &str| -> Vec<&str> {
+        log.iter()
+            .filter(|(node, _)| node == n)
+            .map(|(_, s)| s.as_str())
+            .collect()
+    };
+    assert_eq!(of("worker-001"), ["Uncordon"], "a draining node is handed back at once");
+    assert_eq!(
+        of("worker-000"),
+        ["Upgrade containerd", "Verify containerd", "Uncordon"],
+        "the upgrading node finishes containerd, does not start kubelet, and is handed back"
+    );
+    assert!(cp_started_after.is_some(), "cp-0 starts once the workers are back");
+    let w = m.node("worker-000");
+    assert!(!w.unschedulable && w.cordoned_by.is_none());
+    assert_eq!(
+        w.versions["containerd"], "1.7.24",
+        "the component in hand finishes at the spec's new version"
+    );
+    assert_eq!(w.versions["kubelet"], "v1.31.4", "kubelet was not started");
+    assert_ne!(m.status().counts.updated, 4);
+    // The rest of the rollout completes.
+    m.run(60);
+    assert_eq!(m.condition(condition::READY).0, "True");
+    assert!(
+        m.obs
+            .nodes
+            .iter()
+            .all(|n| n.versions["containerd"] == "1.7.24" && n.versions["kubelet"] == "v1.31.5" && !n.unschedulable)
+    );
+}
+
+/// api.md "`components[].nodes` … `EtcdMembers` (Etcd), `ControlPlane`
+/// (ControlPlane), else `All`; also `Workers`".
+#[test]
+fn components_nodes_overrides_which_nodes_a_component_reaches() {
+    // kubelet, by default on All, only on the workers.
+    let mut kubelet = job("kubelet", "v1.31.5");
+    kubelet.nodes = Some(NodeTarget::Workers);
+    let mut m = Model::new(spec(vec![kubelet]), cluster(1, 2));
+    let mut starts = Vec::new();
+    for _ in 0..30 {
+        for a in m.plan() {
+            starts.extend(started(std::slice::from_ref(&a)));
+            m.apply(&a, Outcome::Done);
+        }
+    }
+    assert_eq!(starts, ["worker-000", "worker-001"]);
+    assert_eq!(m.node("cp-0").versions["kubelet"], "v1.31.4");
+    let c = &m.status().components[0];
+    assert_eq!((c.updated, c.total), (2, 2));
+    assert_eq!(m.condition(condition::READY).0, "True");
+    // containerd, by default on All, only on the control plane.
+    let mut containerd = job("containerd", "1.7.23");
+    containerd.nodes = Some(NodeTarget::ControlPlane);
+    let mut m = Model::new(spec(vec![containerd]), cluster(1, 2));
+    m.run(30);
+    assert_eq!(m.node("cp-0").versions["containerd"], "1.7.23");
+    assert!(
+        m.obs.nodes[1..]
+            .iter()
+            .all(|n| n.versions["containerd"] == "1.7.22" && n.progress.is_none())
+    );
+    let c = &m.status().components[0];
+    assert_eq!((c.updated, c.total), (1, 1));
+    assert_eq!(m.condition(condition::READY).0, "True");
+}
+
+/// api.md "`strategy.soak` … wait after each etcd/control-plane node and each worker batch".
+#[test]
+fn soak_time_follows_each_control_plane_node() {
+    let mut s = kube_spec("v1.32.0");
+    s.strategy.soak = "10m".into();
+    let mut m = Model::new(s, cluster(2, 0));
+    let mut starts = Vec::new();
+    for _ in 0..20 {
+        let actions = m.plan();
+        starts.extend(started(&actions));
+        for a in &actions {
+            m.apply(a, Outcome::Done);
+        }
+        if m.node("cp-0")
+            .progress
+            .as_ref()
+            .is_some_and(|p| p.phase == NodePhase::Done)
+        {
+            break;
+        }
+    }
+    assert_eq!(starts, ["cp-0"]);
+    let done_at = m.obs.now;
+    for _ in 0..9 {
+        assert!(started(&m.plan()).is_empty(), "cp-1 starts during the soak");
+        m.tick(1);
+    }
+    let (_, r, message) = m.condition(condition::RECONCILING);
+    assert_eq!(r, reason::SOAKING);
+    assert!(
+        message.contains(&format!(
+            "soaking after the last node for spec.strategy.soak (10m) until {}",
+            done_at.checked_add(jiff::SignedDuration::from_mins(10)).unwrap()
+        )),
+        "{message}"
+    );
+    m.tick(1);
+    assert_eq!(started(&m.plan()), ["cp-1"]);
+}
+
+/// api.md "`paused` … no new node starts; nodes in progress finish";
+/// user-guide.md "Paused: no new node starts, nodes in flight finish".
+#[test]
+fn paused_with_a_node_in_flight_lets_it_finish_and_starts_nothing_new() {
+    let mut m = Model::new(spec(vec![job("containerd", "1.7.23")]), cluster(0, 3));
+    drive_to_drain(&mut m);
+    assert_eq!(
+        m.node("worker-000").progress.as_ref().unwrap().phase,
+        NodePhase::Draining
+    );
+    m.spec.paused = true;
+    m.obs.generation = 2;
+    let mut steps = Vec::new();
+    for _ in 0..20 {
+        let actions = m.plan();
+        assert!(
+            started(&actions).is_empty(),
+            "a new node started while paused: {actions:?}"
+        );
+        steps.extend(step_names(&actions));
+        for a in &actions {
+            m.apply(a, Outcome::Done);
+        }
+        m.tick(1);
+    }
+    assert_eq!(steps, ["Drain", "Upgrade", "Verify", "Uncordon"]);
+    let n = m.node("worker-000");
+    assert_eq!(n.versions["containerd"], "1.7.23");
+    assert!(!n.unschedulable);
+    assert!(m.node("worker-001").progress.is_none() && m.node("worker-002").progress.is_none());
+    assert_eq!(m.condition(condition::READY).1, reason::PAUSED);
+    assert_eq!(m.condition(condition::RECONCILING).1, reason::PAUSED);
+    m.spec.paused = false;
+    assert_eq!(started(&m.plan()), ["worker-001"]);
+}
+
+/// status.rs "Nodes out of service: cordoned (by anyone) or NotReady".
+#[test]
+fn counts_unavailable_are_the_cordoned_and_not_ready_nodes_in_scope() {
+    let mut nodes = cluster(0, 5);
+    nodes[4].ready = false;
+    nodes[3].unschedulable = true; // an admin's cordon
+    let mut s = spec(vec![job("containerd", "1.7.23")]);
+    max_unavailable(&mut s, IntOrString::Int(3));
+    let mut m = Model::new(s, nodes);
+    let actions = m.plan();
+    assert_eq!(m.status().counts.unavailable, 2);
+    for a in &actions {
+        m.apply(a, Outcome::Done);
+    }
+    for a in m.plan() {
+        m.apply(&a, Outcome::Done); // drover cordons the nodes it started
+    }
+    m.plan();
+    let cordoned_by_drover = m
+        .obs
+        .nodes
+        .iter()
+        .filter(|n| n.cordoned_by.as_deref() == Some(CU))
+        .count();
+    assert!(cordoned_by_drover > 0);
+    assert_eq!(m.status().counts.unavailable, 2 + cordoned_by_drover as i32);
 }
