@@ -211,8 +211,21 @@ impl Contract {
                 "upgrade of {} to {} on {} (pod {}/{})",
                 up.env.component, up.env.version, up.node, up.namespace, up.name
             );
-            if let Err(e) = this.upgrade(&up, rx).await {
-                tracing::warn!("{what}: {e:#}");
+            // A write the API server did not take (it restarts, or drops the
+            // connection) is no reason to leave the pod running for ever, as
+            // no kubelet would: the upgrade runs again, up to 20 times.
+            for attempt in 1..=20 {
+                match this.upgrade(&up, rx.clone()).await {
+                    Ok(()) => return,
+                    Err(e) if attempt < 20 && !*rx.borrow() => {
+                        tracing::warn!("{what}: {e:#}; again in 1 s (attempt {attempt})");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    Err(e) => {
+                        tracing::warn!("{what}: {e:#}; given up after {attempt} attempts");
+                        return;
+                    }
+                }
             }
         });
     }
