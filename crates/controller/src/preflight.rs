@@ -18,10 +18,26 @@ pub struct Server {
 /// failure (unreachable, 401) is reported as it is.
 pub async fn check(client: &Client) -> Result<Server, String> {
     let bounded = Duration::from_secs(30);
-    let info = tokio::time::timeout(bounded, client.apiserver_version())
-        .await
-        .map_err(|_| "the API server did not answer /version within 30 s".to_string())?
-        .map_err(|e| format!("cannot read the API server's version: {}", drover_nodeops::api_text(&e)))?;
+    // A server that restarts, or a proxy in between, may answer 5xx or 429
+    // for a moment: a few bounded retries, as for discovery below. Other
+    // answers (401, 403, 404) are final.
+    let mut attempt = 0;
+    let info = loop {
+        attempt += 1;
+        let failure = match tokio::time::timeout(bounded, client.apiserver_version()).await {
+            Ok(Ok(info)) => break info,
+            Ok(Err(kube::Error::Api(e))) if e.code < 500 && e.code != 429 => {
+                return Err(format!("cannot read the API server's version: {} ({})", e.message, e.code));
+            }
+            Ok(Err(e)) => format!("cannot read the API server's version: {}", drover_nodeops::api_text(&e)),
+            Err(_) => "the API server did not answer /version within 30 s".to_string(),
+        };
+        if attempt >= 5 {
+            return Err(failure);
+        }
+        tracing::warn!(%failure, attempt, "retrying /version");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
     let mut served = BTreeSet::new();
     let mut failures = Vec::new();
     let versions: BTreeSet<&str> = floor::REQUIRED.iter().map(|(gv, _)| *gv).collect();

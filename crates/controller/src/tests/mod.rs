@@ -7,4 +7,5 @@ pub(crate) mod api;
 mod cleanup;
 mod fixtures;
 mod pass;
+mod preflight;
 mod steps;
