@@ -453,12 +453,22 @@ on_both_beds! {
         let lease = ["--leader-elect", "--lease-duration", "3", "--namespace", "drover-system"];
         let mut a = env.drover(&[&lease[..], &["--identity", "replica-a"]].concat());
         tokio::time::sleep(Duration::from_millis(1500)).await;
-        let _b = env.drover(&[&lease[..], &["--identity", "replica-b"]].concat());
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let _b = env.drover(&[&lease[..], &["--identity", "replica-b", "--http-addr", &addr]].concat());
         env.apply("runtime", runtime_spec("1.7.23")).await;
         env.wait_for("runtime", "under way", ROLLOUT, |cu| {
             cu.status.as_ref().is_some_and(|s| s.counts.updated >= 1)
         })
         .await;
+        // The standby: alive and Ready (a Deployment's rolling update must
+        // not wait on a pod that cannot lead yet), and says it does not lead.
+        let (health, _) = http_get(port, "/healthz").expect("the standby serves /healthz");
+        assert_eq!(health, 200);
+        let (ready, why) = http_get(port, "/readyz").unwrap();
+        assert_eq!((ready, why.trim()), (200, "ready"));
+        let (_, metrics) = http_get(port, "/metrics").unwrap();
+        assert_eq!(metric(&metrics, "drover_leader "), Some(0.0), "{metrics}");
         let holder = env.kubectl(&[
             "get",
             "lease",
@@ -482,6 +492,10 @@ on_both_beds! {
             "jsonpath={.spec.holderIdentity}",
         ]);
         assert_eq!(String::from_utf8_lossy(&holder.stdout), "replica-b");
+        // Leading now: Ready, and says so.
+        assert_eq!(http_get(port, "/readyz").unwrap().0, 200);
+        let (_, metrics) = http_get(port, "/metrics").unwrap();
+        assert_eq!(metric(&metrics, "drover_leader "), Some(1.0), "{metrics}");
         assert_invariants(&env, 1).await;
     }
 }
