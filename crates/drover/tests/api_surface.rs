@@ -615,6 +615,14 @@ fn cases() -> Vec<Case> {
             "spec.components[0].upgrade.job.env[0].name",
             "at least 1",
         ),
+        case(
+            "env",
+            "65 env vars (at most 64)",
+            "spec/components/0/upgrade/job/env",
+            Value::Array((0..65).map(|i| json!({"name": format!("V{i}"), "value": "x"})).collect()),
+            "spec.components[0].upgrade.job.env",
+            "must have at most 64 items",
+        ),
         // budgets
         case(
             "budgets",
@@ -739,6 +747,49 @@ fn cases() -> Vec<Case> {
                 json!(null),
                 "spec.components[1].upgrade.workload.targets[0].namespace",
                 "must be a DNS label",
+            )
+        },
+        Case {
+            edits: vec![
+                ("spec/components/1/upgrade/workload/kind", Value::Null),
+                ("spec/components/1/upgrade/workload/namespace", Value::Null),
+                ("spec/components/1/upgrade/workload/name", Value::Null),
+                (
+                    "spec/components/1/upgrade/workload/targets",
+                    Value::Array(
+                        (0..17)
+                            .map(|i| json!({"kind": "DaemonSet", "namespace": "kube-system", "name": format!("agent-{i}")}))
+                            .collect(),
+                    ),
+                ),
+            ],
+            ..case(
+                "workloads",
+                "17 targets (at most 16)",
+                "",
+                json!(null),
+                "spec.components[1].upgrade.workload.targets",
+                "must have at most 16 items",
+            )
+        },
+        Case {
+            edits: vec![
+                ("spec/components/1/upgrade/workload/kind", Value::Null),
+                ("spec/components/1/upgrade/workload/namespace", Value::Null),
+                ("spec/components/1/upgrade/workload/name", Value::Null),
+                (
+                    "spec/components/1/upgrade/workload/targets",
+                    json!([{"kind": "DaemonSet", "namespace": "kube-system", "name": "calico-node"},
+                           {"kind": "DaemonSet", "namespace": "kube-system", "name": "calico-node"}]),
+                ),
+            ],
+            ..case(
+                "workloads",
+                "a target named twice",
+                "",
+                json!(null),
+                "spec.components[1].upgrade.workload.targets",
+                "must not name a workload twice",
             )
         },
         Case {
