@@ -6,11 +6,11 @@ mod support;
 use std::time::Duration;
 
 use drover_api::Outcome;
-use drover_api::names::annotation::CORDONED_BY;
+use drover_api::names::annotation::{CORDONED_BY, DO_NOT_DISRUPT, GUARDS_ADDED, SCALE_DOWN_DISABLED};
 use drover_api::names::label::{MANAGED_BY, MANAGED_BY_VALUE};
 use drover_api::{DrainTimeoutAction, JobUpgrade, NodeInfoField, PodImageCheck, Verify, WorkloadKind, WorkloadUpgrade};
 use drover_nodeops::eviction::Evicted;
-use drover_nodeops::{DrainOptions, NodeOps, Owner, UpgradeRequest};
+use drover_nodeops::{DrainOptions, NodeOps, Owner, RebootRequest, UpgradeRequest};
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::batch::v1::Job;
@@ -50,7 +50,15 @@ async fn cordon_is_owned_and_uncordon_only_reverses_drovers_own() {
     }
     let a = c.get_node("a").await;
     assert_eq!(a.spec.unwrap().unschedulable, Some(true));
-    assert_eq!(a.metadata.annotations.unwrap()[CORDONED_BY], "cu1");
+    let a_annotations = a.metadata.annotations.unwrap();
+    assert_eq!(a_annotations[CORDONED_BY], "cu1");
+    // drover's own cordon carries both guards and records that it added them.
+    assert_eq!(a_annotations[SCALE_DOWN_DISABLED], "true");
+    assert_eq!(a_annotations[DO_NOT_DISRUPT], "true");
+    assert_eq!(
+        a_annotations[GUARDS_ADDED],
+        format!("{SCALE_DOWN_DISABLED},{DO_NOT_DISRUPT}")
+    );
     // Another ClusterUpgrade cannot undo it.
     c.ops.uncordon("a", "cu2").await.unwrap();
     assert_eq!(c.get_node("a").await.spec.unwrap().unschedulable, Some(true));
@@ -75,7 +83,16 @@ async fn cordon_is_owned_and_uncordon_only_reverses_drovers_own() {
     c.ops.uncordon("b", "cu1").await.unwrap();
     let b = c.get_node("b").await;
     assert_eq!(b.spec.unwrap().unschedulable, Some(true), "the admin's cordon stays");
-    assert!(!b.metadata.annotations.unwrap_or_default().contains_key(CORDONED_BY));
+    let b_annotations = b.metadata.annotations.unwrap_or_default();
+    assert!(!b_annotations.contains_key(CORDONED_BY));
+    // A node drover did not cordon gets no disruption guards from drover
+    // (user-guide.md, "Cordon"), though node a got them from the same call.
+    for k in [SCALE_DOWN_DISABLED, DO_NOT_DISRUPT, GUARDS_ADDED] {
+        assert!(
+            !b_annotations.contains_key(k),
+            "{k} on an admin-cordoned node: {b_annotations:?}"
+        );
+    }
     // Uncordoning a node that is gone is done.
     assert_eq!(c.ops.uncordon("missing", "cu1").await.unwrap(), Outcome::Done);
 }
@@ -589,9 +606,21 @@ async fn the_upgrade_job_is_pinned_deterministic_and_created_once() {
     let spec = job.spec.as_ref().unwrap();
     assert_eq!(spec.active_deadline_seconds, Some(1200));
     assert_eq!(spec.backoff_limit, Some(2));
-    assert!(spec.ttl_seconds_after_finished.is_some());
+    // "kept an hour after they finish" (status-reasons.md, UpgradeJobFailed).
+    assert_eq!(spec.ttl_seconds_after_finished, Some(3600));
+    // The labels the docs tell users to select drover's Jobs by.
+    let labels = job.metadata.labels.as_ref().unwrap();
+    for (k, v) in [
+        ("drover.dev/upgrade", "platform"),
+        ("drover.dev/node", "n1"),
+        ("drover.dev/component", "containerd"),
+    ] {
+        assert_eq!(labels.get(k).map(String::as_str), Some(v), "{labels:?}");
+    }
     let pod = spec.template.spec.as_ref().unwrap();
     assert_eq!(pod.node_name.as_deref(), Some("n1"));
+    // Privileged with hostRoot: the host PID namespace too.
+    assert_eq!(pod.host_pid, Some(true));
     assert_eq!(pod.tolerations.as_ref().unwrap()[0].operator.as_deref(), Some("Exists"));
     let ctr = &pod.containers[0];
     assert_eq!(ctr.security_context.as_ref().unwrap().privileged, Some(true));
@@ -610,7 +639,12 @@ async fn the_upgrade_job_is_pinned_deterministic_and_created_once() {
     ] {
         assert!(env.contains(&(k.to_string(), v.to_string())), "{env:?}");
     }
+    assert!(
+        !env.iter().any(|(k, _)| k == "DROVER_REBOOT"),
+        "no DROVER_REBOOT without reboots: true: {env:?}"
+    );
     assert_eq!(pod.volumes.as_ref().unwrap()[0].host_path.as_ref().unwrap().path, "/");
+    assert_eq!(ctr.volume_mounts.as_ref().unwrap()[0].mount_path, "/host");
 
     // Unprivileged, no host root: neither is granted.
     let plain = JobUpgrade {
@@ -630,6 +664,197 @@ async fn the_upgrade_job_is_pinned_deterministic_and_created_once() {
         .unwrap();
     let pod = job.spec.unwrap().template.spec.unwrap();
     assert!(pod.volumes.is_none() && pod.containers[0].security_context.is_none());
+    assert_ne!(pod.host_pid, Some(true), "a plain Job is not in the host PID namespace");
+
+    // hostRoot without privileged: the root at /host, but not the host PID namespace.
+    let root_only = JobUpgrade {
+        privileged: false,
+        host_root: true,
+        ..job_spec()
+    };
+    let req_root = UpgradeRequest {
+        job: &root_only,
+        component: "inspector",
+        ..req.clone()
+    };
+    c.ops.upgrade(&req_root).await.unwrap();
+    let pod = jobs
+        .get(&drover_nodeops::job::job_name("platform", "n1", "inspector", "1.7.23"))
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap();
+    assert_eq!(pod.containers[0].volume_mounts.as_ref().unwrap()[0].mount_path, "/host");
+    assert_ne!(pod.host_pid, Some(true), "host PID only when privileged");
+
+    // reboots: true adds DROVER_REBOOT=true to the Job's env.
+    let rebooting = JobUpgrade {
+        reboots: true,
+        ..job_spec()
+    };
+    let req_reboot = UpgradeRequest {
+        job: &rebooting,
+        component: "kernel",
+        ..req
+    };
+    c.ops.upgrade(&req_reboot).await.unwrap();
+    let job = jobs
+        .get(&drover_nodeops::job::job_name("platform", "n1", "kernel", "1.7.23"))
+        .await
+        .unwrap();
+    let env = job.spec.unwrap().template.spec.unwrap().containers[0]
+        .env
+        .clone()
+        .unwrap();
+    let reboot_vars: Vec<_> = env.iter().filter(|e| e.name == "DROVER_REBOOT").collect();
+    assert_eq!(reboot_vars.len(), 1, "{env:?}");
+    assert_eq!(reboot_vars[0].value.as_deref(), Some("true"));
+}
+
+#[tokio::test]
+async fn the_reboot_job_is_privileged_on_the_hosts_pid_and_root_pinned_and_named_per_node_and_boot() {
+    // kubesim only: nothing runs the Job here; this checks the Job drover asks for.
+    let c = Cluster::start().await;
+    c.node("n1", true).await;
+    c.node_status("n1", json!({"nodeInfo": {"bootID": "boot-1"}})).await;
+    let o: Owner = c.cluster_upgrade("platform").await;
+    let reboot = drover_api::Reboot {
+        image: Some("example.com/reboot:1".into()),
+        command: vec!["/reboot.sh".into()],
+        args: vec!["--now".into()],
+        ..drover_api::Reboot::default()
+    };
+    let req = RebootRequest {
+        owner: &o,
+        node: "n1",
+        component: "kernel",
+        boot_id: "boot-1",
+        run_job: true,
+        reboot: &reboot,
+        deadline: None,
+        not_before: None,
+    };
+    let name = drover_nodeops::reboot::job_name("platform", "n1", "boot-1");
+    for _ in 0..2 {
+        let out = c.ops.reboot(&req).await.unwrap();
+        assert_eq!(
+            out,
+            Outcome::Waiting {
+                message: format!("waiting for node n1 to reboot (reboot job {name}): bootID is still boot-1")
+            }
+        );
+    }
+    // In the upgrade Jobs' namespace, once for that boot.
+    let jobs: Api<Job> = Api::namespaced(c.client.clone(), "kube-system");
+    let list = jobs
+        .list(&ListParams::default().labels("drover.dev/component=reboot"))
+        .await
+        .unwrap();
+    assert_eq!(
+        list.items.len(),
+        1,
+        "a repeat finds the reboot Job instead of creating another"
+    );
+    let job = &list.items[0];
+    assert_eq!(job.metadata.name.as_deref(), Some(name.as_str()));
+    assert!(name.starts_with("reboot-n1-"), "{name}");
+    assert_eq!(
+        job.metadata.owner_references.as_ref().unwrap()[0].kind,
+        "ClusterUpgrade"
+    );
+    let labels = job.metadata.labels.as_ref().unwrap();
+    for (k, v) in [
+        ("drover.dev/upgrade", "platform"),
+        ("drover.dev/node", "n1"),
+        ("drover.dev/component", "reboot"),
+    ] {
+        assert_eq!(labels.get(k).map(String::as_str), Some(v), "{labels:?}");
+    }
+    let spec = job.spec.as_ref().unwrap();
+    assert_eq!(spec.ttl_seconds_after_finished, Some(3600), "kept an hour");
+    let pod = spec.template.spec.as_ref().unwrap();
+    // Pinned to the node, through every taint.
+    assert_eq!(pod.node_name.as_deref(), Some("n1"));
+    assert_eq!(pod.tolerations.as_ref().unwrap()[0].operator.as_deref(), Some("Exists"));
+    assert_eq!(pod.host_pid, Some(true), "host PID namespace");
+    let ctr = &pod.containers[0];
+    assert_eq!(ctr.image.as_deref(), Some("example.com/reboot:1"));
+    assert_eq!(ctr.command.as_deref(), Some(&["/reboot.sh".to_string()][..]));
+    assert_eq!(ctr.args.as_deref(), Some(&["--now".to_string()][..]));
+    assert_eq!(ctr.security_context.as_ref().unwrap().privileged, Some(true));
+    // The node's root at /host.
+    let mount = &ctr.volume_mounts.as_ref().unwrap()[0];
+    assert_eq!(mount.mount_path, "/host");
+    let volume = pod
+        .volumes
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|v| v.name == mount.name)
+        .unwrap();
+    assert_eq!(volume.host_path.as_ref().unwrap().path, "/");
+    let env: Vec<(String, String)> = ctr
+        .env
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|e| (e.name.clone(), e.value.clone().unwrap()))
+        .collect();
+    let want: Vec<(String, String)> = [
+        ("DROVER_ACTION", "reboot"),
+        ("DROVER_NODE", "n1"),
+        ("DROVER_COMPONENT", "kernel"),
+        ("DROVER_BOOT_ID", "boot-1"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    assert_eq!(env, want);
+
+    // The node comes back with a new boot: that reboot is done, and a later
+    // request from the new boot gets a Job of its own.
+    c.node_status("n1", json!({"nodeInfo": {"bootID": "boot-2"}})).await;
+    assert_eq!(c.ops.reboot(&req).await.unwrap(), Outcome::Done);
+    let again = RebootRequest {
+        boot_id: "boot-2",
+        ..req.clone()
+    };
+    c.ops.reboot(&again).await.unwrap();
+    let second = drover_nodeops::reboot::job_name("platform", "n1", "boot-2");
+    assert_ne!(second, name);
+    let mut names: Vec<String> = jobs
+        .list(&ListParams::default().labels("drover.dev/component=reboot"))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|j| j.metadata.name.unwrap())
+        .collect();
+    names.sort();
+    let mut expected = vec![name, second.clone()];
+    expected.sort();
+    assert_eq!(names, expected);
+    let env = jobs
+        .get(&second)
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .template
+        .spec
+        .unwrap()
+        .containers[0]
+        .env
+        .clone()
+        .unwrap();
+    assert!(
+        env.iter()
+            .any(|e| e.name == "DROVER_BOOT_ID" && e.value.as_deref() == Some("boot-2")),
+        "{env:?}"
+    );
 }
 
 #[tokio::test]
