@@ -27,7 +27,10 @@ pub async fn check(client: &Client) -> Result<Server, String> {
         let failure = match tokio::time::timeout(bounded, client.apiserver_version()).await {
             Ok(Ok(info)) => break info,
             Ok(Err(kube::Error::Api(e))) if e.code < 500 && e.code != 429 => {
-                return Err(format!("cannot read the API server's version: {} ({})", e.message, e.code));
+                return Err(format!(
+                    "cannot read the API server's version: {} ({})",
+                    e.message, e.code
+                ));
             }
             Ok(Err(e)) => format!("cannot read the API server's version: {}", drover_nodeops::api_text(&e)),
             Err(_) => "the API server did not answer /version within 30 s".to_string(),

@@ -36,7 +36,11 @@ async fn a_server_that_answers_version_with_errors_for_a_moment_is_asked_again()
     server.expect(Method::GET, "/version").await.ok(version());
     // Discovery, one group version at a time (in order), each serving what drover needs.
     for (path, gv, names) in [
-        ("/apis/apps/v1", "apps/v1", &["deployments", "daemonsets", "statefulsets"][..]),
+        (
+            "/apis/apps/v1",
+            "apps/v1",
+            &["deployments", "daemonsets", "statefulsets"][..],
+        ),
         ("/apis/batch/v1", "batch/v1", &["jobs"]),
         ("/apis/coordination.k8s.io/v1", "coordination.k8s.io/v1", &["leases"]),
         (
