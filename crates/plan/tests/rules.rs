@@ -731,6 +731,11 @@ fn backup_must_succeed_before_the_first_control_plane_change() {
         message.contains("the backup Job failed: etcdctl snapshot save: context deadline exceeded"),
         "{message}"
     );
+    // It says how to run it again, as deleting_the_failed_backup_job_runs_it_again shows.
+    assert!(
+        message.contains("delete the failed Job, or change spec.backup or the target, to run it again"),
+        "{message}"
+    );
     m.set_backup(BackupState::Succeeded);
     assert_eq!(started(&m.plan()), ["cp-0"]);
     assert_eq!(m.status().backup.as_ref().unwrap().state, "Succeeded");

@@ -12,7 +12,7 @@ pub(super) fn schedule(ctx: &Ctx, actions: &mut Vec<Action>) -> Option<Hold> {
         BackupState::Failed(message) => Some(Hold {
             reason: Reason::BackupFailed,
             message: format!(
-                "the backup Job failed: {message}; no etcd or control-plane node starts until it succeeds (change the spec to run it again)"
+                "the backup Job failed: {message}; no etcd or control-plane node starts until it succeeds (fix it, then delete the failed Job, or change spec.backup or the target, to run it again)"
             ),
             stalled: true,
         }),
