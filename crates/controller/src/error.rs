@@ -4,7 +4,7 @@ use thiserror::Error;
 /// so a failed pass is simply retried.
 #[derive(Debug, Error)]
 pub enum Error {
-    #[error("Kubernetes API: {0}")]
+    #[error("Kubernetes API: {}", drover_nodeops::api_text(.0))]
     Kube(#[from] kube::Error),
     #[error("node operation: {0}")]
     NodeOps(#[from] drover_nodeops::NodeOpsError),

@@ -4,7 +4,7 @@ use thiserror::Error;
 /// found the node not ready yet is not an error: it returns an `Outcome`.
 #[derive(Debug, Error)]
 pub enum NodeOpsError {
-    #[error("Kubernetes API: {0}")]
+    #[error("Kubernetes API: {}", api_text(.0))]
     Kube(#[from] kube::Error),
     #[error("{method} {path} answered {status}: {message}")]
     Http {
@@ -90,6 +90,9 @@ mod tests {
         );
         assert!(!text.contains("Status {"), "{text}");
         assert_eq!(refused_for_good(&NodeOpsError::Kube(e)).as_deref(), Some(text.as_str()));
+        // The error's own text (logs, `drover run`'s exit) says the same.
+        let shown = NodeOpsError::Kube(api(500, "InternalError", "etcdserver: leader changed")).to_string();
+        assert_eq!(shown, "Kubernetes API: etcdserver: leader changed (500 InternalError)");
     }
 
     #[test]
