@@ -705,10 +705,9 @@ fn the_later_of_two_overlapping_upgrades_reports_conflict_and_touches_nothing() 
     assert_eq!(started(&m.plan()), ["worker-000"]);
 }
 
-#[test]
-fn backup_must_succeed_before_the_first_control_plane_change() {
-    let mut s = kube_spec("v1.32.0");
-    s.backup = Some(BackupJob {
+/// The backup every backup test uses: an etcd snapshot Job in kube-system.
+fn backup_job() -> BackupJob {
+    BackupJob {
         image: "example.com/etcd-backup:1".into(),
         command: vec![],
         args: vec![],
@@ -717,7 +716,13 @@ fn backup_must_succeed_before_the_first_control_plane_change() {
         node_selector: Default::default(),
         host_root: true,
         timeout: "10m".into(),
-    });
+    }
+}
+
+#[test]
+fn backup_must_succeed_before_the_first_control_plane_change() {
+    let mut s = kube_spec("v1.32.0");
+    s.backup = Some(backup_job());
     let mut m = Model::new(s, cluster(1, 1));
     assert!(matches!(m.plan().as_slice(), [Action::RunBackup { .. }]));
     assert_eq!(m.condition(condition::RECONCILING).1, reason::BACKING_UP);
@@ -744,16 +749,7 @@ fn backup_must_succeed_before_the_first_control_plane_change() {
 #[test]
 fn a_changed_backup_spec_runs_a_new_backup_job_before_the_next_control_plane_change() {
     let mut s = kube_spec("v1.32.0");
-    s.backup = Some(BackupJob {
-        image: "example.com/etcd-backup:1".into(),
-        command: vec![],
-        args: vec![],
-        env: vec![],
-        namespace: "kube-system".into(),
-        node_selector: Default::default(),
-        host_root: true,
-        timeout: "10m".into(),
-    });
+    s.backup = Some(backup_job());
     let mut m = Model::new(s, cluster(2, 0));
     let hash_of = |actions: &[Action]| match actions {
         [Action::RunBackup { backup_hash }] => backup_hash.clone(),
@@ -1361,16 +1357,7 @@ fn history_keeps_the_last_ten_rollouts_newest_first() {
 #[test]
 fn a_worker_only_rollout_runs_no_backup() {
     let mut s = spec(vec![job("containerd", "1.7.23")]);
-    s.backup = Some(BackupJob {
-        image: "example.com/etcd-backup:1".into(),
-        command: vec![],
-        args: vec![],
-        env: vec![],
-        namespace: "kube-system".into(),
-        node_selector: Default::default(),
-        host_root: true,
-        timeout: "10m".into(),
-    });
+    s.backup = Some(backup_job());
     // Only workers (none with etcd or control plane), and workers with the
     // control-plane node already at the target.
     for nodes in [cluster(0, 2), {
@@ -1402,16 +1389,7 @@ fn a_worker_only_rollout_runs_no_backup() {
 #[test]
 fn a_strategy_change_does_not_rerun_the_backup() {
     let mut s = kube_spec("v1.32.0");
-    s.backup = Some(BackupJob {
-        image: "example.com/etcd-backup:1".into(),
-        command: vec![],
-        args: vec![],
-        env: vec![],
-        namespace: "kube-system".into(),
-        node_selector: Default::default(),
-        host_root: true,
-        timeout: "10m".into(),
-    });
+    s.backup = Some(backup_job());
     let mut m = Model::new(s, cluster(2, 1));
     assert!(matches!(m.plan().as_slice(), [Action::RunBackup { .. }]));
     m.set_backup(BackupState::Succeeded);
@@ -1453,16 +1431,7 @@ fn a_strategy_change_does_not_rerun_the_backup() {
 #[test]
 fn deleting_the_failed_backup_job_runs_it_again() {
     let mut s = kube_spec("v1.32.0");
-    s.backup = Some(BackupJob {
-        image: "example.com/etcd-backup:1".into(),
-        command: vec![],
-        args: vec![],
-        env: vec![],
-        namespace: "kube-system".into(),
-        node_selector: Default::default(),
-        host_root: true,
-        timeout: "10m".into(),
-    });
+    s.backup = Some(backup_job());
     let mut m = Model::new(s, cluster(1, 1));
     let first = match m.plan().as_slice() {
         [Action::RunBackup { backup_hash }] => backup_hash.clone(),
