@@ -198,18 +198,43 @@ fn tail(s: &str, n: usize) -> String {
 /// verification's or a reboot's wait, so its old Job is far older.
 pub const EARLIER_ATTEMPT_MARGIN: jiff::SignedDuration = jiff::SignedDuration::from_secs(5);
 
+/// The annotation on drover's Jobs naming the attempt (the step's start)
+/// that created them.
+pub const ATTEMPT_ANNOTATION: &str = "drover.dev/attempt";
+
+/// Marks `job` as created by the attempt that started at `not_before`.
+pub fn mark_attempt(job: &mut Job, not_before: Option<jiff::Timestamp>) {
+    if let Some(t) = not_before {
+        job.metadata
+            .annotations
+            .get_or_insert_with(Default::default)
+            .insert(ATTEMPT_ANNOTATION.into(), t.to_string());
+    }
+}
+
 /// Whether `job` finished (Complete or Failed) in an attempt before the one
 /// that started at `not_before`: a retry must run the Job again, not read
-/// the old one's result.
+/// the old one's result. A Job names its attempt ([`ATTEMPT_ANNOTATION`]);
+/// one made before drover wrote that counts as earlier when it was created
+/// more than [`EARLIER_ATTEMPT_MARGIN`] before the step began.
 pub fn from_an_earlier_attempt(job: &Job, not_before: Option<jiff::Timestamp>) -> bool {
     let finished = condition(job, "Failed").is_some() || condition(job, "Complete").is_some();
-    finished
-        && not_before.is_some_and(|t| {
-            job.metadata
-                .creation_timestamp
-                .as_ref()
-                .is_some_and(|c| c.0 + EARLIER_ATTEMPT_MARGIN < t)
-        })
+    let Some(t) = not_before.filter(|_| finished) else {
+        return false;
+    };
+    match job
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ATTEMPT_ANNOTATION))
+    {
+        Some(attempt) => attempt.parse::<jiff::Timestamp>().map_or(true, |a| a < t),
+        None => job
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .is_some_and(|c| c.0 + EARLIER_ATTEMPT_MARGIN < t),
+    }
 }
 
 /// Create the Job if it does not exist and report where it stands. A
@@ -228,7 +253,14 @@ pub async fn run(client: &Client, j: &UpgradeJob<'_>, not_before: Option<jiff::T
             });
         }
         Some(job) => job,
-        None => match jobs.create(&PostParams::default(), &build(j)).await {
+        None => match jobs
+            .create(&PostParams::default(), &{
+                let mut job = build(j);
+                mark_attempt(&mut job, not_before);
+                job
+            })
+            .await
+        {
             Ok(job) => job,
             Err(e) if is_conflict(&e) => jobs.get(&name).await?,
             Err(e) => return Err(NodeOpsError::Kube(e)),

@@ -172,7 +172,14 @@ pub async fn reboot(client: &Client, namespace: &str, r: &RebootRequest<'_>) -> 
                 });
             }
             Some(j) => j,
-            None => match jobs.create(&PostParams::default(), &build(r, namespace, image)).await {
+            None => match jobs
+                .create(&PostParams::default(), &{
+                    let mut job = build(r, namespace, image);
+                    crate::job::mark_attempt(&mut job, r.not_before);
+                    job
+                })
+                .await
+            {
                 Ok(j) => j,
                 Err(e) if is_conflict(&e) => jobs.get(&name).await?,
                 Err(e) => return Err(NodeOpsError::Kube(e)),
