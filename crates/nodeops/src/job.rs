@@ -237,6 +237,34 @@ pub fn from_an_earlier_attempt(job: &Job, not_before: Option<jiff::Timestamp>) -
     }
 }
 
+/// The Job `name` of the attempt that started at `not_before`: the one
+/// there, or `make()` created and marked with the attempt. None when the
+/// one there finished in an earlier attempt: it is being deleted, and the
+/// next pass creates this attempt's.
+pub(crate) async fn this_attempts_job(
+    jobs: &Api<Job>,
+    name: &str,
+    not_before: Option<jiff::Timestamp>,
+    make: impl FnOnce() -> Job,
+) -> Result<Option<Job>> {
+    match jobs.get_opt(name).await? {
+        Some(job) if from_an_earlier_attempt(&job, not_before) => {
+            jobs.delete(name, &kube::api::DeleteParams::background()).await?;
+            Ok(None)
+        }
+        Some(job) => Ok(Some(job)),
+        None => {
+            let mut job = make();
+            mark_attempt(&mut job, not_before);
+            match jobs.create(&PostParams::default(), &job).await {
+                Ok(job) => Ok(Some(job)),
+                Err(e) if is_conflict(&e) => Ok(Some(jobs.get(name).await?)),
+                Err(e) => Err(NodeOpsError::Kube(e)),
+            }
+        }
+    }
+}
+
 /// Create the Job if it does not exist and report where it stands. A
 /// finished Job created before `not_before` (when the node entered this
 /// step) belongs to an earlier attempt (a retry after a failed Job, a
@@ -245,26 +273,10 @@ pub fn from_an_earlier_attempt(job: &Job, not_before: Option<jiff::Timestamp>) -
 pub async fn run(client: &Client, j: &UpgradeJob<'_>, not_before: Option<jiff::Timestamp>) -> Result<Outcome> {
     let jobs: Api<Job> = Api::namespaced(client.clone(), j.namespace);
     let name = job_name(&j.owner.name, j.node, j.component, j.version);
-    let job = match jobs.get_opt(&name).await? {
-        Some(job) if from_an_earlier_attempt(&job, not_before) => {
-            jobs.delete(&name, &kube::api::DeleteParams::background()).await?;
-            return Ok(Outcome::Waiting {
-                message: format!("replacing job {name}, which finished in an earlier attempt"),
-            });
-        }
-        Some(job) => job,
-        None => match jobs
-            .create(&PostParams::default(), &{
-                let mut job = build(j);
-                mark_attempt(&mut job, not_before);
-                job
-            })
-            .await
-        {
-            Ok(job) => job,
-            Err(e) if is_conflict(&e) => jobs.get(&name).await?,
-            Err(e) => return Err(NodeOpsError::Kube(e)),
-        },
+    let Some(job) = this_attempts_job(&jobs, &name, not_before, || build(j)).await? else {
+        return Ok(Outcome::Waiting {
+            message: format!("replacing job {name}, which finished in an earlier attempt"),
+        });
     };
     status(client, &job).await
 }

@@ -15,10 +15,10 @@ use k8s_openapi::api::core::v1::{
     VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
-use kube::api::{Api, PostParams};
+use kube::api::Api;
 use kube::{Client, ResourceExt};
 
-use crate::error::{NodeOpsError, Result, is_conflict};
+use crate::error::Result;
 use crate::job::{Owner, dns_part};
 use crate::verify::node_ready;
 
@@ -161,29 +161,15 @@ pub async fn reboot(client: &Client, namespace: &str, r: &RebootRequest<'_>) -> 
         };
         let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
         let name = job_name(&r.owner.name, r.node, r.boot_id);
-        let job = match jobs.get_opt(&name).await? {
-            Some(j) if crate::job::from_an_earlier_attempt(&j, r.not_before) => {
-                jobs.delete(&name, &kube::api::DeleteParams::background()).await?;
-                return Ok(Outcome::Waiting {
-                    message: format!(
-                        "replacing reboot job {name}, which finished in an earlier attempt while {} kept its bootID",
-                        r.node
-                    ),
-                });
-            }
-            Some(j) => j,
-            None => match jobs
-                .create(&PostParams::default(), &{
-                    let mut job = build(r, namespace, image);
-                    crate::job::mark_attempt(&mut job, r.not_before);
-                    job
-                })
-                .await
-            {
-                Ok(j) => j,
-                Err(e) if is_conflict(&e) => jobs.get(&name).await?,
-                Err(e) => return Err(NodeOpsError::Kube(e)),
-            },
+        let Some(job) =
+            crate::job::this_attempts_job(&jobs, &name, r.not_before, || build(r, namespace, image)).await?
+        else {
+            return Ok(Outcome::Waiting {
+                message: format!(
+                    "replacing reboot job {name}, which finished in an earlier attempt while {} kept its bootID",
+                    r.node
+                ),
+            });
         };
         let failed = job
             .status
