@@ -238,6 +238,20 @@ fn case(
     }
 }
 
+/// A workloads case: the calico component with `targets` in place of its
+/// one workload (kind, namespace and name removed).
+fn targets_case(what: &'static str, targets: Value, field: &'static str, allowed: &'static str) -> Case {
+    Case {
+        edits: vec![
+            ("spec/components/1/upgrade/workload/kind", Value::Null),
+            ("spec/components/1/upgrade/workload/namespace", Value::Null),
+            ("spec/components/1/upgrade/workload/name", Value::Null),
+            ("spec/components/1/upgrade/workload/targets", targets),
+        ],
+        ..case("workloads", what, "", json!(null), field, allowed)
+    }
+}
+
 fn cases() -> Vec<Case> {
     let many: Vec<Value> = (0..33)
         .map(|i| json!({"name": format!("agent-{i}"), "stage": "Addons", "version": "1.0.0", "upgrade": {"job": {"image": "x"}}}))
@@ -619,7 +633,11 @@ fn cases() -> Vec<Case> {
             "env",
             "65 env vars (at most 64)",
             "spec/components/0/upgrade/job/env",
-            Value::Array((0..65).map(|i| json!({"name": format!("V{i}"), "value": "x"})).collect()),
+            Value::Array(
+                (0..65)
+                    .map(|i| json!({"name": format!("V{i}"), "value": "x"}))
+                    .collect(),
+            ),
             "spec.components[0].upgrade.job.env",
             "must have at most 64 items",
         ),
@@ -730,68 +748,29 @@ fn cases() -> Vec<Case> {
             "spec.components[1].upgrade.workload.targets",
             "not both and not neither",
         ),
-        Case {
-            edits: vec![
-                ("spec/components/1/upgrade/workload/kind", Value::Null),
-                ("spec/components/1/upgrade/workload/namespace", Value::Null),
-                ("spec/components/1/upgrade/workload/name", Value::Null),
-                (
-                    "spec/components/1/upgrade/workload/targets",
-                    json!([{"kind": "DaemonSet", "namespace": "Kube-System", "name": "calico-node"}]),
-                ),
-            ],
-            ..case(
-                "workloads",
-                "a target's namespace with capitals",
-                "",
-                json!(null),
-                "spec.components[1].upgrade.workload.targets[0].namespace",
-                "must be a DNS label",
-            )
-        },
-        Case {
-            edits: vec![
-                ("spec/components/1/upgrade/workload/kind", Value::Null),
-                ("spec/components/1/upgrade/workload/namespace", Value::Null),
-                ("spec/components/1/upgrade/workload/name", Value::Null),
-                (
-                    "spec/components/1/upgrade/workload/targets",
-                    Value::Array(
-                        (0..17)
-                            .map(|i| json!({"kind": "DaemonSet", "namespace": "kube-system", "name": format!("agent-{i}")}))
-                            .collect(),
-                    ),
-                ),
-            ],
-            ..case(
-                "workloads",
-                "17 targets (at most 16)",
-                "",
-                json!(null),
-                "spec.components[1].upgrade.workload.targets",
-                "must have at most 16 items",
-            )
-        },
-        Case {
-            edits: vec![
-                ("spec/components/1/upgrade/workload/kind", Value::Null),
-                ("spec/components/1/upgrade/workload/namespace", Value::Null),
-                ("spec/components/1/upgrade/workload/name", Value::Null),
-                (
-                    "spec/components/1/upgrade/workload/targets",
-                    json!([{"kind": "DaemonSet", "namespace": "kube-system", "name": "calico-node"},
+        targets_case(
+            "a target's namespace with capitals",
+            json!([{"kind": "DaemonSet", "namespace": "Kube-System", "name": "calico-node"}]),
+            "spec.components[1].upgrade.workload.targets[0].namespace",
+            "must be a DNS label",
+        ),
+        targets_case(
+            "17 targets (at most 16)",
+            Value::Array(
+                (0..17)
+                    .map(|i| json!({"kind": "DaemonSet", "namespace": "kube-system", "name": format!("agent-{i}")}))
+                    .collect(),
+            ),
+            "spec.components[1].upgrade.workload.targets",
+            "must have at most 16 items",
+        ),
+        targets_case(
+            "a target named twice",
+            json!([{"kind": "DaemonSet", "namespace": "kube-system", "name": "calico-node"},
                            {"kind": "DaemonSet", "namespace": "kube-system", "name": "calico-node"}]),
-                ),
-            ],
-            ..case(
-                "workloads",
-                "a target named twice",
-                "",
-                json!(null),
-                "spec.components[1].upgrade.workload.targets",
-                "must not name a workload twice",
-            )
-        },
+            "spec.components[1].upgrade.workload.targets",
+            "must not name a workload twice",
+        ),
         Case {
             edits: vec![("spec/components/1/upgrade/workload/name", Value::Null)],
             ..case(
