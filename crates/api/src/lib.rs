@@ -4,6 +4,7 @@
 
 pub mod crd;
 pub mod floor;
+pub mod gates;
 pub mod images;
 pub mod known;
 pub mod names;
@@ -16,6 +17,7 @@ pub mod version;
 pub mod vocab;
 
 pub use observed::{BackupState, ObservedWorkload, Outcome};
+pub use gates::{Canary, FailureAction, HealthCheck, Hook, Hooks, RollbackScope};
 pub use spec::*;
 pub use status::*;
 pub use vocab::{EventReason, NodeState, Reason, StepEvent};

@@ -57,6 +57,21 @@ pub mod reason {
     pub const POD_SECURITY_FORBIDS: &str = "PodSecurityForbids";
     /// Stalled: a node's progress record is of a newer format than this drover reads.
     pub const NEWER_RECORD: &str = "NewerRecord";
+    /// A health check (spec.healthChecks) has not passed: before a node
+    /// starts it holds; after a node's uncordon, past its timeout, the node fails.
+    pub const HEALTH_CHECK_FAILED: &str = "HealthCheckFailed";
+    /// Ready=False, Reconciling=True: the canary is done and soaked; the
+    /// rest waits for spec.approvedCanary.
+    pub const AWAITING_APPROVAL: &str = "AwaitingApproval";
+    /// Stalled: failed nodes were returned to their previous versions.
+    pub const ROLLED_BACK: &str = "RolledBack";
+    /// Stalled: a failed node could not be rolled back (etcd or a
+    /// control-plane minor, a skew rule, no previous version known).
+    pub const ROLLBACK_REFUSED: &str = "RollbackRefused";
+    /// The pre-drain hook Job failed or timed out.
+    pub const PRE_DRAIN_HOOK_FAILED: &str = "PreDrainHookFailed";
+    /// The post-uncordon hook Job failed or timed out.
+    pub const POST_UNCORDON_HOOK_FAILED: &str = "PostUncordonHookFailed";
 }
 
 /// Node annotations drover writes. All rollout state lives in the API.

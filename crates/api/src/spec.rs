@@ -118,6 +118,29 @@ pub struct ClusterUpgradeSpec {
     /// whose upgrade Job asked for one.
     #[serde(default)]
     pub reboot: Reboot,
+
+    /// Checks run before each node starts and after each node's uncordon:
+    /// a node counts as upgraded only once they pass, and no node starts
+    /// while they fail. At most 16, names unique.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    #[x_kube(validation = Rule::new("self.all(c, self.exists_one(d, d.name == c.name))").message("spec.healthChecks[].name must be unique"))]
+    pub health_checks: Vec<crate::gates::HealthCheck>,
+
+    /// Jobs run on each node before its drain and after its uncordon.
+    #[serde(default, skip_serializing_if = "is_default_hooks")]
+    pub hooks: crate::gates::Hooks,
+
+    /// The canary hash (`status.canary.hash`) a human or a pipeline
+    /// approved: with spec.strategy.canary.requireApproval, the workers
+    /// after the canary start only once this names the current target's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 64))]
+    pub approved_canary: Option<String>,
+}
+
+fn is_default_hooks(h: &crate::gates::Hooks) -> bool {
+    h.pre_drain.is_none() && h.post_uncordon.is_none()
 }
 
 /// Reboots: the wait for a node to come back, and the Job that reboots a
@@ -593,6 +616,25 @@ pub struct Strategy {
     /// drover left cordoned, and why.
     #[serde(default)]
     pub on_halt: HaltAction,
+    /// The first workers go alone, then a soak, then optionally an approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<crate::gates::Canary>,
+    /// What a node that failed after its retries (a Job, a verification, a
+    /// reboot or a health check) comes to: Halt (it keeps what it has) or
+    /// Rollback (it is returned to the versions it ran before).
+    #[serde(default)]
+    pub on_failure: crate::gates::FailureAction,
+    /// With onFailure Rollback: Failed (only the failed nodes) or All (also
+    /// every node this target already upgraded, in reverse stage order).
+    #[serde(default)]
+    pub rollback: crate::gates::RollbackScope,
+    /// A node label (`topology.kubernetes.io/zone`): at most one of its
+    /// values has workers in progress at a time, maxUnavailable applying
+    /// within it. Workers without the label form a zone of their own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 317))]
+    #[x_kube(validation = Rule::new(matches_rule(LABEL_KEY_PATTERN)).message("spec.strategy.topologyKey must be a label key such as topology.kubernetes.io/zone"))]
+    pub topology_key: Option<String>,
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -613,6 +655,10 @@ impl Default for Strategy {
             retries: default_retries(),
             retry_delay: default_retry_delay(),
             on_halt: HaltAction::Uncordon,
+            canary: None,
+            on_failure: Default::default(),
+            rollback: Default::default(),
+            topology_key: None,
         }
     }
 }
@@ -825,14 +871,14 @@ fn escape_cel(pattern: &str) -> String {
 }
 
 /// A CEL rule: the string matches `pattern`.
-fn matches_rule(pattern: &str) -> String {
+pub(crate) fn matches_rule(pattern: &str) -> String {
     format!("self.matches('{}')", escape_cel(pattern))
 }
 
 /// A CEL rule: a Go duration of at most `MAX_DURATION`, and above zero when
 /// `positive`. The pattern is checked first, so `duration()` never sees a
 /// string it cannot parse.
-fn duration_rule(positive: bool) -> String {
+pub(crate) fn duration_rule(positive: bool) -> String {
     let floor = if positive {
         " && duration(self) > duration('0s')"
     } else {
@@ -882,7 +928,7 @@ fn repositories_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
 
 /// `metav1.LabelSelector`'s schema with what the API server checks of a
 /// selector added: the operators, values by operator, and label syntax.
-fn label_selector_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+pub(crate) fn label_selector_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
     let key = serde_json::json!({
         "type": "string",
         "maxLength": 317,

@@ -79,6 +79,62 @@ pub struct ClusterUpgradeStatus {
     /// drover's (at most 50).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub left_cordoned: Vec<LeftCordoned>,
+
+    /// The canary of the current target, when spec.strategy.canary is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryStatus>,
+
+    /// What each node-level component's upgrade Job looked like when its
+    /// version was last rolled out, so that a rollback installs a previous
+    /// version with the Job that installed it even after a GitOps bump
+    /// replaced the spec (newest first, at most 32).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub installers: Vec<Installer>,
+
+    /// Nodes returned to their previous versions (at most 50).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rolled_back: Vec<RolledBackNode>,
+}
+
+/// The most installers `status.installers` keeps.
+pub const MAX_INSTALLERS: usize = 32;
+
+/// The canary's progress.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct CanaryStatus {
+    /// A short hash of the target: `spec.approvedCanary` must name it (`drover approve` sets it).
+    pub hash: String,
+    /// The canary workers.
+    pub nodes: Vec<String>,
+    /// Upgrading, Soaking, AwaitingApproval, Approved, Passed or Failed.
+    pub state: String,
+    /// When the soak ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soak_until: Option<Time>,
+    /// What the health checks saw on the canaries, one line per check and node.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub observed: Vec<String>,
+}
+
+/// The upgrade Job of one component at one version.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Installer {
+    pub component: String,
+    pub version: String,
+    pub job: crate::spec::JobUpgrade,
+}
+
+/// A node drover returned to what it ran before.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RolledBackNode {
+    pub name: String,
+    /// `component=version` it was returned to, comma-separated.
+    pub versions: String,
+    /// Why it was rolled back.
+    pub reason: String,
 }
 
 /// A node drover did not uncordon, and why.

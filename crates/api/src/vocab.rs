@@ -125,6 +125,12 @@ vocabulary! {
         PodSecurityForbids => text::POD_SECURITY_FORBIDS,
         /// Stalled: a node's progress record is of a newer format than this drover reads.
         NewerRecord => text::NEWER_RECORD,
+        HealthCheckFailed => text::HEALTH_CHECK_FAILED,
+        AwaitingApproval => text::AWAITING_APPROVAL,
+        RolledBack => text::ROLLED_BACK,
+        RollbackRefused => text::ROLLBACK_REFUSED,
+        PreDrainHookFailed => text::PRE_DRAIN_HOOK_FAILED,
+        PostUncordonHookFailed => text::POST_UNCORDON_HOOK_FAILED,
     }
 }
 
@@ -175,6 +181,7 @@ vocabulary! {
         Skipped => "Skipped",
         /// A step failed and is tried again at `nextRetry`.
         Retrying => "Retrying",
+        RolledBack => "RolledBack",
     }
 }
 
@@ -183,7 +190,7 @@ impl<'de> Deserialize<'de> for NodeState {
         let s = String::deserialize(d)?;
         NodeState::parse(&s).ok_or_else(|| {
             serde::de::Error::custom(format!(
-                "unknown node state {s:?}; expected InProgress, Blocked, Failed, Skipped or Retrying"
+                "unknown node state {s:?}; expected InProgress, Blocked, Failed, Skipped, Retrying or RolledBack"
             ))
         })
     }
@@ -305,6 +312,6 @@ mod tests {
             assert_eq!(s, text);
         }
         let e = serde_json::from_str::<NodeState>("\"Stuck\"").unwrap_err().to_string();
-        assert!(e.contains("InProgress, Blocked, Failed, Skipped or Retrying"), "{e}");
+        assert!(e.contains("InProgress, Blocked, Failed, Skipped, Retrying or RolledBack"), "{e}");
     }
 }

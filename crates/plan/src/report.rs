@@ -5,7 +5,7 @@ use drover_api::known::{satisfied, stage_of};
 use drover_api::names::{backup_job_name, condition};
 use drover_api::version::same_version;
 use drover_api::{
-    BackupState, BackupStatus, ClusterUpgradeSpec, ClusterUpgradeStatus, Component, ComponentStatus, LeftCordoned,
+    BackupState, BackupStatus, ClusterUpgradeSpec, ClusterUpgradeStatus, Installer, MAX_INSTALLERS, Component, ComponentStatus, LeftCordoned,
     MAX_HISTORY, MAX_NODE_DETAILS, NodeCounts, NodeDetail, NodeState, Reason, RolloutRecord,
 };
 use jiff::Timestamp;
@@ -471,5 +471,29 @@ pub fn status(spec: &ClusterUpgradeSpec, obs: &Observation, plan: &Plan) -> Clus
         completion_time,
         history,
         left_cordoned: left_cordoned(spec, obs, plan),
+        canary: None,
+        installers: installers(spec, previous),
+        rolled_back: Vec::new(),
     }
+}
+
+/// The current spec's upgrade Jobs first, then those kept from before
+/// (one per component and version, newest first).
+fn installers(spec: &ClusterUpgradeSpec, previous: Option<&ClusterUpgradeStatus>) -> Vec<Installer> {
+    let current = spec.components.iter().filter_map(|c| {
+        Some(Installer {
+            component: c.name.clone(),
+            version: c.version.clone(),
+            job: c.upgrade.job.clone()?,
+        })
+    });
+    let kept = previous.map(|p| p.installers.clone()).unwrap_or_default();
+    let mut out: Vec<Installer> = Vec::new();
+    for i in current.chain(kept) {
+        if !out.iter().any(|o| o.component == i.component && o.version == i.version) {
+            out.push(i);
+        }
+    }
+    out.truncate(MAX_INSTALLERS);
+    out
 }

@@ -66,6 +66,9 @@ pub fn spec() -> ClusterUpgradeSpec {
         version_policy: Default::default(),
         backup: None,
         reboot: Default::default(),
+        health_checks: vec![],
+        hooks: Default::default(),
+        approved_canary: None,
     }
 }
 

@@ -74,6 +74,9 @@ pub fn spec(components: Vec<Component>) -> ClusterUpgradeSpec {
         version_policy: VersionPolicy::default(),
         backup: None,
         reboot: Default::default(),
+        health_checks: vec![],
+        hooks: Default::default(),
+        approved_canary: None,
     }
 }
 
