@@ -74,6 +74,7 @@ pub const RESERVED_ENV: [&str; 3] = ["DROVER_COMPONENT", "DROVER_VERSION", "DROV
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Reason","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].reason"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    validation = Rule::new("!has(self.spec.hooks) || !has(self.spec.hooks.preDrain) || !has(self.spec.strategy) || !has(self.spec.strategy.type) || self.spec.strategy.type != 'AllAtOnce'").message("spec.hooks.preDrain needs strategy.type Rolling: AllAtOnce neither cordons nor drains"),
     validation = Rule::new("self.metadata.name.size() <= 63").message("metadata.name must be at most 63 characters: drover puts it in the drover.dev/upgrade label of the Jobs it creates")
 )]
 #[serde(rename_all = "camelCase")]
@@ -297,7 +298,7 @@ pub struct UpgradeMethod {
 }
 
 /// An upgrade Job pinned to one node.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 #[serde(rename_all = "camelCase")]
 pub struct JobUpgrade {
     /// The upgrade image, `[registry[:port]/]path[:tag][@sha256:digest]`.
@@ -569,6 +570,7 @@ pub struct PodImageCheck {
 /// How many nodes are out of service at once.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.canary) || !has(self.type) || self.type != 'AllAtOnce'").field_path(".canary").message("spec.strategy.canary is for Rolling only: AllAtOnce starts every worker at once"))]
 pub struct Strategy {
     /// Rolling (cordon, drain, upgrade, verify, uncordon) or AllAtOnce (an
     /// explicit opt-in that skips cordon and drain and starts every worker at

@@ -581,5 +581,197 @@ pub fn validate(spec: &ClusterUpgradeSpec) -> Result<(), Vec<FieldError>> {
         }
         check_duration(&mut errs, "spec.backup.timeout".into(), &b.timeout, true);
     }
+    check_gates(&mut errs, spec);
     if errs.is_empty() { Ok(()) } else { Err(errs) }
+}
+
+/// A duration from `min` to `max` (both Go durations), or an error naming the field.
+fn check_bounded(errs: &mut Vec<FieldError>, field: String, value: &str, min: &str, max: &str, example: &str) {
+    let (lo, hi) = (parse_duration(min), parse_duration(max));
+    if parse_duration(value).is_none_or(|d| Some(d) < lo || Some(d) > hi) {
+        errs.push(err(
+            field,
+            format!("{value:?} must be a duration from {min} to {max}, such as {example}"),
+        ));
+    }
+}
+
+fn check_url(errs: &mut Vec<FieldError>, field: String, url: &str) {
+    if !(url.starts_with("http://") || url.starts_with("https://"))
+        || url.len() > 2048
+        || url.contains(char::is_whitespace)
+    {
+        errs.push(err(
+            field,
+            format!("{url:?} must be an http:// or https:// URL without spaces, at most 2048 characters"),
+        ));
+    }
+}
+
+/// spec.healthChecks, spec.strategy.canary, spec.strategy.topologyKey and spec.hooks.
+fn check_gates(errs: &mut Vec<FieldError>, spec: &ClusterUpgradeSpec) {
+    if spec.health_checks.len() > 16 {
+        errs.push(err(
+            "spec.healthChecks",
+            format!("lists {}; at most 16 checks", spec.health_checks.len()),
+        ));
+    }
+    let mut names = BTreeSet::new();
+    for (i, c) in spec.health_checks.iter().enumerate() {
+        let at = format!("spec.healthChecks[{i}]");
+        if !is_dns_label_max(&c.name, 63) {
+            errs.push(err(
+                format!("{at}.name"),
+                format!(
+                    "{:?} must be a DNS label: lowercase letters, digits and '-', at most 63 characters",
+                    c.name
+                ),
+            ));
+        }
+        if !names.insert(c.name.as_str()) {
+            errs.push(err(
+                format!("{at}.name"),
+                format!("{:?} appears more than once; check names must be unique", c.name),
+            ));
+        }
+        let set = [
+            c.http.is_some(),
+            c.prometheus.is_some(),
+            c.pods.is_some(),
+            c.control_plane.is_some(),
+        ];
+        if set.iter().filter(|x| **x).count() != 1 {
+            errs.push(err(
+                &at,
+                "must set exactly one of http, prometheus, pods or controlPlane",
+            ));
+        }
+        check_duration(errs, format!("{at}.timeout"), &c.timeout, true);
+        check_bounded(errs, format!("{at}.interval"), &c.interval, "1s", "10m", "10s");
+        if !(1..=100).contains(&c.success_threshold) {
+            errs.push(err(
+                format!("{at}.successThreshold"),
+                format!("{} must be from 1 to 100", c.success_threshold),
+            ));
+        }
+        if let Some(h) = &c.http {
+            check_url(errs, format!("{at}.http.url"), &h.url);
+            if h.expected_status.is_empty()
+                || h.expected_status.len() > 16
+                || h.expected_status.iter().any(|s| !(100..=599).contains(s))
+            {
+                errs.push(err(
+                    format!("{at}.http.expectedStatus"),
+                    "must list 1 to 16 HTTP status codes, each from 100 to 599",
+                ));
+            }
+            check_bounded(
+                errs,
+                format!("{at}.http.requestTimeout"),
+                &h.request_timeout,
+                "1s",
+                "5m",
+                "5s",
+            );
+            if let Some(name) = &h.secret_name
+                && !SUBDOMAIN.is_match(name)
+            {
+                errs.push(err(
+                    format!("{at}.http.secretName"),
+                    format!("{name:?} must be a Secret name (a DNS subdomain) in drover's own namespace"),
+                ));
+            }
+        }
+        if let Some(p) = &c.prometheus {
+            check_url(errs, format!("{at}.prometheus.url"), &p.url);
+            if p.query.trim().is_empty() || p.query.len() > 4096 {
+                errs.push(err(
+                    format!("{at}.prometheus.query"),
+                    "must be a PromQL query of 1 to 4096 characters",
+                ));
+            }
+            check_bounded(
+                errs,
+                format!("{at}.prometheus.requestTimeout"),
+                &p.request_timeout,
+                "1s",
+                "5m",
+                "5s",
+            );
+            if let Some(t) = &p.threshold
+                && !t.value.is_finite()
+            {
+                errs.push(err(
+                    format!("{at}.prometheus.threshold.value"),
+                    "must be a finite number",
+                ));
+            }
+        }
+        if let Some(p) = &c.pods {
+            check_selector(errs, &format!("{at}.pods.selector"), &p.selector);
+            if let Some(ns) = &p.namespace
+                && !is_dns_label_max(ns, 63)
+            {
+                errs.push(err(
+                    format!("{at}.pods.namespace"),
+                    format!("{ns:?} must be a namespace name (a DNS label)"),
+                ));
+            }
+            if !(0..=1000).contains(&p.max_restarts) {
+                errs.push(err(
+                    format!("{at}.pods.maxRestarts"),
+                    format!("{} must be from 0 to 1000", p.max_restarts),
+                ));
+            }
+        }
+        if let Some(cp) = &c.control_plane {
+            check_url(errs, format!("{at}.controlPlane.apiServerURL"), &cp.api_server_url);
+            check_url(errs, format!("{at}.controlPlane.etcdURL"), &cp.etcd_url);
+        }
+    }
+    if let Some(c) = &spec.strategy.canary {
+        if let Err(e) = resolve_max_unavailable(&c.nodes, 100) {
+            errs.push(err("spec.strategy.canary.nodes", e));
+        }
+        check_duration(errs, "spec.strategy.canary.soak".into(), &c.soak, false);
+        if let Some(sel) = &c.selector {
+            check_selector(errs, "spec.strategy.canary.selector", sel);
+        }
+        if spec.strategy.type_ == crate::spec::StrategyType::AllAtOnce {
+            errs.push(err(
+                "spec.strategy.canary",
+                "is for Rolling only: AllAtOnce starts every worker at once",
+            ));
+        }
+    }
+    if let Some(k) = &spec.strategy.topology_key
+        && (k.len() > 317 || !LABEL_KEY.is_match(k))
+    {
+        errs.push(err(
+            "spec.strategy.topologyKey",
+            format!("{k:?} must be a label key such as topology.kubernetes.io/zone"),
+        ));
+    }
+    for (field, hook) in [
+        ("preDrain", &spec.hooks.pre_drain),
+        ("postUncordon", &spec.hooks.post_uncordon),
+    ] {
+        let Some(h) = hook else { continue };
+        let at = format!("spec.hooks.{field}");
+        check_image(errs, format!("{at}.image"), &h.image);
+        check_env(errs, &at, &h.env);
+        if h.env.iter().any(|e| e.name == "DROVER_HOOK") {
+            errs.push(err(
+                format!("{at}.env"),
+                "DROVER_HOOK is set by drover on hook Jobs and may not be overridden",
+            ));
+        }
+        check_duration(errs, format!("{at}.timeout"), &h.timeout, true);
+    }
+    if spec.strategy.type_ == crate::spec::StrategyType::AllAtOnce && spec.hooks.pre_drain.is_some() {
+        errs.push(err(
+            "spec.hooks.preDrain",
+            "needs strategy.type Rolling: AllAtOnce neither cordons nor drains",
+        ));
+    }
 }

@@ -181,6 +181,7 @@ vocabulary! {
         Skipped => "Skipped",
         /// A step failed and is tried again at `nextRetry`.
         Retrying => "Retrying",
+        RollingBack => "RollingBack",
         RolledBack => "RolledBack",
     }
 }
@@ -190,7 +191,7 @@ impl<'de> Deserialize<'de> for NodeState {
         let s = String::deserialize(d)?;
         NodeState::parse(&s).ok_or_else(|| {
             serde::de::Error::custom(format!(
-                "unknown node state {s:?}; expected InProgress, Blocked, Failed, Skipped, Retrying or RolledBack"
+                "unknown node state {s:?}; expected InProgress, Blocked, Failed, Skipped, Retrying, RollingBack or RolledBack"
             ))
         })
     }
@@ -236,6 +237,10 @@ vocabulary! {
         NodeJoined => "NodeJoined",
         /// A node left the cluster (was deleted) mid-rollout; drover forgot it.
         NodeLeft => "NodeLeft",
+        Uncordoned => "Uncordoned",
+        HealthChecked => "HealthChecked",
+        HookSucceeded => "HookSucceeded",
+        RollbackStarted => "RollbackStarted",
     }
 }
 
@@ -312,6 +317,9 @@ mod tests {
             assert_eq!(s, text);
         }
         let e = serde_json::from_str::<NodeState>("\"Stuck\"").unwrap_err().to_string();
-        assert!(e.contains("InProgress, Blocked, Failed, Skipped, Retrying or RolledBack"), "{e}");
+        assert!(
+            e.contains("InProgress, Blocked, Failed, Skipped, Retrying, RollingBack or RolledBack"),
+            "{e}"
+        );
     }
 }

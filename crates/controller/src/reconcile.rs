@@ -10,8 +10,8 @@ use drover_api::images::AllowedImages;
 use drover_api::known::verify_of;
 use drover_api::names::{FIELD_MANAGER, FINALIZER, annotation, condition, label};
 use drover_api::{ClusterUpgrade, ClusterUpgradeStatus, EventReason, Outcome, Reason, StepEvent};
-use drover_nodeops::{DrainOptions, NodeOps, RebootRequest, UpgradeRequest};
-use drover_plan::{Action, NodeProgress, Step, Transition, step_note};
+use drover_nodeops::{DrainOptions, HealthRequest, NodeOps, RebootRequest, UpgradeRequest};
+use drover_plan::{Action, CheckResult, HookPoint, NodeProgress, Step, Transition, step_note};
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Node;
@@ -257,13 +257,21 @@ async fn step<O: NodeOps>(
             opts.pass = ctx.settings.drain_pass;
             ctx.ops.drain(node, &opts).await
         }
-        Step::Upgrade { component: c, version } => {
+        Step::Upgrade {
+            component: c,
+            version,
+            job: installer,
+        } => {
             let comp = component(c)?;
-            let job = comp
-                .upgrade
-                .job
-                .as_ref()
-                .ok_or_else(|| Error::Other(format!("{c} has no upgrade job")))?;
+            // A rollback installs a previous version with the Job that installed it.
+            let job = match installer {
+                Some(j) => j.as_ref(),
+                None => comp
+                    .upgrade
+                    .job
+                    .as_ref()
+                    .ok_or_else(|| Error::Other(format!("{c} has no upgrade job")))?,
+            };
             let verify = verify_of(comp);
             let owner = observe::owner(cu);
             let req = UpgradeRequest {
@@ -301,6 +309,35 @@ async fn step<O: NodeOps>(
         }
         Step::Uncordon { undo_cordon: true } => ctx.ops.uncordon(node, &name).await,
         Step::Uncordon { undo_cordon: false } => Ok(Outcome::Done),
+        Step::Hook { hook } => {
+            let h = match hook {
+                HookPoint::PreDrain => spec.hooks.pre_drain.as_ref(),
+                HookPoint::PostUncordon => spec.hooks.post_uncordon.as_ref(),
+            }
+            .ok_or_else(|| Error::Other(format!("the spec has no {} hook", hook.as_str())))?;
+            let job = hook_job(h, *hook);
+            let owner = observe::owner(cu);
+            let verify = drover_api::Verify {
+                job_succeeded: Some(true),
+                ..Default::default()
+            };
+            let version = drover_plan::canary_hash(spec);
+            let req = UpgradeRequest {
+                owner: &owner,
+                node,
+                component: hook_component(*hook),
+                version: &version,
+                job: &job,
+                verify: &verify,
+                not_before: Some(t.from.since),
+            };
+            ctx.ops.upgrade(&req).await
+        }
+        Step::Health { .. } => {
+            let answers = health(ctx, cu, node, s).await?;
+            let (outcome, next) = t.record_health(&answers);
+            return finish(ctx, cu, node, s, t, base, outcome, next).await;
+        }
     };
     // A request the API server refuses for good (an invalid Job, a policy
     // that forbids it) fails the step in the server's words, instead of
@@ -312,6 +349,89 @@ async fn step<O: NodeOps>(
             None => return Err(e.into()),
         },
     };
+    let next = t.record(&outcome);
+    finish(ctx, cu, node, s, t, base, outcome, next).await
+}
+
+/// The Job component name a hook runs under (its Job's name, its pods' label).
+fn hook_component(hook: HookPoint) -> &'static str {
+    match hook {
+        HookPoint::PreDrain => "hook-pre-drain",
+        HookPoint::PostUncordon => "hook-post-uncordon",
+    }
+}
+
+/// A hook as a Job on the node: DROVER_HOOK says which; it runs once
+/// (backoffLimit 0), bounded by the hook's timeout.
+fn hook_job(h: &drover_api::Hook, hook: HookPoint) -> drover_api::JobUpgrade {
+    let mut env = h.env.clone();
+    env.push(drover_api::EnvVar {
+        name: "DROVER_HOOK".into(),
+        value: hook.as_str().into(),
+    });
+    drover_api::JobUpgrade {
+        image: h.image.clone(),
+        command: h.command.clone(),
+        args: h.args.clone(),
+        env,
+        privileged: h.privileged,
+        host_root: h.host_root,
+        timeout: h.timeout.clone(),
+        reboots: false,
+        backoff_limit: 0,
+    }
+}
+
+/// One try of each named health check for `node`, in the spec's order.
+async fn health<O: NodeOps>(ctx: &Context<O>, cu: &ClusterUpgrade, node: &str, s: &Step) -> Result<Vec<CheckResult>> {
+    let Step::Health {
+        checks,
+        component,
+        since,
+        control_plane,
+        etcd,
+        is_member,
+        ..
+    } = s
+    else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for check in cu.spec.health_checks.iter().filter(|c| checks.contains(&c.name)) {
+        let req = HealthRequest {
+            check,
+            node,
+            component,
+            since: *since,
+            control_plane,
+            etcd,
+            is_member: *is_member,
+            namespace: &ctx.settings.job_namespace,
+        };
+        let a = ctx.ops.health(&req).await?;
+        out.push(CheckResult {
+            name: check.name.clone(),
+            passed: a.passed,
+            answer: a.answer,
+        });
+    }
+    Ok(out)
+}
+
+/// Count a step's outcome, write the record it comes to, and say what
+/// happened (once per change).
+#[allow(clippy::too_many_arguments)]
+async fn finish<O: NodeOps>(
+    ctx: &Context<O>,
+    cu: &ClusterUpgrade,
+    node: &str,
+    s: &Step,
+    t: &Transition,
+    base: &Base,
+    outcome: Outcome,
+    next: Option<drover_plan::NodeProgress>,
+) -> Result<()> {
+    let name = cu.name_any();
     ctx.metrics
         .steps
         .get_or_create(&StepLabels {
@@ -319,7 +439,6 @@ async fn step<O: NodeOps>(
             outcome: outcome.kind().into(),
         })
         .inc();
-    let next = t.record(&outcome);
     if next.as_ref() == Some(&t.from) {
         return Ok(());
     }

@@ -366,6 +366,7 @@ pub async fn run(args: PlanArgs) -> anyhow::Result<bool> {
         .flatten()
         .collect();
     let valid = f.refusal.is_none();
+    let guards = drover_plan::forecast::guards(&cu.spec, &obs);
 
     match args.output {
         Format::Json => {
@@ -375,6 +376,12 @@ pub async fn run(args: PlanArgs) -> anyhow::Result<bool> {
                 .enumerate()
                 .map(|(i, b)| {
                     let mut v = json!({"batch": i + 1, "stage": b.stage.as_str(), "inProgress": b.in_progress});
+                    if b.canary {
+                        v["canary"] = json!(true);
+                    }
+                    if let Some(z) = &b.zone {
+                        v["zone"] = json!(z);
+                    }
                     match &b.work {
                         BatchWork::Backup => v["backup"] = json!(true),
                         BatchWork::Nodes(n) => v["nodes"] = json!(n),
@@ -403,6 +410,7 @@ pub async fn run(args: PlanArgs) -> anyhow::Result<bool> {
                 "blockedDrains": blocked,
                 "refusedPods": refused,
                 "notes": f.notes,
+                "guards": guards,
             });
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
@@ -428,6 +436,12 @@ pub async fn run(args: PlanArgs) -> anyhow::Result<bool> {
             for n in &f.notes {
                 println!("Note: {n}");
             }
+            if !guards.is_empty() {
+                println!("\nGuards:");
+                for g in &guards {
+                    println!("  - {g}");
+                }
+            }
             println!("\nStages:");
             let st = stages(&f, &cu);
             if st.is_empty() {
@@ -443,6 +457,12 @@ pub async fn run(args: PlanArgs) -> anyhow::Result<bool> {
                 .enumerate()
                 .map(|(i, b)| {
                     let mut w = work_text(&b.work, &cu);
+                    if b.canary {
+                        w.push_str(" (canary)");
+                    }
+                    if let Some(z) = &b.zone {
+                        w.push_str(&format!(" [zone {z}]"));
+                    }
                     if b.in_progress {
                         w.push_str(" (in progress now)");
                     }

@@ -415,7 +415,7 @@ on_both_beds! {
             message.contains(&format!("node {future_node} carries a progress record of format v99")),
             "{message}"
         );
-        assert!(message.contains("this one reads up to v1"), "{message}");
+        assert!(message.contains("this one reads up to v2"), "{message}");
         for (node, r) in rewritten.iter().filter(|(_, r)| r["phase"] != "Done") {
             let start = r["started"].clone();
             wait_nodes(&env, &format!("{node} to finish"), ROLLOUT, |ns| {

@@ -37,6 +37,24 @@ pub struct Accepted {
     pub retry_delay: Duration,
     /// spec.reboot.timeout.
     pub reboot_timeout: Duration,
+    /// spec.healthChecks, their durations typed, in the spec's order.
+    pub checks: Vec<TypedCheck>,
+    /// spec.strategy.canary.soak.
+    pub canary_soak: Duration,
+    /// spec.strategy.canary.selector (None: any worker).
+    pub canary_nodes: Option<Matcher>,
+    /// spec.hooks.preDrain.timeout and postUncordon.timeout.
+    pub pre_drain_timeout: Option<Duration>,
+    pub post_uncordon_timeout: Option<Duration>,
+}
+
+/// One health check's name and timing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TypedCheck {
+    pub name: String,
+    pub timeout: Duration,
+    pub interval: Duration,
+    pub threshold: u32,
 }
 
 impl Accepted {
@@ -112,7 +130,42 @@ fn typed(spec: &ClusterUpgradeSpec) -> Result<Accepted, Vec<String>> {
             job_timeouts.insert(c.name.clone(), d);
         }
     }
+    let checks = spec
+        .health_checks
+        .iter()
+        .enumerate()
+        .map(|(i, c)| TypedCheck {
+            name: c.name.clone(),
+            timeout: duration(format!("spec.healthChecks[{i}].timeout"), &c.timeout),
+            interval: duration(format!("spec.healthChecks[{i}].interval"), &c.interval),
+            threshold: c.success_threshold.clamp(1, 100) as u32,
+        })
+        .collect();
+    let canary_soak = match &spec.strategy.canary {
+        Some(c) => duration("spec.strategy.canary.soak".into(), &c.soak),
+        None => Duration::ZERO,
+    };
+    let pre_drain_timeout = spec
+        .hooks
+        .pre_drain
+        .as_ref()
+        .map(|h| duration("spec.hooks.preDrain.timeout".into(), &h.timeout));
+    let post_uncordon_timeout = spec
+        .hooks
+        .post_uncordon
+        .as_ref()
+        .map(|h| duration("spec.hooks.postUncordon.timeout".into(), &h.timeout));
     let accepted = Accepted {
+        checks,
+        canary_soak,
+        canary_nodes: spec
+            .strategy
+            .canary
+            .as_ref()
+            .and_then(|c| c.selector.as_ref())
+            .map(Matcher::new),
+        pre_drain_timeout,
+        post_uncordon_timeout,
         soak,
         drain_timeout,
         job_timeouts,

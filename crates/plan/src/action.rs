@@ -53,6 +53,9 @@ pub enum Step {
     Upgrade {
         component: String,
         version: String,
+        /// The Job to run instead of the spec's: a rollback installs a
+        /// previous version with the Job that installed it (status.installers).
+        job: Option<Box<drover_api::JobUpgrade>>,
     },
     Verify {
         component: String,
@@ -72,6 +75,51 @@ pub enum Step {
     Uncordon {
         undo_cordon: bool,
     },
+    /// One try of the health checks named (spec.healthChecks) for this
+    /// node; [`Transition::record_health`] turns the answers into the record.
+    Health {
+        /// Before the node starts (Prechecking), or after its uncordon (Checking).
+        before: bool,
+        checks: Vec<String>,
+        /// The last component upgraded ("" before the node starts).
+        component: String,
+        /// The node's uncordon, for the pods check's restarts.
+        since: Option<Timestamp>,
+        /// Every control-plane node and etcd member (the controlPlane check).
+        control_plane: Vec<String>,
+        etcd: Vec<String>,
+        /// The node is an etcd or control-plane node.
+        is_member: bool,
+    },
+    /// Make sure the hook Job exists for this node, and report on it.
+    Hook {
+        hook: HookPoint,
+    },
+}
+
+/// Where a hook Job runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HookPoint {
+    PreDrain,
+    PostUncordon,
+}
+
+impl HookPoint {
+    /// preDrain or postUncordon (the spec's field, the Job's DROVER_HOOK).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookPoint::PreDrain => "preDrain",
+            HookPoint::PostUncordon => "postUncordon",
+        }
+    }
+
+    /// The reason a failed hook Job fails its node with.
+    pub fn reason(self) -> Reason {
+        match self {
+            HookPoint::PreDrain => Reason::PreDrainHookFailed,
+            HookPoint::PostUncordon => Reason::PostUncordonHookFailed,
+        }
+    }
 }
 
 impl Step {
@@ -84,6 +132,13 @@ impl Step {
             Step::Verify { .. } => "Verify",
             Step::Reboot { .. } => "Reboot",
             Step::Uncordon { .. } => "Uncordon",
+            Step::Health { .. } => "HealthCheck",
+            Step::Hook {
+                hook: HookPoint::PreDrain,
+            } => "PreDrainHook",
+            Step::Hook {
+                hook: HookPoint::PostUncordon,
+            } => "PostUncordonHook",
         }
     }
 
@@ -97,7 +152,8 @@ impl Step {
             Step::Upgrade { component, .. } => (Reason::UpgradeJobFailed, format!("the upgrade Job of {component}")),
             Step::Verify { component, .. } => (Reason::VerificationFailed, format!("reading {component}'s version")),
             Step::Reboot { .. } => (Reason::RebootFailed, "the reboot Job".to_string()),
-            Step::Cordon | Step::Uncordon { .. } => return None,
+            Step::Hook { hook } => (hook.reason(), format!("the {} hook Job", hook.as_str())),
+            Step::Cordon | Step::Uncordon { .. } | Step::Health { .. } => return None,
         };
         Some(Outcome::Refused {
             reason,
@@ -107,7 +163,7 @@ impl Step {
 
     fn what(&self) -> String {
         match self {
-            Step::Upgrade { component, version } | Step::Verify { component, version } => {
+            Step::Upgrade { component, version, .. } | Step::Verify { component, version } => {
                 format!(" {component} {version}")
             }
             Step::Reboot { component, .. } => format!(" ({component})"),
@@ -153,6 +209,35 @@ pub struct Transition {
     pub deadline: Option<Timestamp>,
     /// Who writes the records this transition gives (every one names it).
     pub writer: Writer,
+    /// The reason a failure is recorded with instead of the outcome's (a
+    /// hook Job's failure is the hook's, not an upgrade's).
+    pub failure_reason: Option<Reason>,
+    /// Why the failure cannot be rolled back, when onFailure is Rollback
+    /// and it cannot: the failure is recorded as RollbackRefused, saying so.
+    pub rollback_refused: Option<String>,
+    /// For a Health step: how the answers come to a record.
+    pub health: Option<HealthJudge>,
+    /// Put before a failure's message (a rollback that failed says so).
+    pub failure_prefix: Option<String>,
+}
+
+/// What a Health step's answers are judged against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthJudge {
+    pub node: String,
+    pub checks: Vec<crate::accept::TypedCheck>,
+    /// Before the node starts: never a failure, only a wait.
+    pub before: bool,
+    /// The plan's time.
+    pub now: Timestamp,
+}
+
+/// One check's answer, as the controller got it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckResult {
+    pub name: String,
+    pub passed: bool,
+    pub answer: String,
 }
 
 impl Transition {
@@ -169,6 +254,10 @@ impl Transition {
             on_timeout: OnTimeout::Hold,
             deadline: None,
             writer: Writer::default(),
+            failure_reason: None,
+            rollback_refused: None,
+            health: None,
+            failure_prefix: None,
         }
     }
 
@@ -197,12 +286,27 @@ impl Transition {
             p
         };
         let fail = |reason: Reason, message: String, skipped: bool| NodeProgress {
-            failure: Some(Failure {
-                reason,
-                message,
-                step: self.from.phase.step().to_string(),
-                component: self.from.component.clone(),
-                skipped,
+            failure: Some(match &self.rollback_refused {
+                Some(why) => Failure {
+                    reason: Reason::RollbackRefused,
+                    message: format!(
+                        "{}: {message}; not rolled back: {why}",
+                        self.failure_reason.unwrap_or(reason)
+                    ),
+                    step: self.from.phase.step().to_string(),
+                    component: self.from.component.clone(),
+                    skipped,
+                },
+                None => Failure {
+                    reason: self.failure_reason.unwrap_or(reason),
+                    message: match &self.failure_prefix {
+                        Some(prefix) => format!("{prefix}: {message}"),
+                        None => message,
+                    },
+                    step: self.from.phase.step().to_string(),
+                    component: self.from.component.clone(),
+                    skipped,
+                },
             }),
             ..self.on_failed.clone()
         };
@@ -241,6 +345,89 @@ impl Transition {
             },
             Outcome::Refused { reason, message } => fail(*reason, message.clone(), false),
         })
+    }
+}
+
+impl Transition {
+    /// The record and the outcome for one try of a Health step's checks.
+    /// Each check counts its passes in a row; the step is Done once every
+    /// check reached its successThreshold. A check that failed makes the
+    /// step wait `interval`; after the uncordon, one that has not passed
+    /// within its timeout fails the node with HealthCheckFailed. Before the
+    /// node starts a check never fails it: the wait goes on, and the
+    /// rollout shows Stalled once the timeout has passed.
+    pub fn record_health(&self, results: &[CheckResult]) -> (Outcome, Option<NodeProgress>) {
+        let Some(judge) = &self.health else {
+            return (Outcome::Done, self.on_done.clone());
+        };
+        let mut p = self.from.clone().written_by(&self.writer);
+        for r in results {
+            let n = p.passes.entry(r.name.clone()).or_insert(0);
+            *n = if r.passed { *n + 1 } else { 0 };
+        }
+        let passes = |name: &str| p.passes.get(name).copied().unwrap_or(0);
+        let left: Vec<&crate::accept::TypedCheck> =
+            judge.checks.iter().filter(|c| passes(&c.name) < c.threshold).collect();
+        if left.is_empty() {
+            return (Outcome::Done, self.on_done.clone());
+        }
+        let failed = results.iter().find(|r| !r.passed);
+        let elapsed = Duration::try_from(judge.now.duration_since(self.from.since)).unwrap_or_default();
+        let interval = left.iter().map(|c| c.interval).min().unwrap_or(Duration::from_secs(10));
+        p.check_at = Some(crate::node::add(judge.now, interval));
+        p.unhealthy = failed.is_some();
+        let message = match failed {
+            Some(r) => {
+                let check = judge.checks.iter().find(|c| c.name == r.name);
+                let timeout = check.map(|c| c.timeout).unwrap_or_default();
+                let over = elapsed >= timeout;
+                if over && !judge.before {
+                    let outcome = Outcome::Failed {
+                        reason: Reason::HealthCheckFailed,
+                        message: format!(
+                            "health check {} on {} has not passed within its timeout ({}s): {}",
+                            r.name,
+                            judge.node,
+                            timeout.as_secs(),
+                            r.answer
+                        ),
+                    };
+                    let record = self.record(&outcome);
+                    return (outcome, record);
+                }
+                format!(
+                    "health check {} on {}{}: {}",
+                    r.name,
+                    judge.node,
+                    if over {
+                        format!(
+                            " has not passed for {}s (its timeout); nothing is touched until it does",
+                            timeout.as_secs()
+                        )
+                    } else if judge.before {
+                        " before the node starts".to_string()
+                    } else {
+                        String::new()
+                    },
+                    r.answer
+                )
+            }
+            None => {
+                let c = left[0];
+                format!(
+                    "health check {} on {} passed {} of {} times in a row",
+                    c.name,
+                    judge.node,
+                    passes(&c.name),
+                    c.threshold
+                )
+            }
+        };
+        if p.message != message {
+            p.message = message.clone();
+            p.attempts += 1;
+        }
+        (Outcome::Waiting { message }, Some(p))
     }
 }
 
@@ -290,9 +477,24 @@ pub fn step_note(node: &str, step: &Step, t: &Transition, outcome: &Outcome, now
                     StepEvent::NodeReleased,
                     format!("node {node} handed back without finishing (the plan changed)"),
                 ),
+                Step::Uncordon { .. } if t.on_done.as_ref().is_some_and(|p| p.phase.in_flight()) => {
+                    (StepEvent::Uncordoned, format!("node {node} is schedulable again"))
+                }
                 Step::Uncordon { .. } => (
                     StepEvent::NodeUpgraded,
                     format!("node {node} finished and is schedulable again"),
+                ),
+                Step::Health { before: true, .. } => (
+                    StepEvent::HealthChecked,
+                    format!("node {node}: every health check passed before it starts"),
+                ),
+                Step::Health { before: false, .. } => (
+                    StepEvent::NodeUpgraded,
+                    format!("node {node} finished: schedulable again and every health check passed"),
+                ),
+                Step::Hook { hook } => (
+                    StepEvent::HookSucceeded,
+                    format!("node {node}: the {} hook Job succeeded", hook.as_str()),
                 ),
             };
             let secs = (now - t.from.since).get_seconds().max(0) as u64;

@@ -37,7 +37,8 @@ impl Observation {
                             n.boot_id = format!("{boot_id}+1");
                             n.ready = true;
                         }
-                        Step::Upgrade { component, version } => {
+                        Step::Health { .. } | Step::Hook { .. } => {}
+                        Step::Upgrade { component, version, .. } => {
                             n.versions.insert(component.clone(), version.clone());
                         }
                         Step::Uncordon { undo_cordon } => {

@@ -43,6 +43,8 @@ pub struct Plan<'a> {
     /// A record of a later term than this pass's writer: the plan has no
     /// actions, and the replica must stop leading.
     pub superseded: Option<Superseded>,
+    /// The canary of the current target, when the spec has one.
+    pub canary: Option<crate::canary::CanaryState>,
 }
 
 /// A node record written under a later term than the writer this pass
@@ -179,6 +181,7 @@ fn decide<'a>(spec: &'a ClusterUpgradeSpec, obs: &'a Observation) -> Plan<'a> {
         backup_hash,
         backup,
         superseded: None,
+        canary: None,
     };
     let in_scope: BTreeSet<&str> = views
         .iter()
@@ -202,6 +205,7 @@ fn decide<'a>(spec: &'a ClusterUpgradeSpec, obs: &'a Observation) -> Plan<'a> {
     }
 
     let stage = stage::current(spec, obs, &views, &plan.backup);
+    let canary = crate::canary::state(spec, obs, &accepted, &views);
     // Whether the rollout is halted: the failure gates look at the records
     // as observed, so they are known before any node continues.
     let gate = GateCtx {
@@ -211,7 +215,9 @@ fn decide<'a>(spec: &'a ClusterUpgradeSpec, obs: &'a Observation) -> Plan<'a> {
         views: &views,
     };
     let halt = gates::first(gates::FAILURES, &gate);
+    let timing = gates::first(gates::TIMING, &gate);
     let node = NodeCtx {
+        holds_new: timing.is_some(),
         spec,
         obs,
         accepted: &accepted,
@@ -234,7 +240,7 @@ fn decide<'a>(spec: &'a ClusterUpgradeSpec, obs: &'a Observation) -> Plan<'a> {
     plan.hold = match halt {
         Some(h) => Some(h),
         None if stage == RolloutStage::Complete => None,
-        None => gates::first(gates::TIMING, &gate).or_else(|| {
+        None => gates::first(gates::HEALTH, &gate).or(timing).or_else(|| {
             let ctx = schedule::Ctx {
                 spec,
                 obs,
@@ -242,11 +248,14 @@ fn decide<'a>(spec: &'a ClusterUpgradeSpec, obs: &'a Observation) -> Plan<'a> {
                 last_nodes: accepted.last_nodes.as_ref(),
                 backup: &plan.backup,
                 backup_hash: &plan.backup_hash,
+                canary: canary.as_ref(),
+                canary_nodes: accepted.canary_nodes.as_ref(),
             };
             schedule::start_work(&ctx, stage, &mut plan.actions)
         }),
     };
     plan.stage = stage;
+    plan.canary = canary;
     plan.accepted = Some(accepted);
     plan.views = views;
     plan

@@ -33,6 +33,9 @@ pub(crate) type Gate = fn(&GateCtx) -> Option<Hold>;
 /// Halted drains, failures and records of a newer drover: they hold even when no work is left.
 pub(crate) const FAILURES: &[Gate] = &[halted_drain, critical_failure, too_many_failures, newer_record];
 
+/// Health checks that have not passed: nothing new starts meanwhile.
+pub(crate) const HEALTH: &[Gate] = &[unhealthy];
+
 /// Admission, time and the user's say: they matter only while work is left.
 pub(crate) const TIMING: &[Gate] = &[pod_security, paused, outside_window, soaking];
 
@@ -213,5 +216,33 @@ fn soaking(ctx: &GateCtx) -> Option<Hold> {
             ctx.spec.strategy.soak
         ),
         stalled: false,
+    })
+}
+
+/// A node's health checks failed their last try (before it starts, or
+/// after its uncordon). Before the start, past the check's timeout, it
+/// needs a human (Stalled); otherwise it is a wait (after the uncordon the
+/// node fails once the timeout passes, and the failure gates take over).
+fn unhealthy(ctx: &GateCtx) -> Option<Hold> {
+    let (v, p) = ctx
+        .views
+        .iter()
+        .filter(|v| v.state == Standing::InFlight)
+        .filter_map(|v| Some((v, ours(ctx.obs, v.node)?)))
+        .find(|(_, p)| p.unhealthy && matches!(p.phase, NodePhase::Prechecking | NodePhase::Checking))?;
+    let timeout = ctx
+        .accepted
+        .checks
+        .iter()
+        .filter(|c| p.passes.get(&c.name).copied().unwrap_or(0) < c.threshold)
+        .map(|c| c.timeout)
+        .min()
+        .unwrap_or_default();
+    let over = ctx.obs.now >= add(p.since, timeout);
+    let _ = v;
+    Some(Hold {
+        reason: Reason::HealthCheckFailed,
+        message: p.message.clone(),
+        stalled: over && p.phase == NodePhase::Prechecking,
     })
 }

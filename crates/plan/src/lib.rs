@@ -22,6 +22,7 @@
 pub mod accept;
 pub mod action;
 pub mod apply;
+pub mod canary;
 pub mod decide;
 pub mod forecast;
 pub mod gates;
@@ -36,8 +37,9 @@ pub mod stage;
 pub mod view;
 pub mod window;
 
-pub use accept::{Accepted, Refusal};
-pub use action::{Action, OnTimeout, Step, StepNote, Transition, step_note};
+pub use accept::{Accepted, Refusal, TypedCheck};
+pub use action::{Action, CheckResult, HealthJudge, HookPoint, OnTimeout, Step, StepNote, Transition, step_note};
+pub use canary::{CanaryState, canary_hash};
 pub use decide::{Plan, Superseded, plan};
 pub use drover_api::{BackupState, ObservedWorkload, Outcome};
 pub use gates::Hold;

@@ -14,13 +14,15 @@
 
 use std::time::Duration;
 
-use drover_api::{ClusterUpgradeSpec, DrainTimeoutAction, HaltAction, StrategyType};
+use drover_api::known::stage_of;
+use drover_api::version::{parse_version, same_version};
+use drover_api::{ClusterUpgradeSpec, DrainTimeoutAction, FailureAction, HaltAction, Stage, StrategyType};
 use jiff::Timestamp;
 
 use crate::accept::Accepted;
-use crate::action::{Action, OnTimeout, Step, Transition};
+use crate::action::{Action, HealthJudge, HookPoint, OnTimeout, Step, Transition};
 use crate::observe::Observation;
-use crate::progress::{NodePhase, NodeProgress};
+use crate::progress::{Failure, NodePhase, NodeProgress};
 use crate::stage::RolloutStage;
 use crate::view::{Group, NodeView, ours};
 
@@ -32,20 +34,26 @@ pub(crate) fn add(t: Timestamp, d: Duration) -> Timestamp {
 }
 
 impl NodePhase {
-    /// How long a node may stay in this phase: the drain timeout, or the
-    /// component's Job timeout while upgrading or verifying it.
+    /// How long a node may stay in this phase: the drain timeout, the
+    /// component's Job timeout while upgrading or verifying it, the reboot
+    /// timeout, or a hook's timeout. Health checks keep their own (each check's).
     pub fn timeout(self, accepted: &Accepted, component: Option<&str>) -> Option<Duration> {
         match self {
             NodePhase::Draining => Some(accepted.drain_timeout),
             NodePhase::Upgrading | NodePhase::Verifying => accepted.job_timeout(component?),
             NodePhase::Rebooting => Some(accepted.reboot_timeout),
+            NodePhase::PreDrainHook => accepted.pre_drain_timeout,
+            NodePhase::PostUncordonHook => accepted.post_uncordon_timeout,
             _ => None,
         }
     }
 
-    /// The first phase of a node drover starts now.
-    pub fn first(strategy: StrategyType) -> NodePhase {
-        if strategy == StrategyType::Rolling {
+    /// The first phase of a node drover starts now: Prechecking when the
+    /// spec has health checks, else Cordoning (Upgrading for AllAtOnce).
+    pub fn first(spec: &ClusterUpgradeSpec) -> NodePhase {
+        if !spec.health_checks.is_empty() {
+            NodePhase::Prechecking
+        } else if spec.strategy.type_ == StrategyType::Rolling {
             NodePhase::Cordoning
         } else {
             NodePhase::Upgrading
@@ -63,11 +71,18 @@ pub(crate) struct NodeCtx<'a> {
     pub failures: usize,
     /// The rollout is halted (a failure gate holds): nothing new starts.
     pub halted: bool,
+    /// A pause, a closed window or another timing gate holds new work: a
+    /// node still at its checks before the start is handed back.
+    pub holds_new: bool,
 }
 
 impl NodeCtx<'_> {
     fn now(&self) -> Timestamp {
         self.obs.now
+    }
+
+    fn rolling(&self) -> bool {
+        self.spec.strategy.type_ == StrategyType::Rolling
     }
 
     /// The transition of a step from `p`, with the deadline of p's phase,
@@ -99,8 +114,13 @@ impl NodeCtx<'_> {
         // user asked for that; any other failure hands the node back (a
         // tolerated failure left cordoned would use up the budget).
         let halts = v.group != Group::Worker || self.failures + 1 > self.spec.strategy.max_failures.max(0) as usize;
-        let keep = halts && self.spec.strategy.on_halt == HaltAction::KeepCordoned && p.phase != NodePhase::Uncordoning;
-        let on_failed = if keep {
+        let keep = halts
+            && self.spec.strategy.on_halt == HaltAction::KeepCordoned
+            && !matches!(
+                p.phase,
+                NodePhase::Uncordoning | NodePhase::PostUncordonHook | NodePhase::Checking | NodePhase::Prechecking
+            );
+        let mut on_failed = if keep {
             NodeProgress {
                 left_cordoned: Some(format!(
                     "its upgrade failed at {} and halted the rollout; spec.strategy.onHalt is KeepCordoned",
@@ -108,29 +128,248 @@ impl NodeCtx<'_> {
                 )),
                 ..p.enter(NodePhase::Failed, p.component.clone(), now)
             }
+        } else if matches!(p.phase, NodePhase::PostUncordonHook | NodePhase::Checking) {
+            // Already schedulable again: nothing to hand back.
+            p.enter(NodePhase::Failed, p.component.clone(), now)
         } else {
             p.enter(NodePhase::Uncordoning, p.component.clone(), now)
         };
+        let mut rollback_refused = None;
+        let changed = matches!(
+            p.phase,
+            NodePhase::Upgrading
+                | NodePhase::Rebooting
+                | NodePhase::Verifying
+                | NodePhase::PostUncordonHook
+                | NodePhase::Checking
+        );
+        if self.spec.strategy.on_failure == FailureAction::Rollback && changed && !p.rollback {
+            match self.rollback_plan(v, p) {
+                Ok(Some(first)) => on_failed = self.rollback_entry(v, p, first),
+                Ok(None) => {}
+                Err(why) => rollback_refused = Some(why),
+            }
+        }
+        let failure_reason = match p.phase {
+            NodePhase::PreDrainHook => Some(drover_api::Reason::PreDrainHookFailed),
+            NodePhase::PostUncordonHook => Some(drover_api::Reason::PostUncordonHookFailed),
+            _ => None,
+        };
+        let failure_prefix = p.rollback.then(|| {
+            format!(
+                "rolling back {} to {} failed",
+                p.component.as_deref().unwrap_or("the node"),
+                p.component
+                    .as_ref()
+                    .and_then(|c| p.previous.get(c))
+                    .map(String::as_str)
+                    .unwrap_or("its previous version")
+            )
+        });
         Box::new(Transition {
             deadline,
             on_timeout,
             on_retry,
             on_failed,
             retry_started: p.retry_at.is_some_and(|t| t <= now),
+            failure_reason,
+            rollback_refused,
+            failure_prefix,
             ..Transition::new(p, on_done, now)
         })
     }
 
+    /// The record that starts a rollback from a failure at `p`: back
+    /// through Cordoning when the node was already handed back, else
+    /// straight to the first component to return.
+    fn rollback_entry(&self, v: &NodeView, p: &NodeProgress, first: usize) -> NodeProgress {
+        let now = self.now();
+        let base = NodeProgress {
+            rollback: true,
+            retries: 0,
+            ..p.clone()
+        };
+        if matches!(p.phase, NodePhase::PostUncordonHook | NodePhase::Checking) && self.rolling() {
+            NodeProgress {
+                retries: 0,
+                ..base.enter(NodePhase::Cordoning, None, now)
+            }
+        } else {
+            NodeProgress {
+                boot_id: Some(v.node.boot_id.clone()),
+                retries: 0,
+                ..base.enter(NodePhase::Upgrading, Some(v.desired[first].0.name.clone()), now)
+            }
+        }
+    }
+
+    /// Whether a component at position `i` of the node's order is to be
+    /// returned: its previous version is known and differs from what it runs.
+    fn to_return(&self, v: &NodeView, p: &NodeProgress, i: usize) -> bool {
+        let name = &v.desired[i].0.name;
+        let Some(prev) = p.previous.get(name) else {
+            return false;
+        };
+        v.node
+            .versions
+            .get(name)
+            .is_none_or(|live| !same_version(live, prev) && live != prev)
+    }
+
+    /// The next component to return, at a position below `below`.
+    fn rollback_next(&self, v: &NodeView, p: &NodeProgress, below: usize) -> Option<usize> {
+        (0..below.min(v.desired.len())).rev().find(|i| self.to_return(v, p, *i))
+    }
+
+    /// Where a rollback from a failure at `p` starts (the failed component,
+    /// then every earlier one that changed), None when nothing changed, or
+    /// why it is refused.
+    fn rollback_plan(&self, v: &NodeView, p: &NodeProgress) -> Result<Option<usize>, String> {
+        let failed_at = v.position(p.component.as_deref());
+        let first = match failed_at {
+            Some(i) if p.previous.contains_key(&v.desired[i].0.name) => Some(i),
+            Some(i) => {
+                return Err(format!(
+                    "no previous version of {} was recorded when the node started (a record of an older drover)",
+                    v.desired[i].0.name
+                ));
+            }
+            None => self.rollback_next(v, p, v.desired.len()),
+        };
+        let Some(first) = first else { return Ok(None) };
+        let mut list = vec![first];
+        let mut below = first;
+        while let Some(i) = self.rollback_next(v, p, below) {
+            list.push(i);
+            below = i;
+        }
+        for i in list {
+            let c = v.desired[i].0;
+            let prev = &p.previous[&c.name];
+            let now = v
+                .node
+                .versions
+                .get(&c.name)
+                .map(String::as_str)
+                .unwrap_or(v.desired[i].1);
+            if let Some(why) = refuse_return(c, now, prev, self.obs) {
+                return Err(why);
+            }
+        }
+        Ok(Some(first))
+    }
+
+    /// The record that ends a rollback: handed back with RolledBack, naming
+    /// the versions it was returned to and the failure that caused it.
+    fn rolled_back(&self, v: &NodeView, p: &NodeProgress) -> NodeProgress {
+        let versions: Vec<String> = v
+            .desired
+            .iter()
+            .filter_map(|(c, want)| {
+                let prev = p.previous.get(&c.name)?;
+                (prev != want).then(|| format!("{}={prev}", c.name))
+            })
+            .collect();
+        let was = p
+            .failure
+            .as_ref()
+            .map(|f| format!("{}: {}", f.reason, f.message))
+            .unwrap_or_else(|| "a failure".into());
+        NodeProgress {
+            failure: Some(Failure {
+                reason: drover_api::Reason::RolledBack,
+                message: format!("returned to {} after {was}", versions.join(", ")),
+                step: p.failure.as_ref().map(|f| f.step.clone()).unwrap_or_default(),
+                component: p.failure.as_ref().and_then(|f| f.component.clone()),
+                skipped: false,
+            }),
+            ..p.enter(NodePhase::Uncordoning, None, self.now())
+        }
+    }
+
     /// The record for "upgrade the next component, or uncordon if none is
     /// left". A component's upgrade remembers the node's bootID, so that a
-    /// reboot shows as a new one.
+    /// reboot shows as a new one. A rollback goes on with the next
+    /// component to return, or ends.
     fn after_component(&self, v: &NodeView, p: &NodeProgress, from: usize, may_continue: bool) -> NodeProgress {
+        if p.rollback {
+            let below = if from == 0 { v.desired.len() } else { from - 1 };
+            return match self.rollback_next(v, p, below) {
+                Some(i) => NodeProgress {
+                    boot_id: Some(v.node.boot_id.clone()),
+                    ..p.enter(NodePhase::Upgrading, Some(v.desired[i].0.name.clone()), self.now())
+                },
+                None => self.rolled_back(v, p),
+            };
+        }
         match v.next_component(from).filter(|_| may_continue) {
             Some((c, _)) => NodeProgress {
                 boot_id: Some(v.node.boot_id.clone()),
                 ..p.enter(NodePhase::Upgrading, Some(c.name.clone()), self.now())
             },
             None => p.enter(NodePhase::Uncordoning, None, self.now()),
+        }
+    }
+
+    /// After the drain: the first component (or, in a rollback, the first to return).
+    fn after_drain(&self, v: &NodeView, p: &NodeProgress) -> NodeProgress {
+        self.after_component(v, p, 0, true)
+    }
+
+    /// After the cordon: the pre-drain hook, the drain, or the first component.
+    fn after_cordon(&self, v: &NodeView, p: &NodeProgress) -> NodeProgress {
+        let now = self.now();
+        if self.spec.hooks.pre_drain.is_some() && self.rolling() && !p.rollback {
+            p.enter(NodePhase::PreDrainHook, None, now)
+        } else {
+            self.after_hook(v, p)
+        }
+    }
+
+    /// After the pre-drain hook: the drain, or the first component.
+    fn after_hook(&self, v: &NodeView, p: &NodeProgress) -> NodeProgress {
+        if self.spec.drain.enabled && self.rolling() {
+            p.enter(NodePhase::Draining, None, self.now())
+        } else {
+            self.after_drain(v, p)
+        }
+    }
+
+    /// After the uncordon of a node that did not fail: the post-uncordon
+    /// hook, the health checks, or Done.
+    fn after_uncordon(&self, p: &NodeProgress) -> NodeProgress {
+        let now = self.now();
+        let next = if self.spec.hooks.post_uncordon.is_some() {
+            NodePhase::PostUncordonHook
+        } else {
+            return self.after_post_hook(p, Some(now));
+        };
+        NodeProgress {
+            uncordoned: Some(now),
+            ..p.enter(next, None, now)
+        }
+    }
+
+    /// After the post-uncordon hook: the health checks, or Done.
+    fn after_post_hook(&self, p: &NodeProgress, uncordoned: Option<Timestamp>) -> NodeProgress {
+        let now = self.now();
+        let phase = if self.spec.health_checks.is_empty() {
+            NodePhase::Done
+        } else {
+            NodePhase::Checking
+        };
+        NodeProgress {
+            uncordoned: uncordoned.or(p.uncordoned),
+            ..p.enter(phase, None, now)
+        }
+    }
+
+    /// After the checks before the start: the cordon, or (AllAtOnce) the first component.
+    fn after_precheck(&self, v: &NodeView, p: &NodeProgress) -> NodeProgress {
+        if self.rolling() {
+            p.enter(NodePhase::Cordoning, None, self.now())
+        } else {
+            self.after_component(v, p, 0, true)
         }
     }
 
@@ -151,6 +390,58 @@ impl NodeCtx<'_> {
         (on_done, reboot(true))
     }
 
+    /// A Health step for the node at `p`, its checks judged by the plan.
+    fn health_step(&self, v: &NodeView, p: &NodeProgress, before: bool, on_done: NodeProgress) -> Action {
+        let mut t = self.transition(v, p, Some(on_done));
+        let checks: Vec<String> = self
+            .accepted
+            .checks
+            .iter()
+            .filter(|c| p.passes.get(&c.name).copied().unwrap_or(0) < c.threshold)
+            .map(|c| c.name.clone())
+            .collect();
+        t.health = Some(HealthJudge {
+            node: v.node.name.clone(),
+            checks: self.accepted.checks.clone(),
+            before,
+            now: self.now(),
+        });
+        let component = v.desired.last().map(|(c, _)| c.name.clone()).unwrap_or_default();
+        let members = |g: fn(&crate::observe::ObservedNode) -> bool| -> Vec<String> {
+            self.obs.nodes.iter().filter(|n| g(n)).map(|n| n.name.clone()).collect()
+        };
+        Action::Step {
+            node: v.node.name.clone(),
+            step: Step::Health {
+                before,
+                checks,
+                component: if before { String::new() } else { component },
+                since: p.uncordoned,
+                control_plane: members(|n| n.is_control_plane()),
+                etcd: members(|n| n.is_etcd()),
+                is_member: v.group != Group::Worker,
+            },
+            transition: t,
+        }
+    }
+
+    /// The version and Job a component is brought to: the spec's, or in a
+    /// rollback the previous version with the Job that installed it.
+    fn upgrade_to(&self, p: &NodeProgress, i: usize, v: &NodeView) -> (String, Option<Box<drover_api::JobUpgrade>>) {
+        let (c, version) = v.desired[i];
+        if !p.rollback {
+            return (version.to_string(), None);
+        }
+        let prev = p.previous.get(&c.name).cloned().unwrap_or_else(|| version.to_string());
+        let job = self
+            .obs
+            .previous
+            .as_ref()
+            .and_then(|s| s.installers.iter().find(|i| i.component == c.name && i.version == prev))
+            .map(|i| Box::new(i.job.clone()));
+        (prev, job)
+    }
+
     /// The next step of a node drover is working on.
     pub(crate) fn continue_node(&self, v: &NodeView, actions: &mut Vec<Action>) {
         let (obs, now) = (self.obs, self.now());
@@ -159,10 +450,11 @@ impl NodeCtx<'_> {
         // An admin's drover.dev/keep-cordoned, or an admin's own cordon
         // over drover's, pins the node cordoned.
         let undo_cordon = v.node.cordoned_by.as_deref() == Some(obs.name.as_str()) && v.node.kept_by_admin().is_none();
-        let rolling = self.spec.strategy.type_ == StrategyType::Rolling;
+        let rolling = self.rolling();
         // A node keeps going only while its group's stage is the current one:
         // a spec bump that reopens an earlier stage sends it back to Pending.
-        let may_continue = v.in_scope && RolloutStage::of(v.group) == self.stage && p.failure.is_none();
+        // A rollback goes on whatever the spec says now.
+        let may_continue = p.rollback || (v.in_scope && RolloutStage::of(v.group) == self.stage && p.failure.is_none());
         let step = |step: Step, on_done: Option<NodeProgress>| Action::Step {
             node: node.clone(),
             step,
@@ -170,15 +462,21 @@ impl NodeCtx<'_> {
         };
         let release = || step(Step::Uncordon { undo_cordon }, None);
         let uncordon_then = |next: NodeProgress| step(Step::Uncordon { undo_cordon }, Some(next));
-        // A retry waits out its backoff, the node still held.
+        // A retry waits out its backoff, the node still held; a health
+        // check waits for its interval.
         if p.retry_at.is_some_and(|t| t > now) && may_continue {
             return;
         }
         // Halted: a node whose upgrade never started is handed back, unless
         // onHalt is KeepCordoned. The node whose drain halted the rollout
         // keeps a record that holds the halt until the spec changes.
-        let not_started = matches!(p.phase, NodePhase::Cordoning | NodePhase::Draining) && p.failure.is_none();
-        if self.halted && not_started && self.spec.strategy.on_halt == HaltAction::Uncordon && rolling {
+        let not_started = matches!(
+            p.phase,
+            NodePhase::Prechecking | NodePhase::Cordoning | NodePhase::PreDrainHook | NodePhase::Draining
+        ) && p.failure.is_none()
+            && !p.rollback;
+        let hand_back = p.phase == NodePhase::Prechecking || self.spec.strategy.on_halt == HaltAction::Uncordon;
+        if self.halted && not_started && hand_back && (rolling || p.phase == NodePhase::Prechecking) {
             let held = p.halted.then(|| NodeProgress {
                 halted: true,
                 message: p.message.clone(),
@@ -188,27 +486,32 @@ impl NodeCtx<'_> {
             return;
         }
         let action = match p.phase {
-            NodePhase::Cordoning | NodePhase::Draining if !may_continue => release(),
-            NodePhase::Cordoning => {
-                let next = if self.spec.drain.enabled && rolling {
-                    p.enter(NodePhase::Draining, None, now)
-                } else {
-                    self.after_component(v, p, 0, true)
-                };
-                step(Step::Cordon, Some(next))
-            }
-            NodePhase::Draining => step(Step::Drain, Some(self.after_component(v, p, 0, true))),
+            // Not started yet: a pause, a closed window or a changed plan hands it back.
+            NodePhase::Prechecking if !may_continue || self.holds_new => release(),
+            NodePhase::Prechecking | NodePhase::Checking if p.check_at.is_some_and(|t| t > now) => return,
+            NodePhase::Prechecking => self.health_step(v, p, true, self.after_precheck(v, p)),
+            NodePhase::Cordoning | NodePhase::PreDrainHook | NodePhase::Draining if !may_continue => release(),
+            NodePhase::Cordoning => step(Step::Cordon, Some(self.after_cordon(v, p))),
+            NodePhase::PreDrainHook => step(
+                Step::Hook {
+                    hook: HookPoint::PreDrain,
+                },
+                Some(self.after_hook(v, p)),
+            ),
+            NodePhase::Draining => step(Step::Drain, Some(self.after_drain(v, p))),
             NodePhase::Upgrading => match v.position(p.component.as_deref()) {
                 // The component left the spec: go on with what remains.
                 None => uncordon_then(self.after_component(v, p, 0, may_continue)),
-                Some(_) if !v.in_scope => release(),
+                Some(_) if !v.in_scope && !p.rollback => release(),
                 Some(i) => {
-                    let (c, version) = v.desired[i];
+                    let (c, _) = v.desired[i];
+                    let (version, job) = self.upgrade_to(p, i, v);
                     let (on_done, on_reboot) = self.after_upgrade(v, p, c);
                     let mut a = step(
                         Step::Upgrade {
                             component: c.name.clone(),
-                            version: version.to_string(),
+                            version,
+                            job,
                         },
                         Some(on_done),
                     );
@@ -219,7 +522,7 @@ impl NodeCtx<'_> {
                 }
             },
             NodePhase::Rebooting => match v.position(p.component.as_deref()) {
-                Some(i) if v.in_scope => {
+                Some(i) if v.in_scope || p.rollback => {
                     let (c, _) = v.desired[i];
                     step(
                         Step::Reboot {
@@ -242,12 +545,13 @@ impl NodeCtx<'_> {
                 ),
             },
             NodePhase::Verifying => match v.position(p.component.as_deref()) {
-                Some(i) if v.in_scope => {
-                    let (c, version) = v.desired[i];
+                Some(i) if v.in_scope || p.rollback => {
+                    let (c, _) = v.desired[i];
+                    let (version, _) = self.upgrade_to(p, i, v);
                     step(
                         Step::Verify {
                             component: c.name.clone(),
-                            version: version.to_string(),
+                            version,
                         },
                         Some(self.after_component(v, p, i + 1, may_continue)),
                     )
@@ -257,19 +561,62 @@ impl NodeCtx<'_> {
             },
             NodePhase::Uncordoning => {
                 let done = match &p.failure {
-                    Some(_) => p.enter(NodePhase::Failed, p.component.clone(), now),
-                    None => p.enter(NodePhase::Done, None, now),
-                };
-                let done = NodeProgress {
-                    failure: p.failure.clone(),
-                    ..done
+                    Some(_) => NodeProgress {
+                        failure: p.failure.clone(),
+                        ..p.enter(NodePhase::Failed, p.component.clone(), now)
+                    },
+                    None => self.after_uncordon(p),
                 };
                 uncordon_then(done)
             }
+            NodePhase::PostUncordonHook => step(
+                Step::Hook {
+                    hook: HookPoint::PostUncordon,
+                },
+                Some(self.after_post_hook(p, None)),
+            ),
+            NodePhase::Checking => self.health_step(v, p, false, p.enter(NodePhase::Done, None, now)),
             NodePhase::Done | NodePhase::Failed => return,
         };
         actions.push(action);
     }
+}
+
+/// Why returning component `c` from `now` to `prev` is refused, if it is:
+/// etcd and the control plane never go down a minor version (kubeadm
+/// cannot downgrade them), and a kubelet never falls more than three
+/// minors behind the oldest kube-apiserver.
+fn refuse_return(c: &drover_api::Component, now: &str, prev: &str, obs: &Observation) -> Option<String> {
+    let minor = |s: &str| parse_version(s).map(|v| (v.major, v.minor));
+    let stage = stage_of(c)?;
+    if matches!(stage, Stage::Etcd | Stage::ControlPlane)
+        && let (Some(a), Some(b)) = (minor(now), minor(prev))
+        && b < a
+    {
+        return Some(format!(
+            "{} would go from {now} back to {prev}, a minor version down: kubeadm cannot downgrade etcd or a control-plane minor version; restore it from a backup by hand",
+            c.name
+        ));
+    }
+    if c.name == "kubelet" {
+        let oldest_api = obs
+            .nodes
+            .iter()
+            .filter_map(|n| n.versions.get("kube-apiserver"))
+            .filter_map(|v| minor(v))
+            .min();
+        if let (Some(api), Some(b)) = (oldest_api, minor(prev))
+            && api.0 == b.0
+            && api.1 > b.1 + 3
+        {
+            return Some(format!(
+                "kubelet {prev} would be {} minor versions older than the oldest kube-apiserver (1.{}); the skew policy allows 3",
+                api.1 - b.1,
+                api.1
+            ));
+        }
+    }
+    None
 }
 
 /// Hand back a node drover cordoned but no longer works on.
@@ -302,21 +649,27 @@ pub(crate) fn release_if_held(obs: &Observation, v: &NodeView, actions: &mut Vec
     });
 }
 
-/// The record of a node drover starts now.
-pub(crate) fn start(spec: &ClusterUpgradeSpec, obs: &Observation, v: &NodeView) -> Action {
-    let phase = NodePhase::first(spec.strategy.type_);
+/// The record of a node drover starts now: its first phase, what each
+/// component it will change runs now (what a rollback returns it to), and
+/// whether it is a canary.
+pub(crate) fn start(spec: &ClusterUpgradeSpec, obs: &Observation, v: &NodeView, canary: Option<String>) -> Action {
+    let phase = NodePhase::first(spec);
     let component = match phase {
         NodePhase::Upgrading => v.next_component(0).map(|(c, _)| c.name.clone()),
         _ => None,
     };
+    let mut progress = NodeProgress::start(&obs.name, obs.generation, phase, component, obs.now);
+    progress.previous = v
+        .pending
+        .iter()
+        .filter_map(|i| {
+            let name = &v.desired[*i].0.name;
+            Some((name.clone(), v.node.versions.get(name)?.clone()))
+        })
+        .collect();
+    progress.canary = canary;
     Action::Start {
         node: v.node.name.clone(),
-        progress: Box::new(NodeProgress::start(
-            &obs.name,
-            obs.generation,
-            phase,
-            component,
-            obs.now,
-        )),
+        progress: Box::new(progress),
     }
 }

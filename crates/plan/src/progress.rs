@@ -9,7 +9,21 @@
 //!   Upgrading, Rebooting, Verifying ─failure, retries left─▶ Upgrading(c) again after the backoff
 //!   any step ─failure─▶ Uncordoning(failed) ─▶ Failed      (or Failed at once, still cordoned, under onHalt KeepCordoned)
 //! ```
+//! With spec.healthChecks a node starts at Prechecking (nothing touched
+//! until the checks pass) and ends through Checking after its uncordon;
+//! with spec.hooks, PreDrainHook runs between Cordoning and Draining and
+//! PostUncordonHook between Uncordoning and Checking:
+//! ```text
+//!   Prechecking ─▶ Cordoning ─▶ PreDrainHook ─▶ Draining ─▶ … ─▶ Uncordoning ─▶ PostUncordonHook ─▶ Checking ─▶ Done
+//! ```
+//! Under onFailure Rollback a failure after the drain (a Job, a
+//! verification, a reboot, a health check, the post-uncordon hook) sets
+//! `rollback` and walks the node's changed components back to `previous`
+//! in reverse order (Cordoning and Draining again when it was already
+//! handed back), then Uncordoning ─▶ Failed with RolledBack.
 //! AllAtOnce starts at Upgrading and skips Cordoning, Draining and Uncordoning.
+
+use std::collections::BTreeMap;
 
 use drover_api::{NodeState, Reason};
 use jiff::Timestamp;
@@ -17,7 +31,11 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum NodePhase {
+    /// Before anything is touched: the health checks must pass.
+    Prechecking,
     Cordoning,
+    /// The pre-drain hook Job (spec.hooks.preDrain).
+    PreDrainHook,
     Draining,
     Upgrading,
     /// Waiting for the node to report a new bootID and Ready (after a Job
@@ -25,6 +43,10 @@ pub enum NodePhase {
     Rebooting,
     Verifying,
     Uncordoning,
+    /// The post-uncordon hook Job (spec.hooks.postUncordon).
+    PostUncordonHook,
+    /// After the uncordon: the health checks must pass before the node counts as upgraded.
+    Checking,
     Done,
     Failed,
 }
@@ -38,6 +60,10 @@ impl NodePhase {
     /// The step name reported in the status.
     pub fn step(self) -> &'static str {
         match self {
+            NodePhase::Prechecking => "Precheck",
+            NodePhase::PreDrainHook => "PreDrainHook",
+            NodePhase::PostUncordonHook => "PostUncordonHook",
+            NodePhase::Checking => "HealthCheck",
             NodePhase::Cordoning => "Cordon",
             NodePhase::Draining => "Drain",
             NodePhase::Upgrading => "Upgrade",
@@ -127,6 +153,28 @@ pub struct NodeProgress {
     /// written before the field existed: version 1, the same fields.
     #[serde(default = "format_1")]
     pub v: u32,
+    /// Health checks: passes in a row so far, by check name (Prechecking, Checking).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub passes: BTreeMap<String, u32>,
+    /// Health checks: the next try is not before this time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check_at: Option<Timestamp>,
+    /// What each component drover changes ran before it started, by name:
+    /// what a rollback returns the node to.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub previous: BTreeMap<String, String>,
+    /// The node is being returned to `previous` (onFailure Rollback).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rollback: bool,
+    /// The canary hash of the target, when this node is one of its canaries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<String>,
+    /// The last health check try had a check fail.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unhealthy: bool,
+    /// When the node was made schedulable again (the pods check counts restarts since).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uncordoned: Option<Timestamp>,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -151,7 +199,9 @@ pub struct Writer {
 /// overwritten: a newer drover wrote it, and this one cannot know what its
 /// fields mean. Raise it when a change would make an older drover misread
 /// a record (a renamed field, a new phase), not for a field it may ignore.
-pub const FORMAT: u32 = 1;
+/// Format 2 added the phases Prechecking, PreDrainHook, PostUncordonHook
+/// and Checking, and rollback.
+pub const FORMAT: u32 = 2;
 
 fn format_1() -> u32 {
     1
@@ -212,6 +262,13 @@ impl NodeProgress {
             writer: String::new(),
             term: 0,
             v: FORMAT,
+            passes: BTreeMap::new(),
+            check_at: None,
+            previous: BTreeMap::new(),
+            rollback: false,
+            canary: None,
+            uncordoned: None,
+            unhealthy: false,
         }
     }
 
@@ -235,6 +292,9 @@ impl NodeProgress {
             completed: (phase == NodePhase::Done).then_some(now),
             retries: if same_component { self.retries } else { 0 },
             retry_at: None,
+            passes: BTreeMap::new(),
+            check_at: None,
+            unhealthy: false,
             reboot_job: self.reboot_job && phase == NodePhase::Rebooting,
             component,
             // Rewritten in this drover's format.
@@ -266,6 +326,10 @@ impl NodeProgress {
             NodeState::Skipped
         } else if self.halted && self.failure.is_none() {
             NodeState::Blocked
+        } else if self.rollback && self.phase.in_flight() {
+            NodeState::RollingBack
+        } else if self.failure.as_ref().is_some_and(|f| f.reason == Reason::RolledBack) {
+            NodeState::RolledBack
         } else if self.phase == NodePhase::Failed || self.failure.is_some() {
             NodeState::Failed
         } else if self.retry_at.is_some() {
@@ -290,8 +354,9 @@ mod tests {
             panic!("{:?}", Record::parse(V1))
         };
         assert_eq!((p.v, p.phase, p.attempts), (1, NodePhase::Draining, 1));
-        // Written back in this drover's format, the same fields plus the version.
-        let again: serde_json::Value = serde_json::from_str(&p.to_annotation()).unwrap();
+        // Moved to its next step, it is written in this drover's format.
+        let again: serde_json::Value =
+            serde_json::from_str(&p.enter(NodePhase::Upgrading, None, p.since).to_annotation()).unwrap();
         assert_eq!(again["v"], FORMAT);
         assert_eq!(NodeProgress::from_annotation(&p.to_annotation()), Some(*p));
     }
@@ -308,8 +373,8 @@ mod tests {
         );
         assert_eq!(NodeProgress::from_annotation(newer), None);
         // A newer record that happens to parse as today's is still newer.
-        let parses = V1.replace("{\"upgrade\"", "{\"v\":2,\"upgrade\"");
-        assert!(matches!(Record::parse(&parses), Record::Newer { v: 2, .. }), "{parses}");
+        let parses = V1.replace("{\"upgrade\"", "{\"v\":3,\"upgrade\"");
+        assert!(matches!(Record::parse(&parses), Record::Newer { v: 3, .. }), "{parses}");
         assert_eq!(Record::parse("not json"), Record::Absent);
         assert_eq!(Record::parse(r#"{"v":1,"phase":"Nowhere"}"#), Record::Absent);
     }

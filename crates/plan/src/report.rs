@@ -5,8 +5,9 @@ use drover_api::known::{satisfied, stage_of};
 use drover_api::names::{backup_job_name, condition};
 use drover_api::version::same_version;
 use drover_api::{
-    BackupState, BackupStatus, ClusterUpgradeSpec, ClusterUpgradeStatus, Installer, MAX_INSTALLERS, Component, ComponentStatus, LeftCordoned,
-    MAX_HISTORY, MAX_NODE_DETAILS, NodeCounts, NodeDetail, NodeState, Reason, RolloutRecord,
+    BackupState, BackupStatus, CanaryStatus, ClusterUpgradeSpec, ClusterUpgradeStatus, Component, ComponentStatus,
+    Installer, LeftCordoned, MAX_HISTORY, MAX_INSTALLERS, MAX_NODE_DETAILS, NodeCounts, NodeDetail, NodeState, Reason,
+    RolledBackNode, RolloutRecord,
 };
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -471,10 +472,72 @@ pub fn status(spec: &ClusterUpgradeSpec, obs: &Observation, plan: &Plan) -> Clus
         completion_time,
         history,
         left_cordoned: left_cordoned(spec, obs, plan),
-        canary: None,
+        canary: canary(obs, plan),
         installers: installers(spec, previous),
-        rolled_back: Vec::new(),
+        rolled_back: rolled_back(obs, plan),
     }
+}
+
+/// status.canary: the canary's nodes and state, and what the health
+/// checks last said on each canary still being checked.
+fn canary(obs: &Observation, plan: &Plan) -> Option<CanaryStatus> {
+    let c = plan.canary.as_ref()?;
+    let observed = plan
+        .views
+        .iter()
+        .filter(|v| c.nodes.contains(&v.node.name))
+        .filter_map(|v| {
+            let p = v.node.progress.as_ref().filter(|p| p.upgrade == obs.name)?;
+            let checks: Vec<String> = p.passes.iter().map(|(k, n)| format!("{k} passed {n}×")).collect();
+            let said = match (&p.failure, p.phase) {
+                (Some(f), _) => format!("{}: {} ({})", v.node.name, f.message, f.reason),
+                (None, NodePhase::Done) => format!("{}: upgraded and every health check passed", v.node.name),
+                (None, _) if !p.message.is_empty() => format!("{}: {}", v.node.name, p.message),
+                (None, phase) => format!("{}: at {}", v.node.name, phase.step()),
+            };
+            Some(if checks.is_empty() || p.phase == NodePhase::Done {
+                said
+            } else {
+                format!("{said} [{}]", checks.join(", "))
+            })
+        })
+        .collect();
+    Some(CanaryStatus {
+        hash: c.hash.clone(),
+        nodes: c.nodes.clone(),
+        state: c.state(obs.now).to_string(),
+        soak_until: c.soak_until.map(Time),
+        observed,
+    })
+}
+
+/// status.rolledBack: nodes this rollout returned to their previous versions.
+fn rolled_back(obs: &Observation, plan: &Plan) -> Vec<RolledBackNode> {
+    let mut out: Vec<RolledBackNode> = plan
+        .views
+        .iter()
+        .filter_map(|v| {
+            let p = v
+                .node
+                .progress
+                .as_ref()
+                .filter(|p| p.upgrade == obs.name && p.generation == obs.generation)?;
+            let f = p.failure.as_ref().filter(|f| f.reason == Reason::RolledBack)?;
+            let versions: Vec<String> = p
+                .previous
+                .iter()
+                .filter(|(c, prev)| v.node.versions.get(*c) == Some(*prev))
+                .map(|(c, prev)| format!("{c}={prev}"))
+                .collect();
+            Some(RolledBackNode {
+                name: v.node.name.clone(),
+                versions: versions.join(","),
+                reason: f.message.clone(),
+            })
+        })
+        .collect();
+    out.truncate(MAX_NODE_DETAILS);
+    out
 }
 
 /// The current spec's upgrade Jobs first, then those kept from before

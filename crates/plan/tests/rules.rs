@@ -1101,7 +1101,7 @@ fn a_record_of_a_newer_format_is_left_alone_and_nothing_new_starts() {
     let (status, r, message) = m.condition(condition::STALLED);
     assert_eq!((status.as_str(), r.as_str()), ("True", reason::NEWER_RECORD));
     assert!(
-        message.contains("node worker-001 carries a progress record of format v99, written by a newer drover (this one reads up to v1)"),
+        message.contains("node worker-001 carries a progress record of format v99, written by a newer drover (this one reads up to v2)"),
         "{message}"
     );
     assert!(

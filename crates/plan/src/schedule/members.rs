@@ -41,7 +41,7 @@ pub(super) fn schedule(ctx: &Ctx, stage: RolloutStage, actions: &mut Vec<Action>
         .filter(|v| v.state == Standing::Pending)
         .collect();
     if let Some(v) = ctx.start_order(pending).first() {
-        actions.push(start(ctx.spec, ctx.obs, v));
+        actions.push(start(ctx.spec, ctx.obs, v, None));
     }
     None
 }

@@ -3,7 +3,7 @@
 
 mod backup;
 mod members;
-mod workers;
+pub(crate) mod workers;
 mod workloads;
 
 use drover_api::ClusterUpgradeSpec;
@@ -23,6 +23,10 @@ pub(crate) struct Ctx<'a> {
     pub last_nodes: Option<&'a Matcher>,
     pub backup: &'a drover_api::BackupState,
     pub backup_hash: &'a str,
+    /// The canary, when the spec has one.
+    pub canary: Option<&'a crate::canary::CanaryState>,
+    /// spec.strategy.canary.selector, parsed.
+    pub canary_nodes: Option<&'a Matcher>,
 }
 
 impl Ctx<'_> {
