@@ -82,6 +82,23 @@ impl GateCtx<'_> {
             ),
             None => (Reason::UpgradeJobFailed, format!("node {} failed", v.node.name)),
         };
+        // Every node returned to its previous versions, named.
+        let also: Vec<&str> = self
+            .failures()
+            .into_iter()
+            .filter(|o| o.node.name != v.node.name)
+            .filter(|o| {
+                ours(self.obs, o.node)
+                    .and_then(|p| p.failure.as_ref())
+                    .is_some_and(|f| f.reason == Reason::RolledBack)
+            })
+            .map(|o| o.node.name.as_str())
+            .collect();
+        let detail = if reason == Reason::RolledBack && !also.is_empty() {
+            format!("{detail}; also rolled back: {}", also.join(", "))
+        } else {
+            detail
+        };
         Hold {
             reason,
             message: format!("{detail}; {why}"),

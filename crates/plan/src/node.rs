@@ -48,6 +48,16 @@ impl NodePhase {
         }
     }
 
+    /// The first phase of a node walked back by `rollback: All`: its cordon
+    /// (Upgrading at once for AllAtOnce).
+    pub fn first_rollback(spec: &ClusterUpgradeSpec) -> NodePhase {
+        if spec.strategy.type_ == StrategyType::Rolling {
+            NodePhase::Cordoning
+        } else {
+            NodePhase::Upgrading
+        }
+    }
+
     /// The first phase of a node drover starts now: Prechecking when the
     /// spec has health checks, else Cordoning (Upgrading for AllAtOnce).
     pub fn first(spec: &ClusterUpgradeSpec) -> NodePhase {
@@ -221,6 +231,15 @@ impl NodeCtx<'_> {
         (0..below.min(v.desired.len())).rev().find(|i| self.to_return(v, p, *i))
     }
 
+    /// Where the rollback of a node that finished would start (rollback All).
+    pub(crate) fn rollback_start(&self, v: &NodeView, p: &NodeProgress) -> Result<Option<usize>, String> {
+        let p = NodeProgress {
+            component: None,
+            ..p.clone()
+        };
+        self.rollback_plan(v, &p)
+    }
+
     /// Where a rollback from a failure at `p` starts (the failed component,
     /// then every earlier one that changed), None when nothing changed, or
     /// why it is refused.
@@ -270,15 +289,15 @@ impl NodeCtx<'_> {
                 (prev != want).then(|| format!("{}={prev}", c.name))
             })
             .collect();
-        let was = p
-            .failure
-            .as_ref()
-            .map(|f| format!("{}: {}", f.reason, f.message))
-            .unwrap_or_else(|| "a failure".into());
+        let was = match &p.failure {
+            Some(f) if f.reason == drover_api::Reason::RolledBack => format!(": {}", f.message),
+            Some(f) => format!(" after {}: {}", f.reason, f.message),
+            None => " after a failure".into(),
+        };
         NodeProgress {
             failure: Some(Failure {
                 reason: drover_api::Reason::RolledBack,
-                message: format!("returned to {} after {was}", versions.join(", ")),
+                message: format!("returned to {}{was}", versions.join(", ")),
                 step: p.failure.as_ref().map(|f| f.step.clone()).unwrap_or_default(),
                 component: p.failure.as_ref().and_then(|f| f.component.clone()),
                 skipped: false,

@@ -526,3 +526,51 @@ fn drover_plan_names_the_checks_the_canary_the_zones_the_hooks_and_what_rollback
         f.notes
     );
 }
+
+#[test]
+fn rollback_all_walks_back_every_node_the_target_upgraded_one_batch_at_a_time() {
+    let mut s = containerd("1.7.23");
+    s.strategy.on_failure = FailureAction::Rollback;
+    s.strategy.rollback = RollbackScope::All;
+    s.strategy.retries = 0;
+    let mut m = Model::new(s, cluster(0, 4));
+    let mut failed = false;
+    let mut max_in_flight = 0;
+    for _ in 0..60 {
+        let actions = m.plan();
+        for a in &actions {
+            let fail = matches!(a, Action::Step { node, step: Step::Verify { .. }, transition } if node == "worker-002" && !transition.from.rollback);
+            if fail && !failed {
+                failed = true;
+                m.apply(
+                    a,
+                    Outcome::Failed {
+                        reason: Reason::VerificationFailed,
+                        message: "containerd reports 1.7.22".into(),
+                    },
+                );
+            } else {
+                m.apply(a, Outcome::Done);
+            }
+        }
+        max_in_flight = max_in_flight.max(m.in_flight().len());
+    }
+    assert!(failed);
+    assert_eq!(max_in_flight, 1, "maxUnavailable 1 holds for the walk back too");
+    for n in ["worker-000", "worker-001", "worker-002"] {
+        assert_eq!(m.node(n).versions["containerd"], "1.7.22", "{n} returned");
+        let p = m.node(n).progress.clone().unwrap();
+        assert_eq!(
+            (p.phase, p.reported_state()),
+            (NodePhase::Failed, NodeState::RolledBack),
+            "{n}"
+        );
+        assert!(!m.node(n).unschedulable, "{n}");
+    }
+    assert!(m.node("worker-003").progress.is_none(), "never started");
+    m.plan();
+    let (st, r, msg) = m.condition(condition::STALLED);
+    assert_eq!((st.as_str(), r.as_str()), ("True", reason::ROLLED_BACK), "{msg}");
+    assert!(msg.contains("also rolled back"), "{msg}");
+    assert_eq!(m.status().rolled_back.len(), 3);
+}

@@ -3,6 +3,7 @@
 
 mod backup;
 mod members;
+pub(crate) mod rollback;
 pub(crate) mod workers;
 mod workloads;
 
