@@ -181,6 +181,13 @@ impl AllowedImages {
         if let Some(image) = &spec.reboot.image {
             fields.push(("spec.reboot.image".into(), image.as_str()));
         }
+        // Hook Jobs run on the node too, possibly privileged.
+        if let Some(h) = &spec.hooks.pre_drain {
+            fields.push(("spec.hooks.preDrain.image".into(), h.image.as_str()));
+        }
+        if let Some(h) = &spec.hooks.post_uncordon {
+            fields.push(("spec.hooks.postUncordon.image".into(), h.image.as_str()));
+        }
         fields
             .into_iter()
             .filter(|(_, image)| !self.allows(image))
@@ -413,5 +420,19 @@ mod tests {
                 .refused_fields(&spec)
                 .is_empty()
         );
+        // A hook's image is checked as an upgrade image is.
+        let mut hooked = spec.clone();
+        hooked.hooks.pre_drain = Some(crate::gates::Hook {
+            image: "evil.io/hooks/noout:1".into(),
+            command: vec![],
+            args: vec![],
+            env: vec![],
+            privileged: true,
+            host_root: false,
+            timeout: "5m".into(),
+        });
+        let refused = list("registry.example.com/*,evil.io/upgrades/kubelet,docker.io/library/busybox").refused_fields(&hooked);
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert!(refused[0].starts_with("spec.hooks.preDrain.image: \"evil.io/hooks/noout:1\""), "{}", refused[0]);
     }
 }

@@ -318,8 +318,10 @@ async fn step<O: NodeOps>(
             let job = hook_job(h, *hook);
             let owner = observe::owner(cu);
             let verify = drover_api::Verify {
+                node_info: None,
+                pod: None,
                 job_succeeded: Some(true),
-                ..Default::default()
+                match_: None,
             };
             let version = drover_plan::canary_hash(spec);
             let req = UpgradeRequest {

@@ -57,6 +57,8 @@ enum Command {
     Status(status::StatusArgs),
     /// Dry run: what a ClusterUpgrade manifest would do on the current cluster, changing nothing.
     Plan(plan_cmd::PlanArgs),
+    /// Approve a ClusterUpgrade's canary: set spec.approvedCanary to the hash status.canary shows; also `kubectl drover approve`.
+    Approve(status::ApproveArgs),
 }
 
 #[derive(clap::Args)]
@@ -245,6 +247,7 @@ fn main() -> anyhow::Result<()> {
             std::process::exit(2)
         }
         Command::Status(args) => tokio::runtime::Runtime::new()?.block_on(status::run(args)),
+        Command::Approve(args) => tokio::runtime::Runtime::new()?.block_on(status::approve(args)),
         Command::Plan(args) => {
             let valid = tokio::runtime::Runtime::new()?.block_on(plan_cmd::run(args))?;
             if !valid {

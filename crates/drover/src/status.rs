@@ -159,6 +159,36 @@ pub fn render(cu: &ClusterUpgrade, now: Timestamp) -> String {
         out.push_str(&format!("  … and {} more not listed\n", st.nodes_omitted));
     }
 
+    if let Some(c) = &st.canary {
+        let approval = match (&cu.spec.strategy.canary, &cu.spec.approved_canary) {
+            (Some(k), Some(a)) if k.require_approval && *a == c.hash => " (approved)".to_string(),
+            (Some(k), _) if k.require_approval => format!(
+                " (to approve: drover approve {} — sets spec.approvedCanary: {})",
+                cu.name_any(),
+                c.hash
+            ),
+            _ => String::new(),
+        };
+        out.push_str(&format!("\nCanary: {} on {}{approval}\n", c.state, c.nodes.join(", ")));
+        out.push_str(&format!("  hash: {}\n", c.hash));
+        if let Some(t) = &c.soak_until {
+            out.push_str(&format!("  soak until: {}\n", t.0));
+        }
+        for o in &c.observed {
+            out.push_str(&format!("  observed: {o}\n"));
+        }
+    }
+
+    if !st.rolled_back.is_empty() {
+        out.push_str("\nRolled back:\n");
+        let rows: Vec<Vec<String>> = st
+            .rolled_back
+            .iter()
+            .map(|r| vec![r.name.clone(), r.versions.clone(), r.reason.clone()])
+            .collect();
+        out.push_str(&table(&["NODE", "VERSIONS", "WHY"], &rows));
+    }
+
     if !st.left_cordoned.is_empty() {
         out.push_str("\nLeft cordoned on purpose:\n");
         let rows: Vec<Vec<String>> = st
@@ -419,4 +449,77 @@ mod tests {
         let cu = ClusterUpgrade::new("fresh", spec);
         assert!(render(&cu, Timestamp::now()).contains("no status yet"));
     }
+}
+
+/// `drover approve NAME`: set spec.approvedCanary to the canary hash the status shows.
+#[derive(clap::Args, Debug)]
+pub struct ApproveArgs {
+    /// The ClusterUpgrade whose canary to approve.
+    pub name: String,
+    /// Approve this hash rather than the one status shows (what a pipeline recorded).
+    #[arg(long)]
+    pub hash: Option<String>,
+    /// A kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or the in-cluster config).
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+}
+
+/// The hash to approve, or why there is none: the spec must have a canary
+/// that needs approval, and the status must describe the spec as it is now.
+pub fn hash_to_approve(cu: &ClusterUpgrade, wanted: Option<&str>) -> anyhow::Result<String> {
+    let name = cu.name_any();
+    let Some(canary) = &cu.spec.strategy.canary else {
+        anyhow::bail!("ClusterUpgrade {name} has no spec.strategy.canary: there is nothing to approve");
+    };
+    if !canary.require_approval {
+        anyhow::bail!(
+            "ClusterUpgrade {name}'s canary does not wait for approval (spec.strategy.canary.requireApproval is false)"
+        );
+    }
+    let st = cu.status.clone().unwrap_or_default();
+    let generation = cu.metadata.generation.unwrap_or_default();
+    let shown = st.canary.as_ref().map(|c| c.hash.clone());
+    let Some(shown) = shown.filter(|_| st.observed_generation == Some(generation)) else {
+        anyhow::bail!(
+            "drover has not reported the canary of generation {generation} of ClusterUpgrade {name} yet (status.canary); try again once it has (drover status {name})"
+        );
+    };
+    match wanted {
+        Some(w) if w != shown => anyhow::bail!(
+            "--hash {w} is not the canary hash of ClusterUpgrade {name}'s current target ({shown}): the target changed since that hash was taken"
+        ),
+        _ => Ok(shown),
+    }
+}
+
+pub async fn approve(args: ApproveArgs) -> anyhow::Result<()> {
+    let client = crate::ui::client(args.kubeconfig.clone()).await?;
+    let api: Api<ClusterUpgrade> = Api::all(client);
+    let cu = fetch(&api, Some(&args.name)).await?.remove(0);
+    let hash = hash_to_approve(&cu, args.hash.as_deref())?;
+    if cu.spec.approved_canary.as_deref() == Some(hash.as_str()) {
+        println!("ClusterUpgrade {} canary {hash} is already approved", args.name);
+        return Ok(());
+    }
+    // Only the object as read: if the spec changed since, the server refuses (409).
+    let patch = serde_json::json!({
+        "metadata": {"resourceVersion": cu.metadata.resource_version},
+        "spec": {"approvedCanary": hash},
+    });
+    api.patch(&args.name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
+        .await
+        .map_err(|e| match e {
+            kube::Error::Api(s) if s.code == 409 => anyhow::anyhow!(
+                "ClusterUpgrade {} changed while approving; run drover status {} and approve again",
+                args.name,
+                args.name
+            ),
+            e => explain(e, &format!("setting spec.approvedCanary of ClusterUpgrade {}", args.name)),
+        })?;
+    println!(
+        "approved canary {hash} of ClusterUpgrade {} (target {})",
+        args.name,
+        cu.status.and_then(|s| s.target).unwrap_or_default()
+    );
+    Ok(())
 }

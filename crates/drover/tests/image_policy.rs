@@ -308,8 +308,12 @@ async fn the_shipped_admission_policy_refuses_what_drover_refuses_on_the_real_ap
     std::fs::write(&file, serde_json::to_string(&cu).unwrap()).unwrap();
     let (ok, out, err) = bare.kubectl(&["create", "-f", file.to_str().unwrap()]);
     assert!(ok, "{out}{err}");
-    // So are the backup and the reboot images (both run with the host's root).
+    // So are the backup, reboot and hook images (they run on the nodes too).
     for (patch, refused) in [
+        (
+            r#"{"spec":{"hooks":{"preDrain":{"image":"quay.io/acme/noout:1"}}}}"#,
+            "spec.hooks.preDrain.image: \"quay.io/acme/noout:1\" (repository quay.io/acme/noout) is not an allowed upgrade image",
+        ),
         (
             r#"{"spec":{"backup":{"image":"busybox:1.37"}}}"#,
             "spec.backup.image: \"busybox:1.37\" (repository docker.io/library/busybox) is not an allowed upgrade image",
