@@ -815,6 +815,85 @@ fn cases() -> Vec<Case> {
             "spec.components[1].upgrade.workload.manifest.configMap.key",
             "must be a ConfigMap key",
         ),
+        // health checks, canary, rollback, zones, hooks
+        case(
+            "guards",
+            "a health check of two kinds",
+            "spec/healthChecks",
+            json!([{"name": "app", "http": {"url": "http://{{nodeIP}}/healthz"}, "pods": {"selector": {"matchLabels": {"app": "web"}}}}]),
+            "spec.healthChecks[0]",
+            "exactly one of http, prometheus, pods or controlPlane",
+        ),
+        case(
+            "guards",
+            "a health check URL that is not http",
+            "spec/healthChecks",
+            json!([{"name": "app", "http": {"url": "ftp://example.com/healthz"}}]),
+            "spec.healthChecks[0].http.url",
+            "must start with http:// or https://",
+        ),
+        case(
+            "guards",
+            "a health check interval of 0s",
+            "spec/healthChecks",
+            json!([{"name": "app", "interval": "0s", "prometheus": {"url": "http://prometheus:9090", "query": "up"}}]),
+            "spec.healthChecks[0].interval",
+            "from 1s to 10m",
+        ),
+        case(
+            "guards",
+            "two health checks of one name",
+            "spec/healthChecks",
+            json!([{"name": "app", "controlPlane": {}}, {"name": "app", "controlPlane": {}}]),
+            "spec.healthChecks",
+            "must be unique",
+        ),
+        case(
+            "guards",
+            "a canary of 0 nodes",
+            "spec/strategy/canary",
+            json!({"nodes": 0}),
+            "spec.strategy.canary.nodes",
+            "an integer of at least 1 or a percentage",
+        ),
+        Case {
+            edits: vec![
+                ("spec/strategy/type", json!("AllAtOnce")),
+                ("spec/strategy/canary", json!({"nodes": 1})),
+            ],
+            ..case(
+                "guards",
+                "a canary with AllAtOnce",
+                "",
+                json!(null),
+                "spec.strategy.canary",
+                "is for Rolling only",
+            )
+        },
+        case(
+            "guards",
+            "an unknown onFailure",
+            "spec/strategy/onFailure",
+            json!("Retry"),
+            "spec.strategy.onFailure",
+            "Rollback",
+        ),
+        case(
+            "guards",
+            "a topology key that is not a label key",
+            "spec/strategy/topologyKey",
+            json!("zone name"),
+            "spec.strategy.topologyKey",
+            "must be a label key",
+        ),
+        case(
+            "guards",
+            "a hook image with a space",
+            "spec/hooks",
+            json!({"preDrain": {"image": "ceph tools:1"}}),
+            "spec.hooks.preDrain.image",
+            "must be an image reference",
+        ),
     ]
     .into_iter()
     .map(|mut c| {
