@@ -488,3 +488,48 @@ fn durations_never_overflow_and_follow_the_schema() {
     assert_eq!(parse_duration("1h30m"), Some(std::time::Duration::from_secs(5400)));
     assert_eq!(parse_duration("0s"), Some(std::time::Duration::ZERO));
 }
+
+#[test]
+fn health_checks_canary_rollback_zones_and_hooks_are_judged_alike_by_cel_and_drover() {
+    let mut spec = good();
+    spec["healthChecks"] = json!([
+        {"name": "app", "http": {"url": "http://{{nodeIP}}:8080/healthz", "bodyContains": "ok"}, "successThreshold": 3},
+        {"name": "alerts", "prometheus": {"url": "http://prometheus:9090", "query": "ALERTS{alertstate=\"firing\"}"}},
+        {"name": "errors", "prometheus": {"url": "http://prometheus:9090", "query": "up", "threshold": {"op": ">=", "value": 1}}},
+        {"name": "web", "pods": {"selector": {"matchLabels": {"app": "web"}}, "onNode": true, "maxRestarts": 1}},
+        {"name": "cp", "controlPlane": {}}
+    ]);
+    spec["strategy"]["canary"] = json!({"nodes": "10%", "soak": "10m", "requireApproval": true});
+    spec["strategy"]["onFailure"] = json!("Rollback");
+    spec["strategy"]["rollback"] = json!("All");
+    spec["strategy"]["topologyKey"] = json!("topology.kubernetes.io/zone");
+    spec["hooks"] = json!({"preDrain": {"image": "example.com/noout:1"}, "postUncordon": {"image": "example.com/noout:1", "timeout": "2m"}});
+    spec["approvedCanary"] = json!("0123456789ab");
+    assert!(cel_errors(spec.clone()).is_empty());
+    let typed: ClusterUpgradeSpec = serde_json::from_value(spec.clone()).unwrap();
+    assert_eq!(validate(&typed), Ok(()));
+
+    let bad = |edit: &dyn Fn(&mut Value)| {
+        let mut s = spec.clone();
+        edit(&mut s);
+        let errors = cel_errors(s);
+        assert!(!errors.is_empty(), "CEL admits it");
+        errors
+    };
+    let e = bad(&|s| s["healthChecks"][0]["pods"] = json!({"selector": {}}));
+    assert!(e.iter().any(|m| m.contains("exactly one of http, prometheus, pods or controlPlane")), "{e:?}");
+    let e = bad(&|s| s["healthChecks"][0]["http"]["url"] = json!("ftp://x"));
+    assert!(e.iter().any(|m| m.contains("must start with http:// or https://")), "{e:?}");
+    let e = bad(&|s| s["healthChecks"][1]["interval"] = json!("11m"));
+    assert!(e.iter().any(|m| m.contains("from 1s to 10m")), "{e:?}");
+    let e = bad(&|s| s["strategy"]["canary"]["nodes"] = json!("0%"));
+    assert!(e.iter().any(|m| m.contains("canary.nodes")), "{e:?}");
+    let e = bad(&|s| s["strategy"]["type"] = json!("AllAtOnce"));
+    assert!(e.iter().any(|m| m.contains("is for Rolling only")), "{e:?}");
+    let e = bad(&|s| s["strategy"]["topologyKey"] = json!("zone name"));
+    assert!(e.iter().any(|m| m.contains("must be a label key")), "{e:?}");
+    let e = bad(&|s| s["hooks"]["preDrain"]["image"] = json!("ceph tools"));
+    assert!(e.iter().any(|m| m.contains("must be an image reference")), "{e:?}");
+    let e = bad(&|s| s["hooks"]["postUncordon"]["timeout"] = json!("0s"));
+    assert!(e.iter().any(|m| m.contains("spec.hooks timeout")), "{e:?}");
+}
