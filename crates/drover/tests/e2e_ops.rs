@@ -99,13 +99,15 @@ async fn metrics_health_json_logs_and_graceful_shutdown() {
 }
 
 on_both_beds! {
-    async fn the_medium_cluster_rolls_workers_in_ten_percent_batches(bed: Bed) {
+    async fn the_medium_cluster_rolls_workers_one_zone_at_a_time_in_batches_of_ten(bed: Bed) {
         let _one = exclusive().await; // 103 nodes: the heaviest bed
         let mut env = Env::start(bed, "medium", 600.0).await;
         let _drover = env.drover(&[]);
         let mut spec = runtime_spec("1.7.23");
         spec["components"] = serde_json::json!([job("containerd", "1.7.23"), job("kubelet", "v1.31.5")]);
-        spec["strategy"]["maxUnavailable"] = serde_json::json!("10%");
+        // One zone at a time, 20% of its 50 workers: batches of 10, as 10% of 100 would be.
+        spec["strategy"]["maxUnavailable"] = serde_json::json!("20%");
+        spec["strategy"]["topologyKey"] = serde_json::json!("topology.kubernetes.io/zone");
         env.apply("platform", spec).await;
         let cu = env
             .wait_for("platform", "Ready", Duration::from_secs(600), |cu| {
@@ -119,8 +121,18 @@ on_both_beds! {
         let workers = report.max_unavailable.get("worker").copied().unwrap_or(0);
         assert!(
             (1..=10).contains(&workers),
-            "10% of 100 workers is 10; saw {workers} at once"
+            "20% of a zone's 50 workers is 10; saw {workers} at once"
         );
+        let zone = |n: &str| {
+            if n.starts_with("worker-a") {
+                "zone-a".to_string()
+            } else if n.starts_with("worker-b") {
+                "zone-b".to_string()
+            } else {
+                format!("control plane {n}")
+            }
+        };
+        assert_eq!(env.progress.max_zones_in_flight(zone), 1, "one zone at a time");
         assert!(report.max_unavailable.get("control-plane").copied().unwrap_or(0) <= 1);
         let back = env.progress.regressions();
         assert!(back.is_empty(), "progress records went back: {back:#?}");

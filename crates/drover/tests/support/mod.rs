@@ -300,6 +300,28 @@ impl ProgressLog {
     pub fn nodes(&self) -> usize {
         self.0.lock().unwrap().len()
     }
+
+    /// The most zones (`zone_of` a node's name) with a node in flight at
+    /// once, in the watch's order: a node is in flight from a record of an
+    /// unfinished phase until one of Done or Failed.
+    pub fn max_zones_in_flight(&self, zone_of: impl Fn(&str) -> String) -> usize {
+        let mut in_flight: BTreeMap<String, String> = BTreeMap::new();
+        let mut most = 0;
+        for (node, r) in self.1.lock().unwrap().iter() {
+            let phase = serde_json::from_str::<Value>(r)
+                .ok()
+                .and_then(|v| v["phase"].as_str().map(str::to_string))
+                .unwrap_or_default();
+            if matches!(phase.as_str(), "Done" | "Failed" | "") {
+                in_flight.remove(node);
+            } else {
+                in_flight.insert(node.clone(), zone_of(node));
+            }
+            let zones: std::collections::BTreeSet<&String> = in_flight.values().collect();
+            most = most.max(zones.len());
+        }
+        most
+    }
 }
 
 impl Env {

@@ -301,12 +301,13 @@ impl super::engine::Engine {
 /// Progress records (`drover.dev/progress`, by node, in the order a watch
 /// saw them) that went back to a state they had left: within one attempt
 /// on a node (same upgrade and start time), a (generation, retries, phase,
-/// component) seen before, then left, then seen again. A crash-safe
+/// component, rollback) seen before, then left, then seen again (a
+/// rollback walks the same phases again, as a new state). A crash-safe
 /// controller resumes where its record says and never repeats a step it
 /// finished. Records that are not JSON are skipped.
 pub fn record_regressions(records: &BTreeMap<String, Vec<String>>) -> Vec<String> {
     type Attempt = (String, String);
-    type State = (i64, u64, String, String);
+    type State = (i64, u64, String, String, bool);
     let mut out = Vec::new();
     for (node, records) in records {
         let mut states: BTreeMap<Attempt, Vec<State>> = BTreeMap::new();
@@ -320,6 +321,7 @@ pub fn record_regressions(records: &BTreeMap<String, Vec<String>>) -> Vec<String
                 v["retries"].as_u64().unwrap_or(0),
                 v["phase"].as_str().unwrap_or_default().to_string(),
                 v["component"].as_str().unwrap_or_default().to_string(),
+                v["rollback"].as_bool().unwrap_or(false),
             );
             let seen = states.entry(attempt).or_default();
             if seen.last() == Some(&state) {
