@@ -82,7 +82,8 @@ impl std::fmt::Display for Superseded {
 impl Plan<'_> {
     /// When to look again when nothing else wakes drover sooner: `busy`
     /// while actions are in flight, else as the hold or stage needs, and no
-    /// later than the next retry of a failed step.
+    /// later than the next retry of a failed step or the next try of a
+    /// node's health checks.
     pub fn requeue_after(&self, busy: Duration, now: jiff::Timestamp) -> Duration {
         if !self.actions.is_empty() {
             return busy;
@@ -90,7 +91,10 @@ impl Plan<'_> {
         let retry = self
             .views
             .iter()
-            .filter_map(|v| v.node.progress.as_ref()?.retry_at)
+            .filter_map(|v| {
+                let p = v.node.progress.as_ref()?;
+                [p.retry_at, p.check_at].into_iter().flatten().min()
+            })
             .min()
             .map(|t| Duration::try_from(t.duration_since(now)).unwrap_or_default());
         let usual = self.usual_requeue();
