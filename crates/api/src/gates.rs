@@ -10,7 +10,7 @@ use kube::KubeSchema;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::spec::{EnvVar, IMAGE_PATTERN, NAME_PATTERN, duration_rule, label_selector_schema, matches_rule};
+use crate::rules::{EnvVar, IMAGE_PATTERN, NAME_PATTERN, duration_rule, label_selector_schema, matches_rule};
 
 /// The placeholders a health check's URL may use.
 pub const URL_PLACEHOLDERS: [&str; 3] = ["{{node}}", "{{nodeIP}}", "{{component}}"];
@@ -50,7 +50,7 @@ pub struct HealthCheck {
     /// The wait between tries, from 1s to 10m.
     #[serde(default = "default_interval")]
     #[schemars(length(max = 32))]
-    #[x_kube(validation = Rule::new(format!("{} && duration(self) >= duration('1s') && duration(self) <= duration('10m')", matches_rule(crate::spec::DURATION_PATTERN))).message("spec.healthChecks[].interval must be a duration from 1s to 10m, such as 10s"))]
+    #[x_kube(validation = Rule::new(format!("{} && duration(self) >= duration('1s') && duration(self) <= duration('10m')", matches_rule(crate::rules::DURATION_PATTERN))).message("spec.healthChecks[].interval must be a duration from 1s to 10m, such as 10s"))]
     pub interval: String,
 }
 
@@ -77,7 +77,7 @@ pub struct HttpCheck {
     /// How long one request may take, from 1s to 5m.
     #[serde(default = "default_request_timeout")]
     #[schemars(length(max = 32))]
-    #[x_kube(validation = Rule::new(format!("{} && duration(self) >= duration('1s') && duration(self) <= duration('5m')", matches_rule(crate::spec::DURATION_PATTERN))).message("spec.healthChecks[].http.requestTimeout must be a duration from 1s to 5m, such as 5s"))]
+    #[x_kube(validation = Rule::new(format!("{} && duration(self) >= duration('1s') && duration(self) <= duration('5m')", matches_rule(crate::rules::DURATION_PATTERN))).message("spec.healthChecks[].http.requestTimeout must be a duration from 1s to 5m, such as 5s"))]
     pub request_timeout: String,
     /// PEM certificates to trust for an https URL, instead of the system's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -111,7 +111,7 @@ pub struct PrometheusCheck {
     /// How long one request may take, from 1s to 5m.
     #[serde(default = "default_request_timeout")]
     #[schemars(length(max = 32))]
-    #[x_kube(validation = Rule::new(format!("{} && duration(self) >= duration('1s') && duration(self) <= duration('5m')", matches_rule(crate::spec::DURATION_PATTERN))).message("spec.healthChecks[].prometheus.requestTimeout must be a duration from 1s to 5m, such as 5s"))]
+    #[x_kube(validation = Rule::new(format!("{} && duration(self) >= duration('1s') && duration(self) <= duration('5m')", matches_rule(crate::rules::DURATION_PATTERN))).message("spec.healthChecks[].prometheus.requestTimeout must be a duration from 1s to 5m, such as 5s"))]
     pub request_timeout: String,
 }
 
@@ -172,7 +172,7 @@ pub struct PodsCheck {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 63))]
     pub namespace: Option<String>,
-    #[schemars(schema_with = "label_selector_schema")]
+    #[schemars(schema_with = "crate::rules::plain_selector_schema")]
     pub selector: LabelSelector,
     /// Only the pods on the node checked.
     #[serde(default)]

@@ -9,6 +9,7 @@ pub mod images;
 pub mod known;
 pub mod names;
 pub mod observed;
+pub mod rules;
 pub mod selector;
 pub mod spec;
 pub mod status;

@@ -123,6 +123,7 @@ pub struct CanaryStatus {
 pub struct Installer {
     pub component: String,
     pub version: String,
+    #[schemars(schema_with = "crate::rules::opaque_object_schema")]
     pub job: crate::spec::JobUpgrade,
 }
 

@@ -321,6 +321,54 @@ mod tests {
     use drover_api::{ClusterUpgradeStatus, ComponentStatus, NodeCounts, NodeDetail, RolloutRecord};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
+    fn canary_upgrade(require_approval: bool, observed: Option<i64>) -> ClusterUpgrade {
+        let spec = serde_json::from_value(serde_json::json!({
+            "components": [],
+            "strategy": {"canary": {"nodes": 1, "requireApproval": require_approval}}
+        }))
+        .unwrap();
+        let mut cu = ClusterUpgrade::new("platform", spec);
+        cu.metadata.generation = Some(3);
+        cu.status = Some(ClusterUpgradeStatus {
+            observed_generation: observed,
+            canary: Some(drover_api::CanaryStatus {
+                hash: "0123456789ab".into(),
+                nodes: vec!["worker-1".into()],
+                state: "AwaitingApproval".into(),
+                soak_until: None,
+                observed: vec!["worker-1: upgraded and every health check passed".into()],
+            }),
+            ..Default::default()
+        });
+        cu
+    }
+
+    #[test]
+    fn approve_takes_the_hash_of_the_current_status_and_refuses_what_it_cannot_approve() {
+        assert_eq!(hash_to_approve(&canary_upgrade(true, Some(3)), None).unwrap(), "0123456789ab");
+        assert_eq!(
+            hash_to_approve(&canary_upgrade(true, Some(3)), Some("0123456789ab")).unwrap(),
+            "0123456789ab"
+        );
+        let e = hash_to_approve(&canary_upgrade(true, Some(3)), Some("ffffffffffff")).unwrap_err().to_string();
+        assert!(e.contains("is not the canary hash of ClusterUpgrade platform's current target (0123456789ab)"), "{e}");
+        let e = hash_to_approve(&canary_upgrade(true, Some(2)), None).unwrap_err().to_string();
+        assert!(e.contains("has not reported the canary of generation 3"), "{e}");
+        let e = hash_to_approve(&canary_upgrade(false, Some(3)), None).unwrap_err().to_string();
+        assert!(e.contains("requireApproval is false"), "{e}");
+        let mut none = canary_upgrade(true, Some(3));
+        none.spec.strategy.canary = None;
+        let e = hash_to_approve(&none, None).unwrap_err().to_string();
+        assert!(e.contains("has no spec.strategy.canary: there is nothing to approve"), "{e}");
+    }
+
+    #[test]
+    fn the_summary_shows_the_canary_its_hash_and_how_to_approve_it() {
+        let text = render(&canary_upgrade(true, Some(3)), "2026-11-23T10:00:00Z".parse().unwrap());
+        assert!(text.contains("Canary: AwaitingApproval on worker-1 (to approve: drover approve platform — sets spec.approvedCanary: 0123456789ab)"), "{text}");
+        assert!(text.contains("observed: worker-1: upgraded and every health check passed"), "{text}");
+    }
+
     #[test]
     fn the_summary_has_conditions_counts_components_nodes_and_history() {
         let t: Timestamp = "2026-11-23T10:00:00Z".parse().unwrap();

@@ -114,14 +114,20 @@ pub(crate) fn state(
         .iter()
         .filter(|v| accepted.canary_nodes.as_ref().is_none_or(|m| m.matches(&v.node.labels)))
         .count();
-    let want = resolve_max_unavailable(&c.nodes, workers.len())
-        .unwrap_or(1)
-        .min(eligible.max(1));
     let canaries: Vec<&NodeView> = workers
         .iter()
         .copied()
         .filter(|v| ours(obs, v.node).is_some_and(|p| p.canary.as_deref() == Some(hash.as_str())))
         .collect();
+    // As many as asked, of the eligible workers this target still has to
+    // upgrade (or already took as canaries): workers already at the target
+    // cannot be canaries, and must not make the canary wait forever.
+    let open = workers
+        .iter()
+        .filter(|v| accepted.canary_nodes.as_ref().is_none_or(|m| m.matches(&v.node.labels)))
+        .filter(|v| v.state != Standing::Updated || canaries.iter().any(|c| c.node.name == v.node.name))
+        .count();
+    let want = resolve_max_unavailable(&c.nodes, workers.len()).unwrap_or(1).min(open);
     let record = |v: &NodeView| ours(obs, v.node).expect("a canary has a record").clone();
     let done = canaries.iter().filter(|v| record(v).phase == NodePhase::Done).count();
     let failed = canaries

@@ -574,3 +574,25 @@ fn rollback_all_walks_back_every_node_the_target_upgraded_one_batch_at_a_time() 
     assert!(msg.contains("also rolled back"), "{msg}");
     assert_eq!(m.status().rolled_back.len(), 3);
 }
+
+#[test]
+fn a_canary_larger_than_what_is_left_to_upgrade_takes_what_is_left_and_does_not_wait_forever() {
+    let mut s = containerd("1.7.23");
+    s.strategy.max_unavailable = IntOrString::Int(3);
+    s.strategy.canary = Some(Canary {
+        nodes: IntOrString::Int(3),
+        selector: None,
+        soak: "0s".into(),
+        require_approval: false,
+    });
+    let mut nodes = cluster(0, 4);
+    // Two workers already run the target.
+    for n in nodes.iter_mut().take(2) {
+        n.versions.insert("containerd".into(), "1.7.23".into());
+    }
+    let mut m = Model::new(s, nodes);
+    assert_eq!(started(&m.plan()), vec!["worker-002", "worker-003"], "the two left are the canary");
+    m.run(12);
+    assert_eq!(m.condition(condition::READY).0, "True", "{:?}", m.status().conditions);
+    assert_eq!(m.status().canary.as_ref().unwrap().state, "Passed");
+}
