@@ -16,8 +16,8 @@ pub mod validate;
 pub mod version;
 pub mod vocab;
 
-pub use observed::{BackupState, ObservedWorkload, Outcome};
 pub use gates::{Canary, FailureAction, HealthCheck, Hook, Hooks, RollbackScope};
+pub use observed::{BackupState, ObservedWorkload, Outcome};
 pub use spec::*;
 pub use status::*;
 pub use vocab::{EventReason, NodeState, Reason, StepEvent};

@@ -312,6 +312,9 @@ mod tests {
             assert_eq!(s, text);
         }
         let e = serde_json::from_str::<NodeState>("\"Stuck\"").unwrap_err().to_string();
-        assert!(e.contains("InProgress, Blocked, Failed, Skipped, Retrying or RolledBack"), "{e}");
+        assert!(
+            e.contains("InProgress, Blocked, Failed, Skipped, Retrying or RolledBack"),
+            "{e}"
+        );
     }
 }

@@ -5,8 +5,9 @@ use drover_api::known::{satisfied, stage_of};
 use drover_api::names::{backup_job_name, condition};
 use drover_api::version::same_version;
 use drover_api::{
-    BackupState, BackupStatus, ClusterUpgradeSpec, ClusterUpgradeStatus, Installer, MAX_INSTALLERS, Component, ComponentStatus, LeftCordoned,
-    MAX_HISTORY, MAX_NODE_DETAILS, NodeCounts, NodeDetail, NodeState, Reason, RolloutRecord,
+    BackupState, BackupStatus, ClusterUpgradeSpec, ClusterUpgradeStatus, Component, ComponentStatus, Installer,
+    LeftCordoned, MAX_HISTORY, MAX_INSTALLERS, MAX_NODE_DETAILS, NodeCounts, NodeDetail, NodeState, Reason,
+    RolloutRecord,
 };
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
