@@ -393,15 +393,17 @@ EOF
             (cd "$ROOT" && cargo build -q --release -p kubesim --bin kubesim) || die "cannot build kubesim"
             agent=$ROOT/target/release/kubesim
         fi
+        rm -f "$DIR/health.url"
         start agent "$agent" agent --kubeconfig "$DIR/agent.kubeconfig" --scenario "$OPT_SCENARIO" \
-            --speed "$speed" --ready-file "$DIR/ready"
+            --speed "$speed" --ready-file "$DIR/ready" \
+            --health-listen 127.0.0.1:0 --health-url-file "$DIR/health.url"
         deadline=$((SECONDS + 360))
         until [[ -f $DIR/ready ]]; do
             check_alive agent
             ((SECONDS < deadline)) || die "the scenario was not Running and Ready in 360 s (log: $DIR/logs/agent.log)"
             sleep 0.3
         done
-        log "scenario $(basename "$OPT_SCENARIO") loaded ($((SECONDS - t0 - t_build)) s)"
+        log "scenario $(basename "$OPT_SCENARIO") loaded ($((SECONDS - t0 - t_build)) s); health endpoints at $(cat "$DIR/health.url" 2>/dev/null)"
     fi
     log "ready in $((SECONDS - t0)) s: kubectl --kubeconfig $DIR/admin.kubeconfig get nodes,pods -A"
     echo "$DIR"
@@ -430,7 +432,8 @@ down() { down_dir "${OPT_DIR:-$ROOT/target/controlplane}"; }
 # KWOK's stages: what KWOK does as the kubelet, with the scenario's timing
 # scaled by the speed. Unlike KWOK's defaults they leave drover's upgrade
 # pods to the agent (which ends them when the simulated upgrade is done),
-# and they let a node the agent reboots go NotReady.
+# they let a node the agent reboots go NotReady, and they leave the pods a
+# bad version holds unready (annotated kubesim.drover.dev/unhealthy) so.
 stages() {
     local speed=$1 ms
     ms() { awk -v s="$speed" -v x="$1" 'BEGIN { printf "%d", x * 1000 / s }'; }
@@ -544,6 +547,7 @@ spec:
     - {key: '.status.phase', operator: In, values: [Running]}
     - {key: '.status.conditions.[] | select( .type == "Ready" ) | .status', operator: NotIn, values: ['True']}
     - {key: '.metadata.annotations["kubesim.drover.dev/restarting"]', operator: DoesNotExist}
+    - {key: '.metadata.annotations["kubesim.drover.dev/unhealthy"]', operator: DoesNotExist}
   delay: {durationMilliseconds: $ready_ms}
   next:
     statusTemplate: |

@@ -26,7 +26,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
-use kubesim::sim::{Fault, Report, Scenario, Simulation};
+use kubesim::sim::{BadEffect, Fault, Report, Scenario, Simulation};
 use serde_json::Value;
 
 /// Where a test runs.
@@ -176,6 +176,8 @@ pub struct Env {
     runs: usize,
     /// PodDisruptionBudget specs changed by `block_pdb` on the real bed.
     blocked: Mutex<Vec<(String, String, Value)>>,
+    /// The faults set on the real bed's agent (its ConfigMap holds them all).
+    agent_faults: Mutex<Vec<Fault>>,
 }
 
 /// Each node's `drover.dev/progress` record, every change a node watch saw;
@@ -372,6 +374,7 @@ impl Env {
             progress_watch,
             runs: 0,
             blocked: Mutex::new(Vec::new()),
+            agent_faults: Mutex::new(Vec::new()),
         }
     }
 
@@ -430,10 +433,7 @@ impl Env {
             component: component.into(),
             nodes: vec![],
         };
-        match &self.sim {
-            Some(sim) => sim.set_fault(f).unwrap(),
-            None => self.set_agent_faults(&[f]).await,
-        }
+        self.add_fault(f).await;
     }
 
     /// The upgrade pods of `component` fail on `nodes` only.
@@ -442,10 +442,7 @@ impl Env {
             component: component.into(),
             nodes: nodes.iter().map(|n| n.to_string()).collect(),
         };
-        match &self.sim {
-            Some(sim) => sim.set_fault(f).unwrap(),
-            None => self.set_agent_faults(&[f]).await,
-        }
+        self.add_fault(f).await;
     }
 
     /// Ends every fault: kubesim's, the agent's, and the blocked budgets.
@@ -454,6 +451,7 @@ impl Env {
             sim.clear_faults();
             return;
         }
+        self.agent_faults.lock().unwrap().clear();
         self.set_agent_faults(&[]).await;
         let blocked = std::mem::take(&mut *self.blocked.lock().unwrap());
         for (ns, name, spec) in blocked {
@@ -463,6 +461,74 @@ impl Env {
                 .await
                 .unwrap();
         }
+    }
+
+    /// The health endpoints' base URL on either bed, plain HTTP, no
+    /// trailing slash (`http://127.0.0.1:PORT`): `GET {base}/nodes/{node}/healthz`
+    /// (200 `ok`, 503 `unhealthy: ...`, 404 for an unknown node) and
+    /// `GET|POST {base}/api/v1/query` (Prometheus's instant-query API;
+    /// docs/simulation.md, "Health").
+    pub fn health_base(&self) -> String {
+        match (&self.sim, &self.real) {
+            (Some(sim), _) => sim.health_url(),
+            (_, Some(real)) => real.health_url(),
+            _ => unreachable!(),
+        }
+    }
+
+    /// `GET {health_base}{path}`: (status code, body).
+    pub fn health_get(&self, path: &str) -> (u16, String) {
+        let base = self.health_base();
+        let port: u16 = base
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("a port in the base URL");
+        http_get(port, path).unwrap_or_else(|| panic!("no answer from {base}{path}"))
+    }
+
+    /// Nodes whose live `component` is `version` are bad (both beds):
+    /// their health endpoint answers 503 and `kubesim_bad_version` shows
+    /// them; `effect` holds their pods unready or fires `KubesimBadVersion`.
+    /// Added to the faults already set.
+    pub async fn bad_version(&self, component: &str, version: &str, effect: BadEffect) {
+        self.bad_version_on(component, version, effect, &[]).await
+    }
+
+    /// [`Env::bad_version`] on `nodes` only.
+    pub async fn bad_version_on(&self, component: &str, version: &str, effect: BadEffect, nodes: &[&str]) {
+        self.add_fault(Fault::BadVersion {
+            component: component.into(),
+            version: version.into(),
+            effect,
+            nodes: nodes.iter().map(|n| n.to_string()).collect(),
+        })
+        .await
+    }
+
+    /// The alert `name` fires (`ALERTS{alertname=name, alertstate="firing",
+    /// severity=severity}`) until `clear_faults`. Added to the faults already set.
+    pub async fn fire_alert(&self, name: &str, severity: &str) {
+        self.add_fault(Fault::AlertFiring {
+            name: name.into(),
+            severity: severity.into(),
+        })
+        .await
+    }
+
+    /// Adds a fault on either bed: kubesim's `set_fault`, or the agent's
+    /// ConfigMap rewritten with every fault set so far plus this one.
+    async fn add_fault(&self, f: Fault) {
+        if let Some(sim) = &self.sim {
+            sim.set_fault(f).unwrap();
+            return;
+        }
+        let all = {
+            let mut faults = self.agent_faults.lock().unwrap();
+            faults.push(f);
+            faults.clone()
+        };
+        self.set_agent_faults(&all).await;
     }
 
     /// The real bed's agent reads its faults from a ConfigMap.

@@ -105,6 +105,8 @@ pub struct Real {
     started: Instant,
     pods: PodLabels,
     tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// The agent's health endpoints (closed on drop).
+    health: Option<kubesim::sim::health::HealthServer>,
 }
 
 impl Real {
@@ -127,6 +129,9 @@ impl Real {
             ok,
             "the real control plane did not start (scripts/controlplane.sh up; set DROVER_TEST_BED=kubesim to run the simulated bed alone):\n{err}"
         );
+        // Until `Real` exists (its drop stops the control plane), a failure
+        // below must not leave the control plane running.
+        let guard = DownOnPanic(dir.to_path_buf());
         let admin = dir.join("admin.kubeconfig");
         let served = std::fs::read_to_string(dir.join("version")).unwrap_or_default();
         eprintln!("real bed: Kubernetes {} in {}", served.trim(), dir.display());
@@ -176,8 +181,14 @@ impl Real {
         let scenario_v = kubesim::sim::Scenario::from_file(scenario).expect("the scenario parses");
         let agent = kubesim::agent::Agent::new(agent_client, scenario_v, Some(speed)).expect("the agent");
         let plan = agent.plan().expect("the scenario's objects");
-        let (contract, _faults) = agent.spawn_contract();
-        let mut tasks = vec![contract];
+        let (contract, faults) = agent.spawn_contract();
+        let (health_task, health) = agent
+            .spawn_health(&faults, std::net::SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("the agent's health endpoints listen");
+        // As `controlplane.sh up --scenario` leaves it, for a look by hand.
+        std::fs::write(dir.join("health.url"), format!("{}\n", health.url())).unwrap();
+        let mut tasks = vec![contract, health_task];
         tokio::time::timeout(Duration::from_secs(360), agent.load(&plan))
             .await
             .expect("the scenario is Running and Ready within 360 s")
@@ -204,7 +215,9 @@ impl Real {
             started,
             pods,
             tasks,
+            health: Some(health),
         };
+        std::mem::forget(guard);
         // The recorder has seen every node before a test acts.
         let nodes = Api::<Node>::all(real.client.clone())
             .list(&ListParams::default())
@@ -220,6 +233,14 @@ impl Real {
         })
         .await;
         real
+    }
+
+    /// The agent's health endpoints: `http://127.0.0.1:PORT`.
+    pub fn health_url(&self) -> String {
+        self.health
+            .as_ref()
+            .map(|h| h.url())
+            .expect("the health endpoints run until stop")
     }
 
     /// Simulated seconds since the start.
@@ -319,11 +340,27 @@ impl Real {
         for t in self.tasks.drain(..) {
             t.abort();
         }
+        self.health = None;
         let mut cmd = std::process::Command::new("bash");
         cmd.arg(repo_root().join("scripts/controlplane.sh"))
             .args(["down", "--dir"])
             .arg(&self.dir);
         let _ = run_bounded(&mut cmd, Duration::from_secs(60));
+    }
+}
+
+/// Stops the control plane in its directory if dropped while panicking.
+struct DownOnPanic(PathBuf);
+
+impl Drop for DownOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let mut cmd = std::process::Command::new("bash");
+            cmd.arg(repo_root().join("scripts/controlplane.sh"))
+                .args(["down", "--dir"])
+                .arg(&self.0);
+            let _ = run_bounded(&mut cmd, Duration::from_secs(60));
+        }
     }
 }
 

@@ -136,6 +136,7 @@ pub struct Contract {
     pub timing: Timing,
     pub speed: f64,
     pub faults: FaultState,
+    pub installed: super::health::Installed,
 }
 
 impl Contract {
@@ -317,6 +318,9 @@ impl Contract {
             if !self.reboot(up, &plan, &faults).await? {
                 return Ok(());
             }
+            if plan.change == Change::Nothing && !up.env.reboot_only {
+                self.installed.set(node, c, &self.timing.installed(c, v));
+            }
             // The static pod restarts once the node is back.
             match &plan.change {
                 Change::StaticPod { .. } if !*gone.borrow() => self.restart_static_pod(node, &plan.change).await?,
@@ -329,7 +333,10 @@ impl Contract {
                     false
                 }
                 Change::StaticPod { .. } => self.restart_static_pod(node, &plan.change).await?,
-                Change::Nothing => false,
+                Change::Nothing => {
+                    self.installed.set(node, c, &self.timing.installed(c, v));
+                    false
+                }
             }
         };
         if restarted {

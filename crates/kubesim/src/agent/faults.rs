@@ -38,7 +38,11 @@ pub fn ignored_kinds(faults: &[Fault]) -> Vec<&'static str> {
     let mut out: Vec<&'static str> = faults
         .iter()
         .filter_map(|f| match f {
-            Fault::UpgradeFails { .. } | Fault::UpgradeHangs { .. } | Fault::NodeNeverReady { .. } => None,
+            Fault::UpgradeFails { .. }
+            | Fault::UpgradeHangs { .. }
+            | Fault::NodeNeverReady { .. }
+            | Fault::BadVersion { .. }
+            | Fault::AlertFiring { .. } => None,
             Fault::PdbBlocks { .. } => Some("PdbBlocks"),
             Fault::SlowTermination { .. } => Some("SlowTermination"),
             Fault::ApiErrors { .. } => Some("ApiErrors"),

@@ -16,6 +16,7 @@
 
 pub mod contract;
 pub mod faults;
+pub mod health;
 pub mod load;
 pub mod objects;
 mod write;
@@ -34,6 +35,10 @@ pub struct AgentOptions {
     /// Written (with one line of text) once the scenario is Running and Ready.
     pub ready_file: Option<PathBuf>,
     pub ready_timeout: Duration,
+    /// Serve the health endpoints (`/nodes/{node}/healthz`, `/api/v1/query`) here.
+    pub health_listen: Option<std::net::SocketAddr>,
+    /// Written with the health endpoints' base URL once they listen.
+    pub health_url_file: Option<PathBuf>,
 }
 
 /// A kube-rs client from a kubeconfig file (its current context).
@@ -51,6 +56,9 @@ pub struct Agent {
     pub client: kube::Client,
     pub scenario: Scenario,
     pub speed: f64,
+    /// What upgrades of components without a node field or mirror pod
+    /// installed (the contract writes, the health endpoints read).
+    pub installed: health::Installed,
 }
 
 impl Agent {
@@ -63,6 +71,7 @@ impl Agent {
             client,
             scenario,
             speed,
+            installed: health::Installed::default(),
         })
     }
 
@@ -84,6 +93,7 @@ impl Agent {
             timing: self.scenario.timing.clone(),
             speed: self.speed,
             faults: faults.clone(),
+            installed: self.installed.clone(),
         };
         let client = self.client.clone();
         let follow = faults.clone();
@@ -91,6 +101,17 @@ impl Agent {
             tokio::join!(follow.follow(client), contract.follow());
         });
         (task, faults)
+    }
+
+    /// The health endpoints on `listen` (port 0: a free one), following
+    /// `faults` (from [`Agent::spawn_contract`]): the watches and pod
+    /// reconciler's task, and the listener (closed when dropped).
+    pub async fn spawn_health(
+        &self,
+        faults: &faults::FaultState,
+        listen: std::net::SocketAddr,
+    ) -> anyhow::Result<(tokio::task::JoinHandle<()>, crate::sim::health::HealthServer)> {
+        health::spawn(self.client.clone(), faults.clone(), self.installed.clone(), listen).await
     }
 }
 
@@ -111,7 +132,22 @@ pub async fn run(opts: AgentOptions) -> anyhow::Result<()> {
         );
         // The contract runs from now on, so a restarted agent finishes the
         // upgrades in flight even while it waits.
-        let (contract, _) = agent.spawn_contract();
+        let (contract, faults) = agent.spawn_contract();
+        let _health = match opts.health_listen {
+            Some(listen) => {
+                let (task, server) = agent.spawn_health(&faults, listen).await?;
+                if let Some(path) = &opts.health_url_file {
+                    std::fs::write(path, format!("{}\n", server.url()))
+                        .map_err(|e| anyhow::anyhow!("writing health URL file {}: {e}", path.display()))?;
+                }
+                eprintln!(
+                    "kubesim agent: health endpoints at {} (/nodes/<node>/healthz, /api/v1/query)",
+                    server.url()
+                );
+                Some((task, server))
+            }
+            None => None,
+        };
         load::wait_ready(&agent.client, &plan, opts.ready_timeout).await?;
         if let Some(path) = &opts.ready_file {
             std::fs::write(path, format!("ready {}\n", agent.scenario.name))

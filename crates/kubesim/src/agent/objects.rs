@@ -19,6 +19,9 @@ pub const REBOOTING_ANNOTATION: &str = "kubesim.drover.dev/rebooting";
 /// Set on a mirror pod while the agent restarts it; KWOK's pod-ready stage
 /// skips it, so the agent alone decides when it is Ready again.
 pub const RESTARTING_ANNOTATION: &str = "kubesim.drover.dev/restarting";
+/// Set on a pod a bad version holds unready (`BadVersion`, `effect:
+/// PodsUnready`); KWOK's pod-ready stage skips it until the agent removes it.
+pub const UNHEALTHY_ANNOTATION: &str = "kubesim.drover.dev/unhealthy";
 
 /// One namespaced (or cluster-scoped) object to create.
 #[derive(Debug, Clone)]

@@ -1,8 +1,9 @@
 //! `kubesim serve --port N --kubeconfig PATH`: run the in-memory API server.
 //! With `--scenario FILE [--speed F]` it runs a simulated cluster on it.
 //!
-//! `kubesim agent --kubeconfig PATH --scenario FILE [--speed F] [--ready-file PATH]`:
-//! load the scenario into a real API server and run the upgrade contract there.
+//! `kubesim agent --kubeconfig PATH --scenario FILE [--speed F] [--ready-file PATH]
+//! [--health-listen ADDR [--health-url-file PATH]]`: load the scenario into a
+//! real API server and run the upgrade contract there (and the health endpoints).
 
 use clap::{Parser, Subcommand};
 
@@ -50,6 +51,13 @@ enum Command {
         /// How long to wait for the cluster to be ready (seconds) before giving up.
         #[arg(long, default_value_t = 300)]
         ready_timeout: u64,
+        /// Serve the health endpoints over plain HTTP here (`127.0.0.1:0`: a free port):
+        /// `/nodes/<node>/healthz` and a Prometheus-compatible `/api/v1/query`.
+        #[arg(long)]
+        health_listen: Option<std::net::SocketAddr>,
+        /// Written with the health endpoints' base URL once they listen.
+        #[arg(long, requires = "health_listen")]
+        health_url_file: Option<std::path::PathBuf>,
     },
 }
 
@@ -75,6 +83,8 @@ async fn main() -> anyhow::Result<()> {
             speed,
             ready_file,
             ready_timeout,
+            health_listen,
+            health_url_file,
         } => {
             kubesim::agent::run(kubesim::agent::AgentOptions {
                 kubeconfig,
@@ -82,6 +92,8 @@ async fn main() -> anyhow::Result<()> {
                 speed,
                 ready_file,
                 ready_timeout: std::time::Duration::from_secs(ready_timeout),
+                health_listen,
+                health_url_file,
             })
             .await?;
         }
@@ -106,11 +118,12 @@ async fn main() -> anyhow::Result<()> {
                 eprintln!("kubesim: wrote kubeconfig to {}", path.display());
             }
             eprintln!(
-                "kubesim: serving scenario {:?} ({} nodes) on {} at speed {}",
+                "kubesim: serving scenario {:?} ({} nodes) on {} at speed {}; health endpoints at {}",
                 sim.scenario().name,
                 sim.scenario().node_count(),
                 sim.server().url(),
-                sim.speed()
+                sim.speed(),
+                sim.health_url()
             );
             tokio::signal::ctrl_c().await?;
             sim.shutdown().await;

@@ -126,6 +126,8 @@ pub enum Command {
     Status(oneshot::Sender<Status>),
     /// The initial cluster is up (or gave up waiting): use real delays from now on.
     EndBootstrap,
+    /// What the health endpoints answer from.
+    Health(oneshot::Sender<super::health::HealthState>),
 }
 
 /// How settled the cluster is.
@@ -134,7 +136,8 @@ pub enum Command {
 pub struct Status {
     pub nodes: usize,
     pub pods: usize,
-    /// Pods not bound, not Running or not Ready (terminal pods excluded).
+    /// Pods not bound, not Running or not Ready (terminal pods excluded,
+    /// and pods a bad version holds unready: they stay so until it goes).
     pub pods_not_ready: usize,
     /// Workloads whose pod count differs from what they want.
     pub workloads_unsatisfied: usize,
@@ -150,6 +153,10 @@ pub struct NodeSim {
     pub next_ip: u64,
     /// Versions that show after the node's next reboot: (component, version).
     pub pending: Vec<(String, String)>,
+    /// A `BadVersion` fault with `effect: PodsUnready` holds its pods unready.
+    pub held_unready: bool,
+    /// What upgrades of components no node field or mirror pod shows installed.
+    pub installed: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default)]
@@ -367,11 +374,15 @@ impl Engine {
                     self.mark(Kind::Pdb, k);
                 }
                 self.schedule_watch_drops();
+                self.refresh_all_bad();
             }
             Command::Status(tx) => {
                 let _ = tx.send(self.status());
             }
             Command::EndBootstrap => self.bootstrapping = false,
+            Command::Health(tx) => {
+                let _ = tx.send(self.health_state());
+            }
         }
     }
 
@@ -386,7 +397,7 @@ impl Engine {
         let not_ready = self
             .pods
             .values()
-            .filter(|p| !p.terminal() && !p.deleting && (p.node.is_none() || !p.ready))
+            .filter(|p| !p.terminal() && !p.deleting && (p.node.is_none() || !p.ready) && !self.held_unready(p))
             .count();
         let mut unsatisfied = 0;
         for (kind, objs) in &self.objs {
@@ -600,7 +611,12 @@ impl Engine {
                 self.scheduler_dirty = true;
             }
             self.index_pod(&key, &n);
+            let mirror_on = n.node.clone().filter(|_| n.mirror);
             self.pods.insert(key, n);
+            // A static pod's image is its component's version.
+            if let Some(node) = mirror_on {
+                self.refresh_bad(&node);
+            }
         }
     }
 
@@ -724,7 +740,8 @@ impl Engine {
                     );
                     self.mark(Kind::Node, (String::new(), name.clone()));
                 }
-                self.nodes.insert(name, n);
+                self.nodes.insert(name.clone(), n);
+                self.refresh_bad(&name);
             }
             None => {
                 self.node_sim.remove(&name);

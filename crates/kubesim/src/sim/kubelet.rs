@@ -173,6 +173,17 @@ impl Engine {
             return;
         }
         let (phase, ready, upgrade, always) = (p.phase.clone(), p.ready, p.upgrade.is_some(), p.restart_always);
+        if phase == "Running" && self.held_unready(p) {
+            // A bad version: its readiness probe fails until the node is not bad.
+            if ready {
+                let now = meta::now();
+                self.write(&gr_pods(), key, Some("status"), |v| {
+                    set_ready(v, false, &now);
+                    true
+                });
+            }
+            return;
+        }
         match (phase.as_str(), ready) {
             ("Pending", _) if self.once(&uid, START) => {
                 self.after(self.timing.pod_start_seconds, Action::PodStarted(key.clone(), uid));
@@ -267,7 +278,7 @@ impl Engine {
         self.fired(uid, READY);
         let Some(p) = self.same_pod(key, uid) else { return };
         let Some(node) = p.node.clone() else { return };
-        if p.phase != "Running" || p.ready || p.deleting || !self.node_up(&node) {
+        if p.phase != "Running" || p.ready || p.deleting || !self.node_up(&node) || self.held_unready(p) {
             self.mark(Kind::Pod, key.clone());
             return;
         }

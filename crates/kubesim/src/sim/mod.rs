@@ -15,15 +15,18 @@
 //! # Ok(()) }
 //! ```
 
+mod bad_nodes;
 pub mod bench;
 pub mod clock;
 mod cluster;
 mod disruption;
 mod engine;
+pub mod health;
 mod http;
 mod jobs;
 pub(crate) mod kubelet;
 pub mod objects;
+pub mod promql;
 pub mod recorder;
 pub mod scenario;
 mod scheduler;
@@ -35,8 +38,8 @@ pub use clock::Clock;
 pub use engine::Status;
 pub use recorder::{NodeEvent, PdbViolation, Recorder, Report, VersionChange, record_regressions};
 pub use scenario::{
-    AddonSpec, Addons, ComponentTiming, Fault, NodePool, PdbSpec, Role, Scenario, ScenarioBuilder, Timing, Versions,
-    Workload, WorkloadKind,
+    AddonSpec, Addons, BadEffect, ComponentTiming, Fault, NodePool, PdbSpec, Role, Scenario, ScenarioBuilder, Timing,
+    Versions, Workload, WorkloadKind,
 };
 pub use upgrade::node_info_change;
 
@@ -162,6 +165,14 @@ impl SimHandle {
         rx.await.map_err(|_| SimError::Stopped)
     }
 
+    /// What the health endpoints answer: each node's readiness and bad
+    /// versions, and the firing alerts.
+    pub async fn health(&self) -> Result<health::HealthState, SimError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmds.send(Command::Health(tx)).map_err(|_| SimError::Stopped)?;
+        rx.await.map_err(|_| SimError::Stopped)
+    }
+
     /// Waits until every pod is bound, Running and Ready and every workload
     /// has the pods it wants.
     pub async fn wait_settled(&self, timeout: Duration) -> Result<Status, SimError> {
@@ -186,6 +197,7 @@ pub struct Simulation {
     handle: SimHandle,
     engine: tokio::task::JoinHandle<()>,
     scenario: Scenario,
+    health: health::HealthServer,
 }
 
 impl std::fmt::Debug for Simulation {
@@ -251,11 +263,20 @@ impl Simulation {
             heartbeat,
         )?;
         let engine = tokio::spawn(engine.run());
+        let h = handle.clone();
+        let source: health::Source = Arc::new(move || {
+            let h = h.clone();
+            Box::pin(async move { h.health().await.map_err(|e| e.to_string()) })
+        });
+        let health = health::serve(std::net::SocketAddr::from(([127, 0, 0, 1], 0)), source)
+            .await
+            .map_err(ServerError::from)?;
         let sim = Simulation {
             server,
             handle,
             engine,
             scenario,
+            health,
         };
         let settled = sim.handle.wait_settled(opts.settle_timeout).await;
         let _ = sim.handle.cmds.send(Command::EndBootstrap);
@@ -276,6 +297,12 @@ impl Simulation {
 
     pub fn handle(&self) -> &SimHandle {
         &self.handle
+    }
+
+    /// The health endpoints' base URL (`http://127.0.0.1:PORT`, plain HTTP,
+    /// no trailing slash): `/nodes/{node}/healthz` and `/api/v1/query`.
+    pub fn health_url(&self) -> String {
+        self.health.url()
     }
 
     /// A kube-rs client for the simulated cluster.
@@ -333,6 +360,7 @@ impl Simulation {
 
     /// Stops the controllers, then the API server.
     pub async fn shutdown(self) {
+        drop(self.health);
         self.engine.abort();
         let _ = self.engine.await;
         self.server.shutdown().await;

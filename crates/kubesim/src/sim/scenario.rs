@@ -425,6 +425,35 @@ pub enum Fault {
     },
     /// Every HTTP watch is closed this often (simulated seconds).
     WatchDrops { every_seconds: f64 },
+    /// A node is bad while its live version of `component` (what an
+    /// upgrade left there, as drover verifies it) is `version` (a leading
+    /// `v` aside): its health endpoint answers 503, `kubesim_bad_version`
+    /// shows it, and `effect` says what else (docs/simulation.md, "Health").
+    BadVersion {
+        component: String,
+        version: String,
+        #[serde(default)]
+        effect: BadEffect,
+        #[serde(default)]
+        nodes: Vec<String>,
+    },
+    /// An alert that fires while the fault is set (`ALERTS{alertname=name}`).
+    AlertFiring {
+        name: String,
+        #[serde(default = "critical")]
+        severity: String,
+    },
+}
+
+/// What a bad version does besides failing the node's health endpoint.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub enum BadEffect {
+    /// The node's long-running pods (not mirror pods, not run-to-completion
+    /// pods such as upgrade Jobs) report Ready=False while it is bad.
+    #[default]
+    PodsUnready,
+    /// Pods are unaffected; the alert `KubesimBadVersion` fires for the node.
+    Metric,
 }
 
 impl Fault {
@@ -456,6 +485,9 @@ impl Fault {
 
 fn code_500() -> u16 {
     500
+}
+fn critical() -> String {
+    "critical".into()
 }
 fn one() -> u32 {
     1

@@ -207,6 +207,14 @@ impl Engine {
                 .and_then(|u| node_info_change(&u.component, &self.timing.installed(&u.component, &u.version))),
         );
         self.node_up_again(node, Some(key), |v| apply_changes(v, &changes));
+        if let Some(u) = upgrade.as_ref().filter(|u| {
+            !u.reboot_only
+                && node_info_change(&u.component, "").is_none()
+                && !STATIC_COMPONENTS.contains(&u.component.as_str())
+        }) {
+            let installed = self.timing.installed(&u.component, &u.version);
+            self.record_installed(node, &u.component, &installed);
+        }
         if let Some(u) = &upgrade {
             let restarted = !u.reboot_only
                 && STATIC_COMPONENTS.contains(&u.component.as_str())
@@ -241,6 +249,8 @@ impl Engine {
         if STATIC_COMPONENTS.contains(&component) {
             return self.restart_static_pod(node, component, version);
         }
+        let installed = self.timing.installed(component, version);
+        self.record_installed(node, component, &installed);
         false
     }
 
