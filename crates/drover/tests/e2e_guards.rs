@@ -14,6 +14,7 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use kubesim::sim::BadEffect;
 use support::*;
 
 /// containerd on the workers only (the canary is a worker).
