@@ -431,8 +431,13 @@ mod tests {
             host_root: false,
             timeout: "5m".into(),
         });
-        let refused = list("registry.example.com/*,evil.io/upgrades/kubelet,docker.io/library/busybox").refused_fields(&hooked);
+        let refused =
+            list("registry.example.com/*,evil.io/upgrades/kubelet,docker.io/library/busybox").refused_fields(&hooked);
         assert_eq!(refused.len(), 1, "{refused:?}");
-        assert!(refused[0].starts_with("spec.hooks.preDrain.image: \"evil.io/hooks/noout:1\""), "{}", refused[0]);
+        assert!(
+            refused[0].starts_with("spec.hooks.preDrain.image: \"evil.io/hooks/noout:1\""),
+            "{}",
+            refused[0]
+        );
     }
 }

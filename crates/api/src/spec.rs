@@ -305,7 +305,6 @@ pub struct JobUpgrade {
     pub backoff_limit: i32,
 }
 
-
 /// A cluster-level component upgraded by changing workloads' image tags:
 /// one workload (`kind`, `namespace`, `name`), or several (`targets`).
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]

@@ -228,3 +228,24 @@ mod tests {
         );
     }
 }
+
+/// A live version as a spec writes it: without the runtime's scheme
+/// (`containerd://1.7.22` is `1.7.22`, `docker://20.10.24` is `20.10.24`),
+/// trimmed. What a rollback hands its Job as DROVER_VERSION.
+pub fn as_spec_version(live: &str) -> String {
+    let s = live.trim();
+    s.rsplit_once("://").map(|(_, v)| v).unwrap_or(s).to_string()
+}
+
+#[cfg(test)]
+mod spec_version_tests {
+    use super::as_spec_version;
+
+    #[test]
+    fn a_runtime_version_loses_its_scheme_and_others_stay_as_they_are() {
+        assert_eq!(as_spec_version("containerd://1.7.22"), "1.7.22");
+        assert_eq!(as_spec_version("docker://20.10.24 "), "20.10.24");
+        assert_eq!(as_spec_version("v1.31.4"), "v1.31.4");
+        assert_eq!(as_spec_version("Ubuntu 24.04.1 LTS"), "Ubuntu 24.04.1 LTS");
+    }
+}

@@ -517,9 +517,16 @@ fn health_checks_canary_rollback_zones_and_hooks_are_judged_alike_by_cel_and_dro
         errors
     };
     let e = bad(&|s| s["healthChecks"][0]["pods"] = json!({"selector": {}}));
-    assert!(e.iter().any(|m| m.contains("exactly one of http, prometheus, pods or controlPlane")), "{e:?}");
+    assert!(
+        e.iter()
+            .any(|m| m.contains("exactly one of http, prometheus, pods or controlPlane")),
+        "{e:?}"
+    );
     let e = bad(&|s| s["healthChecks"][0]["http"]["url"] = json!("ftp://x"));
-    assert!(e.iter().any(|m| m.contains("must start with http:// or https://")), "{e:?}");
+    assert!(
+        e.iter().any(|m| m.contains("must start with http:// or https://")),
+        "{e:?}"
+    );
     let e = bad(&|s| s["healthChecks"][1]["interval"] = json!("11m"));
     assert!(e.iter().any(|m| m.contains("from 1s to 10m")), "{e:?}");
     let e = bad(&|s| s["strategy"]["canary"]["nodes"] = json!("0%"));

@@ -345,28 +345,46 @@ mod tests {
 
     #[test]
     fn approve_takes_the_hash_of_the_current_status_and_refuses_what_it_cannot_approve() {
-        assert_eq!(hash_to_approve(&canary_upgrade(true, Some(3)), None).unwrap(), "0123456789ab");
+        assert_eq!(
+            hash_to_approve(&canary_upgrade(true, Some(3)), None).unwrap(),
+            "0123456789ab"
+        );
         assert_eq!(
             hash_to_approve(&canary_upgrade(true, Some(3)), Some("0123456789ab")).unwrap(),
             "0123456789ab"
         );
-        let e = hash_to_approve(&canary_upgrade(true, Some(3)), Some("ffffffffffff")).unwrap_err().to_string();
-        assert!(e.contains("is not the canary hash of ClusterUpgrade platform's current target (0123456789ab)"), "{e}");
-        let e = hash_to_approve(&canary_upgrade(true, Some(2)), None).unwrap_err().to_string();
+        let e = hash_to_approve(&canary_upgrade(true, Some(3)), Some("ffffffffffff"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("is not the canary hash of ClusterUpgrade platform's current target (0123456789ab)"),
+            "{e}"
+        );
+        let e = hash_to_approve(&canary_upgrade(true, Some(2)), None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("has not reported the canary of generation 3"), "{e}");
-        let e = hash_to_approve(&canary_upgrade(false, Some(3)), None).unwrap_err().to_string();
+        let e = hash_to_approve(&canary_upgrade(false, Some(3)), None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("requireApproval is false"), "{e}");
         let mut none = canary_upgrade(true, Some(3));
         none.spec.strategy.canary = None;
         let e = hash_to_approve(&none, None).unwrap_err().to_string();
-        assert!(e.contains("has no spec.strategy.canary: there is nothing to approve"), "{e}");
+        assert!(
+            e.contains("has no spec.strategy.canary: there is nothing to approve"),
+            "{e}"
+        );
     }
 
     #[test]
     fn the_summary_shows_the_canary_its_hash_and_how_to_approve_it() {
         let text = render(&canary_upgrade(true, Some(3)), "2026-11-23T10:00:00Z".parse().unwrap());
         assert!(text.contains("Canary: AwaitingApproval on worker-1 (to approve: drover approve platform — sets spec.approvedCanary: 0123456789ab)"), "{text}");
-        assert!(text.contains("observed: worker-1: upgraded and every health check passed"), "{text}");
+        assert!(
+            text.contains("observed: worker-1: upgraded and every health check passed"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -554,16 +572,23 @@ pub async fn approve(args: ApproveArgs) -> anyhow::Result<()> {
         "metadata": {"resourceVersion": cu.metadata.resource_version},
         "spec": {"approvedCanary": hash},
     });
-    api.patch(&args.name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
-        .await
-        .map_err(|e| match e {
-            kube::Error::Api(s) if s.code == 409 => anyhow::anyhow!(
-                "ClusterUpgrade {} changed while approving; run drover status {} and approve again",
-                args.name,
-                args.name
-            ),
-            e => explain(e, &format!("setting spec.approvedCanary of ClusterUpgrade {}", args.name)),
-        })?;
+    api.patch(
+        &args.name,
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(&patch),
+    )
+    .await
+    .map_err(|e| match e {
+        kube::Error::Api(s) if s.code == 409 => anyhow::anyhow!(
+            "ClusterUpgrade {} changed while approving; run drover status {} and approve again",
+            args.name,
+            args.name
+        ),
+        e => explain(
+            e,
+            &format!("setting spec.approvedCanary of ClusterUpgrade {}", args.name),
+        ),
+    })?;
     println!(
         "approved canary {hash} of ClusterUpgrade {} (target {})",
         args.name,

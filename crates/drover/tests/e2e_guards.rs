@@ -13,14 +13,15 @@ mod support;
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
 use kubesim::sim::BadEffect;
+use serde_json::{Value, json};
 use support::*;
 
 /// containerd on the workers only (the canary is a worker).
 fn workers_spec(version: &str) -> Value {
     let mut spec = runtime_spec(version);
-    spec["nodeSelector"] = json!({"matchExpressions": [{"key": "node-role.kubernetes.io/control-plane", "operator": "DoesNotExist"}]});
+    spec["nodeSelector"] =
+        json!({"matchExpressions": [{"key": "node-role.kubernetes.io/control-plane", "operator": "DoesNotExist"}]});
     spec["strategy"]["maxUnavailable"] = json!(2);
     spec
 }
@@ -48,7 +49,10 @@ async fn pods_by_node(env: &Env) -> std::collections::BTreeMap<String, std::coll
         .unwrap();
     let mut out: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> = Default::default();
     // drover's own Job pods (the hook's) come and go; the workloads' must not.
-    for p in pods.into_iter().filter(|p| !p.labels().contains_key("drover.dev/component")) {
+    for p in pods
+        .into_iter()
+        .filter(|p| !p.labels().contains_key("drover.dev/component"))
+    {
         if let Some(n) = p.spec.as_ref().and_then(|s| s.node_name.clone()) {
             out.entry(n).or_default().insert(p.uid().unwrap_or_default());
         }
@@ -232,6 +236,7 @@ on_both_beds! {
         let pods_before = pods_by_node(&env).await;
         let _drover = env.drover(&[]);
         let mut spec = workers_spec("1.7.23");
+        spec["strategy"]["maxUnavailable"] = json!(1);
         spec["hooks"] = json!({"preDrain": {"image": "registry.example.com/ceph-noout:1", "timeout": "2m"}});
         env.apply("platform", spec).await;
         let cu = env

@@ -26,7 +26,13 @@ fn check(v: Value) -> HealthCheck {
 
 /// The port of a URL such as `https://127.0.0.1:6443`.
 fn port_of(url: &str) -> u16 {
-    url.trim().rsplit(':').next().unwrap().trim_end_matches('/').parse().unwrap()
+    url.trim()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches('/')
+        .parse()
+        .unwrap()
 }
 
 /// etcd's client port, from the command line the script started it with.
@@ -63,7 +69,7 @@ async fn try_once(ops: &KubeNodeOps, req: &HealthRequest<'_>) -> drover_nodeops:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_the_real_server_the_control_plane_check_trusts_the_clusters_ca_and_secrets_are_read_only_in_drovers_namespace()
-{
+ {
     if !Bed::Real.selected() {
         return;
     }
@@ -163,7 +169,10 @@ async fn on_the_real_server_the_control_plane_check_trusts_the_clusters_ca_and_s
         s.data = Some(
             [
                 ("ca.crt".to_string(), k8s_openapi::ByteString(ca.clone())),
-                ("token".to_string(), k8s_openapi::ByteString(token.trim().as_bytes().to_vec())),
+                (
+                    "token".to_string(),
+                    k8s_openapi::ByteString(token.trim().as_bytes().to_vec()),
+                ),
             ]
             .into(),
         );

@@ -296,7 +296,12 @@ fn the_rbac_is_least_privilege() {
     let named: Vec<&Value> = docs
         .iter()
         .filter(|d| matches!(d["kind"].as_str(), Some("Role" | "ClusterRole")))
-        .filter(|d| !matches!(d["metadata"]["name"].as_str(), Some("drover-manifests" | "drover-health-secrets")))
+        .filter(|d| {
+            !matches!(
+                d["metadata"]["name"].as_str(),
+                Some("drover-manifests" | "drover-health-secrets")
+            )
+        })
         .filter(|d| {
             rules(d)
                 .iter()

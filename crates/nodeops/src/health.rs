@@ -283,7 +283,10 @@ struct SecretParts {
 /// the answer of a check whose Secret is missing or unusable.
 async fn secret(client: &Client, namespace: &str, name: &str) -> Result<std::result::Result<SecretParts, String>> {
     let what = format!("Secret {namespace}/{name}");
-    let Some(s) = Api::<Secret>::namespaced(client.clone(), namespace).get_opt(name).await? else {
+    let Some(s) = Api::<Secret>::namespaced(client.clone(), namespace)
+        .get_opt(name)
+        .await?
+    else {
         return Ok(Err(format!("{what} (http.secretName) does not exist")));
     };
     // A ServiceAccount's token would be sent to whatever URL the check
@@ -360,11 +363,7 @@ fn restarts_since(pod: &Pod, since: Timestamp) -> i64 {
         .iter()
         .flatten()
         .chain(status.init_container_statuses.iter().flatten());
-    let created_since = pod
-        .metadata
-        .creation_timestamp
-        .as_ref()
-        .is_some_and(|c| c.0 >= since);
+    let created_since = pod.metadata.creation_timestamp.as_ref().is_some_and(|c| c.0 >= since);
     all.filter(|cs| {
         created_since
             || cs
@@ -492,9 +491,7 @@ async fn control_plane(
         )));
     }
     if req.control_plane.is_empty() && req.etcd.is_empty() {
-        return Ok(CheckAnswer::pass(
-            "no control-plane node and no etcd member to ask",
-        ));
+        return Ok(CheckAnswer::pass("no control-plane node and no etcd member to ask"));
     }
     let trust = match cluster_ca.trust() {
         Ok(t) => t,

@@ -203,7 +203,11 @@ fn pki(name: &str) -> Pki {
     std::fs::create_dir_all(&dir).unwrap();
     let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
     for ca in ["ca", "other"] {
-        let (key, crt, subj) = (format!("{ca}.key"), format!("{ca}.crt"), format!("/CN=health-test-{ca}"));
+        let (key, crt, subj) = (
+            format!("{ca}.key"),
+            format!("{ca}.crt"),
+            format!("/CN=health-test-{ca}"),
+        );
         let mut args = vec!["req", "-x509"];
         args.extend(ec);
         args.extend(["-keyout", &key, "-out", &crt, "-days", "2", "-subj", &subj]);
@@ -221,8 +225,21 @@ fn pki(name: &str) -> Pki {
     openssl(
         &dir,
         &[
-            "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out",
-            "server.crt", "-days", "2", "-extfile", "server.ext",
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
         ],
     );
     use rustls::pki_types::pem::PemObject;
@@ -280,7 +297,8 @@ fn failed(answer: &str) -> CheckAnswer {
 
 async fn namespace(c: &Cluster, name: &str) {
     let api: Api<Namespace> = Api::all(c.client.clone());
-    let ns: Namespace = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})).unwrap();
+    let ns: Namespace =
+        serde_json::from_value(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})).unwrap();
     api.create(&PostParams::default(), &ns).await.unwrap();
 }
 
@@ -292,7 +310,8 @@ async fn node_at(c: &Cluster, name: &str, addresses: Value) {
 
 async fn secret(c: &Cluster, ns: &str, name: &str, type_: Option<&str>, data: &[(&str, &[u8])]) {
     let api: Api<Secret> = Api::namespaced(c.client.clone(), ns);
-    let mut s: Secret = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}})).unwrap();
+    let mut s: Secret =
+        serde_json::from_value(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name}})).unwrap();
     if let Some(t) = type_ {
         s.type_ = Some(t.into());
         s.metadata.annotations = Some(BTreeMap::from([(
@@ -337,7 +356,9 @@ async fn http_check_passes_on_an_expected_status_and_body_and_fills_the_nodes_pl
     .await;
     let port = server.port;
 
-    let placeholders = check(json!({"name": "web", "http": {"url": format!("http://{{{{nodeIP}}}}:{port}/healthz/{{{{node}}}}/{{{{component}}}}"), "bodyContains": "ok"}}));
+    let placeholders = check(
+        json!({"name": "web", "http": {"url": format!("http://{{{{nodeIP}}}}:{port}/healthz/{{{{node}}}}/{{{{component}}}}"), "bodyContains": "ok"}}),
+    );
     for node in ["w-1", "w-2"] {
         assert_eq!(
             once(&c.ops, &request(&placeholders, node)).await,
@@ -357,7 +378,10 @@ async fn http_check_passes_on_an_expected_status_and_body_and_fills_the_nodes_pl
     let sick = check(json!({"name": "web", "http": {"url": url("/sick")}}));
     assert_eq!(
         once(&c.ops, &request(&sick, "w-1")).await,
-        failed(&format!("HTTP 503 from {} (expected 200): unhealthy: database down", url("/sick")))
+        failed(&format!(
+            "HTTP 503 from {} (expected 200): unhealthy: database down",
+            url("/sick")
+        ))
     );
     // A status outside expectedStatus fails even when it is 200.
     let empty = check(json!({"name": "web", "http": {"url": url("/empty"), "expectedStatus": [200, 204]}}));
@@ -435,7 +459,11 @@ async fn http_check_bounds_its_wait_and_its_read_and_names_what_went_wrong() {
     let want = format!("body of {url} does not contain \"ok\": ");
     assert!(a.answer.starts_with(&want), "{}", a.answer);
     let excerpt = &a.answer[want.len()..];
-    assert_eq!(excerpt, format!("{}…", "x".repeat(200)), "the body, cut to 200 characters");
+    assert_eq!(
+        excerpt,
+        format!("{}…", "x".repeat(200)),
+        "the body, cut to 200 characters"
+    );
     assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
 }
 
@@ -480,7 +508,11 @@ async fn https_check_trusts_its_ca_bundle_or_its_secrets_ca_and_sends_the_secret
         passed(&format!("HTTP 200 from {url}"))
     );
     assert_eq!(
-        once(&c.ops, &request(&https(json!({"caBundle": "not a certificate"})), "w-1")).await,
+        once(
+            &c.ops,
+            &request(&https(json!({"caBundle": "not a certificate"})), "w-1")
+        )
+        .await,
         failed("http.caBundle holds no PEM certificate")
     );
     assert_eq!(server.seen().iter().filter(|s| s.authorization.is_none()).count(), 1);
@@ -603,17 +635,35 @@ async fn prometheus_check_asks_the_query_api_with_the_filled_query_and_judges_th
     let gt = json!({"op": ">", "value": 0.99});
 
     assert_eq!(
-        once(&c.ops, &request(&prom(r#"ALERTS{alertstate="firing",node="{{node}}"}"#, Value::Null), "w-1")).await,
+        once(
+            &c.ops,
+            &request(
+                &prom(r#"ALERTS{alertstate="firing",node="{{node}}"}"#, Value::Null),
+                "w-1"
+            )
+        )
+        .await,
         passed(r#"query ALERTS{alertstate="firing",node="w-1"} returned no series"#)
     );
     assert_eq!(
-        once(&c.ops, &request(&prom(r#"ALERTS{alertstate="firing",severity="critical"}"#, Value::Null), "w-1")).await,
+        once(
+            &c.ops,
+            &request(
+                &prom(r#"ALERTS{alertstate="firing",severity="critical"}"#, Value::Null),
+                "w-1"
+            )
+        )
+        .await,
         failed(
             r#"query ALERTS{alertstate="firing",severity="critical"} returned 2 series: ALERTS{node="w-2"}, ALERTS{node="w-4"}"#
         )
     );
     assert_eq!(
-        once(&c.ops, &request(&prom(r#"up{instance="{{nodeIP}}:9100"}"#, gt.clone()), "w-1")).await,
+        once(
+            &c.ops,
+            &request(&prom(r#"up{instance="{{nodeIP}}:9100"}"#, gt.clone()), "w-1")
+        )
+        .await,
         passed(r#"query up{instance="10.0.0.5:9100"} returned 1 series, every sample > 0.99"#)
     );
     assert_eq!(
@@ -626,16 +676,11 @@ async fn prometheus_check_asks_the_query_api_with_the_filled_query_and_judges_th
     );
     assert_eq!(
         once(&c.ops, &request(&prom("up{", Value::Null), "w-1")).await,
-        failed(
-            r#"query up{ failed: bad_data: invalid parameter "query": 1:4: parse error: unexpected end of input"#
-        )
+        failed(r#"query up{ failed: bad_data: invalid parameter "query": 1:4: parse error: unexpected end of input"#)
     );
     // The URL's trailing slash is not doubled; the query is encoded.
     let paths: Vec<String> = server.seen().into_iter().map(|s| s.path).collect();
-    assert!(
-        paths.iter().all(|p| p.starts_with("/api/v1/query?query=")),
-        "{paths:?}"
-    );
+    assert!(paths.iter().all(|p| p.starts_with("/api/v1/query?query=")), "{paths:?}");
     assert!(
         paths.contains(&"/api/v1/query?query=up%7Binstance%3D%2210.0.0.5%3A9100%22%7D".to_string()),
         "{paths:?}"
@@ -646,7 +691,8 @@ async fn prometheus_check_asks_the_query_api_with_the_filled_query_and_judges_th
     let a = once(&c.ops, &request(&wrong, "w-1")).await;
     assert!(!a.passed);
     assert!(
-        a.answer.starts_with("query up answered HTTP 404 with no Prometheus query result (")
+        a.answer
+            .starts_with("query up answered HTTP 404 with no Prometheus query result (")
             && a.answer.ends_with("): 404 page not found"),
         "{}",
         a.answer
@@ -656,9 +702,8 @@ async fn prometheus_check_asks_the_query_api_with_the_filled_query_and_judges_th
         .local_addr()
         .unwrap()
         .port();
-    let down = check(
-        json!({"name": "alerts", "prometheus": {"url": format!("http://127.0.0.1:{closed}"), "query": "up"}}),
-    );
+    let down =
+        check(json!({"name": "alerts", "prometheus": {"url": format!("http://127.0.0.1:{closed}"), "query": "up"}}));
     assert_eq!(
         once(&c.ops, &request(&down, "w-1")).await,
         failed(&format!(
@@ -682,9 +727,13 @@ fn pod_status(ready: bool, restarts: i32, last_finished: Option<Timestamp>) -> V
 
 async fn set_pod(c: &Cluster, ns: &str, name: &str, status: Value) {
     let api: Api<Pod> = Api::namespaced(c.client.clone(), ns);
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(json!({ "status": status })))
-        .await
-        .unwrap();
+    api.patch_status(
+        name,
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "status": status })),
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
@@ -702,7 +751,13 @@ async fn pods_check_wants_every_live_matching_pod_ready_on_the_node_or_anywhere(
     set_pod(&c, "default", "web-c", pod_status(false, 0, None)).await;
     // Finished and terminating pods are not judged.
     c.pod("shop", "web-done", "w-1", web.clone(), None, json!([])).await;
-    set_pod(&c, "shop", "web-done", json!({"phase": "Succeeded", "conditions": [{"type": "Ready", "status": "False"}]})).await;
+    set_pod(
+        &c,
+        "shop",
+        "web-done",
+        json!({"phase": "Succeeded", "conditions": [{"type": "Ready", "status": "False"}]}),
+    )
+    .await;
     c.pod("shop", "web-leaving", "w-1", web.clone(), None, json!([])).await;
     set_pod(&c, "shop", "web-leaving", pod_status(false, 0, None)).await;
     Api::<Pod>::namespaced(c.client.clone(), "shop")
@@ -735,7 +790,9 @@ async fn pods_check_wants_every_live_matching_pod_ready_on_the_node_or_anywhere(
         once(&c.ops, &request(&pods(json!({})), "w-1")).await,
         passed("3 pods app=web in any namespace Ready")
     );
-    let set_based = check(json!({"name": "web-pods", "pods": {"selector": {"matchExpressions": [{"key": "app", "operator": "In", "values": ["db", "cache"]}]}}}));
+    let set_based = check(
+        json!({"name": "web-pods", "pods": {"selector": {"matchExpressions": [{"key": "app", "operator": "In", "values": ["db", "cache"]}]}}}),
+    );
     assert_eq!(
         once(&c.ops, &request(&set_based, "w-1")).await,
         passed("no pods match app in (cache,db) in any namespace")
@@ -748,7 +805,8 @@ async fn pods_check_counts_restarts_since_the_uncordon_only() {
     namespace(&c, "shop").await;
     c.node("w-1", true).await;
     let web = json!({"app": "web"});
-    c.pod("shop", "old-restarted", "w-1", web.clone(), None, json!([])).await;
+    c.pod("shop", "old-restarted", "w-1", web.clone(), None, json!([]))
+        .await;
     c.pod("shop", "old-quiet", "w-1", web.clone(), None, json!([])).await;
     // The API's times are whole seconds: the uncordon comes a second after those pods.
     tokio::time::sleep(Duration::from_millis(2100)).await;
@@ -759,7 +817,9 @@ async fn pods_check_counts_restarts_since_the_uncordon_only() {
     set_pod(&c, "shop", "old-quiet", pod_status(true, 7, Some(before))).await;
     set_pod(&c, "shop", "old-restarted", pod_status(true, 1, Some(after))).await;
 
-    let check = check(json!({"name": "web-pods", "pods": {"namespace": "shop", "selector": {"matchLabels": {"app": "web"}}, "onNode": true, "maxRestarts": 1}}));
+    let check = check(
+        json!({"name": "web-pods", "pods": {"namespace": "shop", "selector": {"matchLabels": {"app": "web"}}, "onNode": true, "maxRestarts": 1}}),
+    );
     let mut req = request(&check, "w-1");
     req.since = Some(uncordon);
     assert_eq!(
@@ -783,10 +843,7 @@ async fn pods_check_counts_restarts_since_the_uncordon_only() {
     );
     // Before the node starts there is no uncordon: restarts are not judged.
     req.since = None;
-    assert_eq!(
-        once(&c.ops, &req).await,
-        passed("3 pods app=web in shop on w-1 Ready")
-    );
+    assert_eq!(once(&c.ops, &req).await, passed("3 pods app=web in shop on w-1 Ready"));
 }
 
 // ---------------------------------------------------------------- controlPlane
@@ -807,7 +864,10 @@ async fn control_plane_check_passes_for_a_worker_and_asks_every_api_server_and_e
     let health: Arc<Mutex<BTreeMap<String, (u16, String)>>> = Arc::default();
     for ip in ips {
         readyz.lock().unwrap().insert(ip.into(), (200, "ok".into()));
-        health.lock().unwrap().insert(ip.into(), (200, r#"{"health":"true","reason":""}"#.into()));
+        health
+            .lock()
+            .unwrap()
+            .insert(ip.into(), (200, r#"{"health":"true","reason":""}"#.into()));
     }
     let answers = |m: Arc<Mutex<BTreeMap<String, (u16, String)>>>| {
         handler(move |s| {
@@ -886,10 +946,10 @@ async fn control_plane_check_passes_for_a_worker_and_asks_every_api_server_and_e
         .lock()
         .unwrap()
         .insert("127.0.0.1".into(), (200, "{\"health\": \"true\"}\n".into()));
-    health
-        .lock()
-        .unwrap()
-        .insert("127.0.0.3".into(), (200, r#"{"health":"false","reason":"RAFT NO LEADER"}"#.into()));
+    health.lock().unwrap().insert(
+        "127.0.0.3".into(),
+        (200, r#"{"health":"false","reason":"RAFT NO LEADER"}"#.into()),
+    );
     assert_eq!(
         once(&ops, &member_req("cp-1")).await,
         failed(&format!(
@@ -898,10 +958,10 @@ async fn control_plane_check_passes_for_a_worker_and_asks_every_api_server_and_e
         ))
     );
     // The first failure in order: API servers before etcd members.
-    readyz
-        .lock()
-        .unwrap()
-        .insert("127.0.0.2".into(), (500, "[-]etcd failed: reason withheld\nreadyz check failed\n".into()));
+    readyz.lock().unwrap().insert(
+        "127.0.0.2".into(),
+        (500, "[-]etcd failed: reason withheld\nreadyz check failed\n".into()),
+    );
     assert_eq!(
         once(&ops, &member_req("cp-1")).await,
         failed(&format!(
@@ -909,7 +969,10 @@ async fn control_plane_check_passes_for_a_worker_and_asks_every_api_server_and_e
             api.port
         ))
     );
-    readyz.lock().unwrap().insert("127.0.0.2".into(), (200, "not yet".into()));
+    readyz
+        .lock()
+        .unwrap()
+        .insert("127.0.0.2".into(), (200, "not yet".into()));
     assert_eq!(
         once(&ops, &member_req("cp-1")).await,
         failed(&format!(

@@ -15,7 +15,7 @@
 use std::time::Duration;
 
 use drover_api::known::stage_of;
-use drover_api::version::{parse_version, same_version};
+use drover_api::version::{as_spec_version, parse_version, same_version};
 use drover_api::{ClusterUpgradeSpec, DrainTimeoutAction, FailureAction, HaltAction, Stage, StrategyType};
 use jiff::Timestamp;
 
@@ -456,7 +456,11 @@ impl NodeCtx<'_> {
             .obs
             .previous
             .as_ref()
-            .and_then(|s| s.installers.iter().find(|i| i.component == c.name && i.version == prev))
+            .and_then(|s| {
+                s.installers
+                    .iter()
+                    .find(|i| i.component == c.name && (i.version == prev || same_version(&prev, &i.version)))
+            })
             .map(|i| Box::new(i.job.clone()));
         (prev, job)
     }
@@ -683,7 +687,7 @@ pub(crate) fn start(spec: &ClusterUpgradeSpec, obs: &Observation, v: &NodeView, 
         .iter()
         .filter_map(|i| {
             let name = &v.desired[*i].0.name;
-            Some((name.clone(), v.node.versions.get(name)?.clone()))
+            Some((name.clone(), as_spec_version(v.node.versions.get(name)?)))
         })
         .collect();
     progress.canary = canary;

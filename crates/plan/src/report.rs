@@ -523,10 +523,11 @@ fn rolled_back(obs: &Observation, plan: &Plan) -> Vec<RolledBackNode> {
                 .as_ref()
                 .filter(|p| p.upgrade == obs.name && p.generation == obs.generation)?;
             let f = p.failure.as_ref().filter(|f| f.reason == Reason::RolledBack)?;
+            // What it was returned to: the previous versions that differ from the target.
             let versions: Vec<String> = p
                 .previous
                 .iter()
-                .filter(|(c, prev)| v.node.versions.get(*c) == Some(*prev))
+                .filter(|(c, prev)| v.desired.iter().any(|(d, want)| d.name == **c && want != *prev))
                 .map(|(c, prev)| format!("{c}={prev}"))
                 .collect();
             Some(RolledBackNode {

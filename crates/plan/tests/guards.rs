@@ -591,8 +591,77 @@ fn a_canary_larger_than_what_is_left_to_upgrade_takes_what_is_left_and_does_not_
         n.versions.insert("containerd".into(), "1.7.23".into());
     }
     let mut m = Model::new(s, nodes);
-    assert_eq!(started(&m.plan()), vec!["worker-002", "worker-003"], "the two left are the canary");
+    assert_eq!(
+        started(&m.plan()),
+        vec!["worker-002", "worker-003"],
+        "the two left are the canary"
+    );
     m.run(12);
     assert_eq!(m.condition(condition::READY).0, "True", "{:?}", m.status().conditions);
     assert_eq!(m.status().canary.as_ref().unwrap().state, "Passed");
+}
+
+#[test]
+fn a_rollback_after_a_gitops_bump_installs_the_previous_version_with_the_job_that_installed_it() {
+    // The spec as it was: containerd 1.7.22 by the old image, already everywhere.
+    let mut old = containerd("1.7.22");
+    old.components[0].upgrade.job.as_mut().unwrap().image = "example.com/containerd-installer:1".into();
+    let mut m = Model::new(old, cluster(0, 2));
+    m.plan();
+    assert_eq!(m.status().installers[0].job.image, "example.com/containerd-installer:1");
+    // A pipeline replaces the spec: a new version, a new installer image.
+    let mut new = containerd("1.7.23");
+    new.components[0].upgrade.job.as_mut().unwrap().image = "example.com/containerd-installer:2".into();
+    new.strategy.on_failure = FailureAction::Rollback;
+    new.strategy.retries = 0;
+    m.spec = new;
+    let mut rollback_job = None;
+    let mut failed = false;
+    for _ in 0..12 {
+        for a in m.plan() {
+            match &a {
+                Action::Step {
+                    step: Step::Verify { .. },
+                    transition,
+                    ..
+                } if !failed && !transition.from.rollback => {
+                    failed = true;
+                    m.apply(
+                        &a,
+                        Outcome::Failed {
+                            reason: Reason::VerificationFailed,
+                            message: "containerd reports 1.7.22".into(),
+                        },
+                    );
+                    continue;
+                }
+                Action::Step {
+                    step: Step::Upgrade { version, job, .. },
+                    transition,
+                    ..
+                } if transition.from.rollback => rollback_job = Some((version.clone(), job.clone())),
+                _ => {}
+            }
+            m.apply(&a, Outcome::Done);
+        }
+    }
+    let (version, job) = rollback_job.expect("a rollback Upgrade step");
+    assert_eq!(version, "1.7.22");
+    assert_eq!(
+        job.expect("the installer kept in status").image,
+        "example.com/containerd-installer:1"
+    );
+    let installers: Vec<(String, String)> = m
+        .status()
+        .installers
+        .iter()
+        .map(|i| (i.version.clone(), i.job.image.clone()))
+        .collect();
+    assert_eq!(
+        installers,
+        vec![
+            ("1.7.23".into(), "example.com/containerd-installer:2".into()),
+            ("1.7.22".into(), "example.com/containerd-installer:1".into())
+        ]
+    );
 }

@@ -73,9 +73,7 @@ impl Trust {
         };
         match self {
             Trust::Roots(roots) => Ok(alpn(
-                builder()?
-                    .with_root_certificates(roots.clone())
-                    .with_no_client_auth(),
+                builder()?.with_root_certificates(roots.clone()).with_no_client_auth(),
             )),
             // Loading the platform's store is not free: once per process.
             Trust::Platform => {

@@ -74,8 +74,8 @@ fn series(status: u16, body: &str) -> Result<Vec<Seen>, String> {
     let sample = |v: &str| parse_sample(v).ok_or_else(|| format!("returned the sample {v:?}, not a number"));
     match data.result_type.as_str() {
         "scalar" => {
-            let (_, v): (f64, String) =
-                serde_json::from_value(data.result).map_err(|e| format!("returned a scalar that does not parse: {e}"))?;
+            let (_, v): (f64, String) = serde_json::from_value(data.result)
+                .map_err(|e| format!("returned a scalar that does not parse: {e}"))?;
             Ok(vec![Seen {
                 name: "the scalar".into(),
                 samples: vec![sample(&v)?],
@@ -166,17 +166,16 @@ pub fn judge(query: &str, threshold: Option<&Threshold>, status: u16, body: &str
         None if found.is_empty() => (true, format!("query {q} returned no series")),
         None => (
             false,
-            format!(
-                "query {q} returned {} series: {}",
-                found.len(),
-                names(&found)
-            ),
+            format!("query {q} returned {} series: {}", found.len(), names(&found)),
         ),
         Some(t) => {
             let want = format!("{} {}", t.op.as_str(), number(t.value));
             let samples: usize = found.iter().map(|s| s.samples.len()).sum();
             if samples == 0 {
-                return (false, format!("query {q} returned no series (threshold {want} needs one)"));
+                return (
+                    false,
+                    format!("query {q} returned no series (threshold {want} needs one)"),
+                );
             }
             for s in &found {
                 if let Some(v) = s.samples.iter().find(|v| !t.op.holds(**v, t.value)) {
