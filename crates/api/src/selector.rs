@@ -35,6 +35,30 @@ pub fn matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> b
     Matcher::new(selector).matches(labels)
 }
 
+/// A selector as `kubectl -l` writes it: `app=web,tier in (a,b),!legacy`.
+pub fn describe(selector: &LabelSelector) -> String {
+    let mut parts: Vec<String> = selector
+        .match_labels
+        .iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    for e in selector.match_expressions.iter().flatten() {
+        let values = e.values.as_deref().unwrap_or_default().join(",");
+        parts.push(match e.operator.as_str() {
+            "In" => format!("{} in ({values})", e.key),
+            "NotIn" => format!("{} notin ({values})", e.key),
+            "Exists" => e.key.clone(),
+            _ => format!("!{}", e.key),
+        });
+    }
+    if parts.is_empty() {
+        "(everything)".into()
+    } else {
+        parts.join(",")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,29 +99,5 @@ mod tests {
         assert!(matches(&expr("pool", "Exists", &[]), &l));
         assert!(!matches(&expr("pool", "DoesNotExist", &[]), &l));
         assert!(!matches(&expr("pool", "Bogus", &[]), &l));
-    }
-}
-
-/// A selector as `kubectl -l` writes it: `app=web,tier in (a,b),!legacy`.
-pub fn describe(selector: &LabelSelector) -> String {
-    let mut parts: Vec<String> = selector
-        .match_labels
-        .iter()
-        .flatten()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect();
-    for e in selector.match_expressions.iter().flatten() {
-        let values = e.values.as_deref().unwrap_or_default().join(",");
-        parts.push(match e.operator.as_str() {
-            "In" => format!("{} in ({values})", e.key),
-            "NotIn" => format!("{} notin ({values})", e.key),
-            "Exists" => e.key.clone(),
-            _ => format!("!{}", e.key),
-        });
-    }
-    if parts.is_empty() {
-        "(everything)".into()
-    } else {
-        parts.join(",")
     }
 }

@@ -167,6 +167,9 @@ impl From<CheckAnswer> for HealthAnswer {
     }
 }
 
+/// A scripted health check: its name, and the node when per node.
+type HealthKey = (String, Option<String>);
+
 /// See the module documentation.
 pub struct FakeNodeOps {
     calls: Mutex<Vec<Call>>,
@@ -179,7 +182,7 @@ pub struct FakeNodeOps {
     backup_state: Mutex<BackupState>,
     /// Health answers by (check, node); node None for every node. Given in
     /// turn, the last one repeated.
-    health: Mutex<HashMap<(String, Option<String>), VecDeque<HealthAnswer>>>,
+    health: Mutex<HashMap<HealthKey, VecDeque<HealthAnswer>>>,
 }
 
 impl Default for FakeNodeOps {
