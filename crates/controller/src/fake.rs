@@ -2,23 +2,28 @@
 //! operation, the node, the component and version), and each is answered as
 //! scripted: `Outcome::Done` unless told otherwise per operation or per
 //! operation and node. Built for the controller's unit tests; other crates
-//! get it with the `fake` feature.
+//! get it with the `fake` feature. Health checks pass unless scripted per
+//! check (and node), with answers given in turn.
 //!
 //! ```
 //! # use drover_controller::fake::{FakeNodeOps, Op};
 //! # use drover_api::{Outcome, Reason};
+//! # use drover_nodeops::CheckAnswer;
 //! let ops = FakeNodeOps::new()
 //!     .answer(Op::Drain, Outcome::Blocked { message: "a budget".into(), timed_out: false })
-//!     .answer_on(Op::Upgrade, "w2", Outcome::Failed { reason: Reason::UpgradeJobFailed, message: "exit 1".into() });
+//!     .answer_on(Op::Upgrade, "w2", Outcome::Failed { reason: Reason::UpgradeJobFailed, message: "exit 1".into() })
+//!     .answer_health_on("api", "w2", [CheckAnswer::fail("HTTP 503"), CheckAnswer::pass("HTTP 200")]);
 //! assert!(ops.calls().is_empty());
 //! ```
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
 use drover_api::{BackupJob, BackupState, ObservedWorkload, Outcome, Verify, WorkloadUpgrade};
-use drover_nodeops::{DrainOptions, NodeOps, NodeOpsError, Owner, RebootRequest, Result, UpgradeRequest};
+use drover_nodeops::{
+    CheckAnswer, DrainOptions, HealthRequest, NodeOps, NodeOpsError, Owner, RebootRequest, Result, UpgradeRequest,
+};
 use jiff::Timestamp;
 use tokio::sync::watch;
 
@@ -35,6 +40,7 @@ pub enum Op {
     ObserveWorkload,
     EnsureBackup,
     ObserveBackups,
+    Health,
 }
 
 /// One recorded call.
@@ -89,6 +95,14 @@ pub enum Call {
     ObserveBackups {
         owner: String,
     },
+    /// One try of the health check named `check`, about `node` (an
+    /// observation: not among [`FakeNodeOps::node_calls`]).
+    Health {
+        check: String,
+        node: String,
+        component: String,
+        since: Option<Timestamp>,
+    },
 }
 
 impl Call {
@@ -104,6 +118,7 @@ impl Call {
             Call::ObserveWorkload { .. } => Op::ObserveWorkload,
             Call::EnsureBackup { .. } => Op::EnsureBackup,
             Call::ObserveBackups { .. } => Op::ObserveBackups,
+            Call::Health { .. } => Op::Health,
         }
     }
 
@@ -137,6 +152,24 @@ impl From<Outcome> for Answer {
     }
 }
 
+/// How one try of a health check is answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthAnswer {
+    /// The check ran and saw this.
+    Check(CheckAnswer),
+    /// drover's own request failed: the API server answered `status`.
+    Http { status: u16, message: String },
+}
+
+impl From<CheckAnswer> for HealthAnswer {
+    fn from(a: CheckAnswer) -> Self {
+        HealthAnswer::Check(a)
+    }
+}
+
+/// A health check's name, and the node its answers are for (None: every node).
+type HealthKey = (String, Option<String>);
+
 /// See the module documentation.
 pub struct FakeNodeOps {
     calls: Mutex<Vec<Call>>,
@@ -147,6 +180,9 @@ pub struct FakeNodeOps {
     workloads: Mutex<HashMap<String, ObservedWorkload>>,
     backups: Mutex<BTreeMap<String, BackupState>>,
     backup_state: Mutex<BackupState>,
+    /// Health answers by (check, node); node None for every node. Given in
+    /// turn, the last one repeated.
+    health: Mutex<HashMap<HealthKey, VecDeque<HealthAnswer>>>,
 }
 
 impl Default for FakeNodeOps {
@@ -159,6 +195,7 @@ impl Default for FakeNodeOps {
             workloads: Mutex::default(),
             backups: Mutex::default(),
             backup_state: Mutex::new(BackupState::Running),
+            health: Mutex::default(),
         }
     }
 }
@@ -202,6 +239,53 @@ impl FakeNodeOps {
     pub fn backup_state(self, state: BackupState) -> Self {
         *self.backup_state.lock().expect("lock") = state;
         self
+    }
+
+    /// Answer the health check `check` with `answers` in turn, on every
+    /// node (unless a per-node answer applies); the last one repeats.
+    pub fn answer_health<A: Into<HealthAnswer>>(self, check: &str, answers: impl IntoIterator<Item = A>) -> Self {
+        self.script_health(check, None, answers)
+    }
+
+    /// Answer the health check `check` about `node` with `answers` in turn; the last one repeats.
+    pub fn answer_health_on<A: Into<HealthAnswer>>(
+        self,
+        check: &str,
+        node: &str,
+        answers: impl IntoIterator<Item = A>,
+    ) -> Self {
+        self.script_health(check, Some(node), answers)
+    }
+
+    fn script_health<A: Into<HealthAnswer>>(
+        self,
+        check: &str,
+        node: Option<&str>,
+        answers: impl IntoIterator<Item = A>,
+    ) -> Self {
+        let answers: VecDeque<HealthAnswer> = answers.into_iter().map(Into::into).collect();
+        assert!(!answers.is_empty(), "script at least one answer for {check}");
+        self.health
+            .lock()
+            .expect("lock")
+            .insert((check.to_string(), node.map(str::to_string)), answers);
+        self
+    }
+
+    /// The next scripted answer of `check` about `node`: passes unless scripted.
+    fn next_health(&self, check: &str, node: &str) -> HealthAnswer {
+        let mut script = self.health.lock().expect("lock");
+        let per_node = (check.to_string(), Some(node.to_string()));
+        let key = if script.contains_key(&per_node) {
+            per_node
+        } else {
+            (check.to_string(), None)
+        };
+        match script.get_mut(&key) {
+            None => HealthAnswer::Check(CheckAnswer::pass(format!("{check} passed on {node} (fake)"))),
+            Some(answers) if answers.len() > 1 => answers.pop_front().expect("not empty"),
+            Some(answers) => answers.front().cloned().expect("not empty"),
+        }
     }
 
     /// Every call so far, in order.
@@ -359,6 +443,24 @@ impl NodeOps for FakeNodeOps {
     async fn job_pod_refusal(&self, _req: &UpgradeRequest<'_>) -> Result<Option<String>> {
         Ok(None)
     }
+
+    async fn health(&self, req: &HealthRequest<'_>) -> Result<CheckAnswer> {
+        self.record(Call::Health {
+            check: req.check.name.clone(),
+            node: req.node.into(),
+            component: req.component.into(),
+            since: req.since,
+        });
+        match self.next_health(&req.check.name, req.node) {
+            HealthAnswer::Check(a) => Ok(a),
+            HealthAnswer::Http { status, message } => Err(NodeOpsError::Http {
+                method: "GET".into(),
+                path: "/fake".into(),
+                status,
+                message,
+            }),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -406,5 +508,74 @@ mod tests {
             ]
         );
         assert_eq!(ops.node_calls(), calls);
+    }
+
+    fn check(name: &str) -> drover_api::HealthCheck {
+        serde_json::from_value(serde_json::json!({"name": name, "http": {"url": "http://x/healthz"}})).unwrap()
+    }
+
+    fn req<'a>(check: &'a drover_api::HealthCheck, node: &'a str) -> HealthRequest<'a> {
+        HealthRequest {
+            check,
+            node,
+            component: "kubelet",
+            since: Some(Timestamp::UNIX_EPOCH),
+            control_plane: &[],
+            etcd: &[],
+            is_member: false,
+            namespace: "drover-system",
+        }
+    }
+
+    #[tokio::test]
+    async fn health_checks_pass_unless_scripted_answer_in_turn_and_are_recorded_as_observations() {
+        let (api, alerts) = (check("api"), check("alerts"));
+        let ops = FakeNodeOps::new()
+            .answer_health("api", [CheckAnswer::fail("HTTP 503"), CheckAnswer::pass("HTTP 200")])
+            .answer_health_on(
+                "api",
+                "w2",
+                [HealthAnswer::Http {
+                    status: 403,
+                    message: "secrets is forbidden".into(),
+                }],
+            );
+        // Unscripted: passes.
+        let a = ops.health(&req(&alerts, "w1")).await.unwrap();
+        assert!(a.passed, "{a:?}");
+        // Scripted for every node: in turn, the last one repeated.
+        let seen: Vec<CheckAnswer> = [
+            ops.health(&req(&api, "w1")).await.unwrap(),
+            ops.health(&req(&api, "w1")).await.unwrap(),
+            ops.health(&req(&api, "w3")).await.unwrap(),
+        ]
+        .into();
+        assert_eq!(
+            seen,
+            [
+                CheckAnswer::fail("HTTP 503"),
+                CheckAnswer::pass("HTTP 200"),
+                CheckAnswer::pass("HTTP 200")
+            ]
+        );
+        // Per node before per check; an Http answer is drover's own request failing.
+        let e = ops.health(&req(&api, "w2")).await.unwrap_err();
+        assert_eq!(
+            drover_nodeops::refused_for_good(&e).as_deref(),
+            Some("secrets is forbidden (403)")
+        );
+        let calls = ops.calls();
+        assert_eq!(calls.len(), 5);
+        assert_eq!(
+            calls[0],
+            Call::Health {
+                check: "alerts".into(),
+                node: "w1".into(),
+                component: "kubelet".into(),
+                since: Some(Timestamp::UNIX_EPOCH),
+            }
+        );
+        assert!(calls.iter().all(|c| c.op() == Op::Health));
+        assert!(ops.node_calls().is_empty(), "health checks touch no node");
     }
 }

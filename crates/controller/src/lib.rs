@@ -181,6 +181,8 @@ pub async fn run(
 ) -> Result<()> {
     let identity = cfg.lease.as_ref().map(|l| l.identity.clone());
     let (client, evict_client) = clients_as(kube_config.clone(), cfg.qps, identity.as_deref())?;
+    // The controlPlane health check trusts the CA drover's own kubeconfig does.
+    let cluster_ca = drover_nodeops::ClusterCa::from_config(&kube_config);
     // A cluster drover cannot serve is refused before anything is served or touched.
     let server = preflight::check(&client).await.map_err(Error::Other)?;
     tracing::info!(version = %server.git_version, "the API server serves everything drover needs");
@@ -256,7 +258,8 @@ pub async fn run(
     );
     let ctx = Arc::new(reconcile::Context {
         client: client.clone(),
-        ops: KubeNodeOps::new(client.clone(), evict_client, cfg.settings.job_namespace.clone()),
+        ops: KubeNodeOps::new(client.clone(), evict_client, cfg.settings.job_namespace.clone())
+            .with_cluster_ca(cluster_ca),
         nodes: node_store.clone(),
         upgrades: controller.store(),
         metrics: metrics.clone(),

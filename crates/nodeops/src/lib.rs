@@ -2,7 +2,8 @@
 //! controller can be tested with a fake (the controller's unit tests record
 //! every call through one). Every operation is idempotent (safe
 //! to repeat after a crash at any point), bounded in time, and returns an
-//! [`Outcome`] that says precisely why it is not finished.
+//! [`Outcome`] that says precisely why it is not finished; a health check
+//! only looks, and says what it saw ([`CheckAnswer`]).
 
 pub mod backup;
 pub mod budgets;
@@ -10,6 +11,7 @@ pub mod cordon;
 pub mod drain;
 pub mod error;
 pub mod eviction;
+pub mod health;
 pub mod job;
 pub mod manifest;
 pub mod reboot;
@@ -29,6 +31,7 @@ use kube::api::Api;
 pub use drain::DrainOptions;
 pub use error::{NodeOpsError, Result, api_text, refused_for_good, watch_text};
 pub use eviction::Evictor;
+pub use health::{CheckAnswer, ClusterCa, HealthRequest};
 pub use job::Owner;
 pub use reboot::RebootRequest;
 
@@ -84,6 +87,11 @@ pub trait NodeOps: Send + Sync {
     /// in the Job namespace, in the server's words; None when it admits it
     /// (or the server cannot be asked: the check is advice, never a gate of its own).
     fn job_pod_refusal(&self, req: &UpgradeRequest<'_>) -> impl Future<Output = Result<Option<String>>> + Send;
+    /// One try of one health check: whether it passed and what was seen.
+    /// Err only when drover's own Kubernetes requests fail (listing pods,
+    /// reading a node or the check's Secret); trouble the check finds is a
+    /// failed answer.
+    fn health(&self, req: &HealthRequest<'_>) -> impl Future<Output = Result<CheckAnswer>> + Send;
 }
 
 /// How long a dry-run answer of PodSecurity admission is reused: the check
@@ -100,6 +108,8 @@ pub struct KubeNodeOps {
     pub job_namespace: String,
     /// Dry-run admission answers by Job shape, with when they were asked.
     admission: std::sync::Mutex<BTreeMap<String, (std::time::Instant, Option<String>)>>,
+    /// What the controlPlane health check trusts (drover's kubeconfig's CA).
+    cluster_ca: ClusterCa,
 }
 
 impl KubeNodeOps {
@@ -112,16 +122,26 @@ impl KubeNodeOps {
             evictor: Evictor::new(evict_client),
             job_namespace: job_namespace.into(),
             admission: std::sync::Mutex::default(),
+            cluster_ca: ClusterCa::default(),
         }
+    }
+
+    /// Trust `ca` for the controlPlane health check's API servers (without
+    /// it, the platform's trust store): [`ClusterCa::from_config`] of the
+    /// config the clients were built from.
+    pub fn with_cluster_ca(mut self, ca: ClusterCa) -> Self {
+        self.cluster_ca = ca;
+        self
     }
 
     /// Both clients from one config.
     pub fn from_config(config: kube::Config, job_namespace: impl Into<String>) -> Result<Self> {
+        let ca = ClusterCa::from_config(&config);
         let client = Client::try_from(config.clone())?;
         let mut no_retry = config;
         no_retry.default_retry = false;
         let evict_client = Client::try_from(no_retry)?;
-        Ok(Self::new(client, evict_client, job_namespace))
+        Ok(Self::new(client, evict_client, job_namespace).with_cluster_ca(ca))
     }
 
     pub fn client(&self) -> &Client {
@@ -236,5 +256,9 @@ impl NodeOps for KubeNodeOps {
             .expect("not poisoned")
             .insert(shape, (now, answer.clone()));
         Ok(answer)
+    }
+
+    async fn health(&self, req: &HealthRequest<'_>) -> Result<CheckAnswer> {
+        health::run(&self.client, &self.cluster_ca, req).await
     }
 }
