@@ -273,24 +273,42 @@ fn the_rbac_is_least_privilege() {
     let docs = rendered("deploy/base");
     let cluster = rules(find(&docs, "ClusterRole", "drover"));
     let ns = rules(find(&docs, "Role", "drover-leader-election"));
-    let manifests = rules(find(&docs, "Role", "drover-manifests"));
-    // ConfigMaps: get, in drover's namespace only (workload manifests).
-    assert_eq!(
-        manifests,
-        vec![Rule {
-            groups: vec!["".into()],
-            resources: vec!["configmaps".into()],
-            verbs: vec!["get".into()],
-        }]
-    );
-    assert_eq!(
-        find(&docs, "Role", "drover-manifests")["metadata"]["namespace"],
-        "drover-system"
-    );
-    assert_eq!(
-        find(&docs, "RoleBinding", "drover-manifests")["subjects"][0]["name"],
-        "drover"
-    );
+    // ConfigMaps (workload manifests) and Secrets (health checks'
+    // http.secretName): get, in drover's namespace only; never list or watch.
+    for (role, resource) in [("drover-manifests", "configmaps"), ("drover-health-secrets", "secrets")] {
+        assert_eq!(
+            rules(find(&docs, "Role", role)),
+            vec![Rule {
+                groups: vec!["".into()],
+                resources: vec![resource.into()],
+                verbs: vec!["get".into()],
+            }],
+            "{role}"
+        );
+        assert_eq!(find(&docs, "Role", role)["metadata"]["namespace"], "drover-system");
+        let binding = find(&docs, "RoleBinding", role);
+        assert_eq!(binding["metadata"]["namespace"], "drover-system");
+        assert_eq!(binding["roleRef"]["name"], role);
+        assert_eq!(binding["subjects"][0]["name"], "drover");
+        assert_eq!(binding["subjects"][0]["namespace"], "drover-system");
+    }
+    // No other Role or ClusterRole of drover's names Secrets or ConfigMaps.
+    let named: Vec<&Value> = docs
+        .iter()
+        .filter(|d| matches!(d["kind"].as_str(), Some("Role" | "ClusterRole")))
+        .filter(|d| {
+            !matches!(
+                d["metadata"]["name"].as_str(),
+                Some("drover-manifests" | "drover-health-secrets")
+            )
+        })
+        .filter(|d| {
+            rules(d)
+                .iter()
+                .any(|r| r.resources.iter().any(|x| x == "secrets" || x == "configmaps"))
+        })
+        .collect();
+    assert!(named.is_empty(), "{named:#?}");
     for r in cluster.iter().chain(&ns) {
         for part in [&r.groups, &r.resources, &r.verbs] {
             assert!(!part.iter().any(|x| x.contains('*')), "no wildcards: {r:?}");
@@ -624,6 +642,8 @@ fn the_helm_chart_renders_the_same_objects_and_rules_as_the_base() {
         ("ClusterRole", "drover"),
         ("ClusterRole", "drover-clusterupgrades-view"),
         ("Role", "drover-leader-election"),
+        ("Role", "drover-manifests"),
+        ("Role", "drover-health-secrets"),
     ] {
         assert_eq!(
             rules(find(&docs, kind, name)),
