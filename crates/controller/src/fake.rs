@@ -12,7 +12,7 @@
 //! let ops = FakeNodeOps::new()
 //!     .answer(Op::Drain, Outcome::Blocked { message: "a budget".into(), timed_out: false })
 //!     .answer_on(Op::Upgrade, "w2", Outcome::Failed { reason: Reason::UpgradeJobFailed, message: "exit 1".into() })
-//!     .health_on("api", "w2", [CheckAnswer::fail("HTTP 503"), CheckAnswer::pass("HTTP 200")]);
+//!     .answer_health_on("api", "w2", [CheckAnswer::fail("HTTP 503"), CheckAnswer::pass("HTTP 200")]);
 //! assert!(ops.calls().is_empty());
 //! ```
 
@@ -167,7 +167,7 @@ impl From<CheckAnswer> for HealthAnswer {
     }
 }
 
-/// A scripted health check: its name, and the node when per node.
+/// A health check's name, and the node its answers are for (None: every node).
 type HealthKey = (String, Option<String>);
 
 /// See the module documentation.
@@ -243,12 +243,12 @@ impl FakeNodeOps {
 
     /// Answer the health check `check` with `answers` in turn, on every
     /// node (unless a per-node answer applies); the last one repeats.
-    pub fn health<A: Into<HealthAnswer>>(self, check: &str, answers: impl IntoIterator<Item = A>) -> Self {
+    pub fn answer_health<A: Into<HealthAnswer>>(self, check: &str, answers: impl IntoIterator<Item = A>) -> Self {
         self.script_health(check, None, answers)
     }
 
     /// Answer the health check `check` about `node` with `answers` in turn; the last one repeats.
-    pub fn health_on<A: Into<HealthAnswer>>(
+    pub fn answer_health_on<A: Into<HealthAnswer>>(
         self,
         check: &str,
         node: &str,
@@ -531,8 +531,8 @@ mod tests {
     async fn health_checks_pass_unless_scripted_answer_in_turn_and_are_recorded_as_observations() {
         let (api, alerts) = (check("api"), check("alerts"));
         let ops = FakeNodeOps::new()
-            .health("api", [CheckAnswer::fail("HTTP 503"), CheckAnswer::pass("HTTP 200")])
-            .health_on(
+            .answer_health("api", [CheckAnswer::fail("HTTP 503"), CheckAnswer::pass("HTTP 200")])
+            .answer_health_on(
                 "api",
                 "w2",
                 [HealthAnswer::Http {
@@ -541,13 +541,13 @@ mod tests {
                 }],
             );
         // Unscripted: passes.
-        let a = NodeOps::health(&ops, &req(&alerts, "w1")).await.unwrap();
+        let a = ops.health(&req(&alerts, "w1")).await.unwrap();
         assert!(a.passed, "{a:?}");
         // Scripted for every node: in turn, the last one repeated.
         let seen: Vec<CheckAnswer> = [
-            NodeOps::health(&ops, &req(&api, "w1")).await.unwrap(),
-            NodeOps::health(&ops, &req(&api, "w1")).await.unwrap(),
-            NodeOps::health(&ops, &req(&api, "w3")).await.unwrap(),
+            ops.health(&req(&api, "w1")).await.unwrap(),
+            ops.health(&req(&api, "w1")).await.unwrap(),
+            ops.health(&req(&api, "w3")).await.unwrap(),
         ]
         .into();
         assert_eq!(
@@ -559,7 +559,7 @@ mod tests {
             ]
         );
         // Per node before per check; an Http answer is drover's own request failing.
-        let e = NodeOps::health(&ops, &req(&api, "w2")).await.unwrap_err();
+        let e = ops.health(&req(&api, "w2")).await.unwrap_err();
         assert_eq!(
             drover_nodeops::refused_for_good(&e).as_deref(),
             Some("secrets is forbidden (403)")

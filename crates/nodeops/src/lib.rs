@@ -2,7 +2,8 @@
 //! controller can be tested with a fake (the controller's unit tests record
 //! every call through one). Every operation is idempotent (safe
 //! to repeat after a crash at any point), bounded in time, and returns an
-//! [`Outcome`] that says precisely why it is not finished.
+//! [`Outcome`] that says precisely why it is not finished; a health check
+//! only looks, and says what it saw ([`CheckAnswer`]).
 
 pub mod backup;
 pub mod budgets;

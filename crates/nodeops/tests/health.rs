@@ -2,7 +2,8 @@
 //! against kubesim for the nodes, pods and Secrets, and against small
 //! HTTP(S) servers on loopback (127.0.0.1 to 127.0.0.3, with certificates
 //! openssl makes for the test) that answer what each case needs. Each case
-//! asserts the pass or fail and the answer's words. kubesim only: the
+//! asserts the pass or fail and the answer's words (one file: the cases
+//! share its servers and certificates). kubesim only: the
 //! controlPlane check against a real kube-apiserver and etcd, and the
 //! Secret under deploy/'s RBAC, are in crates/drover/tests/health_real.rs.
 
@@ -928,6 +929,10 @@ async fn control_plane_check_passes_for_a_worker_and_asks_every_api_server_and_e
     assert_eq!(
         asked(&api),
         ["127.0.0.1 /readyz", "127.0.0.2 /readyz", "127.0.0.3 /readyz"]
+    );
+    assert!(
+        api.seen().iter().chain(&etcd.seen()).all(|s| s.authorization.is_none()),
+        "the controlPlane check sends no credentials"
     );
     assert_eq!(
         asked(&etcd),
