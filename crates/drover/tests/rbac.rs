@@ -731,9 +731,9 @@ async fn drovers_rbac_covers_every_call_it_makes_and_no_rule_is_idle() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// The health checks' Secret read: no rollout of these tests has a health
-/// check yet. `health_real` shows the rule is needed and enough on the real
-/// server (drover's own client, as its ServiceAccount, under deploy/'s Role).
+/// The health checks' Secret read: the kubesim rollout above has no health
+/// check (the real-bed rollout below has one with a Secret; `health_real`
+/// shows the rule is needed and enough on the real server).
 const HEALTH_SECRET: (&str, &str, &str) = (
     "get",
     "secrets",
@@ -745,7 +745,7 @@ const KUBESIM_UNREACHED: [(&str, &str, &str); 1] = [HEALTH_SECRET];
 
 /// Verbs drover's code uses on paths the real-bed rollout below does not
 /// reach, each with the code site that needs it.
-const REAL_UNREACHED: [(&str, &str, &str); 3] = [
+const REAL_UNREACHED: [(&str, &str, &str); 2] = [
     (
         "delete",
         "jobs",
@@ -756,7 +756,6 @@ const REAL_UNREACHED: [(&str, &str, &str); 3] = [
         "configmaps",
         "nodeops::manifest::ensure reads a workload component's manifest (the small rollout has none; e2e_workloads applies one on the real bed under deploy/'s RBAC)",
     ),
-    HEALTH_SECRET,
 ];
 
 /// The same question on the real API server, whose audit log is the record:
@@ -838,6 +837,19 @@ async fn on_the_real_server_drover_is_never_refused_and_uses_every_rule() {
     spec["drain"]["timeout"] = json!("10s");
     spec["drain"]["onTimeout"] = json!("ForceDelete");
     spec["strategy"]["maxUnavailable"] = json!(4);
+    // A health check with a Secret of drover's namespace (its bearer token).
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(env.client.clone(), NS);
+    create(
+        &secrets,
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "node-health", "namespace": NS},
+               "stringData": {"token": "health-token"}}),
+    )
+    .await;
+    spec["healthChecks"] = json!([{
+        "name": "node-health",
+        "http": {"url": format!("{}/nodes/{{{{node}}}}/healthz", env.health_base()), "secretName": "node-health"},
+        "interval": "1s"
+    }]);
     env.apply("platform", spec).await;
     env.wait_for("platform", "Ready", env.timeout(Duration::from_secs(240)), |cu| {
         support::is(cu, "Ready", "True")
