@@ -6,6 +6,7 @@ pub mod crd;
 pub mod floor;
 pub mod gates;
 pub mod images;
+pub mod job;
 pub mod known;
 pub mod names;
 pub mod observed;

@@ -124,7 +124,7 @@ pub struct Installer {
     pub component: String,
     pub version: String,
     #[schemars(schema_with = "crate::rules::opaque_object_schema")]
-    pub job: crate::spec::JobUpgrade,
+    pub job: crate::job::JobUpgrade,
 }
 
 /// A node drover returned to what it ran before.

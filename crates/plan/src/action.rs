@@ -374,7 +374,7 @@ impl Transition {
         let failed = results.iter().find(|r| !r.passed);
         let elapsed = Duration::try_from(judge.now.duration_since(self.from.since)).unwrap_or_default();
         let interval = left.iter().map(|c| c.interval).min().unwrap_or(Duration::from_secs(10));
-        p.check_at = Some(crate::node::add(judge.now, interval));
+        p.check_at = Some(crate::progress::add(judge.now, interval));
         p.unhealthy = failed.is_some();
         let message = match failed {
             Some(r) => {

@@ -26,12 +26,7 @@ use crate::progress::{Failure, NodePhase, NodeProgress};
 use crate::stage::RolloutStage;
 use crate::view::{Group, NodeView, ours};
 
-pub(crate) fn add(t: Timestamp, d: Duration) -> Timestamp {
-    jiff::SignedDuration::try_from(d)
-        .ok()
-        .and_then(|d| t.checked_add(d).ok())
-        .unwrap_or(Timestamp::MAX)
-}
+pub(crate) use crate::progress::add;
 
 impl NodePhase {
     /// How long a node may stay in this phase: the drain timeout, the

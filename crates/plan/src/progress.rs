@@ -177,6 +177,14 @@ pub struct NodeProgress {
     pub uncordoned: Option<Timestamp>,
 }
 
+/// `t` plus `d`, saturating at the end of time.
+pub(crate) fn add(t: Timestamp, d: std::time::Duration) -> Timestamp {
+    jiff::SignedDuration::try_from(d)
+        .ok()
+        .and_then(|d| t.checked_add(d).ok())
+        .unwrap_or(Timestamp::MAX)
+}
+
 fn is_zero(n: &u32) -> bool {
     *n == 0
 }
