@@ -383,12 +383,14 @@ on_both_beds! {
         })
         .await;
         first.kill();
-        // Every record back in the previous format: the same fields, no "v".
+        // Every record back in the first format: no "v", none of format 2's fields.
         let mut rewritten = BTreeMap::new();
         for n in nodes(&env).await {
             if let Some(mut r) = record_of(&n) {
-                assert_eq!(r["v"], 1, "this drover writes format 1: {r}");
-                r.as_object_mut().unwrap().remove("v");
+                assert_eq!(r["v"], 2, "this drover writes format 2: {r}");
+                for field in ["v", "passes", "checkAt", "previous", "rollback", "canary", "uncordoned", "unhealthy"] {
+                    r.as_object_mut().unwrap().remove(field);
+                }
                 annotate(&env, &n.name_any(), json!({PROGRESS: r.to_string()})).await;
                 rewritten.insert(n.name_any(), r);
             }
@@ -422,7 +424,7 @@ on_both_beds! {
                 ns.iter()
                     .find(|n| &n.name_any() == node)
                     .and_then(record_of)
-                    .is_some_and(|r| r["phase"] == "Done" && r["started"] == start && r["v"] == 1)
+                    .is_some_and(|r| r["phase"] == "Done" && r["started"] == start && r["v"] == 2)
             })
             .await;
         }
