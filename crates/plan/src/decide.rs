@@ -240,23 +240,23 @@ fn decide<'a>(spec: &'a ClusterUpgradeSpec, obs: &'a Observation) -> Plan<'a> {
         }
     }
 
+    let sched = schedule::Ctx {
+        spec,
+        obs,
+        views: &views,
+        last_nodes: accepted.last_nodes.as_ref(),
+        backup: &plan.backup,
+        backup_hash: &plan.backup_hash,
+        canary: canary.as_ref(),
+        canary_nodes: accepted.canary_nodes.as_ref(),
+    };
     // rollback All: after a rollback, walk back what this target upgraded.
     let mut halt = halt;
     if spec.strategy.on_failure == drover_api::FailureAction::Rollback
         && spec.strategy.rollback == drover_api::RollbackScope::All
         && let Some(h) = halt.as_mut().filter(|h| h.reason == Reason::RolledBack)
     {
-        let ctx = schedule::Ctx {
-            spec,
-            obs,
-            views: &views,
-            last_nodes: accepted.last_nodes.as_ref(),
-            backup: &plan.backup,
-            backup_hash: &plan.backup_hash,
-            canary: canary.as_ref(),
-            canary_nodes: accepted.canary_nodes.as_ref(),
-        };
-        let refused = schedule::rollback::schedule(&ctx, &node, &mut plan.actions);
+        let refused = schedule::rollback::schedule(&sched, &node, &mut plan.actions);
         h.message
             .push_str("; spec.strategy.rollback is All: every node this target upgraded is returned");
         if !refused.is_empty() {
@@ -268,19 +268,9 @@ fn decide<'a>(spec: &'a ClusterUpgradeSpec, obs: &'a Observation) -> Plan<'a> {
     plan.hold = match halt {
         Some(h) => Some(h),
         None if stage == RolloutStage::Complete => None,
-        None => gates::first(gates::HEALTH, &gate).or(timing).or_else(|| {
-            let ctx = schedule::Ctx {
-                spec,
-                obs,
-                views: &views,
-                last_nodes: accepted.last_nodes.as_ref(),
-                backup: &plan.backup,
-                backup_hash: &plan.backup_hash,
-                canary: canary.as_ref(),
-                canary_nodes: accepted.canary_nodes.as_ref(),
-            };
-            schedule::start_work(&ctx, stage, &mut plan.actions)
-        }),
+        None => gates::first(gates::HEALTH, &gate)
+            .or(timing)
+            .or_else(|| schedule::start_work(&sched, stage, &mut plan.actions)),
     };
     plan.stage = stage;
     plan.canary = canary;

@@ -602,8 +602,8 @@ impl NodeCtx<'_> {
 
 /// Why returning component `c` from `now` to `prev` is refused, if it is:
 /// etcd and the control plane never go down a minor version (kubeadm
-/// cannot downgrade them), and a kubelet never falls more than three
-/// minors behind the oldest kube-apiserver.
+/// cannot downgrade them), and a kubelet or kube-proxy never falls further
+/// behind the oldest kube-apiserver than the skew policy allows.
 fn refuse_return(c: &drover_api::Component, now: &str, prev: &str, obs: &Observation) -> Option<String> {
     let minor = |s: &str| parse_version(s).map(|v| (v.major, v.minor));
     let stage = stage_of(c)?;
@@ -616,23 +616,8 @@ fn refuse_return(c: &drover_api::Component, now: &str, prev: &str, obs: &Observa
             c.name
         ));
     }
-    if c.name == "kubelet" {
-        let oldest_api = obs
-            .nodes
-            .iter()
-            .filter_map(|n| n.versions.get("kube-apiserver"))
-            .filter_map(|v| minor(v))
-            .min();
-        if let (Some(api), Some(b)) = (oldest_api, minor(prev))
-            && api.0 == b.0
-            && api.1 > b.1 + 3
-        {
-            return Some(format!(
-                "kubelet {prev} would be {} minor versions older than the oldest kube-apiserver (1.{}); the skew policy allows 3",
-                api.1 - b.1,
-                api.1
-            ));
-        }
+    if let Some(why) = crate::skew::return_refused(&c.name, prev, &obs.nodes) {
+        return Some(why);
     }
     None
 }

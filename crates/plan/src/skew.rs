@@ -21,6 +21,25 @@ pub struct VersionViolation {
     pub message: String,
 }
 
+/// How many minor versions each component may be older than the API server.
+const OLDER_ALLOWED: [(&str, u64); 4] = [(KUBELET, 3), (KUBE_PROXY, 3), (CONTROLLER_MANAGER, 1), (SCHEDULER, 1)];
+
+/// Why returning `component` to `prev` (a rollback) breaks the skew policy
+/// against the oldest kube-apiserver the nodes run, if it does.
+pub(crate) fn return_refused(component: &str, prev: &str, nodes: &[ObservedNode]) -> Option<String> {
+    let (_, older) = OLDER_ALLOWED.iter().find(|(name, _)| *name == component)?;
+    let (api, _) = live(nodes.iter(), API_SERVER).into_iter().next()?;
+    let prev = parse_version(prev)?;
+    (api.major == prev.major && api.minor > prev.minor + older).then(|| {
+        format!(
+            "{component} {} would be {} minor versions older than the oldest kube-apiserver ({}); the skew policy allows {older}",
+            show(&prev),
+            api.minor - prev.minor,
+            show(&api)
+        )
+    })
+}
+
 fn minor(v: &Version) -> (u64, u64) {
     (v.major, v.minor)
 }
@@ -155,8 +174,7 @@ pub fn check(
             Ok(())
         }
     };
-    let rules: [(&str, u64); 4] = [(KUBELET, 3), (KUBE_PROXY, 3), (CONTROLLER_MANAGER, 1), (SCHEDULER, 1)];
-    for (name, older) in rules {
+    for (name, older) in OLDER_ALLOWED {
         if let Some(want) = desired(name) {
             if let Err(why) = within(&want, older) {
                 out.push(VersionViolation {

@@ -665,3 +665,40 @@ fn a_rollback_after_a_gitops_bump_installs_the_previous_version_with_the_job_tha
         ]
     );
 }
+
+#[test]
+fn a_kubelet_is_never_rolled_back_further_behind_the_api_server_than_the_skew_policy_allows() {
+    let mut s = spec(vec![job("kubelet", "v1.32.0")]);
+    s.strategy.on_failure = FailureAction::Rollback;
+    s.strategy.retries = 0;
+    s.node_selector = None;
+    let mut nodes = cluster(1, 1);
+    nodes[0].versions.insert("kube-apiserver".into(), "v1.35.0".into());
+    nodes[0].versions.insert("kubelet".into(), "v1.32.0".into());
+    let mut m = Model::new(s, nodes);
+    let mut failure = None;
+    for _ in 0..10 {
+        for a in m.plan() {
+            let verify = matches!(&a, Action::Step { node, step: Step::Verify { .. }, .. } if node == "worker-000");
+            if verify && failure.is_none() {
+                m.apply(
+                    &a,
+                    Outcome::Failed {
+                        reason: Reason::VerificationFailed,
+                        message: "kubelet reports v1.31.4".into(),
+                    },
+                );
+                failure = m.node("worker-000").progress.clone().and_then(|p| p.failure);
+            } else {
+                m.apply(&a, Outcome::Done);
+            }
+        }
+    }
+    let f = failure.expect("the verification failed");
+    assert_eq!(f.reason, Reason::RollbackRefused, "{}", f.message);
+    assert!(
+        f.message.contains("kubelet v1.31 would be 4 minor versions older than the oldest kube-apiserver (v1.35); the skew policy allows 3"),
+        "{}",
+        f.message
+    );
+}
