@@ -110,10 +110,11 @@ pub(crate) fn state(
         .iter()
         .filter(|v| v.in_scope && v.group == Group::Worker)
         .collect();
-    let eligible = workers
+    let eligible: Vec<&NodeView> = workers
         .iter()
+        .copied()
         .filter(|v| accepted.canary_nodes.as_ref().is_none_or(|m| m.matches(&v.node.labels)))
-        .count();
+        .collect();
     let canaries: Vec<&NodeView> = workers
         .iter()
         .copied()
@@ -122,20 +123,24 @@ pub(crate) fn state(
     // As many as asked, of the eligible workers this target still has to
     // upgrade (or already took as canaries): workers already at the target
     // cannot be canaries, and must not make the canary wait forever.
-    let open = workers
+    let open = eligible
         .iter()
-        .filter(|v| accepted.canary_nodes.as_ref().is_none_or(|m| m.matches(&v.node.labels)))
         .filter(|v| v.state != Standing::Updated || canaries.iter().any(|c| c.node.name == v.node.name))
         .count();
     let want = resolve_max_unavailable(&c.nodes, workers.len()).unwrap_or(1).min(open);
-    let record = |v: &NodeView| ours(obs, v.node).expect("a canary has a record").clone();
-    let done = canaries.iter().filter(|v| record(v).phase == NodePhase::Done).count();
+    fn record<'a>(obs: &Observation, v: &NodeView<'a>) -> &'a crate::progress::NodeProgress {
+        ours(obs, v.node).expect("a canary has a record")
+    }
+    let done = canaries
+        .iter()
+        .filter(|v| record(obs, v).phase == NodePhase::Done)
+        .count();
     let failed = canaries
         .iter()
-        .filter(|v| v.state == Standing::Failed || record(v).failure.is_some())
+        .filter(|v| v.state == Standing::Failed || record(obs, v).failure.is_some())
         .count();
     let soak_until = (done >= want)
-        .then(|| canaries.iter().filter_map(|v| record(v).completed).max())
+        .then(|| canaries.iter().filter_map(|v| record(obs, v).completed).max())
         .flatten()
         .map(|t| add(t, accepted.canary_soak));
     Some(CanaryState {
@@ -147,6 +152,6 @@ pub(crate) fn state(
         done,
         failed,
         soak_until,
-        eligible,
+        eligible: eligible.len(),
     })
 }
