@@ -241,12 +241,12 @@ fn soaking(ctx: &GateCtx) -> Option<Hold> {
 /// needs a human (Stalled); otherwise it is a wait (after the uncordon the
 /// node fails once the timeout passes, and the failure gates take over).
 fn unhealthy(ctx: &GateCtx) -> Option<Hold> {
-    let (v, p) = ctx
+    let p = ctx
         .views
         .iter()
         .filter(|v| v.state == Standing::InFlight)
-        .filter_map(|v| Some((v, ours(ctx.obs, v.node)?)))
-        .find(|(_, p)| p.unhealthy && matches!(p.phase, NodePhase::Prechecking | NodePhase::Checking))?;
+        .filter_map(|v| ours(ctx.obs, v.node))
+        .find(|p| p.unhealthy && matches!(p.phase, NodePhase::Prechecking | NodePhase::Checking))?;
     let timeout = ctx
         .accepted
         .checks
@@ -256,7 +256,6 @@ fn unhealthy(ctx: &GateCtx) -> Option<Hold> {
         .min()
         .unwrap_or_default();
     let over = ctx.obs.now >= add(p.since, timeout);
-    let _ = v;
     Some(Hold {
         reason: Reason::HealthCheckFailed,
         message: p.message.clone(),
