@@ -249,7 +249,11 @@ on_both_beds! {
         assert_eq!(failed.len(), 1, "{:?}", st.nodes);
         // No pod left its node: the drain never began.
         let pods_after = pods_by_node(&env).await;
-        assert_eq!(pods_before.get(failed[0]), pods_after.get(failed[0]), "pods on {}", failed[0]);
+        // (The real scheduler may still place a late replica there before the
+        // cordon, so the check is that none of the earlier pods went.)
+        let (before, after) = (pods_before.get(failed[0]).cloned().unwrap_or_default(), pods_after.get(failed[0]).cloned().unwrap_or_default());
+        let gone: Vec<&String> = before.difference(&after).collect();
+        assert!(!before.is_empty() && gone.is_empty(), "pods gone from {}: {gone:?}", failed[0]);
         assert!(env.report().await.cordoned.is_empty(), "handed back");
         assert!(nodes_where(&env, |r| r["phase"] == "Draining").is_empty(), "no node reached its drain");
     }
