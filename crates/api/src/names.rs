@@ -74,6 +74,16 @@ pub mod reason {
     pub const POST_UNCORDON_HOOK_FAILED: &str = "PostUncordonHookFailed";
 }
 
+/// The taint drover puts on workers still to be upgraded (effect
+/// PreferNoSchedule, value: the ClusterUpgrade's name), so that the
+/// scheduler places evicted pods' replacements on nodes already upgraded and
+/// a pod moves once. drover removes its own with the node's uncordon, and
+/// every one of its own when the rollout is done, refused or deleted.
+pub mod taint {
+    pub const UPGRADE_PENDING: &str = "drover.dev/upgrade-pending";
+    pub const EFFECT: &str = "PreferNoSchedule";
+}
+
 /// Node annotations drover writes. All rollout state lives in the API.
 pub mod annotation {
     /// The ClusterUpgrade that cordoned this node. Only that cordon is ever undone.

@@ -538,6 +538,20 @@ pub struct Strategy {
     #[schemars(length(min = 1, max = 317))]
     #[x_kube(validation = Rule::new(matches_rule(LABEL_KEY_PATTERN)).message("spec.strategy.topologyKey must be a label key such as topology.kubernetes.io/zone"))]
     pub topology_key: Option<String>,
+    /// How workers start. Window (the default): a worker starts as soon as
+    /// maxUnavailable has room, so a slow node holds one slot, not the whole
+    /// batch. Batch: workers go in whole batches of maxUnavailable, the next
+    /// starting once every node of the last is done (checks and soak included).
+    #[serde(default)]
+    pub batching: Batching,
+}
+
+/// spec.strategy.batching: a sliding window of maxUnavailable workers, or whole batches.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Batching {
+    #[default]
+    Window,
+    Batch,
 }
 
 #[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -562,6 +576,7 @@ impl Default for Strategy {
             on_failure: Default::default(),
             rollback: Default::default(),
             topology_key: None,
+            batching: Batching::Window,
         }
     }
 }

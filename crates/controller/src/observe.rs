@@ -99,6 +99,7 @@ fn observed_node(
         unschedulable_by: unschedulable_manager(n),
         progress: record,
         newer_record,
+        steered_by: drover_nodeops::steer::owner(n),
     }
 }
 

@@ -495,6 +495,15 @@ async fn act<O: NodeOps>(ctx: &Context<O>, cu: &ClusterUpgrade, action: &Action,
             }
             Ok(())
         }
+        Action::Steer { node, mark } => {
+            let Some(n) = ctx.nodes.get(&kube::runtime::reflector::ObjectRef::new(node)) else {
+                return Ok(());
+            };
+            let owner = cu.name_any();
+            let nodes: Api<Node> = Api::all(ctx.client.clone());
+            fenced(ctx, drover_nodeops::steer::set(&nodes, &n, &owner, *mark)).await??;
+            Ok(())
+        }
         Action::RunBackup { backup_hash } => {
             if let Some(b) = &cu.spec.backup {
                 ctx.ops.ensure_backup(&observe::owner(cu), backup_hash, b).await?;
@@ -569,6 +578,10 @@ async fn cleanup<O: NodeOps>(ctx: &Context<O>, cu: &ClusterUpgrade) -> Result<Re
                     )));
                 }
             }
+        }
+        if drover_nodeops::steer::owner(&n).as_deref() == Some(name.as_str()) {
+            let nodes: Api<Node> = Api::all(ctx.client.clone());
+            drover_nodeops::steer::set(&nodes, &n, &name, false).await?;
         }
         if ours.is_some() && !write_progress(ctx, &n.name_any(), &Base::of(&n, ours.as_ref()), None).await? {
             return Err(Error::Other(format!(

@@ -271,15 +271,23 @@ fn stages(f: &Forecast, cu: &ClusterUpgrade) -> Vec<(RolloutStage, String)> {
             } else if works.len() == nodes.len() {
                 format!("{} node(s), one at a time", nodes.len())
             } else {
-                format!(
-                    "{} node(s) in {} batches (spec.strategy.maxUnavailable {})",
-                    nodes.len(),
-                    works.len(),
-                    match &cu.spec.strategy.max_unavailable {
-                        k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(n) => n.to_string(),
-                        k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(s) => s.clone(),
-                    }
-                )
+                let max = match &cu.spec.strategy.max_unavailable {
+                    k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(n) => n.to_string(),
+                    k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(s) => s.clone(),
+                };
+                // The forecast's batches are what a window comes to when every node takes as long.
+                match cu.spec.strategy.batching {
+                    drover_api::Batching::Batch => format!(
+                        "{} node(s) in {} batches (spec.strategy.maxUnavailable {max})",
+                        nodes.len(),
+                        works.len()
+                    ),
+                    drover_api::Batching::Window => format!(
+                        "{} node(s) in a sliding window of spec.strategy.maxUnavailable {max} (about {} rounds if every node takes as long)",
+                        nodes.len(),
+                        works.len()
+                    ),
+                }
             };
             (stage, text)
         })

@@ -409,7 +409,10 @@ async fn plan_forecasts_batches_refuses_skew_reports_blocked_drains_and_writes_n
     );
     line_with(
         &text,
-        &["3. Workers", "5 node(s) in 3 batches (spec.strategy.maxUnavailable 2)"],
+        &[
+            "3. Workers",
+            "5 node(s) in a sliding window of spec.strategy.maxUnavailable 2 (about 3 rounds if every node takes as long)",
+        ],
     );
     line_with(&text, &["4. Addons", "coredns → v1.11.4"]);
     line_with(&text, &["5", "Workers", "worker-1, worker-2"]);

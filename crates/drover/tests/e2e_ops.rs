@@ -99,13 +99,13 @@ async fn metrics_health_json_logs_and_graceful_shutdown() {
 }
 
 on_both_beds! {
-    async fn the_medium_cluster_rolls_workers_one_zone_at_a_time_in_batches_of_ten(bed: Bed) {
+    async fn the_medium_cluster_rolls_workers_one_zone_at_a_time_in_a_window_of_ten(bed: Bed) {
         let _one = exclusive().await; // 103 nodes: the heaviest bed
         let mut env = Env::start(bed, "medium", 600.0).await;
         let _drover = env.drover(&[]);
         let mut spec = runtime_spec("1.7.23");
         spec["components"] = serde_json::json!([job("containerd", "1.7.23"), job("kubelet", "v1.31.5")]);
-        // One zone at a time, 20% of its 50 workers: batches of 10, as 10% of 100 would be.
+        // One zone at a time, 20% of its 50 workers: a window of 10, as 10% of 100 would be.
         spec["strategy"]["maxUnavailable"] = serde_json::json!("20%");
         spec["strategy"]["topologyKey"] = serde_json::json!("topology.kubernetes.io/zone");
         env.apply("platform", spec).await;

@@ -31,6 +31,27 @@ async fn assert_invariants(env: &Env, max_workers: usize) {
     let back = env.progress.regressions();
     assert!(back.is_empty(), "progress records went back: {back:#?}");
     assert!(env.progress.nodes() > 0, "the progress watch saw no record");
+    let steered = steered(env).await;
+    assert!(steered.is_empty(), "upgrade-pending taints left: {steered:?}");
+}
+
+/// The nodes carrying drover's upgrade-pending taint (PreferNoSchedule).
+async fn steered(env: &Env) -> Vec<String> {
+    let nodes = kube::Api::<k8s_openapi::api::core::v1::Node>::all(env.client.clone())
+        .list(&Default::default())
+        .await
+        .unwrap();
+    nodes
+        .items
+        .iter()
+        .filter(|n| {
+            n.spec
+                .iter()
+                .flat_map(|s| s.taints.iter().flatten())
+                .any(|t| t.key == drover_api::names::taint::UPGRADE_PENDING && t.effect == "PreferNoSchedule")
+        })
+        .filter_map(|n| n.metadata.name.clone())
+        .collect()
 }
 
 #[test]
@@ -98,6 +119,38 @@ on_both_beds! {
             out.contains("TARGET") && out.contains("8/8") && out.contains("Completed"),
             "{out}"
         );
+    }
+}
+
+on_both_beds! {
+    async fn a_slow_worker_holds_one_slot_of_the_window_while_the_others_finish(bed: Bed) {
+        let _one = serial().await;
+        let mut env = Env::start(bed, "small", 60.0).await;
+        // worker-1's upgrade pod runs until its deadline (10m simulated).
+        env.hang_upgrades_on("containerd", &["worker-1"]).await;
+        let _drover = env.drover(&[]);
+        let mut spec = runtime_spec("1.7.23");
+        spec["nodeSelector"] = serde_json::json!({"matchExpressions": [{"key": "node-role.kubernetes.io/control-plane", "operator": "DoesNotExist"}]});
+        spec["strategy"]["maxUnavailable"] = serde_json::json!(2);
+        env.apply("window", spec).await;
+        // With whole batches nothing would pass worker-1's batch; the window
+        // moves the other four through the second slot.
+        let cu = env
+            .wait_for("window", "4/5 with worker-1 still upgrading", ROLLOUT, |cu| {
+                cu.status.as_ref().is_some_and(|s| s.progress.as_deref() == Some("4/5"))
+            })
+            .await;
+        let st = cu.status.unwrap();
+        let slow: Vec<_> = st.nodes.iter().map(|n| (n.name.as_str(), n.state.as_str())).collect();
+        assert_eq!(slow, [("worker-1", "InProgress")], "{:?}", st.nodes);
+        // Only the worker not yet upgraded still steers pods away.
+        assert_eq!(steered(&env).await, ["worker-1"]);
+        let report = env.report().await;
+        let workers = report.max_unavailable.get("worker").copied().unwrap_or(0);
+        assert!((1..=2).contains(&workers), "maxUnavailable 2; saw {workers} workers out at once");
+        assert!(report.pdb_violations.is_empty(), "{:?}", report.pdb_violations);
+        let back = env.progress.regressions();
+        assert!(back.is_empty(), "progress records went back: {back:#?}");
     }
 }
 

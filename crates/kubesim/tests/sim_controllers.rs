@@ -182,6 +182,56 @@ async fn a_node_goes_not_ready_and_back() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_scheduler_avoids_prefer_no_schedule_taints_while_another_node_fits() {
+    let sim = Simulation::start(cluster(), 600.0).await.unwrap();
+    let client = sim.client().unwrap();
+    let nodes: Api<Node> = Api::all(client.clone());
+    let api: Api<Pod> = Api::default_namespaced(client.clone());
+    let soft = json!({"spec": {"taints": [{"key": "drover.dev/upgrade-pending", "value": "x", "effect": "PreferNoSchedule"}]}});
+    for n in ["worker-1", "worker-2"] {
+        nodes
+            .patch(n, &PatchParams::default(), &Patch::Merge(soft.clone()))
+            .await
+            .unwrap();
+    }
+    for i in 0..4 {
+        api.create(&PostParams::default(), &pod_json(&format!("p{i}"), json!({})))
+            .await
+            .unwrap();
+    }
+    let placed: BTreeMap<String, String> = eventually("pods placed", || async {
+        let ps = pods(&client, "default", "").await;
+        let m: BTreeMap<String, String> = ps
+            .iter()
+            .filter(|p| ready(p))
+            .map(|p| (p.metadata.name.clone().unwrap(), node_of(p)))
+            .collect();
+        (m.len() == 4).then_some(m)
+    })
+    .await;
+    assert!(placed.values().all(|n| n == "worker-3"), "{placed:?}");
+    // Soft: with worker-3 cordoned the tainted nodes still take pods.
+    nodes
+        .patch(
+            "worker-3",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"unschedulable": true}})),
+        )
+        .await
+        .unwrap();
+    api.create(&PostParams::default(), &pod_json("late", json!({})))
+        .await
+        .unwrap();
+    let node = eventually("the late pod placed", || async {
+        let p = api.get("late").await.ok()?;
+        ready(&p).then(|| node_of(&p))
+    })
+    .await;
+    assert!(node == "worker-1" || node == "worker-2", "{node}");
+    sim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_scheduler_respects_selectors_taints_cordons_and_node_names() {
     let sim = Simulation::start(cluster(), 600.0).await.unwrap();
     let client = sim.client().unwrap();

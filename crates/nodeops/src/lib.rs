@@ -15,6 +15,7 @@ pub mod health;
 pub mod job;
 pub mod manifest;
 pub mod reboot;
+pub mod steer;
 pub mod verify;
 pub mod workload;
 

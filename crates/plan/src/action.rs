@@ -26,6 +26,10 @@ pub enum Action {
     UpgradeWorkload { component: String, version: String },
     /// Make sure the backup Job for this target exists.
     RunBackup { backup_hash: String },
+    /// Put this ClusterUpgrade's `drover.dev/upgrade-pending`
+    /// PreferNoSchedule taint on a worker still to be upgraded (`mark`), or
+    /// take it off one that is upgraded, handed back or out of scope.
+    Steer { node: String, mark: bool },
 }
 
 impl Action {
@@ -34,7 +38,7 @@ impl Action {
         match self {
             Action::Start { progress, .. } => **progress = (**progress).clone().written_by(w),
             Action::Step { transition, .. } => transition.written_by(w),
-            Action::UpgradeWorkload { .. } | Action::RunBackup { .. } => {}
+            Action::UpgradeWorkload { .. } | Action::RunBackup { .. } | Action::Steer { .. } => {}
         }
     }
 

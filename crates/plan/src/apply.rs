@@ -51,6 +51,11 @@ impl Observation {
                 }
                 n.progress = transition.record(outcome);
             }
+            Action::Steer { node, mark } => {
+                if let Some(n) = self.nodes.iter_mut().find(|n| &n.name == node) {
+                    n.steered_by = mark.then(|| owner.clone());
+                }
+            }
             Action::UpgradeWorkload { component, version } => {
                 let w = self.workloads.entry(component.clone()).or_default();
                 w.version = Some(version.clone());

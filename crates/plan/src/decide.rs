@@ -196,7 +196,7 @@ fn decide<'a>(spec: &'a ClusterUpgradeSpec, obs: &'a Observation) -> Plan<'a> {
         Ok(a) => a,
         Err(r) => {
             plan.refusal = Some(r);
-            return hand_back_all(plan, obs, views);
+            return hand_back_all(plan, spec, obs, views);
         }
     };
     if let Some(message) = conflict(obs, &in_scope) {
@@ -205,7 +205,7 @@ fn decide<'a>(spec: &'a ClusterUpgradeSpec, obs: &'a Observation) -> Plan<'a> {
             message,
             stalled: true,
         });
-        return hand_back_all(plan, obs, views);
+        return hand_back_all(plan, spec, obs, views);
     }
 
     let stage = stage::current(spec, obs, &views, &plan.backup);
@@ -272,6 +272,7 @@ fn decide<'a>(spec: &'a ClusterUpgradeSpec, obs: &'a Observation) -> Plan<'a> {
             .or(timing)
             .or_else(|| schedule::start_work(&sched, stage, &mut plan.actions)),
     };
+    plan.actions.extend(crate::steer::actions(spec, obs, &views, false));
     plan.stage = stage;
     plan.canary = canary;
     plan.accepted = Some(accepted);
@@ -280,10 +281,16 @@ fn decide<'a>(spec: &'a ClusterUpgradeSpec, obs: &'a Observation) -> Plan<'a> {
 }
 
 /// Refused or in conflict: touch nothing new, hand back every node drover holds.
-fn hand_back_all<'a>(mut plan: Plan<'a>, obs: &Observation, views: Vec<NodeView<'a>>) -> Plan<'a> {
+fn hand_back_all<'a>(
+    mut plan: Plan<'a>,
+    spec: &ClusterUpgradeSpec,
+    obs: &Observation,
+    views: Vec<NodeView<'a>>,
+) -> Plan<'a> {
     for v in &views {
         release_if_held(obs, v, &mut plan.actions);
     }
+    plan.actions.extend(crate::steer::actions(spec, obs, &views, true));
     plan.views = views;
     plan
 }

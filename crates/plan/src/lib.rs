@@ -18,6 +18,7 @@
 //! | [`forecast`] | the planner run forward (`drover plan`) |
 //! | [`report`] | the status for a plan |
 //! | [`membership`] | nodes that joined or left mid-rollout, as events |
+//! | [`steer`] | the PreferNoSchedule taint on workers still to be upgraded |
 
 pub mod accept;
 pub mod action;
@@ -34,6 +35,7 @@ pub mod report;
 pub mod schedule;
 pub mod skew;
 pub mod stage;
+pub mod steer;
 pub mod view;
 pub mod window;
 

@@ -76,6 +76,9 @@ pub struct ObservedNode {
     /// The format version of a record newer than this drover reads
     /// (`progress` is then None): the node is left alone.
     pub newer_record: Option<u32>,
+    /// The value (a ClusterUpgrade's name) of the node's
+    /// `drover.dev/upgrade-pending` taint, when it has one.
+    pub steered_by: Option<String>,
 }
 
 impl ObservedNode {

@@ -101,12 +101,14 @@ fn a_list_that_stops_allowing_the_image_mid_rollout_hands_back_every_node_drover
     assert!(started(&actions).is_empty(), "{actions:?}");
     let mut handed_back: Vec<String> = actions
         .iter()
-        .map(|a| match a {
+        .filter_map(|a| match a {
             Action::Step {
                 node,
                 step: Step::Uncordon { .. },
                 ..
-            } => node.clone(),
+            } => Some(node.clone()),
+            // ...and takes its upgrade-pending taints off.
+            Action::Steer { mark: false, .. } => None,
             other => panic!("a refused spec only hands nodes back: {other:?}"),
         })
         .collect();
@@ -118,4 +120,5 @@ fn a_list_that_stops_allowing_the_image_mid_rollout_hands_back_every_node_drover
     m.plan();
     assert!(m.in_flight().is_empty());
     assert!(m.obs.nodes.iter().all(|n| !n.unschedulable), "no node left cordoned");
+    assert!(m.obs.nodes.iter().all(|n| n.steered_by.is_none()), "no taint left");
 }

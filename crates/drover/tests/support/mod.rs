@@ -445,6 +445,15 @@ impl Env {
         self.add_fault(f).await;
     }
 
+    /// The upgrade pods of `component` run until their deadline on `nodes` only.
+    pub async fn hang_upgrades_on(&self, component: &str, nodes: &[&str]) {
+        let f = Fault::UpgradeHangs {
+            component: component.into(),
+            nodes: nodes.iter().map(|n| n.to_string()).collect(),
+        };
+        self.add_fault(f).await;
+    }
+
     /// Ends every fault: kubesim's, the agent's, and the blocked budgets.
     pub async fn clear_faults(&self) {
         if let Some(sim) = &self.sim {

@@ -1,7 +1,8 @@
 //! The scheduler: binds pending pods to Ready nodes, respecting
 //! `nodeSelector`, required node affinity, taints and tolerations,
 //! `unschedulable` and the node's pod capacity; the least loaded of a
-//! sample of feasible nodes wins, as with `percentageOfNodesToScore`.
+//! sample of feasible nodes wins, as with `percentageOfNodesToScore`;
+//! untolerated PreferNoSchedule taints rank first.
 
 use super::engine::Engine;
 use super::objects::{condition, gr_pods, set_condition};
@@ -9,8 +10,16 @@ use super::view::{Key, NodeView, Taint, affinity_node};
 use crate::meta;
 use serde_json::{Value, json};
 
-/// How many feasible nodes are scored per pod.
-const SAMPLE: usize = 50;
+/// How many feasible nodes are scored per pod, as kube-scheduler's
+/// adaptive `percentageOfNodesToScore` finds them: every node up to 100;
+/// beyond, (50 - nodes/125)% of them (at least 5%), and never fewer than 100.
+fn sample_size(nodes: usize) -> usize {
+    if nodes <= 100 {
+        return nodes.max(1);
+    }
+    let pct = 50usize.saturating_sub(nodes / 125).max(5);
+    (nodes * pct / 100).max(100)
+}
 
 pub fn tolerates(tolerations: &[Value], t: &Taint) -> bool {
     tolerations.iter().any(|tol| {
@@ -138,8 +147,8 @@ impl Engine {
         self.pods_on_node.get(node).map_or(0, |s| s.len())
     }
 
-    /// Picks a node: fewest pods of the same owner (spreading replicas),
-    /// then fewest pods.
+    /// Picks a node: fewest untolerated PreferNoSchedule taints, then
+    /// fewest pods of the same owner (spreading replicas), then fewest pods.
     fn pick_node(&mut self, spec: &Value, owner: Option<&str>) -> Option<String> {
         if let Some(target) = affinity_node(spec) {
             let n = self.nodes.get(&target)?;
@@ -147,19 +156,29 @@ impl Engine {
         }
         let empty = std::collections::HashMap::new();
         let siblings = owner.and_then(|o| self.owner_nodes.get(o)).unwrap_or(&empty);
-        let mut best: Option<((u32, usize), String)> = None;
+        let mut best: Option<((usize, u32, usize), String)> = None;
         let mut seen = 0;
+        let sample = sample_size(self.nodes.len());
         let start = self.sched_cursor % self.nodes.len().max(1);
         for n in self.nodes.values().skip(start).chain(self.nodes.values().take(start)) {
             if self.misfit(n, spec).is_some() {
                 continue;
             }
-            let load = (siblings.get(&n.name).copied().unwrap_or(0), self.load(&n.name));
+            // kube-scheduler's TaintToleration score: a node with a
+            // PreferNoSchedule taint the pod does not tolerate is taken only
+            // when no other fits (modelled as ranking before spreading).
+            let tols: &[Value] = spec["tolerations"].as_array().map(Vec::as_slice).unwrap_or(&[]);
+            let avoided = n
+                .taints
+                .iter()
+                .filter(|t| t.effect == "PreferNoSchedule" && !tolerates(tols, t))
+                .count();
+            let load = (avoided, siblings.get(&n.name).copied().unwrap_or(0), self.load(&n.name));
             if best.as_ref().is_none_or(|(l, _)| load < *l) {
                 best = Some((load, n.name.clone()));
             }
             seen += 1;
-            if seen >= SAMPLE {
+            if seen >= sample {
                 break;
             }
         }
@@ -251,5 +270,20 @@ impl Engine {
         if !finished && retry {
             self.retry_unschedulable = true;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sample_size;
+
+    #[test]
+    fn the_sample_follows_kube_schedulers_adaptive_percentage() {
+        assert_eq!(sample_size(10), 10);
+        assert_eq!(sample_size(100), 100);
+        assert_eq!(sample_size(1000), 420); // 50 - 8 = 42%
+        assert_eq!(sample_size(5000), 500); // 50 - 40 = 10%
+        assert_eq!(sample_size(20000), 1000); // at least 5%
+        assert_eq!(sample_size(150), 100); // never fewer than 100
     }
 }

@@ -1,6 +1,8 @@
-//! Workers: in batches of spec.strategy.maxUnavailable (all at once for
-//! AllAtOnce); the next batch starts when the last one has finished.
-//! Workers out of service for any reason count against the budget.
+//! Workers: a sliding window of spec.strategy.maxUnavailable (a worker
+//! starts as soon as one of ours finishes), or with `batching: Batch` whole
+//! batches, the next starting when the last one has finished; all at once
+//! for AllAtOnce. Workers out of service for any reason count against the
+//! budget, ours in flight included.
 //!
 //! With spec.strategy.canary the first batch is the canary: only workers
 //! the canary selector admits, as many as canary.nodes; the others wait
@@ -12,7 +14,7 @@
 use std::collections::BTreeSet;
 
 use drover_api::validate::resolve_max_unavailable;
-use drover_api::{Reason, StrategyType};
+use drover_api::{Batching, Reason, StrategyType};
 
 use super::Ctx;
 use crate::action::Action;
@@ -27,7 +29,8 @@ pub(crate) fn zone_of<'a>(ctx: &Ctx<'a>, v: &NodeView<'a>) -> Option<&'a str> {
 }
 
 pub(super) fn schedule(ctx: &Ctx, actions: &mut Vec<Action>) -> Option<Hold> {
-    if ctx.any_in_flight() {
+    let window = ctx.spec.strategy.batching == Batching::Window;
+    if !window && ctx.any_in_flight() {
         return None;
     }
     let mut workers: Vec<&NodeView> = ctx
@@ -63,13 +66,22 @@ pub(super) fn schedule(ctx: &Ctx, actions: &mut Vec<Action>) -> Option<Hold> {
             canary_left = Some(c.want.saturating_sub(c.nodes.len()));
         }
     }
-    // One zone at a time: the first zone with a worker ready to start.
+    // One zone at a time: the zone with workers in flight (a window fills
+    // it and waits for it to empty), else the first with a worker ready to start.
     if ctx.spec.strategy.topology_key.is_some() {
-        let zone = pending
+        let busy = workers
             .iter()
-            .filter(|v| v.node.ready)
+            .filter(|v| v.state == Standing::InFlight)
             .filter_map(|v| zone_of(ctx, v))
-            .min()
+            .min();
+        let zone = busy
+            .or_else(|| {
+                pending
+                    .iter()
+                    .filter(|v| v.node.ready)
+                    .filter_map(|v| zone_of(ctx, v))
+                    .min()
+            })
             .or_else(|| pending.iter().filter_map(|v| zone_of(ctx, v)).min());
         workers.retain(|v| zone_of(ctx, v) == zone);
         pending.retain(|v| zone_of(ctx, v) == zone);
@@ -99,7 +111,9 @@ pub(super) fn schedule(ctx: &Ctx, actions: &mut Vec<Action>) -> Option<Hold> {
             started += 1;
         }
     }
-    if started > 0 || pending.is_empty() {
+    // Waiting for a slot our own nodes hold is no hold.
+    let ours_in_flight = workers.iter().any(|v| v.state == Standing::InFlight);
+    if started > 0 || pending.is_empty() || ours_in_flight {
         return None;
     }
     if ready.is_empty() {

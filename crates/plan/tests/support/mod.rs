@@ -113,6 +113,7 @@ pub fn node(name: &str, role: Role, versions: &[(&str, &str)]) -> ObservedNode {
         keep_cordoned: None,
         unschedulable_by: None,
         newer_record: None,
+        steered_by: None,
     }
 }
 
@@ -174,8 +175,22 @@ impl Model {
         self.obs.nodes.iter_mut().find(|n| n.name == name).unwrap()
     }
 
-    /// Plan, write the status back as "previous", and return the actions.
+    /// Plan, write the status back as "previous", and return the actions;
+    /// the upgrade-pending taints (`Action::Steer`) are applied at once and
+    /// left out (tests/steer.rs looks at them with `plan_all`).
     pub fn plan(&mut self) -> Vec<Action> {
+        let (steer, rest): (Vec<Action>, Vec<Action>) = self
+            .plan_all()
+            .into_iter()
+            .partition(|a| matches!(a, Action::Steer { .. }));
+        for a in &steer {
+            self.obs.apply(a, &Outcome::Done);
+        }
+        rest
+    }
+
+    /// Plan, write the status back as "previous", and return every action.
+    pub fn plan_all(&mut self) -> Vec<Action> {
         let (actions, status) = {
             let p = plan(&self.spec, &self.obs);
             let status = drover_plan::report::status(&self.spec, &self.obs, &p);
