@@ -117,7 +117,11 @@ fn in_any_order_the_window_stays_within_the_budget_and_full() {
                     "seed {seed} {batching:?}: not finished after 2000 passes"
                 );
                 let (before, left) = (m.in_flight().len(), 10 - done(&m));
-                let moving: BTreeSet<String> = m.in_flight().into_iter().filter(|_| rng.next().is_multiple_of(3)).collect();
+                let moving: BTreeSet<String> = m
+                    .in_flight()
+                    .into_iter()
+                    .filter(|_| rng.next().is_multiple_of(3))
+                    .collect();
                 let started = round(&mut m, &|n| moving.contains(n));
                 let now = m.in_flight().len();
                 assert!(now <= 3, "seed {seed} {batching:?}: {now} workers in flight");
@@ -156,7 +160,11 @@ fn the_window_keeps_one_zone_in_progress_at_a_time() {
             if done(&m) == 9 {
                 break;
             }
-            let moving: BTreeSet<String> = m.in_flight().into_iter().filter(|_| rng.next().is_multiple_of(2)).collect();
+            let moving: BTreeSet<String> = m
+                .in_flight()
+                .into_iter()
+                .filter(|_| rng.next().is_multiple_of(2))
+                .collect();
             for n in round(&mut m, &|n| moving.contains(n)) {
                 order.push(zone(&m, &n));
             }

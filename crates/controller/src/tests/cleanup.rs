@@ -30,7 +30,7 @@ async fn a_deleted_upgrade_uncordons_its_node_deletes_its_jobs_and_lets_go() {
     let from = record(NodePhase::Draining, None);
     let w1 = cordoned(with_record(worker("w1", OLD), &from));
     // A node someone else cordoned, and one drover never touched: left alone.
-    let mut w2 = worker("w2", OLD);
+    let mut w2 = steered(worker("w2", OLD), false);
     w2.spec.get_or_insert_default().unschedulable = Some(true);
     let w3 = worker("w3", NEW);
     let cu = deleted();
@@ -38,6 +38,15 @@ async fn a_deleted_upgrade_uncordons_its_node_deletes_its_jobs_and_lets_go() {
     let answer = serde_json::to_value(&cu).unwrap();
     let from_text = from.to_annotation();
     let requeue = pass(&ctx, &cu, api, |mut api| async move {
+        // drover's upgrade-pending taint comes off, compared against the taints the pass saw.
+        let mut req = api.expect(Method::PATCH, "/api/v1/nodes/w1").await;
+        assert_eq!(req.body[0]["op"], "test");
+        assert_eq!(
+            req.body[1],
+            json!({"op": "replace", "path": "/spec/taints", "value": []})
+        );
+        let after = applied(&req, &serde_json::to_value(&w1).unwrap());
+        req.ok(after);
         // The record goes, compared against what the pass saw.
         let (req, record) = record_write(&mut api, &w1).await;
         assert_eq!(

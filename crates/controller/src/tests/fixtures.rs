@@ -91,7 +91,14 @@ pub fn ago(secs: i64) -> Timestamp {
 }
 
 /// A Ready worker running containerd `version`, kubelet v1.34.2.
+/// A Ready worker on `version`; one still to be upgraded carries the
+/// upgrade-pending taint, as drover's first pass leaves it.
 pub fn worker(name: &str, version: &str) -> Node {
+    let taints = if version == NEW {
+        json!([])
+    } else {
+        json!([{"key": drover_api::names::taint::UPGRADE_PENDING, "value": CU, "effect": "PreferNoSchedule"}])
+    };
     serde_json::from_value(json!({
         "apiVersion": "v1",
         "kind": "Node",
@@ -100,7 +107,7 @@ pub fn worker(name: &str, version: &str) -> Node {
             "resourceVersion": "100",
             "labels": {"kubernetes.io/hostname": name},
         },
-        "spec": {},
+        "spec": {"taints": taints},
         "status": {
             "conditions": [{"type": "Ready", "status": "True"}],
             "nodeInfo": {
@@ -118,6 +125,20 @@ pub fn worker(name: &str, version: &str) -> Node {
 pub fn with_record(mut n: Node, p: &NodeProgress) -> Node {
     n.annotations_mut()
         .insert(annotation::PROGRESS.into(), p.to_annotation());
+    n
+}
+
+/// `n` with its taints set: none, or the upgrade-pending taint of [`CU`].
+pub fn steered(mut n: Node, on: bool) -> Node {
+    let taints = on.then(|| {
+        vec![k8s_openapi::api::core::v1::Taint {
+            key: drover_api::names::taint::UPGRADE_PENDING.into(),
+            value: Some(CU.into()),
+            effect: "PreferNoSchedule".into(),
+            time_added: None,
+        }]
+    });
+    n.spec.get_or_insert_default().taints = taints;
     n
 }
 

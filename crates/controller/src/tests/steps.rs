@@ -78,7 +78,7 @@ async fn a_blocked_drain_keeps_the_node_draining_notes_why_and_warns() {
 #[tokio::test]
 async fn a_record_changed_meanwhile_is_not_overwritten_nor_announced() {
     let from = record(NodePhase::Verifying, Some("containerd"));
-    let w1 = cordoned(with_record(worker("w1", NEW), &from));
+    let w1 = steered(cordoned(with_record(worker("w1", NEW), &from)), true);
     let cu = upgrade(true);
     let (ctx, api) = context(FakeNodeOps::new(), vec![w1.clone()], vec![cu.clone()]);
     let seen = cu.clone();
