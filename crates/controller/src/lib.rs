@@ -30,7 +30,7 @@ use drover_nodeops::KubeNodeOps;
 use futures::{Future, StreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::Api;
 use kube::runtime::controller::{Config as ControllerConfig, Controller};
 use kube::runtime::events::{Recorder, Reporter};
@@ -256,7 +256,31 @@ pub async fn run(
             instance: cfg.lease.as_ref().map(|l| l.identity.clone()),
         },
     );
+    // The control plane's static pods (their versions are read every pass), watch-fed.
+    let control_plane_pods = {
+        let (store, writer) = reflector::store::<Pod>();
+        let synced = Arc::new(AtomicBool::new(false));
+        let cfg = watcher::Config::default().labels(&observe::cached_selector());
+        let watch = reflector(
+            writer,
+            watcher(Api::<Pod>::namespaced(client.clone(), "kube-system"), cfg),
+        )
+        .default_backoff()
+        .for_each(|_| futures::future::ready(()));
+        tokio::spawn(watch);
+        let (s, flag) = (store.clone(), synced.clone());
+        tokio::spawn(async move {
+            if s.wait_until_ready().await.is_ok() {
+                flag.store(true, Ordering::Relaxed);
+            }
+        });
+        observe::ControlPlanePods {
+            store: Some(store),
+            synced,
+        }
+    };
     let ctx = Arc::new(reconcile::Context {
+        control_plane_pods,
         client: client.clone(),
         ops: KubeNodeOps::new(client.clone(), evict_client, cfg.settings.job_namespace.clone())
             .with_cluster_ca(cluster_ca),

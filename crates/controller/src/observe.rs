@@ -25,13 +25,62 @@ pub fn now() -> Timestamp {
     Timestamp::from_second(Timestamp::now().as_second()).expect("now is in range")
 }
 
-/// Image tags of pods selected by a pod check, by node.
-async fn pod_tags(client: &Client, check: &drover_api::PodImageCheck) -> Result<BTreeMap<String, String>> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), &check.namespace);
-    let labels: Vec<String> = check.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    let list = pods.list(&ListParams::default().labels(&labels.join(","))).await?;
-    Ok(list
-        .items
+/// The `component` label values of the kube-system pods drover keeps in a
+/// watch-fed cache (the static pods of the control plane): their versions
+/// are read on every pass, so they are not listed on every pass.
+pub const CACHED_COMPONENTS: [&str; 4] = ["kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd"];
+
+/// The label selector of that cache.
+pub fn cached_selector() -> String {
+    format!("component in ({})", CACHED_COMPONENTS.join(","))
+}
+
+/// The control-plane pods' cache, once it has synced.
+#[derive(Clone, Default)]
+pub struct ControlPlanePods {
+    pub store: Option<kube::runtime::reflector::Store<Pod>>,
+    pub synced: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl ControlPlanePods {
+    /// The cached pods a check selects, when the cache covers it (kube-system,
+    /// exactly `component=<one of CACHED_COMPONENTS>`) and has synced.
+    fn select(&self, check: &drover_api::PodImageCheck) -> Option<Vec<std::sync::Arc<Pod>>> {
+        let store = self.store.as_ref()?;
+        if !self.synced.load(std::sync::atomic::Ordering::Relaxed) || check.namespace != "kube-system" {
+            return None;
+        }
+        let component = match check.labels.iter().collect::<Vec<_>>()[..] {
+            [(k, v)] if k == "component" && CACHED_COMPONENTS.contains(&v.as_str()) => v,
+            _ => return None,
+        };
+        Some(
+            store
+                .state()
+                .into_iter()
+                .filter(|p| p.labels().get("component") == Some(component))
+                .collect(),
+        )
+    }
+}
+
+/// Image tags of pods selected by a pod check, by node: from the control
+/// plane's cache when it covers the check, else listed.
+async fn pod_tags(
+    client: &Client,
+    cached: &ControlPlanePods,
+    check: &drover_api::PodImageCheck,
+) -> Result<BTreeMap<String, String>> {
+    let items: Vec<std::sync::Arc<Pod>> = match cached.select(check) {
+        Some(pods) => pods,
+        None => {
+            let pods: Api<Pod> = Api::namespaced(client.clone(), &check.namespace);
+            let labels: Vec<String> = check.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let list = pods.list(&ListParams::default().labels(&labels.join(","))).await?;
+            list.items.into_iter().map(std::sync::Arc::new).collect()
+        }
+    };
+    Ok(items
         .iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .filter_map(|p| {
@@ -123,6 +172,7 @@ fn unschedulable_manager(n: &Node) -> Option<String> {
 /// spec does not name them: what stays behind must fit the new API server.
 async fn add_skew_versions(
     client: &Client,
+    cached: &ControlPlanePods,
     spec: &ClusterUpgradeSpec,
     nodes: &[std::sync::Arc<Node>],
     observed: &mut [ObservedNode],
@@ -151,7 +201,7 @@ async fn add_skew_versions(
             labels: BTreeMap::from([("component".to_string(), component.to_string())]),
             container: None,
         };
-        let tags = pod_tags(client, &check).await?;
+        let tags = pod_tags(client, cached, &check).await?;
         for o in observed.iter_mut() {
             if let Some(v) = tags.get(&o.name) {
                 o.versions.insert(component.into(), v.clone());
@@ -162,8 +212,10 @@ async fn add_skew_versions(
 }
 
 /// Everything the planner needs for `cu`.
+#[allow(clippy::too_many_arguments)]
 pub async fn observe<O: NodeOps>(
     client: &Client,
+    cached: &ControlPlanePods,
     ops: &O,
     cu: &ClusterUpgrade,
     nodes: &[std::sync::Arc<Node>],
@@ -175,12 +227,12 @@ pub async fn observe<O: NodeOps>(
     let mut pod_versions = BTreeMap::new();
     for c in spec.components.iter().filter(|c| c.upgrade.job.is_some()) {
         if let Some(check) = verify_of(c).pod {
-            pod_versions.insert(c.name.clone(), pod_tags(client, &check).await?);
+            pod_versions.insert(c.name.clone(), pod_tags(client, cached, &check).await?);
         }
     }
     let mut observed: Vec<ObservedNode> = nodes.iter().map(|n| observed_node(spec, n, &pod_versions)).collect();
     if spec.version_policy.skew == drover_api::SkewPolicy::Enforce {
-        add_skew_versions(client, spec, nodes, &mut observed).await?;
+        add_skew_versions(client, cached, spec, nodes, &mut observed).await?;
     }
 
     let mut workloads = BTreeMap::new();

@@ -64,6 +64,8 @@ pub struct Context<O: NodeOps> {
     pub client: Client,
     pub ops: O,
     pub nodes: Store<Node>,
+    /// The control plane's pods in kube-system (their versions), watch-fed.
+    pub control_plane_pods: observe::ControlPlanePods,
     pub upgrades: Store<ClusterUpgrade>,
     pub metrics: Arc<Metrics>,
     pub recorder: Recorder,
@@ -644,6 +646,7 @@ async fn apply<O: NodeOps + 'static>(cu: &Arc<ClusterUpgrade>, ctx: &Arc<Context
     let upgrades = ctx.upgrades.state();
     let mut obs = observe::observe(
         &ctx.client,
+        &ctx.control_plane_pods,
         &ctx.ops,
         cu,
         &nodes,

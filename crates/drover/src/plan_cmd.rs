@@ -329,10 +329,18 @@ pub async fn run(args: PlanArgs) -> anyhow::Result<bool> {
     let ops = KubeNodeOps::new(client.clone(), client.clone(), "kube-system");
     let nodes: Vec<Arc<Node>> = nodes.into_iter().map(Arc::new).collect();
     let others: Vec<Arc<ClusterUpgrade>> = upgrades.iter().cloned().map(Arc::new).collect();
-    let mut obs =
-        drover_controller::observe::observe(&client, &ops, &cu, &nodes, &others, args.node_name.clone(), None)
-            .await
-            .context("observing the cluster")?;
+    let mut obs = drover_controller::observe::observe(
+        &client,
+        &Default::default(),
+        &ops,
+        &cu,
+        &nodes,
+        &others,
+        args.node_name.clone(),
+        None,
+    )
+    .await
+    .context("observing the cluster")?;
     obs.allowed_images = args.allowed_images.clone();
     let f = forecast(&cu.spec, &obs);
     let (blocked, refused) = if f.refusal.is_none() {

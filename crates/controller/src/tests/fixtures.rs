@@ -195,6 +195,7 @@ pub fn context(ops: FakeNodeOps, nodes: Vec<Node>, upgrades: Vec<ClusterUpgrade>
         client: client.clone(),
         ops,
         nodes: node_store,
+        control_plane_pods: Default::default(),
         upgrades: upgrade_store,
         metrics: Arc::new(Metrics::default()),
         recorder: Recorder::new(
@@ -337,4 +338,22 @@ pub async fn record_write(api: &mut ApiServer, node: &Node) -> (Req, Option<Node
         .map(|s| NodeProgress::from_annotation(s).expect("a record drover reads"));
     req.ok(after);
     (req, record)
+}
+
+/// `ctx` with a synced cache of the control plane's pods holding `pods`.
+pub fn with_control_plane_cache(ctx: Ctx, pods: Vec<k8s_openapi::api::core::v1::Pod>) -> Ctx {
+    let Ok(mut c) = Arc::try_unwrap(ctx) else {
+        panic!("the context is shared already")
+    };
+    let (store, mut writer) = kube::runtime::reflector::store::<k8s_openapi::api::core::v1::Pod>();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    for p in pods {
+        writer.apply_watcher_event(&watcher::Event::InitApply(p));
+    }
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    c.control_plane_pods = crate::observe::ControlPlanePods {
+        store: Some(store),
+        synced: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+    };
+    Arc::new(c)
 }

@@ -37,6 +37,32 @@ async fn without_the_finalizer_a_pass_adds_it_and_does_nothing_else() {
 }
 
 #[tokio::test]
+async fn with_the_control_plane_cache_synced_a_pass_lists_no_pod() {
+    let cu = upgrade(true);
+    let w1 = worker("w1", OLD);
+    let (ctx, api) = context(FakeNodeOps::new(), vec![w1.clone()], vec![cu.clone()]);
+    let apiserver: k8s_openapi::api::core::v1::Pod = serde_json::from_value(json!({
+        "metadata": {"name": "kube-apiserver-cp1", "namespace": "kube-system", "labels": {"component": "kube-apiserver"}},
+        "spec": {"nodeName": "cp1", "containers": [{"name": "kube-apiserver", "image": "registry.k8s.io/kube-apiserver:v1.34.2"}]},
+    }))
+    .unwrap();
+    let ctx = with_control_plane_cache(ctx, vec![apiserver]);
+    let seen = cu.clone();
+    pass(&ctx, &cu, api, |mut api| async move {
+        // No list of kube-system pods: the first request is the status.
+        let status = status_write(&mut api, &seen).await;
+        assert_eq!(condition(&status, "Ready"), ("False".into(), "RollingOut".into()));
+        assert_eq!(event(&mut api).await["reason"], "RollingOut");
+        let (_, record) = record_write(&mut api, &w1).await;
+        assert_eq!(record.map(|r| r.phase), Some(NodePhase::Cordoning));
+        assert_eq!(event(&mut api).await["reason"], "NodeStarted");
+        api
+    })
+    .await
+    .expect("the pass succeeds");
+}
+
+#[tokio::test]
 async fn a_ready_worker_on_the_old_version_is_started_and_the_status_says_reconciling() {
     let cu = upgrade(true);
     let w1 = worker("w1", OLD);
