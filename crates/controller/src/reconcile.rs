@@ -692,7 +692,8 @@ async fn apply<O: NodeOps + 'static>(cu: &Arc<ClusterUpgrade>, ctx: &Arc<Context
                 .conditions
                 .iter()
                 .any(|c| c.type_ == condition::STALLED && c.status == "True");
-            if ready == "True" {
+            // Counted when Ready becomes True, not when its reason changes while True.
+            if ready == "True" && before.as_ref().is_none_or(|b| b.0 != "True") {
                 ctx.metrics
                     .rollouts_completed
                     .get_or_create(&UpgradeLabels { upgrade: name.clone() })
