@@ -583,7 +583,13 @@ async fn cleanup<O: NodeOps>(ctx: &Context<O>, cu: &ClusterUpgrade) -> Result<Re
         }
         if drover_nodeops::steer::owner(&n).as_deref() == Some(name.as_str()) {
             let nodes: Api<Node> = Api::all(ctx.client.clone());
-            drover_nodeops::steer::set(&nodes, &n, &name, false).await?;
+            // Keep the finalizer until the taint is off (its taints changed meanwhile: again).
+            if !drover_nodeops::steer::set(&nodes, &n, &name, false).await? {
+                return Err(Error::Busy(format!(
+                    "the taints of {} changed while removing drover's; cleaning up again",
+                    n.name_any()
+                )));
+            }
         }
         if ours.is_some() && !write_progress(ctx, &n.name_any(), &Base::of(&n, ours.as_ref()), None).await? {
             return Err(Error::Other(format!(

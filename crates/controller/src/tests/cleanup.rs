@@ -182,3 +182,29 @@ async fn a_cordon_the_cache_has_not_shown_yet_is_undone() {
         }]
     );
 }
+
+/// A taint removal that lost its compare-and-swap (the node's taints changed
+/// meanwhile: 422 on the test op) keeps the finalizer, or drover's
+/// upgrade-pending taint outlives the ClusterUpgrade that owns it.
+#[tokio::test]
+async fn a_taint_removal_that_did_not_take_keeps_the_finalizer() {
+    let w1 = worker("w1", OLD);
+    let cu = deleted();
+    let (ctx, api) = context(FakeNodeOps::new(), vec![w1.clone()], vec![cu.clone()]);
+    let server = tokio::spawn(async move {
+        let mut api = api;
+        let mut req = api.expect(Method::PATCH, "/api/v1/nodes/w1").await;
+        assert_eq!(req.body[1]["path"], "/spec/taints");
+        req.fail(422, "Invalid", "the test operation failed");
+        api.idle(Duration::from_millis(200)).await;
+    });
+    let result = tokio::time::timeout(BOUND, reconcile(Arc::new(cu.clone()), ctx.clone()))
+        .await
+        .expect("the pass ends within the bound");
+    tokio::time::timeout(2 * BOUND, server)
+        .await
+        .expect("the server ends")
+        .expect("the server task");
+    let err = result.expect_err("the cleanup tries again");
+    assert!(err.is_busy(), "{err}");
+}
