@@ -181,6 +181,20 @@ async fn a_node_goes_not_ready_and_back() {
     sim.shutdown().await;
 }
 
+/// Where each Ready pod of `default` runs, once `count` of them are Ready.
+async fn placed(client: &kube::Client, count: usize) -> BTreeMap<String, String> {
+    eventually("pods placed", || async {
+        let ps = pods(client, "default", "").await;
+        let m: BTreeMap<String, String> = ps
+            .iter()
+            .filter(|p| ready(p))
+            .map(|p| (p.metadata.name.clone().unwrap(), node_of(p)))
+            .collect();
+        (m.len() == count).then_some(m)
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_scheduler_avoids_prefer_no_schedule_taints_while_another_node_fits() {
     let sim = Simulation::start(cluster(), 600.0).await.unwrap();
@@ -199,16 +213,7 @@ async fn the_scheduler_avoids_prefer_no_schedule_taints_while_another_node_fits(
             .await
             .unwrap();
     }
-    let placed: BTreeMap<String, String> = eventually("pods placed", || async {
-        let ps = pods(&client, "default", "").await;
-        let m: BTreeMap<String, String> = ps
-            .iter()
-            .filter(|p| ready(p))
-            .map(|p| (p.metadata.name.clone().unwrap(), node_of(p)))
-            .collect();
-        (m.len() == 4).then_some(m)
-    })
-    .await;
+    let placed = placed(&client, 4).await;
     assert!(placed.values().all(|n| n == "worker-3"), "{placed:?}");
     // Soft: with worker-3 cordoned the tainted nodes still take pods.
     nodes
@@ -273,16 +278,7 @@ async fn the_scheduler_respects_selectors_taints_cordons_and_node_names() {
     create("cp-ok", json!({"nodeSelector": {"node-role.kubernetes.io/control-plane": ""}, "tolerations": [{"key": "node-role.kubernetes.io/control-plane", "operator": "Exists", "effect": "NoSchedule"}]})).await;
     create("nowhere", json!({"nodeSelector": {"disk": "nvme"}})).await;
     create("affine", json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [{"matchExpressions": [{"key": "disk", "operator": "In", "values": ["ssd"]}]}]}}}})).await;
-    let placed: BTreeMap<String, String> = eventually("pods placed", || async {
-        let ps = pods(&client, "default", "").await;
-        let m: BTreeMap<String, String> = ps
-            .iter()
-            .filter(|p| ready(p))
-            .map(|p| (p.metadata.name.clone().unwrap(), node_of(p)))
-            .collect();
-        (m.len() == 6).then_some(m)
-    })
-    .await;
+    let placed = placed(&client, 6).await;
     assert_eq!(placed["ssd"], "worker-2");
     assert_eq!(placed["affine"], "worker-2");
     assert_eq!(placed["gpu"], "worker-3");

@@ -10,22 +10,20 @@ use k8s_openapi::api::core::v1::{Node, Taint};
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
+fn pending_taint(taints: &[Taint]) -> Option<&Taint> {
+    taints.iter().find(|t| t.key == UPGRADE_PENDING)
+}
+
 /// The ClusterUpgrade whose taint the node carries.
 pub fn owner(n: &Node) -> Option<String> {
-    n.spec
-        .as_ref()?
-        .taints
-        .iter()
-        .flatten()
-        .find(|t| t.key == UPGRADE_PENDING)
-        .map(|t| t.value.clone().unwrap_or_default())
+    pending_taint(n.spec.as_ref()?.taints.as_deref()?).map(|t| t.value.clone().unwrap_or_default())
 }
 
 /// The node's taints with `owner`'s taint put on (`mark`) or taken off;
 /// None when that changes nothing (or the taint is another upgrade's).
 fn taints_after(n: &Node, owner: &str, mark: bool) -> Option<Vec<Taint>> {
     let now: Vec<Taint> = n.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
-    let found = now.iter().find(|t| t.key == UPGRADE_PENDING);
+    let found = pending_taint(&now);
     match (found, mark) {
         (Some(t), _) if t.value.as_deref().unwrap_or_default() != owner => None,
         (Some(_), true) | (None, false) => None,

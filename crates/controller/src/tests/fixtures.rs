@@ -90,16 +90,11 @@ pub fn ago(secs: i64) -> Timestamp {
     Timestamp::from_second(Timestamp::now().as_second() - secs).expect("in range")
 }
 
-/// A Ready worker running containerd `version`, kubelet v1.34.2.
-/// A Ready worker on `version`; one still to be upgraded carries the
-/// upgrade-pending taint, as drover's first pass leaves it.
+/// A Ready worker running containerd `version`, kubelet v1.34.2; one still
+/// to be upgraded carries the upgrade-pending taint, as drover's first pass
+/// leaves it.
 pub fn worker(name: &str, version: &str) -> Node {
-    let taints = if version == NEW {
-        json!([])
-    } else {
-        json!([{"key": drover_api::names::taint::UPGRADE_PENDING, "value": CU, "effect": "PreferNoSchedule"}])
-    };
-    serde_json::from_value(json!({
+    let n = serde_json::from_value(json!({
         "apiVersion": "v1",
         "kind": "Node",
         "metadata": {
@@ -107,7 +102,7 @@ pub fn worker(name: &str, version: &str) -> Node {
             "resourceVersion": "100",
             "labels": {"kubernetes.io/hostname": name},
         },
-        "spec": {"taints": taints},
+        "spec": {},
         "status": {
             "conditions": [{"type": "Ready", "status": "True"}],
             "nodeInfo": {
@@ -118,7 +113,8 @@ pub fn worker(name: &str, version: &str) -> Node {
             },
         },
     }))
-    .expect("a node")
+    .expect("a node");
+    steered(n, version != NEW)
 }
 
 /// `n` carrying `p` as its progress record.

@@ -159,6 +159,7 @@ impl Engine {
         let mut best: Option<((usize, u32, usize), String)> = None;
         let mut seen = 0;
         let sample = sample_size(self.nodes.len());
+        let tols: &[Value] = spec["tolerations"].as_array().map(Vec::as_slice).unwrap_or(&[]);
         let start = self.sched_cursor % self.nodes.len().max(1);
         for n in self.nodes.values().skip(start).chain(self.nodes.values().take(start)) {
             if self.misfit(n, spec).is_some() {
@@ -167,7 +168,6 @@ impl Engine {
             // kube-scheduler's TaintToleration score: a node with a
             // PreferNoSchedule taint the pod does not tolerate is taken only
             // when no other fits (modelled as ranking before spreading).
-            let tols: &[Value] = spec["tolerations"].as_array().map(Vec::as_slice).unwrap_or(&[]);
             let avoided = n
                 .taints
                 .iter()
