@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+pub mod anchor;
 pub mod faults;
 pub mod real;
 
@@ -45,10 +46,10 @@ impl Rng {
 use kubesim::RequestCounts;
 
 /// The User-Agent of the benchmarks' own client, so that its requests are
-/// not counted as drover's (kube-rs, and so drover, sends none: `-`).
+/// not counted as drover's.
 pub const BENCH_AGENT: &str = "drover-bench";
-/// How kubesim counts a client without a User-Agent, such as drover.
-pub const DROVER_AGENT: &str = "-";
+/// drover's User-Agent product (`drover/<version> (<identity>)`).
+pub const DROVER_AGENT: &str = "drover";
 /// kubectl's User-Agent product.
 pub const KUBECTL_AGENT: &str = "kubectl";
 
@@ -244,11 +245,33 @@ mod tests {
         c.record(key("kubectl", "create", "pods/eviction", 201));
         c.record(key("kubectl", "create", "pods/eviction", 429));
         c.record(key("kubectl", "get", "pods", 200));
-        c.record(key("-", "list", "pods", 200));
+        c.record(key("drover", "list", "pods", 200));
         let k = agent_requests(&c, KUBECTL_AGENT);
         assert_eq!((k.total, k.evictions, k.evictions_429, k.all_429), (3, 1, 1, 1));
         assert_eq!(k.top(1), "create pods/eviction 2");
         assert_eq!(agent_requests(&c, DROVER_AGENT).total, 1);
         assert!(usage("self").rss_mib > 0.0);
+    }
+
+    /// The benchmarks count drover's requests by its User-Agent: a request
+    /// from drover's own clients is counted under [`DROVER_AGENT`].
+    #[tokio::test]
+    async fn drovers_clients_are_counted_as_drover() {
+        let server = kubesim::ApiServer::start().await.unwrap();
+        let config = kube::Config::new(server.url().parse().unwrap());
+        let (client, evict) = drover_controller::clients(config, None).unwrap();
+        for c in [client, evict] {
+            kube::Api::<k8s_openapi::api::core::v1::Node>::all(c)
+                .list(&Default::default())
+                .await
+                .unwrap();
+        }
+        let counted = agent_requests(server.requests(), DROVER_AGENT);
+        assert_eq!(
+            counted.by_kind.get("list nodes"),
+            Some(&2),
+            "{:?}",
+            server.requests().rows()
+        );
     }
 }

@@ -28,15 +28,31 @@ use anyhow::{Context as _, bail};
 use clap::Parser;
 use drover_api::ClusterUpgrade;
 use drover_bench::real::{self, BudgetWatch, DROVER_USER, PhaseEvent, RealBed, RealOptions, Sampled};
-use drover_bench::{AgentRequests, BENCH_AGENT, DROVER_AGENT, agent_requests, bench_client, table, usage};
+use drover_bench::{
+    AgentRequests, BENCH_AGENT, DROVER_AGENT, KUBECTL_AGENT, agent_requests, anchor, bench_client, table, usage,
+};
+use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, PostParams};
+use kube::ResourceExt;
+use kube::api::{Api, ListParams, PostParams};
 use kubesim::sim::{ComponentTiming, Recorder, Role, Scenario, SimOptions, Simulation};
 use serde_json::json;
 
 const COMPONENT: &str = "containerd";
 const FROM: &str = "1.7.22";
 const TO: &str = "1.7.23";
+const IMAGE: &str = "registry.example.com/drover-upgrade:1";
+
+/// The runs, each on a new identical cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum RunKind {
+    /// drover with its default flags (the figures of the last line).
+    Default,
+    /// drover with --kube-qps = --base-qps x --speed.
+    LikeForLike,
+    /// kubectl the Kubespray way.
+    Anchor,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 enum BedKind {
@@ -94,6 +110,25 @@ struct Args {
     /// Real bed: longest the scenario may take to be Running and Ready (s).
     #[arg(long, default_value_t = 900)]
     load_timeout: u64,
+    /// The runs, in order, each on a new identical cluster.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "default,like-for-like,anchor"
+    )]
+    runs: Vec<RunKind>,
+    /// The client rate (requests a second) a real cluster would see; the
+    /// like-for-like run passes --kube-qps=<this x --speed>, since the bed
+    /// runs --speed times faster than a real cluster.
+    #[arg(long, default_value_t = 50.0)]
+    base_qps: f64,
+    /// The kubectl binary for the anchor.
+    #[arg(long, default_value = "/usr/bin/kubectl")]
+    kubectl: PathBuf,
+    /// The anchor's most kubectl processes at once.
+    #[arg(long, default_value_t = 20)]
+    anchor_parallel: usize,
     /// Real bed: the kubesim binary for `kubesim agent` (default: `kubesim` next to this one).
     #[arg(long)]
     kubesim: Option<PathBuf>,
@@ -260,35 +295,6 @@ fn regressions(phases: &Phases) -> Vec<(String, String, String, f64)> {
     out
 }
 
-/// Batches in start order: (first start, last finish) of each group of `per_batch` nodes (real s).
-fn batch_spans(phases: &Phases, per_batch: usize) -> Vec<(f64, Option<f64>)> {
-    let mut nodes: Vec<(f64, Option<f64>)> = phases
-        .values()
-        .filter_map(|log| {
-            let start = log.iter().find(|(p, _)| p.is_some())?.1;
-            // Finished: the record says Done or Failed, or is gone.
-            let done = log
-                .iter()
-                .find(|(p, _)| p.is_none() || matches!(p.as_deref(), Some("Done" | "Failed")))
-                .map(|(_, t)| *t);
-            Some((start, done))
-        })
-        .collect();
-    nodes.sort_by(|a, b| a.0.total_cmp(&b.0));
-    nodes
-        .chunks(per_batch.max(1))
-        .map(|c| {
-            let start = c.iter().map(|n| n.0).fold(f64::MAX, f64::min);
-            let done = if c.iter().all(|n| n.1.is_some()) && c.len() == per_batch {
-                c.iter().filter_map(|n| n.1).reduce(f64::max)
-            } else {
-                None
-            };
-            (start, done)
-        })
-        .collect()
-}
-
 /// `maxUnavailable` as drover resolves it for workers: an integer, or a
 /// percentage rounded down, at least 1.
 fn budget(max_unavailable: &str, workers: usize) -> usize {
@@ -341,8 +347,69 @@ async fn main() -> anyhow::Result<()> {
     if !failures.is_empty() {
         bail!("the rollout benchmark FAILED: {}", failures.join("; "));
     }
-    println!("rollout-bench: OK (Ready, no failed node, budgets and maxUnavailable kept)");
+    println!("rollout-bench: OK (Ready, no failed node, budgets and maxUnavailable kept, bound <= anchor)");
     Ok(())
+}
+
+/// What performs the rollout.
+#[derive(Clone, Debug, PartialEq)]
+enum Runner {
+    /// The drover binary with these extra arguments.
+    Drover(Vec<String>),
+    /// kubectl, the Kubespray way (`drover_bench::anchor`).
+    Anchor,
+}
+
+/// One run's figures.
+struct RunResult {
+    label: String,
+    ready: bool,
+    /// Real seconds from the start to Ready (or the timeout).
+    real: f64,
+    updated: usize,
+    reqs: AgentRequests,
+    /// Pods on the nodes to upgrade when the run started (not DaemonSets' or mirror pods).
+    pods_to_move: usize,
+    /// CPU seconds (drover's process, or the anchor's kubectl processes together).
+    cpu: f64,
+    /// drover's VmHWM (MiB); 0 for the anchor.
+    peak_mib: f64,
+    max_unavailable: usize,
+    pdb_violations: usize,
+    failures: Vec<String>,
+}
+
+impl RunResult {
+    fn per_node(&self, n: u64) -> f64 {
+        n as f64 / self.updated.max(1) as f64
+    }
+    fn evictions(&self) -> u64 {
+        self.reqs
+            .by_kind
+            .iter()
+            .filter(|(k, _)| k.ends_with(" pods/eviction"))
+            .map(|(_, n)| n)
+            .sum()
+    }
+    fn others(&self) -> u64 {
+        self.reqs.total - self.evictions()
+    }
+    /// Mutating requests that are not evictions.
+    fn writes(&self) -> u64 {
+        self.reqs
+            .by_kind
+            .iter()
+            .filter(|(k, _)| {
+                let (verb, resource) = k.split_once(' ').unwrap_or((k, ""));
+                matches!(verb, "create" | "update" | "patch" | "delete" | "deletecollection")
+                    && resource != "pods/eviction"
+            })
+            .map(|(_, n)| n)
+            .sum()
+    }
+    fn evictions_per_pod(&self) -> f64 {
+        self.evictions() as f64 / self.pods_to_move.max(1) as f64
+    }
 }
 
 /// Runs the benchmark; the checks that failed (empty: all passed).
@@ -351,7 +418,7 @@ async fn run(args: &Args) -> anyhow::Result<Vec<String>> {
         Some(p) => p.clone(),
         None => std::env::current_exe()?.with_file_name("drover"),
     };
-    if !drover.exists() {
+    if args.runs.iter().any(|r| *r != RunKind::Anchor) && !drover.exists() {
         bail!(
             "{} not found: build it first (cargo build --release -p drover) or pass --drover",
             drover.display()
@@ -366,30 +433,201 @@ async fn run(args: &Args) -> anyhow::Result<Vec<String>> {
         .map(|p| p.count as usize)
         .sum::<usize>();
     let per_batch = budget(&args.max_unavailable, workers);
-    let batches = workers.div_ceil(per_batch);
-    // One node: its pods stop (shutdown), the upgrade Job's pod starts and turns Ready, the upgrade runs.
-    let step = sc.timing.pod_shutdown_seconds
-        + sc.timing.pod_start_seconds
-        + sc.timing.pod_ready_seconds
-        + args.upgrade_seconds;
-    let ideal_sim = batches as f64 * step;
     println!(
-        "bed {:?}; scenario {:?}: {} nodes ({workers} workers); speed {}; {COMPONENT} {FROM} -> {TO}, maxUnavailable {} = {per_batch} workers per batch, {batches} batches",
+        "bed {:?}; scenario {:?}: {} nodes ({workers} workers); speed {}; {COMPONENT} {FROM} -> {TO}, maxUnavailable {} = {per_batch} workers",
         args.bed,
         sc.name,
         sc.node_count(),
         args.speed,
         args.max_unavailable
     );
+    let bound = anchor::lower_bound(&sc, per_batch, args.upgrade_seconds)?;
+    let bound_real = bound.simulated / args.speed;
+    println!("{}\n", bound.explain(args.speed));
 
     let dir = match (&args.real_dir, args.bed) {
         (Some(d), BedKind::Real) => d.clone(),
         _ => std::env::temp_dir().join(format!("rollout-bench-{}", std::process::id())),
     };
     std::fs::create_dir_all(&dir)?;
+    let like_qps = (args.base_qps * args.speed).round() as u64;
+    let mut results = Vec::new();
+    for kind in &args.runs {
+        let (label, runner) = match kind {
+            RunKind::Default => (
+                "drover, default flags".to_string(),
+                Runner::Drover(args.drover_args.clone()),
+            ),
+            RunKind::LikeForLike => {
+                let mut a = args.drover_args.clone();
+                a.retain(|x| !x.starts_with("--kube-qps"));
+                a.push(format!("--kube-qps={like_qps}"));
+                (
+                    format!(
+                        "drover, --kube-qps={like_qps} ({} x speed {})",
+                        args.base_qps, args.speed
+                    ),
+                    Runner::Drover(a),
+                )
+            }
+            RunKind::Anchor => (
+                format!(
+                    "anchor: kubectl in batches of {per_batch}, at most {} at once",
+                    args.anchor_parallel
+                ),
+                Runner::Anchor,
+            ),
+        };
+        println!("==== {label}: a new cluster");
+        let r = run_one(
+            args,
+            &sc,
+            &runner,
+            &label,
+            &drover,
+            &dir.join(format!("{kind:?}").to_lowercase()),
+        )
+        .await?;
+        println!();
+        results.push((*kind, r));
+    }
+
+    let rows: Vec<Vec<String>> = results
+        .iter()
+        .map(|(_, r)| {
+            vec![
+                r.label.clone(),
+                format!("{:.1} s{}", r.real, if r.ready { "" } else { " (not finished)" }),
+                format!("{:.2}", r.real / bound_real),
+                format!("{:.1}", r.per_node(r.reqs.total)),
+                format!("{:.1}", r.per_node(r.others())),
+                format!("{:.1}", r.per_node(r.writes())),
+                format!("{:.2}", r.evictions_per_pod()),
+                format!("{:.1} s", r.cpu),
+                if r.peak_mib > 0.0 {
+                    format!("{:.0} MiB", r.peak_mib)
+                } else {
+                    "-".into()
+                },
+                r.max_unavailable.to_string(),
+                r.pdb_violations.to_string(),
+            ]
+        })
+        .collect();
+    println!(
+        "the same rollout, each on a new identical cluster (bound {bound_real:.1} s real):\n{}\n",
+        table(
+            &[
+                "run",
+                "time",
+                "x bound",
+                "requests/node",
+                "other/node",
+                "writes/node",
+                "evictions/pod",
+                "CPU",
+                "peak",
+                "max unavailable",
+                "PDB violations",
+            ],
+            &rows
+        )
+    );
+
+    let mut failures = Vec::new();
+    for (_, r) in &results {
+        failures.extend(r.failures.iter().map(|f| format!("{}: {f}", r.label)));
+    }
+    let get = |k: RunKind| results.iter().find(|(kind, _)| *kind == k).map(|(_, r)| r);
+    if let Some(a) = get(RunKind::Anchor)
+        && a.ready
+        && bound_real > a.real
+    {
+        failures.push(format!(
+            "the lower bound ({bound_real:.1} s) is above the anchor's time ({:.1} s): the bound is wrong",
+            a.real
+        ));
+    }
+    // The line a script reads: the default-flags run's figures.
+    if let Some(d) = get(RunKind::Default) {
+        let anchor = get(RunKind::Anchor).filter(|a| a.ready);
+        println!(
+            "rollout-bench: drover={:.1} bound={bound_real:.1} ratio={:.2} anchor={} speedup={} requests_per_node={:.1} other_requests_per_node={:.1} writes_per_node={:.1} evictions_per_pod={:.2} drover_peak_mib={:.0} pdb_violations={} max_unavailable={}",
+            d.real,
+            d.real / bound_real,
+            anchor.map_or("-".into(), |a| format!("{:.1}", a.real)),
+            anchor.map_or("-".into(), |a| format!("{:.2}", a.real / d.real)),
+            d.per_node(d.reqs.total),
+            d.per_node(d.others()),
+            d.per_node(d.writes()),
+            d.evictions_per_pod(),
+            d.peak_mib,
+            d.pdb_violations,
+            d.max_unavailable,
+        );
+    }
+    if failures.is_empty() && args.real_dir.is_none() {
+        let _ = std::fs::remove_dir_all(&dir);
+    } else {
+        println!("logs kept in {}", dir.display());
+    }
+    Ok(failures)
+}
+
+/// Pods bound to `nodes` that a drain moves: not a DaemonSet's, not a mirror pod, not finished.
+async fn pods_to_move(client: &kube::Client, nodes: &std::collections::BTreeSet<String>) -> anyhow::Result<usize> {
+    let pods: Api<Pod> = Api::all(client.clone());
+    let list = pods.list(&Default::default()).await.context("listing pods")?;
+    Ok(list
+        .items
+        .iter()
+        .filter(|p| {
+            p.spec
+                .as_ref()
+                .and_then(|s| s.node_name.as_ref())
+                .is_some_and(|n| nodes.contains(n))
+                && !p.owner_references().iter().any(|o| o.kind == "DaemonSet")
+                && !p.annotations().contains_key("kubernetes.io/config.mirror")
+                && !matches!(
+                    p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                    Some("Succeeded" | "Failed")
+                )
+        })
+        .count())
+}
+
+/// The workers to upgrade, by name.
+async fn worker_names(client: &kube::Client) -> anyhow::Result<Vec<String>> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let list = nodes
+        .list(&ListParams::default().labels("!node-role.kubernetes.io/control-plane"))
+        .await
+        .context("listing nodes")?;
+    let mut names: Vec<String> = list.items.iter().map(|n| n.name_any()).collect();
+    names.sort();
+    Ok(names)
+}
+
+/// One rollout on a new cluster, by drover or the anchor.
+async fn run_one(
+    args: &Args,
+    sc: &Scenario,
+    runner: &Runner,
+    label: &str,
+    drover: &std::path::Path,
+    dir: &std::path::Path,
+) -> anyhow::Result<RunResult> {
+    let workers = sc
+        .nodes
+        .iter()
+        .filter(|p| p.role == Role::Worker)
+        .map(|p| p.count as usize)
+        .sum::<usize>();
+    let per_batch = budget(&args.max_unavailable, workers);
+    std::fs::create_dir_all(dir)?;
     let t = Instant::now();
     let before = usage("self");
-    let (bed, client, kubeconfig) = match args.bed {
+    let (bed, client, kubeconfig, admin) = match args.bed {
         BedKind::Kubesim => {
             let sim = Simulation::start_with(
                 sc.clone(),
@@ -418,16 +656,17 @@ async fn run(args: &Args) -> anyhow::Result<Vec<String>> {
                 .await?;
             let kubeconfig = dir.join("kubeconfig");
             sim.server().write_kubeconfig(&kubeconfig)?;
-            (Bed::Kubesim(Box::new(sim)), client, kubeconfig)
+            (Bed::Kubesim(Box::new(sim)), client, kubeconfig.clone(), kubeconfig)
         }
         BedKind::Real => {
             let mut opts = RealOptions::new(&args.real_version, args.up_timeout, args.load_timeout)?;
             if let Some(k) = &args.kubesim {
                 opts.kubesim = k.clone();
             }
-            let bed = RealBed::up(&opts, &dir.join("bed"), &sc, args.speed).await?;
+            let bed = RealBed::up(&opts, &dir.join("bed"), sc, args.speed).await?;
             let client = bed.client.clone();
             let kubeconfig = bed.drover_kubeconfig.clone();
+            let admin = bed.admin.clone();
             let u = bed.usage();
             println!(
                 "real bed loaded in {:.1} s: {}",
@@ -437,7 +676,7 @@ async fn run(args: &Args) -> anyhow::Result<Vec<String>> {
                     .collect::<Vec<_>>()
                     .join("; ")
             );
-            (Bed::Real(Box::new(bed)), client, kubeconfig)
+            (Bed::Real(Box::new(bed)), client, kubeconfig, admin)
         }
     };
     let speed = args.speed;
@@ -447,6 +686,8 @@ async fn run(args: &Args) -> anyhow::Result<Vec<String>> {
             Bed::Real(b) => b.usage(),
         }
     };
+    let names = worker_names(&client).await?;
+    let to_move = pods_to_move(&client, &names.iter().cloned().collect()).await?;
 
     // The real bed's watches: nodes into a recorder and the phases, budgets.
     let t0_watch = Instant::now();
@@ -477,7 +718,7 @@ async fn run(args: &Args) -> anyhow::Result<Vec<String>> {
     let idle: Vec<(String, f64, f64)> = idle1
         .iter()
         .zip(&idle0)
-        .map(|((n, b), (_, a))| (n.clone(), (b.cpu - a.cpu) / args.idle as f64 * 100.0, b.rss_mib))
+        .map(|((n, b), (_, a))| (n.clone(), (b.cpu - a.cpu) / args.idle.max(1) as f64 * 100.0, b.rss_mib))
         .collect();
     println!(
         "idle {} s: {}",
@@ -489,27 +730,9 @@ async fn run(args: &Args) -> anyhow::Result<Vec<String>> {
     );
 
     let log = dir.join("drover.log");
-    let mut drover_args = args.drover_args.clone();
-    if args.bed == BedKind::Real && !drover_args.iter().any(|a| a.starts_with("--namespace")) {
-        // drover's RBAC (deploy/) and token are for drover-system.
-        drover_args.extend(["--namespace".to_string(), "drover-system".to_string()]);
-    }
-    let mut child = tokio::process::Command::new(&drover)
-        .args(["run", "--http-addr", "off", "--kubeconfig"])
-        .arg(&kubeconfig)
-        .args(&drover_args)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log)?)
-        .kill_on_drop(true)
-        .spawn()
-        .with_context(|| format!("starting {}", drover.display()))?;
-    let pid = child.id().unwrap_or(0).to_string();
-    println!("drover: {} run {}", drover.display(), drover_args.join(" "));
-
     let spec = json!({
         "components": [{"name": COMPONENT, "version": TO, "upgrade": {"job": {
-            "image": "registry.example.com/drover-upgrade:1", "privileged": true, "hostRoot": true, "timeout": "30m"}}}],
+            "image": IMAGE, "privileged": true, "hostRoot": true, "timeout": "30m"}}}],
         "nodeSelector": {"matchExpressions": [{"key": "node-role.kubernetes.io/control-plane", "operator": "DoesNotExist"}]},
         "strategy": {"maxUnavailable": args.max_unavailable.parse::<i64>().map(|n| json!(n)).unwrap_or(json!(args.max_unavailable))},
         "drain": {"force": true, "deleteEmptyDirData": true, "timeout": "30m"}
@@ -539,46 +762,107 @@ async fn run(args: &Args) -> anyhow::Result<Vec<String>> {
     let (t0, s0) = (Instant::now(), sim_now(&bed));
     let (stop_phases, stopped) = tokio::sync::oneshot::channel();
     let collector = collect_phases(phase_rx, stopped);
-    cus.create(&PostParams::default(), &ClusterUpgrade::new("runtime", spec))
-        .await
-        .context("creating the ClusterUpgrade")?;
+    let children_cpu0 = anchor::children_cpu();
+    let anchor_done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (mut child, mut anchor_task, pid) = match runner {
+        Runner::Drover(extra) => {
+            let mut drover_args = extra.clone();
+            if args.bed == BedKind::Real && !drover_args.iter().any(|a| a.starts_with("--namespace")) {
+                // drover's RBAC (deploy/) and token are for drover-system.
+                drover_args.extend(["--namespace".to_string(), "drover-system".to_string()]);
+            }
+            let child = tokio::process::Command::new(drover)
+                .args(["run", "--http-addr", "off", "--kubeconfig"])
+                .arg(&kubeconfig)
+                .args(&drover_args)
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log)?)
+                .kill_on_drop(true)
+                .spawn()
+                .with_context(|| format!("starting {}", drover.display()))?;
+            let pid = child.id().unwrap_or(0).to_string();
+            println!("drover: {} run {}", drover.display(), drover_args.join(" "));
+            cus.create(&PostParams::default(), &ClusterUpgrade::new("runtime", spec))
+                .await
+                .context("creating the ClusterUpgrade")?;
+            (Some(child), None, pid)
+        }
+        Runner::Anchor => {
+            let a = anchor::Anchor {
+                kubectl: args.kubectl.clone(),
+                kubeconfig: admin.clone(),
+                batch: per_batch,
+                parallel: args.anchor_parallel,
+                timeout: Duration::from_secs(args.timeout),
+                namespace: "default".into(),
+                component: COMPONENT.into(),
+                version: TO.into(),
+                image: IMAGE.into(),
+            };
+            println!(
+                "anchor: for each batch of {per_batch} workers (in name order), every node of the batch at once, at most {} kubectl processes running; the next batch when the batch is done; no sleeps. Per node:\n  {}",
+                args.anchor_parallel,
+                anchor::commands(&a, names.first().map_or("NODE", String::as_str)).join("\n  ")
+            );
+            let (jobs, names, done) = (dir.join("anchor-jobs"), names.clone(), anchor_done.clone());
+            let task = tokio::spawn(async move { anchor::run(&a, &jobs, &names, done).await });
+            (None, Some(task), String::new())
+        }
+    };
 
     let timeout = Duration::from_secs(args.timeout);
     let mut last_print = Instant::now();
-    let mut last_updated = -1;
-    let mut batch_done: Vec<(f64, f64)> = Vec::new();
-    let mut first_done: Option<(f64, f64)> = None;
     let mut ready = false;
     let mut last: Option<ClusterUpgrade> = None;
+    let mut anchor_result: Option<anyhow::Result<anchor::AnchorRun>> = None;
     let mut drover_usage = usage(&pid);
     let mut bed = bed;
     while t0.elapsed() < timeout {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let now_usage = bed_usage(&bed);
         sampled.sample(&now_usage);
-        let du = usage(&pid);
-        if du.hwm_mib > 0.0 {
-            drover_usage = du;
-        }
-        if let Ok(Some(st)) = child.try_wait() {
-            bail!("drover exited ({st}); {}:\n{}", log.display(), real::tail(&log, 20));
+        if let Some(c) = &mut child {
+            let du = usage(&pid);
+            if du.hwm_mib > 0.0 {
+                drover_usage = du;
+            }
+            if let Ok(Some(st)) = c.try_wait() {
+                bail!("drover exited ({st}); {}:\n{}", log.display(), real::tail(&log, 20));
+            }
         }
         if let Bed::Real(b) = &mut bed {
             b.check_alive()?;
         }
-        let Ok(cu) = cus.get("runtime").await else { continue };
         let (real, simulated) = (t0.elapsed().as_secs_f64(), sim_now(&bed) - s0);
-        let counts = cu.status.as_ref().map(|s| s.counts.clone()).unwrap_or_default();
-        if counts.updated != last_updated {
-            if counts.updated > 0 && first_done.is_none() {
-                first_done = Some((real, simulated));
+        let (updated, detail, done) = match (&mut anchor_task, &child) {
+            (Some(task), _) => {
+                let finished = task.is_finished();
+                if finished {
+                    anchor_result = Some(
+                        task.await
+                            .unwrap_or_else(|e| Err(anyhow::anyhow!("the anchor panicked: {e}"))),
+                    );
+                    anchor_task = None;
+                }
+                let n = anchor_done.load(std::sync::atomic::Ordering::SeqCst);
+                (n as i32, String::new(), finished)
             }
-            let done_batches = counts.updated as usize / per_batch;
-            while batch_done.len() < done_batches {
-                batch_done.push((real, simulated));
+            _ => {
+                let Ok(cu) = cus.get("runtime").await else { continue };
+                let counts = cu.status.as_ref().map(|s| s.counts.clone()).unwrap_or_default();
+                let done = condition(&cu, "Ready").is_some_and(|(s, _)| s == "True");
+                last = Some(cu);
+                (
+                    counts.updated,
+                    format!(
+                        ", {} updating, {} pending, {} failed; drover VmRSS {:.0} MiB",
+                        counts.updating, counts.pending, counts.failed, drover_usage.rss_mib
+                    ),
+                    done,
+                )
             }
-            last_updated = counts.updated;
-        }
+        };
         if last_print.elapsed() >= Duration::from_secs(15) {
             last_print = Instant::now();
             let server = now_usage
@@ -586,48 +870,51 @@ async fn run(args: &Args) -> anyhow::Result<Vec<String>> {
                 .map(|(n, u)| {
                     let cpu0 = sampled.per.get(n).map_or(u.cpu, |e| e.0);
                     format!(
-                        "{n} VmRSS {:.0} MiB, CPU {:.0} %",
+                        "; {n} VmRSS {:.0} MiB, CPU {:.0} %",
                         u.rss_mib,
                         (u.cpu - cpu0) / real * 100.0
                     )
                 })
                 .unwrap_or_default();
-            println!(
-                "  {real:>6.1} s real / {simulated:>6.0} s simulated: {} updated, {} updating, {} pending, {} failed; drover VmRSS {:.0} MiB; {server}",
-                counts.updated, counts.updating, counts.pending, counts.failed, du.rss_mib,
-            );
+            println!("  {real:>6.1} s real / {simulated:>6.0} s simulated: {updated} updated{detail}{server}");
         }
-        let done = condition(&cu, "Ready").is_some_and(|(s, _)| s == "True");
-        last = Some(cu);
         if done {
-            ready = true;
+            ready = anchor_result.as_ref().is_none_or(|r| r.is_ok());
             break;
         }
     }
     let (real, simulated) = (t0.elapsed().as_secs_f64(), sim_now(&bed) - s0);
     sampled.sample(&bed_usage(&bed));
-    let final_drover = usage(&pid);
-    if final_drover.hwm_mib > 0.0 {
-        drover_usage = final_drover;
+    if let Some(mut c) = child.take() {
+        let final_drover = usage(&pid);
+        if final_drover.hwm_mib > 0.0 {
+            drover_usage = final_drover;
+        }
+        let _ = c.kill().await;
     }
-    let _ = child.kill().await;
+    if let Some(task) = anchor_task.take() {
+        task.abort();
+    }
+    let anchor_cpu = anchor::children_cpu() - children_cpu0;
     let _ = stop_phases.send(());
     let phases = collector.await.unwrap_or_default();
     for w in &watches {
         w.abort();
     }
 
+    let is_anchor = *runner == Runner::Anchor;
+    let agent = if is_anchor { KUBECTL_AGENT } else { DROVER_AGENT };
     let outcome = match &bed {
         Bed::Kubesim(sim) => {
             let report = sim.recorder().report(sim.now());
             let counts = sim.server().requests();
             Outcome {
-                drover: agent_requests(counts, DROVER_AGENT),
+                drover: agent_requests(counts, agent),
                 bench: agent_requests(counts, BENCH_AGENT).total,
                 evictions: counts
                     .rows()
                     .into_iter()
-                    .filter(|r| r.key.agent == DROVER_AGENT && r.key.resource == "pods/eviction")
+                    .filter(|r| r.key.agent == agent && r.key.resource == "pods/eviction")
                     .map(|r| (r.key.code, r.count))
                     .collect(),
                 max_workers_unavailable: report.max_unavailable.get("worker").copied().unwrap_or(0),
@@ -646,21 +933,31 @@ async fn run(args: &Args) -> anyhow::Result<Vec<String>> {
             tokio::time::sleep(Duration::from_millis(1500)).await;
             let audit = b.audit_since(audit_mark)?;
             let report = recorder.report(sim_now(&bed));
-            let drover_reqs = real::audit_requests(&audit, |e| e.user == DROVER_USER);
+            let (mine, user): (Vec<real::Audit>, &str) = if is_anchor {
+                (
+                    audit
+                        .into_iter()
+                        .filter(|e| e.agent.starts_with(KUBECTL_AGENT))
+                        .collect(),
+                    "admin",
+                )
+            } else {
+                (
+                    audit.into_iter().filter(|e| e.user == DROVER_USER).collect(),
+                    DROVER_USER,
+                )
+            };
             let mut evictions: std::collections::BTreeMap<u16, u64> = Default::default();
-            for e in audit
-                .iter()
-                .filter(|e| e.user == DROVER_USER && e.resource == "pods/eviction")
-            {
+            for e in mine.iter().filter(|e| e.resource == "pods/eviction") {
                 *evictions.entry(e.code).or_default() += 1;
             }
             let budgets = budgets.as_ref().expect("the real bed's budget watch");
             Outcome {
-                drover: drover_reqs,
-                bench: real::audit_requests(&audit, |e| e.agent.starts_with(BENCH_AGENT)).total,
+                drover: real::audit_requests(&mine, |_| true),
+                bench: 0,
                 evictions: evictions.into_iter().collect(),
                 max_workers_unavailable: report.max_unavailable.get("worker").copied().unwrap_or(0),
-                violations: budgets.deletions_under_budget(&audit, DROVER_USER),
+                violations: budgets.deletions_under_budget(&mine, user),
                 below_budget: budgets.below(),
                 left_cordoned: report.cordoned.clone(),
                 nudged: b.nudged(),
@@ -670,10 +967,16 @@ async fn run(args: &Args) -> anyhow::Result<Vec<String>> {
     drop(budgets);
 
     let st = last.as_ref().and_then(|c| c.status.clone()).unwrap_or_default();
-    let updated = st.counts.updated.max(0) as usize;
+    let updated = if is_anchor {
+        anchor_done.load(std::sync::atomic::Ordering::SeqCst)
+    } else {
+        st.counts.updated.max(0) as usize
+    };
     println!();
     if ready {
-        println!("Ready=True after {real:.1} s real, {simulated:.0} s simulated");
+        println!("{label}: done after {real:.1} s real, {simulated:.0} s simulated");
+    } else if let Some(Err(e)) = &anchor_result {
+        println!("{label}: FAILED after {real:.1} s real, {updated} of {workers} workers upgraded: {e:#}");
     } else {
         let cond: Vec<String> = st
             .conditions
@@ -681,53 +984,42 @@ async fn run(args: &Args) -> anyhow::Result<Vec<String>> {
             .map(|c| format!("{}={} {}: {}", c.type_, c.status, c.reason, c.message))
             .collect();
         println!(
-            "NOT finished after {real:.1} s real ({simulated:.0} s simulated): {updated} of {workers} workers updated, {} updating, {} pending, {} failed; conditions: {}",
+            "{label}: NOT finished after {real:.1} s real ({simulated:.0} s simulated): {updated} of {workers} workers updated, {} updating, {} pending, {} failed; conditions: {}",
             st.counts.updating,
             st.counts.pending,
             st.counts.failed,
             cond.join(" | ")
         );
     }
-    if let Some((r, s)) = first_done {
-        println!("first node upgraded after {r:.1} s real, {s:.0} s simulated");
-    }
-    for (i, (r, s)) in batch_done.iter().enumerate() {
-        println!("batch {} counted done at {r:.1} s real, {s:.0} s simulated", i + 1);
-    }
-    // Phase times are from the watches' start; the rollout's from the ClusterUpgrade's creation.
-    let offset = t0.duration_since(t0_watch).as_secs_f64();
-    let mut prev_end: Option<f64> = None;
-    for (i, (start, end)) in batch_spans(&phases, per_batch).iter().enumerate() {
+    if let Some(Ok(a)) = &anchor_result {
         println!(
-            "batch {}: first node started at {:.1} s, last finished at {}{}",
-            i + 1,
-            start - offset,
-            end.map_or("-".into(), |e| format!("{:.1} s ({:.1} s)", e - offset, e - start)),
-            prev_end.map_or(String::new(), |p| format!(
-                "; {:.1} s after the previous batch",
-                start - p
-            ))
+            "anchor: {} kubectl processes, at most {} at once, {anchor_cpu:.1} s of CPU together",
+            a.kubectl_runs, a.peak_parallel
         );
-        prev_end = *end;
     }
-    let back = regressions(&phases);
-    println!(
-        "nodes whose drover.dev/progress went back to an earlier phase: {} transitions{}",
-        back.len(),
-        back.iter()
-            .take(5)
-            .map(|(n, a, b, t)| format!("; {n} {a} -> {b} at {:.1} s", t - offset))
-            .collect::<String>()
-    );
-    println!(
-        "\ntime in each node phase (from drover.dev/progress, real seconds):\n{}\n",
-        phase_table(&phases)
-    );
+    // Phase times are from the watches' start; the rollout's from its start.
+    let offset = t0.duration_since(t0_watch).as_secs_f64();
+    if !is_anchor {
+        let back = regressions(&phases);
+        println!(
+            "nodes whose drover.dev/progress went back to an earlier phase: {} transitions{}",
+            back.len(),
+            back.iter()
+                .take(5)
+                .map(|(n, a, b, t)| format!("; {n} {a} -> {b} at {:.1} s", t - offset))
+                .collect::<String>()
+        );
+        println!(
+            "\ntime in each node phase (from drover.dev/progress, real seconds):\n{}\n",
+            phase_table(&phases)
+        );
+    }
     let reqs = &outcome.drover;
     println!(
-        "drover's requests{}: {} ({:.1} per upgraded node, if any); {}; 429s {}",
+        "{}'s requests{}: {} ({:.1} per upgraded node); {}; 429s {}",
+        if is_anchor { "kubectl" } else { "drover" },
         if args.bed == BedKind::Real {
-            " (the API server's audit log, user drover-system:drover)"
+            " (the API server's audit log)"
         } else {
             ""
         },
@@ -737,7 +1029,7 @@ async fn run(args: &Args) -> anyhow::Result<Vec<String>> {
         reqs.all_429
     );
     println!(
-        "drover's evictions: {}",
+        "evictions: {}; {to_move} pods on the workers to move",
         outcome
             .evictions
             .iter()
@@ -745,10 +1037,7 @@ async fn run(args: &Args) -> anyhow::Result<Vec<String>> {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    println!(
-        "the benchmark's own requests (not counted as drover's): {}",
-        outcome.bench
-    );
+    println!("the benchmark's own requests (not counted): {}", outcome.bench);
     println!(
         "recorder: max workers unavailable at once {} (budget {per_batch}); PDB violations {}; left cordoned {}{}",
         outcome.max_workers_unavailable,
@@ -765,45 +1054,36 @@ async fn run(args: &Args) -> anyhow::Result<Vec<String>> {
             String::new()
         }
     );
-    let ideal_real = ideal_sim / args.speed;
-    println!(
-        "\nideal = batches x per-node step = {batches} x ({} shutdown + {} start + {} ready + {} upgrade = {step} s) = {ideal_sim:.0} s simulated = {ideal_real:.1} s real at speed {}\n",
-        2, 2, 3, args.upgrade_seconds, args.speed
-    );
+    let cpu = if is_anchor { anchor_cpu } else { drover_usage.cpu };
     let mut rows = vec![
         vec![
-            "total time, real".into(),
-            format!("{real:.1} s{}", if ready { "" } else { " (not finished)" }),
-            format!("{ideal_real:.1} s ideal ({:.1}x)", real / ideal_real),
-        ],
-        vec![
-            "total time, simulated".into(),
-            format!("{simulated:.0} s"),
-            format!("{ideal_sim:.0} s ideal"),
+            "total time".into(),
+            format!("{real:.1} s real{}", if ready { "" } else { " (not finished)" }),
+            format!("{simulated:.0} s simulated"),
         ],
         vec![
             "workers upgraded".into(),
             format!("{updated} of {workers}"),
-            format!("{batches} batches of {per_batch}"),
+            format!("maxUnavailable {per_batch}"),
         ],
         vec![
-            "drover API requests".into(),
+            "API requests".into(),
             format!("{}", reqs.total),
-            if updated > 0 {
-                format!("{:.1} per upgraded node", reqs.total as f64 / updated as f64)
-            } else {
-                let started = (st.counts.updating + st.counts.failed).max(1) as f64;
-                format!("no node finished; {:.1} per node started", reqs.total as f64 / started)
-            },
+            format!("{:.1} per upgraded node", reqs.total as f64 / updated.max(1) as f64),
         ],
         vec![
-            "drover peak memory (VmHWM)".into(),
-            format!("{:.0} MiB", drover_usage.hwm_mib),
-            format!(
-                "CPU {:.1} s ({:.0} % of one core)",
-                drover_usage.cpu,
-                drover_usage.cpu / real * 100.0
-            ),
+            if is_anchor {
+                "kubectl CPU"
+            } else {
+                "drover peak memory (VmHWM)"
+            }
+            .into(),
+            if is_anchor {
+                format!("{cpu:.1} s")
+            } else {
+                format!("{:.0} MiB", drover_usage.hwm_mib)
+            },
+            format!("CPU {cpu:.1} s ({:.0} % of one core)", cpu / real * 100.0),
         ],
     ];
     for (n, cpu, rss) in &idle {
@@ -827,7 +1107,7 @@ async fn run(args: &Args) -> anyhow::Result<Vec<String>> {
         ]);
     }
     println!("{}", table(&["measure", "figure", "note"], &rows));
-    if !ready {
+    if !ready && !is_anchor {
         let tail: Vec<String> = std::fs::read_to_string(&log)
             .unwrap_or_default()
             .lines()
@@ -841,8 +1121,7 @@ async fn run(args: &Args) -> anyhow::Result<Vec<String>> {
     let mut failures = Vec::new();
     if !ready {
         failures.push(format!(
-            "not Ready after {} s ({updated} of {workers} workers upgraded)",
-            args.timeout
+            "not done after {real:.0} s ({updated} of {workers} workers upgraded)"
         ));
     }
     if st.counts.failed > 0 {
@@ -882,19 +1161,27 @@ async fn run(args: &Args) -> anyhow::Result<Vec<String>> {
     if ready && !outcome.left_cordoned.is_empty() {
         failures.push(format!("nodes left cordoned: {:?}", outcome.left_cordoned));
     }
-    if !back.is_empty() {
-        failures.push(format!("{} progress records went back", back.len()));
+    let back = if is_anchor { 0 } else { regressions(&phases).len() };
+    if back > 0 {
+        failures.push(format!("{back} progress records went back"));
     }
     match bed {
         Bed::Kubesim(sim) => (*sim).shutdown().await,
         Bed::Real(mut b) => b.stop(),
     }
-    if failures.is_empty() && args.real_dir.is_none() {
-        let _ = std::fs::remove_dir_all(&dir);
-    } else {
-        println!("logs kept in {}", dir.display());
-    }
-    Ok(failures)
+    Ok(RunResult {
+        label: label.to_string(),
+        ready,
+        real,
+        updated,
+        reqs: outcome.drover,
+        pods_to_move: to_move,
+        cpu,
+        peak_mib: if is_anchor { 0.0 } else { drover_usage.hwm_mib },
+        max_unavailable: outcome.max_workers_unavailable,
+        pdb_violations: outcome.violations.len(),
+        failures,
+    })
 }
 
 #[cfg(test)]
