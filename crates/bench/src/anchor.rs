@@ -25,6 +25,15 @@ pub struct BudgetPart {
     pub drain: f64,
 }
 
+/// The scenario's workers (the nodes a rollout upgrades).
+pub fn workers(sc: &Scenario) -> usize {
+    sc.nodes
+        .iter()
+        .filter(|p| p.role == Role::Worker)
+        .map(|p| p.count as usize)
+        .sum()
+}
+
 /// The lower bound of a rolling upgrade of every worker, in simulated seconds.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Bound {
@@ -90,12 +99,7 @@ pub fn allowed_disruptions(n: u32, min_available: Option<&Value>, max_unavailabl
 /// left out of the budgets' part, which only lowers the bound.
 pub fn lower_bound(sc: &Scenario, k: usize, upgrade_seconds: f64) -> anyhow::Result<Bound> {
     let t = &sc.timing;
-    let nodes: usize = sc
-        .nodes
-        .iter()
-        .filter(|p| p.role == Role::Worker)
-        .map(|p| p.count as usize)
-        .sum();
+    let nodes = workers(sc);
     let step = t.pod_shutdown_seconds + t.pod_start_seconds + t.pod_ready_seconds + upgrade_seconds;
     let k = k.max(1);
     let by_nodes = nodes.div_ceil(k) as f64 * step;
@@ -329,16 +333,6 @@ pub async fn run(a: &Anchor, dir: &Path, nodes: &[String], done: Arc<AtomicUsize
         kubectl_runs: gate.runs.load(Ordering::SeqCst),
         peak_parallel: gate.peak.load(Ordering::SeqCst),
     })
-}
-
-/// CPU seconds of this process's waited-for children (cutime + cstime).
-pub fn children_cpu() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
-    // cutime and cstime are fields 16 and 17 of the file, 13 and 14 after ')'.
-    (ticks(13) + ticks(14)) / 100.0
 }
 
 #[cfg(test)]

@@ -64,15 +64,28 @@ pub struct Usage {
     pub hwm_mib: f64,
 }
 
-/// Usage of `pid` (`"self"` for this process); zeros if it is gone.
-pub fn usage(pid: &str) -> Usage {
+/// The sum of two CPU-time fields of `/proc/<pid>/stat` (numbered from 1,
+/// as in proc(5)), in seconds; 0 if the process is gone.
+fn cpu_seconds(pid: &str, a: usize, b: usize) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The command may hold spaces: fields are counted after the closing ')'.
+    // The command (field 2) may hold spaces: fields are counted after its closing ')'.
     let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15 of the file, 11 and 12 after ')'; USER_HZ is 100 on Linux.
-    let cpu = (ticks(11) + ticks(12)) / 100.0;
+    let ticks = |field: usize| f.get(field - 3).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
+    // USER_HZ is 100 on Linux.
+    (ticks(a) + ticks(b)) / 100.0
+}
+
+/// CPU seconds of this process's children that have been waited for
+/// (cutime and cstime, fields 16 and 17).
+pub fn children_cpu() -> f64 {
+    cpu_seconds("self", 16, 17)
+}
+
+/// Usage of `pid` (`"self"` for this process); zeros if it is gone.
+pub fn usage(pid: &str) -> Usage {
+    // utime and stime are fields 14 and 15 of the file.
+    let cpu = cpu_seconds(pid, 14, 15);
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let kib = |name: &str| {
         status

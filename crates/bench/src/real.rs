@@ -455,6 +455,23 @@ pub struct Audit {
     pub time: String,
 }
 
+/// One client's entries of the audit log, and the user they come from:
+/// kubectl (by its User-Agent, as the admin) or drover (its ServiceAccount).
+pub fn by_client(events: Vec<Audit>, kubectl: bool) -> (Vec<Audit>, &'static str) {
+    if kubectl {
+        let mine = events
+            .into_iter()
+            .filter(|e| e.agent.starts_with(crate::KUBECTL_AGENT))
+            .collect();
+        (mine, "admin")
+    } else {
+        (
+            events.into_iter().filter(|e| e.user == DROVER_USER).collect(),
+            DROVER_USER,
+        )
+    }
+}
+
 /// The requests among `events` that `pick` selects, counted as kubesim counts them.
 pub fn audit_requests(events: &[Audit], pick: impl Fn(&Audit) -> bool) -> AgentRequests {
     let mut out = AgentRequests::default();

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::Parser;
-use drover_bench::real::{self, DROVER_USER, RealBed, RealOptions};
+use drover_bench::real::{self, RealBed, RealOptions};
 use drover_bench::{AgentRequests, DROVER_AGENT, KUBECTL_AGENT, agent_requests, bench_client, median, table};
 use drover_nodeops::{DrainOptions, KubeNodeOps, NodeOps};
 use drover_plan::Outcome;
@@ -520,22 +520,9 @@ async fn one_rep_real(args: &Args, rep: usize) -> anyhow::Result<Vec<Run>> {
         // The audit backend writes in batches of at most a second.
         tokio::time::sleep(Duration::from_millis(1500)).await;
         let audit = bed.audit_since(mark)?;
-        let (mine, user): (Vec<real::Audit>, String) = if drover {
-            (
-                audit.into_iter().filter(|e| e.user == DROVER_USER).collect(),
-                DROVER_USER.into(),
-            )
-        } else {
-            (
-                audit
-                    .into_iter()
-                    .filter(|e| e.agent.starts_with(KUBECTL_AGENT))
-                    .collect(),
-                "admin".into(),
-            )
-        };
+        let (mine, user) = real::by_client(audit, !drover);
         run.requests = real::audit_requests(&mine, |_| true);
-        let deleted = budgets.deletions_under_budget(&mine, &user);
+        let deleted = budgets.deletions_under_budget(&mine, user);
         if !deleted.is_empty() {
             println!("rep {rep}: {}: pods deleted under a budget: {deleted:?}", run.tool);
         }

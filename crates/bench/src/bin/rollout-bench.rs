@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use clap::Parser;
 use drover_api::ClusterUpgrade;
-use drover_bench::real::{self, BudgetWatch, DROVER_USER, PhaseEvent, RealBed, RealOptions, Sampled};
+use drover_bench::real::{self, BudgetWatch, PhaseEvent, RealBed, RealOptions, Sampled};
 use drover_bench::{
     AgentRequests, BENCH_AGENT, DROVER_AGENT, KUBECTL_AGENT, agent_requests, anchor, bench_client, table, usage,
 };
@@ -426,12 +426,7 @@ async fn run(args: &Args) -> anyhow::Result<Vec<String>> {
     }
     println!("rollout-bench: {}", drover_bench::machine());
     let sc = scenario(args)?;
-    let workers = sc
-        .nodes
-        .iter()
-        .filter(|p| p.role == Role::Worker)
-        .map(|p| p.count as usize)
-        .sum::<usize>();
+    let workers = anchor::workers(&sc);
     let per_batch = budget(&args.max_unavailable, workers);
     println!(
         "bed {:?}; scenario {:?}: {} nodes ({workers} workers); speed {}; {COMPONENT} {FROM} -> {TO}, maxUnavailable {} = {per_batch} workers",
@@ -482,6 +477,7 @@ async fn run(args: &Args) -> anyhow::Result<Vec<String>> {
         let r = run_one(
             args,
             &sc,
+            &bound,
             &runner,
             &label,
             &drover,
@@ -612,18 +608,13 @@ async fn worker_names(client: &kube::Client) -> anyhow::Result<Vec<String>> {
 async fn run_one(
     args: &Args,
     sc: &Scenario,
+    bound: &anchor::Bound,
     runner: &Runner,
     label: &str,
     drover: &std::path::Path,
     dir: &std::path::Path,
 ) -> anyhow::Result<RunResult> {
-    let workers = sc
-        .nodes
-        .iter()
-        .filter(|p| p.role == Role::Worker)
-        .map(|p| p.count as usize)
-        .sum::<usize>();
-    let per_batch = budget(&args.max_unavailable, workers);
+    let (workers, per_batch) = (bound.nodes, bound.k);
     std::fs::create_dir_all(dir)?;
     let t = Instant::now();
     let before = usage("self");
@@ -762,7 +753,7 @@ async fn run_one(
     let (t0, s0) = (Instant::now(), sim_now(&bed));
     let (stop_phases, stopped) = tokio::sync::oneshot::channel();
     let collector = collect_phases(phase_rx, stopped);
-    let children_cpu0 = anchor::children_cpu();
+    let children_cpu0 = drover_bench::children_cpu();
     let anchor_done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let (mut child, mut anchor_task, pid) = match runner {
         Runner::Drover(extra) => {
@@ -895,7 +886,7 @@ async fn run_one(
     if let Some(task) = anchor_task.take() {
         task.abort();
     }
-    let anchor_cpu = anchor::children_cpu() - children_cpu0;
+    let anchor_cpu = drover_bench::children_cpu() - children_cpu0;
     let _ = stop_phases.send(());
     let phases = collector.await.unwrap_or_default();
     for w in &watches {
@@ -933,20 +924,8 @@ async fn run_one(
             tokio::time::sleep(Duration::from_millis(1500)).await;
             let audit = b.audit_since(audit_mark)?;
             let report = recorder.report(sim_now(&bed));
-            let (mine, user): (Vec<real::Audit>, &str) = if is_anchor {
-                (
-                    audit
-                        .into_iter()
-                        .filter(|e| e.agent.starts_with(KUBECTL_AGENT))
-                        .collect(),
-                    "admin",
-                )
-            } else {
-                (
-                    audit.into_iter().filter(|e| e.user == DROVER_USER).collect(),
-                    DROVER_USER,
-                )
-            };
+            let bench = real::audit_requests(&audit, |e| e.agent.starts_with(BENCH_AGENT)).total;
+            let (mine, user) = real::by_client(audit, is_anchor);
             let mut evictions: std::collections::BTreeMap<u16, u64> = Default::default();
             for e in mine.iter().filter(|e| e.resource == "pods/eviction") {
                 *evictions.entry(e.code).or_default() += 1;
@@ -954,7 +933,7 @@ async fn run_one(
             let budgets = budgets.as_ref().expect("the real bed's budget watch");
             Outcome {
                 drover: real::audit_requests(&mine, |_| true),
-                bench: 0,
+                bench,
                 evictions: evictions.into_iter().collect(),
                 max_workers_unavailable: report.max_unavailable.get("worker").copied().unwrap_or(0),
                 violations: budgets.deletions_under_budget(&mine, user),
