@@ -254,7 +254,13 @@ on_both_beds! {
         let (before, after) = (pods_before.get(failed[0]).cloned().unwrap_or_default(), pods_after.get(failed[0]).cloned().unwrap_or_default());
         let gone: Vec<&String> = before.difference(&after).collect();
         assert!(!before.is_empty() && gone.is_empty(), "pods gone from {}: {gone:?}", failed[0]);
-        assert!(env.report().await.cordoned.is_empty(), "handed back");
+        // Status is written before the hand-back is performed: wait for it, bounded.
+        within(env.timeout(Duration::from_secs(30)), "the failed node handed back", async {
+            while !env.report().await.cordoned.is_empty() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+        .await;
         assert!(nodes_where(&env, |r| r["phase"] == "Draining").is_empty(), "no node reached its drain");
     }
 }
