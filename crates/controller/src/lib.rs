@@ -279,11 +279,43 @@ pub async fn run(
             synced,
         }
     };
+    // drover's own Jobs, watch-fed, so a step reads its Job without a
+    // request; what a step never reads is dropped to keep the store small.
+    let jobs = {
+        let (store, writer) = reflector::store::<Job>();
+        let synced = Arc::new(AtomicBool::new(false));
+        let cfg = watcher::Config::default().labels(JOB_SELECTOR);
+        let watch = reflector(
+            writer,
+            watcher(Api::<Job>::all(client.clone()), cfg).modify(|j: &mut Job| {
+                j.metadata.managed_fields = None;
+                if let Some(spec) = j.spec.as_mut() {
+                    spec.template = Default::default();
+                }
+            }),
+        )
+        .default_backoff()
+        .for_each(|_| futures::future::ready(()));
+        tokio::spawn(watch);
+        let (s, flag) = (store.clone(), synced.clone());
+        tokio::spawn(async move {
+            if s.wait_until_ready().await.is_ok() {
+                flag.store(true, Ordering::Relaxed);
+            }
+        });
+        (store, synced)
+    };
+    let caches = drover_nodeops::Caches {
+        nodes: Some(node_store.clone()),
+        jobs: Some(jobs.0),
+        jobs_synced: jobs.1,
+    };
     let ctx = Arc::new(reconcile::Context {
         control_plane_pods,
         client: client.clone(),
         ops: KubeNodeOps::new(client.clone(), evict_client, cfg.settings.job_namespace.clone())
-            .with_cluster_ca(cluster_ca),
+            .with_cluster_ca(cluster_ca)
+            .with_caches(caches),
         nodes: node_store.clone(),
         upgrades: controller.store(),
         metrics: metrics.clone(),
@@ -304,7 +336,7 @@ pub async fn run(
     let running = controller
         .owns(
             Api::<Job>::all(client.clone()),
-            watcher::Config::default().labels("app.kubernetes.io/managed-by=drover"),
+            watcher::Config::default().labels(JOB_SELECTOR),
         )
         .reconcile_all_on(node_changes)
         .graceful_shutdown_on(shutdown.clone())
@@ -344,6 +376,9 @@ pub async fn run(
     tracing::info!("shut down");
     Ok(())
 }
+
+/// drover's Jobs: upgrades, hooks, reboots and backups.
+const JOB_SELECTOR: &str = "app.kubernetes.io/managed-by=drover";
 
 fn stopped_leading(metrics: &Metrics, inflight: &inflight::Inflight, why: &str) {
     metrics.leader.set(0);

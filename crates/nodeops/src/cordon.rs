@@ -11,7 +11,8 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Map, Value, json};
 
-use crate::error::{Result, is_conflict};
+use crate::cache::{Caches, Source};
+use crate::error::{NodeOpsError, Result, is_conflict};
 
 fn annotation<'a>(node: &'a Node, key: &str) -> Option<&'a str> {
     node.metadata.annotations.as_ref()?.get(key).map(String::as_str)
@@ -63,52 +64,69 @@ fn uncordon_annotations(node: &Node) -> Map<String, Value> {
 }
 
 /// Mark the node unschedulable and record `owner` as the one who did,
-/// unless it already is (then it is left as it is and not claimed).
-pub async fn cordon(nodes: &Api<Node>, name: &str, owner: &str) -> Result<Outcome> {
-    let node = nodes.get(name).await?;
-    if unschedulable(&node) {
-        return Ok(Outcome::Done);
+/// unless it already is (then it is left as it is and not claimed). The
+/// node is read from the store when there is one; a write that loses to a
+/// stale copy is tried once more from the server's.
+pub async fn cordon(nodes: &Api<Node>, caches: &Caches, name: &str, owner: &str) -> Result<Outcome> {
+    for source in caches.attempts() {
+        let Some((node, _)) = caches.node_from(nodes, name, *source).await? else {
+            return Err(NodeOpsError::Invalid(format!("node {name} is not there to cordon")));
+        };
+        if unschedulable(&node) {
+            return Ok(Outcome::Done);
+        }
+        // The resourceVersion makes this a compare-and-swap: if an admin cordons
+        // the node (or sets a guard) between our read and write, we lose and re-read.
+        let patch = json!({
+            "metadata": {
+                "resourceVersion": node.metadata.resource_version,
+                "annotations": cordon_annotations(&node, owner),
+            },
+            "spec": {"unschedulable": true},
+        });
+        match nodes.patch(name, &params(), &Patch::Merge(&patch)).await {
+            Ok(_) => return Ok(Outcome::Done),
+            Err(e) if is_conflict(&e) => continue,
+            Err(e) => return Err(e.into()),
+        }
     }
-    // The resourceVersion makes this a compare-and-swap: if an admin cordons
-    // the node (or sets a guard) between our read and write, we lose and re-read.
-    let patch = json!({
-        "metadata": {
-            "resourceVersion": node.metadata.resource_version,
-            "annotations": cordon_annotations(&node, owner),
-        },
-        "spec": {"unschedulable": true},
-    });
-    match nodes.patch(name, &params(), &Patch::Merge(&patch)).await {
-        Ok(_) => Ok(Outcome::Done),
-        Err(e) if is_conflict(&e) => Ok(Outcome::Waiting {
-            message: format!("node {name} changed while cordoning; retrying"),
-        }),
-        Err(e) => Err(e.into()),
-    }
+    Ok(Outcome::Waiting {
+        message: format!("node {name} changed while cordoning; retrying"),
+    })
 }
 
-/// Undo `owner`'s cordon and the guards it added. A cordon someone else made is left alone.
-pub async fn uncordon(nodes: &Api<Node>, name: &str, owner: &str) -> Result<Outcome> {
-    let Some(node) = nodes.get_opt(name).await? else {
-        return Ok(Outcome::Done); // a deleted node holds nothing
-    };
-    if annotation(&node, CORDONED_BY) != Some(owner) {
-        return Ok(Outcome::Done);
+/// Undo `owner`'s cordon and the guards it added. A cordon someone else
+/// made is left alone: a stored copy that does not show `owner`'s cordon is
+/// confirmed with the server before the node is left as it is.
+pub async fn uncordon(nodes: &Api<Node>, caches: &Caches, name: &str, owner: &str) -> Result<Outcome> {
+    let mut source = caches.attempts()[0];
+    for _ in 0..3 {
+        let Some((node, from)) = caches.node_from(nodes, name, source).await? else {
+            return Ok(Outcome::Done); // a deleted node holds nothing
+        };
+        source = Source::Server;
+        if annotation(&node, CORDONED_BY) != Some(owner) {
+            if from == Source::Cache {
+                continue;
+            }
+            return Ok(Outcome::Done);
+        }
+        let patch = json!({
+            "metadata": {
+                "resourceVersion": node.metadata.resource_version,
+                "annotations": uncordon_annotations(&node),
+            },
+            "spec": {"unschedulable": false},
+        });
+        match nodes.patch(name, &params(), &Patch::Merge(&patch)).await {
+            Ok(_) => return Ok(Outcome::Done),
+            Err(e) if is_conflict(&e) => continue,
+            Err(e) => return Err(e.into()),
+        }
     }
-    let patch = json!({
-        "metadata": {
-            "resourceVersion": node.metadata.resource_version,
-            "annotations": uncordon_annotations(&node),
-        },
-        "spec": {"unschedulable": false},
-    });
-    match nodes.patch(name, &params(), &Patch::Merge(&patch)).await {
-        Ok(_) => Ok(Outcome::Done),
-        Err(e) if is_conflict(&e) => Ok(Outcome::Waiting {
-            message: format!("node {name} changed while uncordoning; retrying"),
-        }),
-        Err(e) => Err(e.into()),
-    }
+    Ok(Outcome::Waiting {
+        message: format!("node {name} changed while uncordoning; retrying"),
+    })
 }
 
 #[cfg(test)]

@@ -158,18 +158,26 @@ impl Drainer<'_> {
         // Budget refusals seen last, by pod, and when each pod may be tried again.
         let mut blocked: BTreeMap<String, String> = BTreeMap::new();
         let mut retry_at: BTreeMap<String, Instant> = BTreeMap::new();
+        // The node's pods: listed once, then kept from one field-selector
+        // watch for the pass (listed again only if that watch ends early).
+        let mut view = NodePods::default();
+        // Pods whose eviction this pass accepted: terminating, even before
+        // the watch shows their deletionTimestamp.
+        let mut evicted: BTreeSet<String> = BTreeSet::new();
         loop {
-            let list = pods.list(&ListParams::default().fields(&on_node)).await?;
-            let rv = list.metadata.resource_version.clone().unwrap_or_default();
+            if view.events.is_none() {
+                view.start(&pods, &on_node, pass_end).await?;
+            }
             let mut refused = Vec::new();
             let mut to_evict = Vec::new();
             let mut terminating = BTreeSet::new();
-            for pod in &list.items {
+            for pod in view.pods.values() {
+                let uid = pod.uid().unwrap_or_default();
                 match disposition(pod, opts) {
                     PodDisposition::Skip(_) => {}
                     PodDisposition::Refuse(why) => refused.push(format!("{} ({why})", key(pod))),
-                    PodDisposition::Evict if pod.metadata.deletion_timestamp.is_some() => {
-                        terminating.insert(pod.uid().unwrap_or_default());
+                    PodDisposition::Evict if pod.metadata.deletion_timestamp.is_some() || evicted.contains(&uid) => {
+                        terminating.insert(uid);
                     }
                     PodDisposition::Evict => to_evict.push(pod.clone()),
                 }
@@ -266,10 +274,16 @@ impl Drainer<'_> {
                     self.budgets.settle(&budget_key(b), &pod.name_any(), spent);
                 }
                 match r? {
-                    Evicted::Accepted | Evicted::Gone => {
+                    Evicted::Accepted => {
                         blocked.remove(&k);
                         retry_at.remove(&k);
+                        evicted.insert(pod.uid().unwrap_or_default());
                         terminating.insert(pod.uid().unwrap_or_default());
+                    }
+                    Evicted::Gone => {
+                        blocked.remove(&k);
+                        retry_at.remove(&k);
+                        view.pods.remove(&pod.uid().unwrap_or_default());
                     }
                     Evicted::Blocked { message } => {
                         blocked.insert(
@@ -321,16 +335,8 @@ impl Drainer<'_> {
                 .flatten()
                 .min()
                 .unwrap_or(pass_end);
-            self.wait_change(
-                &pods,
-                &on_node,
-                &rv,
-                &mut terminating,
-                &mut budget_events,
-                &waiting_on,
-                wait_until,
-            )
-            .await?;
+            self.wait_change(&mut view, &terminating, &mut budget_events, &waiting_on, wait_until)
+                .await;
             if Instant::now() >= pass_end {
                 let message = summary(&blocked, &[], terminating.len());
                 return Ok(if blocked.is_empty() {
@@ -351,24 +357,21 @@ impl Drainer<'_> {
         }
     }
 
-    /// Watch the node's pods and the budget cache until a terminating pod is
-    /// gone (deleted, or replaced by one with a new UID), a budget in `budgets`
-    /// changed since this round saw it and allows a disruption (or is gone),
-    /// or `until`.
-    #[allow(clippy::too_many_arguments)]
+    /// Follow the node's pods and the budget cache until a terminating pod
+    /// is gone (deleted, or replaced by one with a new UID), a budget in
+    /// `budgets` changed since this round saw it and allows a disruption (or
+    /// is gone), or `until`. Sends no request: the pass's watch brings the
+    /// pods; when it ends, the next round lists again.
     async fn wait_change(
         &self,
-        pods: &Api<Pod>,
-        on_node: &str,
-        rv: &str,
-        uids: &mut BTreeSet<String>,
+        view: &mut NodePods,
+        terminating: &BTreeSet<String>,
         budget_events: &mut watch::Receiver<u64>,
         budgets: &BTreeMap<String, Option<String>>,
         until: Instant,
-    ) -> Result<()> {
-        let remaining = until.saturating_duration_since(Instant::now());
-        if remaining.is_zero() {
-            return Ok(());
+    ) {
+        if until.saturating_duration_since(Instant::now()).is_zero() {
+            return;
         }
         // Only a change of the budget itself counts: a budget that already
         // allows a disruption but whose pods await their retry must not wake
@@ -380,44 +383,83 @@ impl Drainer<'_> {
             })
         };
         if unblocked() {
-            return Ok(());
+            return;
         }
-        let secs = remaining.as_secs().clamp(1, 290) as u32;
-        // A watch that cannot start (410, a fault) just ends the wait: the next round re-lists.
-        let Ok(pod_events) = pods
-            .watch(&WatchParams::default().fields(on_node).timeout(secs), rv)
-            .await
-        else {
-            return Ok(());
+        let Some(mut events) = view.events.take() else {
+            // No watch to follow (it could not start): list again after a
+            // second, not at once.
+            tokio::time::sleep_until(until.min(Instant::now() + Duration::from_secs(1))).await;
+            return;
         };
-        let mut pod_events = std::pin::pin!(pod_events);
         let mut cache_alive = !budgets.is_empty();
-        let had = uids.len();
-        let _ = tokio::time::timeout_at(until, async {
+        let pods = &mut view.pods;
+        let ended = tokio::time::timeout_at(until, async {
             loop {
                 tokio::select! {
-                    event = pod_events.next() => match event {
+                    event = events.next() => match event {
+                        Some(Ok(WatchEvent::Added(p) | WatchEvent::Modified(p))) => {
+                            pods.insert(p.uid().unwrap_or_default(), p);
+                        }
                         Some(Ok(WatchEvent::Deleted(p))) => {
-                            uids.remove(&p.uid().unwrap_or_default());
-                            // Every pod we waited for is gone: look again.
-                            if uids.is_empty() && had > 0 {
-                                break;
+                            let uid = p.uid().unwrap_or_default();
+                            pods.remove(&uid);
+                            // A pod we waited for is gone: look again.
+                            if terminating.contains(&uid) {
+                                return false;
                             }
                         }
-                        Some(Ok(WatchEvent::Error(_)) | Err(_)) | None => break,
-                        Some(Ok(_)) => {}
+                        Some(Ok(WatchEvent::Bookmark(_))) => {}
+                        // The watch ended (its timeout, a 410, a fault): list again.
+                        Some(Ok(WatchEvent::Error(_)) | Err(_)) | None => return true,
                     },
                     changed = budget_events.changed(), if cache_alive => {
                         if changed.is_err() {
                             cache_alive = false;
                         } else if unblocked() {
-                            break;
+                            return false;
                         }
                     }
                 }
             }
         })
         .await;
+        if ended != Ok(true) {
+            view.events = Some(events);
+        }
+    }
+}
+
+/// A node's pods as one pass sees them: a list, then the events of one
+/// watch from that list's resourceVersion, by UID.
+#[derive(Default)]
+struct NodePods {
+    pods: BTreeMap<String, Pod>,
+    events: Option<PodEvents>,
+}
+
+type PodEvents = std::pin::Pin<Box<dyn futures::Stream<Item = kube::Result<WatchEvent<Pod>>> + Send>>;
+
+impl NodePods {
+    /// List the node's pods and start watching them until `pass_end`. A
+    /// watch that cannot start (410, a fault) leaves the list alone: the
+    /// next round lists again.
+    async fn start(&mut self, pods: &Api<Pod>, on_node: &str, pass_end: Instant) -> Result<()> {
+        let list = pods.list(&ListParams::default().fields(on_node)).await?;
+        let rv = list.metadata.resource_version.clone().unwrap_or_default();
+        self.pods = list
+            .items
+            .into_iter()
+            .map(|p| (p.uid().unwrap_or_default(), p))
+            .collect();
+        let secs = pass_end
+            .saturating_duration_since(Instant::now())
+            .as_secs()
+            .clamp(1, 290) as u32;
+        self.events = pods
+            .watch(&WatchParams::default().fields(on_node).timeout(secs), &rv)
+            .await
+            .ok()
+            .map(|s| Box::pin(s) as PodEvents);
         Ok(())
     }
 }

@@ -19,6 +19,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use kube::api::{Api, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 
+use crate::cache::Caches;
 use crate::error::{NodeOpsError, Result, is_conflict};
 
 /// The ClusterUpgrade a Job belongs to (its owner reference).
@@ -241,15 +242,18 @@ pub fn from_an_earlier_attempt(job: &Job, not_before: Option<jiff::Timestamp>) -
 /// there, or `make()` created and marked with the attempt. None when the
 /// one there finished in an earlier attempt: it is being deleted, and the
 /// next pass creates this attempt's.
+/// The Job is read from the watch-fed store when there is one (see [`Caches`]).
 pub(crate) async fn this_attempts_job(
     jobs: &Api<Job>,
-    name: &str,
+    caches: &Caches,
+    (namespace, name): (&str, &str),
     not_before: Option<jiff::Timestamp>,
     make: impl FnOnce() -> Job,
 ) -> Result<Option<Job>> {
-    match jobs.get_opt(name).await? {
-        Some(job) if from_an_earlier_attempt(&job, not_before) => {
-            jobs.delete(name, &kube::api::DeleteParams::background()).await?;
+    let earlier = |job: &Job| from_an_earlier_attempt(job, not_before);
+    match caches.job_opt(jobs, namespace, name).await? {
+        Some(job) if earlier(&job) => {
+            delete_earlier(jobs, name).await?;
             Ok(None)
         }
         Some(job) => Ok(Some(job)),
@@ -258,10 +262,29 @@ pub(crate) async fn this_attempts_job(
             mark_attempt(&mut job, not_before);
             match jobs.create(&PostParams::default(), &job).await {
                 Ok(job) => Ok(Some(job)),
-                Err(e) if is_conflict(&e) => Ok(Some(jobs.get(name).await?)),
+                // There after all (a store a moment behind): the earlier
+                // attempt's check applies to what the server has.
+                Err(e) if is_conflict(&e) => match jobs.get_opt(name).await? {
+                    Some(job) if earlier(&job) => {
+                        delete_earlier(jobs, name).await?;
+                        Ok(None)
+                    }
+                    Some(job) => Ok(Some(job)),
+                    None => Ok(None),
+                },
                 Err(e) => Err(NodeOpsError::Kube(e)),
             }
         }
+    }
+}
+
+/// Delete an earlier attempt's Job; one already gone (a store that still
+/// shows it) is what was wanted.
+async fn delete_earlier(jobs: &Api<Job>, name: &str) -> Result<()> {
+    match jobs.delete(name, &kube::api::DeleteParams::background()).await {
+        Ok(_) => Ok(()),
+        Err(e) if crate::error::is_not_found(&e) => Ok(()),
+        Err(e) => Err(NodeOpsError::Kube(e)),
     }
 }
 
@@ -270,10 +293,15 @@ pub(crate) async fn this_attempts_job(
 /// step) belongs to an earlier attempt (a retry after a failed Job, a
 /// version that did not verify, a reboot that did not come back): it is
 /// deleted so that this attempt runs the Job afresh.
-pub async fn run(client: &Client, j: &UpgradeJob<'_>, not_before: Option<jiff::Timestamp>) -> Result<Outcome> {
+pub async fn run(
+    client: &Client,
+    caches: &Caches,
+    j: &UpgradeJob<'_>,
+    not_before: Option<jiff::Timestamp>,
+) -> Result<Outcome> {
     let jobs: Api<Job> = Api::namespaced(client.clone(), j.namespace);
     let name = job_name(&j.owner.name, j.node, j.component, j.version);
-    let Some(job) = this_attempts_job(&jobs, &name, not_before, || build(j)).await? else {
+    let Some(job) = this_attempts_job(&jobs, caches, (j.namespace, &name), not_before, || build(j)).await? else {
         return Ok(Outcome::Waiting {
             message: format!("replacing job {name}, which finished in an earlier attempt"),
         });

@@ -7,6 +7,7 @@
 
 pub mod backup;
 pub mod budgets;
+pub mod cache;
 pub mod cordon;
 pub mod drain;
 pub mod error;
@@ -29,6 +30,7 @@ use k8s_openapi::api::core::v1::Node;
 use kube::Client;
 use kube::api::Api;
 
+pub use cache::Caches;
 pub use drain::DrainOptions;
 pub use error::{NodeOpsError, Result, api_text, refused_for_good, watch_text};
 pub use eviction::Evictor;
@@ -111,6 +113,8 @@ pub struct KubeNodeOps {
     admission: std::sync::Mutex<BTreeMap<String, (std::time::Instant, Option<String>)>>,
     /// What the controlPlane health check trusts (drover's kubeconfig's CA).
     cluster_ca: ClusterCa,
+    /// The controller's watch-fed nodes and Jobs (none: every read is a GET).
+    caches: Caches,
 }
 
 impl KubeNodeOps {
@@ -124,7 +128,15 @@ impl KubeNodeOps {
             job_namespace: job_namespace.into(),
             admission: std::sync::Mutex::default(),
             cluster_ca: ClusterCa::default(),
+            caches: Caches::default(),
         }
+    }
+
+    /// Read nodes and drover's Jobs from these stores instead of asking the
+    /// server on every step (see [`Caches`]).
+    pub fn with_caches(mut self, caches: Caches) -> Self {
+        self.caches = caches;
+        self
     }
 
     /// Trust `ca` for the controlPlane health check's API servers (without
@@ -156,11 +168,11 @@ impl KubeNodeOps {
 
 impl NodeOps for KubeNodeOps {
     async fn cordon(&self, node: &str, owner: &str) -> Result<Outcome> {
-        cordon::cordon(&Api::<Node>::all(self.client.clone()), node, owner).await
+        cordon::cordon(&Api::<Node>::all(self.client.clone()), &self.caches, node, owner).await
     }
 
     async fn uncordon(&self, node: &str, owner: &str) -> Result<Outcome> {
-        cordon::uncordon(&Api::<Node>::all(self.client.clone()), node, owner).await
+        cordon::uncordon(&Api::<Node>::all(self.client.clone()), &self.caches, node, owner).await
     }
 
     async fn drain(&self, node: &str, opts: &DrainOptions) -> Result<Outcome> {
@@ -176,7 +188,10 @@ impl NodeOps for KubeNodeOps {
     async fn upgrade(&self, req: &UpgradeRequest<'_>) -> Result<Outcome> {
         // Idempotent after a crash: if the node already shows the version, do not run it again.
         if req.verify.job_succeeded.is_none() {
-            let node = Api::<Node>::all(self.client.clone()).get(req.node).await?;
+            let (node, _) = self
+                .caches
+                .node(&Api::<Node>::all(self.client.clone()), req.node)
+                .await?;
             if let Ok(live) = verify::live_version(&self.client, &node, req.component, req.verify).await?
                 && drover_api::known::live_matches(req.verify, req.version, &live)
             {
@@ -191,7 +206,7 @@ impl NodeOps for KubeNodeOps {
             version: req.version,
             job: req.job,
         };
-        job::run(&self.client, &j, req.not_before).await
+        job::run(&self.client, &self.caches, &j, req.not_before).await
     }
 
     async fn verify(
@@ -202,11 +217,11 @@ impl NodeOps for KubeNodeOps {
         v: &Verify,
         deadline: Option<Timestamp>,
     ) -> Result<Outcome> {
-        verify::verify(&self.client, node, component, version, v, deadline).await
+        verify::verify(&self.client, &self.caches, node, component, version, v, deadline).await
     }
 
     async fn reboot(&self, req: &RebootRequest<'_>) -> Result<Outcome> {
-        reboot::reboot(&self.client, &self.job_namespace, req).await
+        reboot::reboot(&self.client, &self.caches, &self.job_namespace, req).await
     }
 
     async fn upgrade_workload(&self, w: &WorkloadUpgrade, version: &str) -> Result<Outcome> {

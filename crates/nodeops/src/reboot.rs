@@ -18,6 +18,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::Api;
 use kube::{Client, ResourceExt};
 
+use crate::cache::Caches;
 use crate::error::Result;
 use crate::job::{Owner, dns_part};
 use crate::verify::node_ready;
@@ -140,9 +141,9 @@ pub fn build(r: &RebootRequest, namespace: &str, image: &str) -> Job {
 /// Done once the node reports a bootID other than the one before and is
 /// Ready; Waiting before the deadline, Failed (RebootFailed) after it. The
 /// reboot Job runs in `namespace` (the upgrade Jobs').
-pub async fn reboot(client: &Client, namespace: &str, r: &RebootRequest<'_>) -> Result<Outcome> {
+pub async fn reboot(client: &Client, caches: &Caches, namespace: &str, r: &RebootRequest<'_>) -> Result<Outcome> {
     let nodes: Api<Node> = Api::all(client.clone());
-    let node = nodes.get(r.node).await?;
+    let (node, _) = caches.node(&nodes, r.node).await?;
     let rebooted = boot_id(&node) != r.boot_id || r.boot_id.is_empty();
     let ready = node_ready(&node);
     if rebooted && ready {
@@ -161,8 +162,10 @@ pub async fn reboot(client: &Client, namespace: &str, r: &RebootRequest<'_>) -> 
         };
         let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
         let name = job_name(&r.owner.name, r.node, r.boot_id);
-        let Some(job) =
-            crate::job::this_attempts_job(&jobs, &name, r.not_before, || build(r, namespace, image)).await?
+        let Some(job) = crate::job::this_attempts_job(&jobs, caches, (namespace, &name), r.not_before, || {
+            build(r, namespace, image)
+        })
+        .await?
         else {
             return Ok(Outcome::Waiting {
                 message: format!(

@@ -14,6 +14,7 @@ use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
+use crate::cache::Caches;
 use crate::error::Result;
 
 /// A node's Ready condition.
@@ -102,6 +103,7 @@ pub async fn live_version(
 /// Waiting before `deadline`; Failed after it.
 pub async fn verify(
     client: &Client,
+    caches: &Caches,
     node_name: &str,
     component: &str,
     version: &str,
@@ -109,7 +111,9 @@ pub async fn verify(
     deadline: Option<Timestamp>,
 ) -> Result<Outcome> {
     let nodes: Api<Node> = Api::all(client.clone());
-    let node = nodes.get(node_name).await?;
+    // A stored copy a moment behind only makes this pass wait: the node's
+    // next change wakes the next one.
+    let (node, _) = caches.node(&nodes, node_name).await?;
     let waiting = if !node_ready(&node) {
         Some(format!("node {node_name} is NotReady"))
     } else if verify.job_succeeded.is_some() {
