@@ -465,8 +465,10 @@ async fn finish<O: NodeOps>(
             .get_or_create(&UpgradeLabels { upgrade: name.clone() })
             .inc();
     }
-    ctx.node_event(cu, node, note.warning, note.reason, note.action, note.note)
-        .await;
+    if note.event {
+        ctx.node_event(cu, node, note.warning, note.reason, note.action, note.note)
+            .await;
+    }
     Ok(())
 }
 

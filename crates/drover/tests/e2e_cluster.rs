@@ -211,9 +211,15 @@ on_both_beds! {
                 .filter(|e| regarding(e) == ("Node".to_string(), w.clone()))
                 .filter_map(|e| e.reason.clone())
                 .collect();
-            for r in ["NodeStarted", "Cordoned", "Drained", "Upgraded", "Verified", "NodeUpgraded"] {
+            for r in ["NodeStarted", "NodeUpgraded"] {
                 assert!(reasons.contains(r), "{w}: no {r} event regarding the node, only {reasons:?}");
             }
+            // At most two Normal events per node: its start and its end.
+            let normal = evs
+                .iter()
+                .filter(|e| regarding(e) == ("Node".to_string(), w.clone()) && e.type_.as_deref() == Some("Normal"))
+                .count();
+            assert!(normal <= 2, "{w}: {normal} Normal events ({reasons:?})");
         }
         // And as kubectl shows them: each worker named in its own event's object.
         let out = env.kubectl(&["get", "events", "-n", "default", "-o", "wide"]);

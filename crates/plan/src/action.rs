@@ -445,6 +445,11 @@ pub struct StepNote {
     pub note: String,
     /// How long the step took, for a step that ended Done.
     pub took: Option<Duration>,
+    /// Whether it becomes an event. A node gets at most two Normal events,
+    /// when it starts and when it ends (upgraded, failed or handed back),
+    /// so that a 5,000-node rollout does not write 30,000 events; every
+    /// Warning is one. The steps between show in status and the metrics.
+    pub event: bool,
 }
 
 /// What to say about a step on `node` that ended with `outcome`, once its
@@ -458,6 +463,7 @@ pub fn step_note(node: &str, step: &Step, t: &Transition, outcome: &Outcome, now
         action: step.name(),
         note,
         took: None,
+        event: warning,
     };
     Some(match outcome {
         Outcome::Done => {
@@ -502,8 +508,13 @@ pub fn step_note(node: &str, step: &Step, t: &Transition, outcome: &Outcome, now
                 ),
             };
             let secs = (now - t.from.since).get_seconds().max(0) as u64;
+            let ends = matches!(
+                reason,
+                StepEvent::NodeFailed | StepEvent::NodeReleased | StepEvent::NodeUpgraded
+            );
             StepNote {
                 took: Some(Duration::from_secs(secs)),
+                event: ends,
                 ..note(reason.into(), reason == StepEvent::NodeFailed, text)
             }
         }
