@@ -317,7 +317,21 @@ impl Transition {
         Some(match outcome {
             Outcome::Done => return self.on_done.clone(),
             Outcome::RebootRequired { .. } => return self.on_reboot.clone().or_else(|| self.on_done.clone()),
-            Outcome::Waiting { message } => noted(message, false),
+            Outcome::Waiting { message } => {
+                let p = noted(message, false);
+                // The same wait with new numbers ("job … running (0 active…)"
+                // then "(1 active…)", "waiting for 2 pods to terminate" then
+                // 1) is not a new state: not worth a write to the node each.
+                if p.message != self.from.message && same_shape(&p.message, &self.from.message) {
+                    NodeProgress {
+                        message: self.from.message.clone(),
+                        attempts: self.from.attempts,
+                        ..p
+                    }
+                } else {
+                    p
+                }
+            }
             Outcome::Blocked {
                 message,
                 timed_out: false,
@@ -452,6 +466,22 @@ pub struct StepNote {
     pub event: bool,
 }
 
+/// Whether two messages differ only in their numbers.
+fn same_shape(a: &str, b: &str) -> bool {
+    let shape = |m: &str| -> String {
+        let mut out = String::with_capacity(m.len());
+        for c in m.chars() {
+            match c {
+                '0'..='9' if out.ends_with('#') => {}
+                '0'..='9' => out.push('#'),
+                c => out.push(c),
+            }
+        }
+        out
+    };
+    shape(a) == shape(b)
+}
+
 /// What to say about a step on `node` that ended with `outcome`, once its
 /// record was written; None when there is nothing new to say. `now` only
 /// measures how long the step took.
@@ -541,4 +571,30 @@ pub fn step_note(node: &str, step: &Step, t: &Transition, outcome: &Outcome, now
         ),
         Outcome::Waiting { .. } => return None,
     })
+}
+
+#[cfg(test)]
+mod shape_tests {
+    use super::same_shape;
+
+    #[test]
+    fn a_wait_whose_numbers_change_is_the_same_wait() {
+        assert!(same_shape(
+            "job containerd-w1-3f8 running (0 active, 0 failed attempts)",
+            "job containerd-w1-3f8 running (1 active, 12 failed attempts)"
+        ));
+        assert!(same_shape(
+            "waiting for 2 pods to terminate",
+            "waiting for 10 pods to terminate"
+        ));
+        // A different wait, or a block, is a new state and is written.
+        assert!(!same_shape(
+            "waiting for 2 pods to terminate",
+            "2 pods blocked: default/web-1 blocked by PodDisruptionBudget default/web"
+        ));
+        assert!(!same_shape(
+            "replacing job j, which finished in an earlier attempt",
+            "job j running (0 active, 0 failed attempts)"
+        ));
+    }
 }
