@@ -92,8 +92,10 @@ struct RunArgs {
     /// Address for /metrics, /healthz and /readyz ("off" to disable).
     #[arg(long, default_value = "0.0.0.0:8080")]
     http_addr: String,
-    /// Requests per second to the API server (0: unlimited).
-    #[arg(long, default_value_t = 50)]
+    /// Requests per second to the API server (0, the default: no
+    /// client-side limit; the server's flow control paces drover, and a 429
+    /// is retried after its Retry-After).
+    #[arg(long, default_value_t = 0)]
     kube_qps: u64,
     /// Node steps performed at once (keep it at least the largest batch).
     #[arg(long, default_value_t = 1000)]

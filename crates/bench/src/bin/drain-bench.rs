@@ -71,8 +71,8 @@ struct Args {
     /// drover's evictions in flight at once (DrainOptions::from_spec: 8).
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
-    /// drover's client rate limit (`drover run --kube-qps`, default 50; 0: none).
-    #[arg(long, default_value_t = 50)]
+    /// drover's client rate limit (`drover run --kube-qps`; 0, its default: none).
+    #[arg(long, default_value_t = 0)]
     qps: u64,
     /// Real bed: the Kubernetes version (scripts/controlplane.sh --version).
     #[arg(long, default_value = "newest")]

@@ -92,6 +92,11 @@ struct Args {
     /// Real seconds of idling measured before drover starts.
     #[arg(long, default_value_t = 10)]
     idle: u64,
+    /// Real seconds drover is left running once the rollout is Ready
+    /// (kubesim bed, drover's runs): what it sends with nothing to do, but
+    /// its watches, is printed (`drover idle: …`). 0: not measured.
+    #[arg(long, default_value_t = 0)]
+    idle_after: u64,
     /// The drover binary (default: `drover` next to this one).
     #[arg(long)]
     drover: Option<PathBuf>,
@@ -118,9 +123,10 @@ struct Args {
         default_value = "default,like-for-like,anchor"
     )]
     runs: Vec<RunKind>,
-    /// The client rate (requests a second) a real cluster would see; the
-    /// like-for-like run passes --kube-qps=<this x --speed>, since the bed
-    /// runs --speed times faster than a real cluster.
+    /// A client-side rate (requests a second) on a real cluster (drover's
+    /// default until it was lifted); the like-for-like run passes
+    /// --kube-qps=<this x --speed>, since the bed runs --speed times faster
+    /// than a real cluster.
     #[arg(long, default_value_t = 50.0)]
     base_qps: f64,
     /// The kubectl binary for the anchor.
@@ -876,6 +882,12 @@ async fn run_one(
     }
     let (real, simulated) = (t0.elapsed().as_secs_f64(), sim_now(&bed) - s0);
     sampled.sample(&bed_usage(&bed));
+    if let (Bed::Kubesim(sim), true, false) = (&bed, ready, *runner == Runner::Anchor)
+        && args.idle_after > 0
+        && child.is_some()
+    {
+        idle_requests(sim, args.idle_after).await;
+    }
     if let Some(mut c) = child.take() {
         let final_drover = usage(&pid);
         if final_drover.hwm_mib > 0.0 {
@@ -1173,4 +1185,41 @@ mod tests {
         assert_eq!(budget("10%", 5), 1);
         assert_eq!(budget("3", 1000), 3);
     }
+}
+
+/// What drover sends over `secs` with a Ready rollout and nothing to do:
+/// every request but a watch (a watch that ends is opened again, which is
+/// what keeps the caches fed), by kind.
+async fn idle_requests(sim: &Simulation, secs: u64) {
+    let before = agent_requests(sim.server().requests(), DROVER_AGENT);
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let after = agent_requests(sim.server().requests(), DROVER_AGENT);
+    let mut sent: Vec<(String, u64)> = after
+        .by_kind
+        .iter()
+        .map(|(k, n)| (k.clone(), n - before.by_kind.get(k).copied().unwrap_or(0)))
+        .filter(|(k, n)| *n > 0 && !k.starts_with("watch "))
+        .collect();
+    sent.sort_by(|a, b| b.1.cmp(&a.1));
+    let watches: u64 = after
+        .by_kind
+        .iter()
+        .filter(|(k, _)| k.starts_with("watch "))
+        .map(|(k, n)| n - before.by_kind.get(k).copied().unwrap_or(0))
+        .sum();
+    let total: u64 = sent.iter().map(|(_, n)| n).sum();
+    println!(
+        "drover idle: {total} requests in {secs} s after Ready, not counting {watches} watches (re)opened{}",
+        if sent.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ": {}",
+                sent.iter()
+                    .map(|(k, n)| format!("{k} {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+    );
 }
