@@ -253,7 +253,18 @@ pub async fn observe<O: NodeOps>(
     };
 
     // `drover plan` passes no namespace: it only reads, and a dry run is a create.
+    // Nothing left to run (every node at every target it reports, none in
+    // flight): no Job will be made, so admission is not asked (an idle
+    // drover sends nothing but its watches).
+    let all_done = observed.iter().all(|n| {
+        n.progress.is_none()
+            && spec
+                .components
+                .iter()
+                .all(|c| n.versions.get(&c.name).is_none_or(|v| *v == c.version))
+    });
     let job_pods_refused = match job_namespace {
+        Some(_) if all_done => None,
         Some(ns) => job_pods_refused(ops, cu, nodes, ns).await,
         None => None,
     };

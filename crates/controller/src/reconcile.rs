@@ -249,8 +249,25 @@ async fn step<O: NodeOps>(
             .find(|x| x.name == c)
             .ok_or_else(|| Error::Other(format!("component {c} is not in the spec")))
     };
+    // Cordon and uncordon carry the record their Done gives in the same
+    // patch, where the node still holds the record this step started from.
+    let done_record = base
+        .record
+        .as_ref()
+        .map(|from| (from.as_str(), t.record(&Outcome::Done).map(|p| p.to_annotation())));
+    let record = done_record.as_ref().map(|(from, to)| drover_nodeops::cordon::Record {
+        from,
+        to: to.as_deref(),
+    });
+    let mut recorded = None;
     let done = match s {
-        Step::Cordon => ctx.ops.cordon(node, &name).await,
+        Step::Cordon => match record {
+            Some(r) => ctx.ops.cordon_recording(node, &name, r).await.map(|(o, written)| {
+                recorded = written.then(|| r.to.map(str::to_string));
+                o
+            }),
+            None => ctx.ops.cordon(node, &name).await,
+        },
         Step::Drain => {
             let deadline = t
                 .deadline
@@ -309,7 +326,13 @@ async fn step<O: NodeOps>(
             };
             ctx.ops.reboot(&req).await
         }
-        Step::Uncordon { undo_cordon: true } => ctx.ops.uncordon(node, &name).await,
+        Step::Uncordon { undo_cordon: true } => match record {
+            Some(r) => ctx.ops.uncordon_recording(node, &name, r).await.map(|(o, written)| {
+                recorded = written.then(|| r.to.map(str::to_string));
+                o
+            }),
+            None => ctx.ops.uncordon(node, &name).await,
+        },
         Step::Uncordon { undo_cordon: false } => Ok(Outcome::Done),
         Step::Hook { hook } => {
             let h = match hook {
@@ -340,7 +363,7 @@ async fn step<O: NodeOps>(
         Step::Health { .. } => {
             let answers = health(ctx, cu, node, s).await?;
             let (outcome, next) = t.record_health(&answers);
-            return finish(ctx, cu, node, s, t, base, outcome, next).await;
+            return finish(ctx, cu, node, s, t, base, outcome, next, None).await;
         }
     };
     // A request the API server refuses for good (an invalid Job, a policy
@@ -354,7 +377,10 @@ async fn step<O: NodeOps>(
         },
     };
     let next = t.record(&outcome);
-    finish(ctx, cu, node, s, t, base, outcome, next).await
+    // A record that went with the step's own patch is only that if the
+    // outcome is the Done it was written for.
+    let recorded = recorded.filter(|_| outcome == Outcome::Done);
+    finish(ctx, cu, node, s, t, base, outcome, next, recorded).await
 }
 
 /// The Job component name a hook runs under (its Job's name, its pods' label).
@@ -422,7 +448,8 @@ async fn health<O: NodeOps>(ctx: &Context<O>, cu: &ClusterUpgrade, node: &str, s
     Ok(out)
 }
 
-/// Count a step's outcome, write the record it comes to, and say what
+/// Count a step's outcome, write the record it comes to (unless the step's
+/// own patch carried it: `recorded`, the value it wrote), and say what
 /// happened (once per change).
 #[allow(clippy::too_many_arguments)]
 async fn finish<O: NodeOps>(
@@ -434,6 +461,7 @@ async fn finish<O: NodeOps>(
     base: &Base,
     outcome: Outcome,
     next: Option<drover_plan::NodeProgress>,
+    recorded: Option<Option<String>>,
 ) -> Result<()> {
     let name = cu.name_any();
     ctx.metrics
@@ -446,8 +474,13 @@ async fn finish<O: NodeOps>(
     if next.as_ref() == Some(&t.from) {
         return Ok(());
     }
-    if !write_progress(ctx, node, base, next.as_ref()).await? {
-        return Ok(());
+    match recorded {
+        Some(value) => ctx.inflight.wrote(node, value),
+        None => {
+            if !write_progress(ctx, node, base, next.as_ref()).await? {
+                return Ok(());
+            }
+        }
     }
     // Say what happened, once per change.
     let Some(note) = step_note(node, s, t, &outcome, now()) else {

@@ -6,7 +6,7 @@
 //! those when it uncordons: a guard an admin set stays.
 
 use drover_api::Outcome;
-use drover_api::names::annotation::{CORDONED_BY, DISRUPTION_GUARDS, GUARDS_ADDED};
+use drover_api::names::annotation::{CORDONED_BY, DISRUPTION_GUARDS, GUARDS_ADDED, PROGRESS};
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::{Map, Value, json};
@@ -68,65 +68,122 @@ fn uncordon_annotations(node: &Node) -> Map<String, Value> {
 /// node is read from the store when there is one; a write that loses to a
 /// stale copy is tried once more from the server's.
 pub async fn cordon(nodes: &Api<Node>, caches: &Caches, name: &str, owner: &str) -> Result<Outcome> {
+    Ok(cordon_recording(nodes, caches, name, owner, None).await?.0)
+}
+
+/// A progress record to write in the same patch as a cordon or uncordon:
+/// the annotation's value the step started from, and the one to write (None
+/// removes it). Written only where the node still holds `from`.
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'a> {
+    pub from: &'a str,
+    pub to: Option<&'a str>,
+}
+
+/// The record's annotation for the patch, when the node still holds `r.from`.
+fn record_annotation(node: &Node, r: Option<Record<'_>>) -> Option<Value> {
+    let r = r?;
+    (annotation(node, PROGRESS) == Some(r.from)).then(|| json!(r.to))
+}
+
+/// [`cordon`], writing `record` in the same patch: true when it went with
+/// it (false: the node was already unschedulable, or its record was not
+/// `record.from`; the caller writes the record itself).
+pub async fn cordon_recording(
+    nodes: &Api<Node>,
+    caches: &Caches,
+    name: &str,
+    owner: &str,
+    record: Option<Record<'_>>,
+) -> Result<(Outcome, bool)> {
     for source in caches.attempts() {
         let Some((node, _)) = caches.node_from(nodes, name, *source).await? else {
             return Err(NodeOpsError::Invalid(format!("node {name} is not there to cordon")));
         };
         if unschedulable(&node) {
-            return Ok(Outcome::Done);
+            return Ok((Outcome::Done, false));
         }
         // The resourceVersion makes this a compare-and-swap: if an admin cordons
         // the node (or sets a guard) between our read and write, we lose and re-read.
+        let mut annotations = cordon_annotations(&node, owner);
+        let recorded = record_annotation(&node, record);
+        if let Some(v) = &recorded {
+            annotations.insert(PROGRESS.into(), v.clone());
+        }
         let patch = json!({
             "metadata": {
                 "resourceVersion": node.metadata.resource_version,
-                "annotations": cordon_annotations(&node, owner),
+                "annotations": annotations,
             },
             "spec": {"unschedulable": true},
         });
         match nodes.patch(name, &params(), &Patch::Merge(&patch)).await {
-            Ok(_) => return Ok(Outcome::Done),
+            Ok(_) => return Ok((Outcome::Done, recorded.is_some())),
             Err(e) if is_conflict(&e) => continue,
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(Outcome::Waiting {
-        message: format!("node {name} changed while cordoning; retrying"),
-    })
+    Ok((
+        Outcome::Waiting {
+            message: format!("node {name} changed while cordoning; retrying"),
+        },
+        false,
+    ))
 }
 
 /// Undo `owner`'s cordon and the guards it added. A cordon someone else
 /// made is left alone: a stored copy that does not show `owner`'s cordon is
 /// confirmed with the server before the node is left as it is.
 pub async fn uncordon(nodes: &Api<Node>, caches: &Caches, name: &str, owner: &str) -> Result<Outcome> {
+    Ok(uncordon_recording(nodes, caches, name, owner, None).await?.0)
+}
+
+/// [`uncordon`], writing `record` in the same patch: true when it went with
+/// it (false: there was nothing of drover's to undo, or the node's record
+/// was not `record.from`; the caller writes the record itself).
+pub async fn uncordon_recording(
+    nodes: &Api<Node>,
+    caches: &Caches,
+    name: &str,
+    owner: &str,
+    record: Option<Record<'_>>,
+) -> Result<(Outcome, bool)> {
     let mut source = caches.attempts()[0];
     for _ in 0..3 {
         let Some((node, from)) = caches.node_from(nodes, name, source).await? else {
-            return Ok(Outcome::Done); // a deleted node holds nothing
+            return Ok((Outcome::Done, false)); // a deleted node holds nothing
         };
         source = Source::Server;
         if annotation(&node, CORDONED_BY) != Some(owner) {
             if from == Source::Cache {
                 continue;
             }
-            return Ok(Outcome::Done);
+            return Ok((Outcome::Done, false));
+        }
+        let mut annotations = uncordon_annotations(&node);
+        let recorded = record_annotation(&node, record);
+        if let Some(v) = &recorded {
+            annotations.insert(PROGRESS.into(), v.clone());
         }
         let patch = json!({
             "metadata": {
                 "resourceVersion": node.metadata.resource_version,
-                "annotations": uncordon_annotations(&node),
+                "annotations": annotations,
             },
             "spec": {"unschedulable": false},
         });
         match nodes.patch(name, &params(), &Patch::Merge(&patch)).await {
-            Ok(_) => return Ok(Outcome::Done),
+            Ok(_) => return Ok((Outcome::Done, recorded.is_some())),
             Err(e) if is_conflict(&e) => continue,
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(Outcome::Waiting {
-        message: format!("node {name} changed while uncordoning; retrying"),
-    })
+    Ok((
+        Outcome::Waiting {
+            message: format!("node {name} changed while uncordoning; retrying"),
+        },
+        false,
+    ))
 }
 
 #[cfg(test)]

@@ -56,6 +56,29 @@ pub struct UpgradeRequest<'a> {
 pub trait NodeOps: Send + Sync {
     fn cordon(&self, node: &str, owner: &str) -> impl Future<Output = Result<Outcome>> + Send;
     fn uncordon(&self, node: &str, owner: &str) -> impl Future<Output = Result<Outcome>> + Send;
+    /// Cordon, and write the node's progress record in the same patch
+    /// (one write instead of two): true when the record went with it; when
+    /// false the caller writes it. By default the record never goes with it.
+    fn cordon_recording(
+        &self,
+        node: &str,
+        owner: &str,
+        record: cordon::Record<'_>,
+    ) -> impl Future<Output = Result<(Outcome, bool)>> + Send {
+        let _ = record;
+        async move { Ok((self.cordon(node, owner).await?, false)) }
+    }
+    /// Uncordon, and write the node's progress record in the same patch, as
+    /// [`NodeOps::cordon_recording`].
+    fn uncordon_recording(
+        &self,
+        node: &str,
+        owner: &str,
+        record: cordon::Record<'_>,
+    ) -> impl Future<Output = Result<(Outcome, bool)>> + Send {
+        let _ = record;
+        async move { Ok((self.uncordon(node, owner).await?, false)) }
+    }
     fn drain(&self, node: &str, opts: &DrainOptions) -> impl Future<Output = Result<Outcome>> + Send;
     fn upgrade(&self, req: &UpgradeRequest<'_>) -> impl Future<Output = Result<Outcome>> + Send;
     fn verify(
@@ -173,6 +196,16 @@ impl NodeOps for KubeNodeOps {
 
     async fn uncordon(&self, node: &str, owner: &str) -> Result<Outcome> {
         cordon::uncordon(&Api::<Node>::all(self.client.clone()), &self.caches, node, owner).await
+    }
+
+    async fn cordon_recording(&self, node: &str, owner: &str, record: cordon::Record<'_>) -> Result<(Outcome, bool)> {
+        let nodes = Api::<Node>::all(self.client.clone());
+        cordon::cordon_recording(&nodes, &self.caches, node, owner, Some(record)).await
+    }
+
+    async fn uncordon_recording(&self, node: &str, owner: &str, record: cordon::Record<'_>) -> Result<(Outcome, bool)> {
+        let nodes = Api::<Node>::all(self.client.clone());
+        cordon::uncordon_recording(&nodes, &self.caches, node, owner, Some(record)).await
     }
 
     async fn drain(&self, node: &str, opts: &DrainOptions) -> Result<Outcome> {

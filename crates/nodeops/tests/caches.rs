@@ -212,3 +212,73 @@ async fn a_job_store_a_moment_behind_never_runs_a_job_twice() {
         "this attempt's Job runs"
     );
 }
+
+#[tokio::test]
+async fn the_cordon_and_the_uncordon_carry_the_progress_record_in_their_own_patch() {
+    use drover_api::names::annotation::PROGRESS;
+    use drover_nodeops::cordon::Record;
+    let c = Cluster::start().await;
+    c.node("a", true).await;
+    let nodes: Api<Node> = Api::all(c.client.clone());
+    let set_record = |v: &'static str| {
+        let nodes = nodes.clone();
+        async move {
+            nodes
+                .patch(
+                    "a",
+                    &PatchParams::default(),
+                    &Patch::Merge(json!({"metadata": {"annotations": {PROGRESS: v}}})),
+                )
+                .await
+                .unwrap();
+        }
+    };
+    let record_of = |n: &Node| n.metadata.annotations.as_ref().and_then(|a| a.get(PROGRESS).cloned());
+    set_record("cordoning").await;
+    let patches = count(&c, "patch", "nodes", None);
+    let r = Record {
+        from: "cordoning",
+        to: Some("draining"),
+    };
+    assert_eq!(
+        c.ops.cordon_recording("a", "cu1", r).await.unwrap(),
+        (Outcome::Done, true)
+    );
+    assert_eq!(count(&c, "patch", "nodes", None), patches + 1, "one write");
+    let a = c.get_node("a").await;
+    assert_eq!(a.spec.as_ref().unwrap().unschedulable, Some(true));
+    assert_eq!(record_of(&a).as_deref(), Some("draining"));
+
+    // Already cordoned: nothing sent, and the caller writes the record.
+    assert_eq!(
+        c.ops.cordon_recording("a", "cu1", r).await.unwrap(),
+        (Outcome::Done, false)
+    );
+    assert_eq!(record_of(&c.get_node("a").await).as_deref(), Some("draining"));
+
+    // A record someone else moved on is never overwritten: the uncordon
+    // goes, the record stays, and the caller's compare-and-swap decides.
+    set_record("written-by-another").await;
+    let r = Record {
+        from: "uncordoning",
+        to: None,
+    };
+    assert_eq!(
+        c.ops.uncordon_recording("a", "cu1", r).await.unwrap(),
+        (Outcome::Done, false)
+    );
+    let a = c.get_node("a").await;
+    assert_eq!(a.spec.as_ref().unwrap().unschedulable, Some(false));
+    assert_eq!(record_of(&a).as_deref(), Some("written-by-another"));
+
+    // And the uncordon that carries it (None removes the record).
+    c.ops.cordon("a", "cu1").await.unwrap();
+    set_record("uncordoning").await;
+    assert_eq!(
+        c.ops.uncordon_recording("a", "cu1", r).await.unwrap(),
+        (Outcome::Done, true)
+    );
+    let a = c.get_node("a").await;
+    assert_eq!(a.spec.as_ref().unwrap().unschedulable, Some(false));
+    assert_eq!(record_of(&a), None);
+}
