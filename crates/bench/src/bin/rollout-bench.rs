@@ -1175,18 +1175,6 @@ async fn run_one(
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn budgets_as_drover_resolves_them() {
-        assert_eq!(budget("10%", 1000), 100);
-        assert_eq!(budget("10%", 5), 1);
-        assert_eq!(budget("3", 1000), 3);
-    }
-}
-
 /// What drover sends over `secs` with a Ready rollout and nothing to do:
 /// every request but a watch (a watch that ends is opened again, which is
 /// what keeps the caches fed), by kind.
@@ -1200,7 +1188,7 @@ async fn idle_requests(sim: &Simulation, secs: u64) {
         .map(|(k, n)| (k.clone(), n - before.by_kind.get(k).copied().unwrap_or(0)))
         .filter(|(k, n)| *n > 0 && !k.starts_with("watch "))
         .collect();
-    sent.sort_by(|a, b| b.1.cmp(&a.1));
+    sent.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
     let watches: u64 = after
         .by_kind
         .iter()
@@ -1222,4 +1210,16 @@ async fn idle_requests(sim: &Simulation, secs: u64) {
             )
         }
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn budgets_as_drover_resolves_them() {
+        assert_eq!(budget("10%", 1000), 100);
+        assert_eq!(budget("10%", 5), 1);
+        assert_eq!(budget("3", 1000), 3);
+    }
 }
