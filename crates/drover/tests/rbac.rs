@@ -745,11 +745,16 @@ const KUBESIM_UNREACHED: [(&str, &str, &str); 1] = [HEALTH_SECRET];
 
 /// Verbs drover's code uses on paths the real-bed rollout below does not
 /// reach, each with the code site that needs it.
-const REAL_UNREACHED: [(&str, &str, &str); 2] = [
+const REAL_UNREACHED: [(&str, &str, &str); 3] = [
     (
         "delete",
         "jobs",
         "nodeops::job::run deletes a failed Job of an earlier attempt before running the step again",
+    ),
+    (
+        "get",
+        "jobs",
+        "nodeops::cache::Caches::job_opt and job::this_attempts_job read a Job from the server before the watch-fed Job store has listed, and after a create answered 409 (a Job the store has not shown yet); with the store synced a rollout reads every Job from it",
     ),
     (
         "get",
