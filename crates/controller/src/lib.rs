@@ -267,7 +267,14 @@ pub async fn run(
         )
         .default_backoff()
         .for_each(|_| futures::future::ready(()));
-        tokio::spawn(watch);
+        // Ends with drover: a watch left running would only fail against a server going away.
+        let until = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = watch => {}
+                _ = until => {}
+            }
+        });
         let (s, flag) = (store.clone(), synced.clone());
         tokio::spawn(async move {
             if s.wait_until_ready().await.is_ok() {
@@ -296,7 +303,14 @@ pub async fn run(
         )
         .default_backoff()
         .for_each(|_| futures::future::ready(()));
-        tokio::spawn(watch);
+        // Ends with drover: a watch left running would only fail against a server going away.
+        let until = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = watch => {}
+                _ = until => {}
+            }
+        });
         let (s, flag) = (store.clone(), synced.clone());
         tokio::spawn(async move {
             if s.wait_until_ready().await.is_ok() {
