@@ -259,28 +259,13 @@ pub async fn run(
     // The control plane's static pods (their versions are read every pass), watch-fed.
     let control_plane_pods = {
         let (store, writer) = reflector::store::<Pod>();
-        let synced = Arc::new(AtomicBool::new(false));
         let cfg = watcher::Config::default().labels(&observe::cached_selector());
         let watch = reflector(
             writer,
             watcher(Api::<Pod>::namespaced(client.clone(), "kube-system"), cfg),
         )
-        .default_backoff()
-        .for_each(|_| futures::future::ready(()));
-        // Ends with drover: a watch left running would only fail against a server going away.
-        let until = shutdown.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = watch => {}
-                _ = until => {}
-            }
-        });
-        let (s, flag) = (store.clone(), synced.clone());
-        tokio::spawn(async move {
-            if s.wait_until_ready().await.is_ok() {
-                flag.store(true, Ordering::Relaxed);
-            }
-        });
+        .default_backoff();
+        let synced = run_store(watch, &store, shutdown.clone());
         observe::ControlPlanePods {
             store: Some(store),
             synced,
@@ -290,7 +275,6 @@ pub async fn run(
     // request; what a step never reads is dropped to keep the store small.
     let jobs = {
         let (store, writer) = reflector::store::<Job>();
-        let synced = Arc::new(AtomicBool::new(false));
         let cfg = watcher::Config::default().labels(JOB_SELECTOR);
         let watch = reflector(
             writer,
@@ -301,22 +285,8 @@ pub async fn run(
                 }
             }),
         )
-        .default_backoff()
-        .for_each(|_| futures::future::ready(()));
-        // Ends with drover: a watch left running would only fail against a server going away.
-        let until = shutdown.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = watch => {}
-                _ = until => {}
-            }
-        });
-        let (s, flag) = (store.clone(), synced.clone());
-        tokio::spawn(async move {
-            if s.wait_until_ready().await.is_ok() {
-                flag.store(true, Ordering::Relaxed);
-            }
-        });
+        .default_backoff();
+        let synced = run_store(watch, &store, shutdown.clone());
         (store, synced)
     };
     let caches = drover_nodeops::Caches {
@@ -393,6 +363,36 @@ pub async fn run(
 
 /// drover's Jobs: upgrades, hooks, reboots and backups.
 const JOB_SELECTOR: &str = "app.kubernetes.io/managed-by=drover";
+
+/// Run a reflector's stream until drover shuts down (a watch left running
+/// would only fail against a server going away); the flag turns true once
+/// `store` has had its first full list.
+fn run_store<K, S>(
+    stream: S,
+    store: &reflector::Store<K>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Arc<AtomicBool>
+where
+    K: kube::Resource + Clone + Send + Sync + 'static,
+    K::DynamicType: std::hash::Hash + Eq + Clone + Send + Sync,
+    S: futures::Stream + Send + 'static,
+{
+    let watch = stream.for_each(|_| futures::future::ready(()));
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = watch => {}
+            _ = shutdown => {}
+        }
+    });
+    let synced = Arc::new(AtomicBool::new(false));
+    let (s, flag) = (store.clone(), synced.clone());
+    tokio::spawn(async move {
+        if s.wait_until_ready().await.is_ok() {
+            flag.store(true, Ordering::Relaxed);
+        }
+    });
+    synced
+}
 
 fn stopped_leading(metrics: &Metrics, inflight: &inflight::Inflight, why: &str) {
     metrics.leader.set(0);
