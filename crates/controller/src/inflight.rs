@@ -26,6 +26,8 @@ struct Running {
 
 struct Written {
     value: Option<String>,
+    /// Annotations the same patch set (a verified version).
+    also: Vec<(String, String)>,
     at: Instant,
 }
 
@@ -148,10 +150,16 @@ impl Inflight {
 
     /// Remember that we wrote `value` (None: removed) as `node`'s progress.
     pub fn wrote(&self, node: &str, value: Option<String>) {
+        self.wrote_with(node, value, Vec::new());
+    }
+
+    /// [`Inflight::wrote`], with the annotations the same patch set.
+    pub fn wrote_with(&self, node: &str, value: Option<String>, also: Vec<(String, String)>) {
         self.written.lock().expect("lock").insert(
             node.to_string(),
             Written {
                 value,
+                also,
                 at: Instant::now(),
             },
         );
@@ -185,6 +193,9 @@ impl Inflight {
             None => {
                 annotations.remove(annotation::PROGRESS);
             }
+        }
+        for (k, v) in &w.also {
+            annotations.insert(k.clone(), v.clone());
         }
         Arc::new(node)
     }

@@ -175,26 +175,30 @@ async fn fenced<O: NodeOps, T>(
 /// `base` saw: a compare-and-swap, so a pass planned over a stale cache can
 /// never move a record backwards or undo another writer. False when the
 /// record changed meanwhile (the next pass re-plans from the new one).
+/// `also`: annotations set in the same patch (a verified version).
 async fn write_progress<O: NodeOps>(
     ctx: &Context<O>,
     node: &str,
     base: &Base,
     next: Option<&NodeProgress>,
+    also: &[(String, String)],
 ) -> Result<bool> {
     let nodes: Api<Node> = Api::all(ctx.client.clone());
     let value = next.map(|p| p.to_annotation());
+    // JSON Pointer escapes "/" as "~1".
+    let pointer = |key: &str| format!("/metadata/annotations/{}", key.replace('~', "~0").replace('/', "~1"));
     let written = match &base.record {
         Some(record) => {
-            // JSON Pointer escapes "/" as "~1".
-            let path = format!(
-                "/metadata/annotations/{}",
-                annotation::PROGRESS.replace('~', "~0").replace('/', "~1")
-            );
+            let path = pointer(annotation::PROGRESS);
             let mut ops = vec![json!({"op": "test", "path": path, "value": record})];
             ops.push(match &value {
                 Some(v) => json!({"op": "replace", "path": path, "value": v}),
                 None => json!({"op": "remove", "path": path}),
             });
+            // The record is there, so the annotations are: "add" sets or replaces a key.
+            for (k, v) in also {
+                ops.push(json!({"op": "add", "path": pointer(k), "value": v}));
+            }
             let patch: json_patch::Patch =
                 serde_json::from_value(json!(ops)).map_err(|e| Error::Other(e.to_string()))?;
             fenced(
@@ -204,10 +208,15 @@ async fn write_progress<O: NodeOps>(
             .await
         }
         // Nothing of ours to remove.
-        None if value.is_none() => return Ok(true),
+        None if value.is_none() && also.is_empty() => return Ok(true),
         None => {
+            let mut annotations: serde_json::Map<String, serde_json::Value> =
+                also.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
+            if value.is_some() {
+                annotations.insert(annotation::PROGRESS.into(), json!(value));
+            }
             let patch = json!({"metadata": {
-                "annotations": {annotation::PROGRESS: value},
+                "annotations": annotations,
                 "resourceVersion": base.resource_version,
             }});
             fenced(ctx, nodes.patch(node, &PatchParams::default(), &Patch::Merge(&patch))).await
@@ -216,7 +225,10 @@ async fn write_progress<O: NodeOps>(
     let written = written?;
     match written {
         Ok(_) => {
-            ctx.inflight.wrote(node, value);
+            // (Only other annotations went where the record was not ours.)
+            if base.record.is_some() || value.is_some() {
+                ctx.inflight.wrote_with(node, value, also.to_vec());
+            }
             Ok(true)
         }
         // 409: the node changed since the pass saw it; 422: the record did (the test failed).
@@ -255,9 +267,11 @@ async fn step<O: NodeOps>(
         .record
         .as_ref()
         .map(|from| (from.as_str(), t.record(&Outcome::Done).map(|p| p.to_annotation())));
+    let untaint = matches!(s, Step::Uncordon { untaint: true, .. });
     let record = done_record.as_ref().map(|(from, to)| drover_nodeops::cordon::Record {
         from,
         to: to.as_deref(),
+        untaint,
     });
     let mut recorded = None;
     let done = match s {
@@ -326,14 +340,14 @@ async fn step<O: NodeOps>(
             };
             ctx.ops.reboot(&req).await
         }
-        Step::Uncordon { undo_cordon: true } => match record {
+        Step::Uncordon { undo_cordon: true, .. } => match record {
             Some(r) => ctx.ops.uncordon_recording(node, &name, r).await.map(|(o, written)| {
                 recorded = written.then(|| r.to.map(str::to_string));
                 o
             }),
             None => ctx.ops.uncordon(node, &name).await,
         },
-        Step::Uncordon { undo_cordon: false } => Ok(Outcome::Done),
+        Step::Uncordon { undo_cordon: false, .. } => Ok(Outcome::Done),
         Step::Hook { hook } => {
             let h = match hook {
                 HookPoint::PreDrain => spec.hooks.pre_drain.as_ref(),
@@ -363,7 +377,7 @@ async fn step<O: NodeOps>(
         Step::Health { .. } => {
             let answers = health(ctx, cu, node, s).await?;
             let (outcome, next) = t.record_health(&answers);
-            return finish(ctx, cu, node, s, t, base, outcome, next, None).await;
+            return finish(ctx, cu, node, s, t, base, outcome, next, None, &[]).await;
         }
     };
     // A request the API server refuses for good (an invalid Job, a policy
@@ -380,7 +394,14 @@ async fn step<O: NodeOps>(
     // A record that went with the step's own patch is only that if the
     // outcome is the Done it was written for.
     let recorded = recorded.filter(|_| outcome == Outcome::Done);
-    finish(ctx, cu, node, s, t, base, outcome, next, recorded).await
+    // A verified version goes on the node with the record that moves past it.
+    let also = match s {
+        Step::Verify { component: c, version } if outcome == Outcome::Done => {
+            vec![(format!("{}{c}", annotation::VERIFIED_PREFIX), version.clone())]
+        }
+        _ => Vec::new(),
+    };
+    finish(ctx, cu, node, s, t, base, outcome, next, recorded, &also).await
 }
 
 /// The Job component name a hook runs under (its Job's name, its pods' label).
@@ -449,8 +470,8 @@ async fn health<O: NodeOps>(ctx: &Context<O>, cu: &ClusterUpgrade, node: &str, s
 }
 
 /// Count a step's outcome, write the record it comes to (unless the step's
-/// own patch carried it: `recorded`, the value it wrote), and say what
-/// happened (once per change).
+/// own patch carried it: `recorded`, the value it wrote) with the
+/// annotations `also`, and say what happened (once per change).
 #[allow(clippy::too_many_arguments)]
 async fn finish<O: NodeOps>(
     ctx: &Context<O>,
@@ -462,6 +483,7 @@ async fn finish<O: NodeOps>(
     outcome: Outcome,
     next: Option<drover_plan::NodeProgress>,
     recorded: Option<Option<String>>,
+    also: &[(String, String)],
 ) -> Result<()> {
     let name = cu.name_any();
     ctx.metrics
@@ -477,7 +499,7 @@ async fn finish<O: NodeOps>(
     match recorded {
         Some(value) => ctx.inflight.wrote(node, value),
         None => {
-            if !write_progress(ctx, node, base, next.as_ref()).await? {
+            if !write_progress(ctx, node, base, next.as_ref(), also).await? {
                 return Ok(());
             }
         }
@@ -508,7 +530,7 @@ async fn finish<O: NodeOps>(
 async fn act<O: NodeOps>(ctx: &Context<O>, cu: &ClusterUpgrade, action: &Action, base: &Base) -> Result<()> {
     match action {
         Action::Start { node, progress } => {
-            if write_progress(ctx, node, base, Some(progress)).await? {
+            if write_progress(ctx, node, base, Some(progress), &[]).await? {
                 let note = format!("starting node {node}");
                 ctx.node_event(cu, node, false, StepEvent::NodeStarted.into(), "Start", note)
                     .await;
@@ -626,7 +648,7 @@ async fn cleanup<O: NodeOps>(ctx: &Context<O>, cu: &ClusterUpgrade) -> Result<Re
                 )));
             }
         }
-        if ours.is_some() && !write_progress(ctx, &n.name_any(), &Base::of(&n, ours.as_ref()), None).await? {
+        if ours.is_some() && !write_progress(ctx, &n.name_any(), &Base::of(&n, ours.as_ref()), None, &[]).await? {
             return Err(Error::Other(format!(
                 "the progress record of node {} changed during cleanup",
                 n.name_any()

@@ -73,11 +73,14 @@ pub async fn cordon(nodes: &Api<Node>, caches: &Caches, name: &str, owner: &str)
 
 /// A progress record to write in the same patch as a cordon or uncordon:
 /// the annotation's value the step started from, and the one to write (None
-/// removes it). Written only where the node still holds `from`.
+/// removes it). Written only where the node still holds `from`. With
+/// `untaint`, an uncordon's patch also takes the owner's
+/// `drover.dev/upgrade-pending` taint off ([`crate::steer`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Record<'a> {
     pub from: &'a str,
     pub to: Option<&'a str>,
+    pub untaint: bool,
 }
 
 /// The record's annotation for the patch, when the node still holds `r.from`.
@@ -165,12 +168,20 @@ pub async fn uncordon_recording(
         if let Some(v) = &recorded {
             annotations.insert(PROGRESS.into(), v.clone());
         }
+        let mut spec = json!({"unschedulable": false});
+        // The whole list is replaced; the resourceVersion keeps a taint
+        // someone adds meanwhile from being lost.
+        if record.is_some_and(|r| r.untaint)
+            && let Some(taints) = crate::steer::without(&node, owner)
+        {
+            spec["taints"] = json!(taints);
+        }
         let patch = json!({
             "metadata": {
                 "resourceVersion": node.metadata.resource_version,
                 "annotations": annotations,
             },
-            "spec": {"unschedulable": false},
+            "spec": spec,
         });
         match nodes.patch(name, &params(), &Patch::Merge(&patch)).await {
             Ok(_) => return Ok((Outcome::Done, recorded.is_some())),

@@ -41,6 +41,11 @@ fn taints_after(n: &Node, owner: &str, mark: bool) -> Option<Vec<Taint>> {
     }
 }
 
+/// The node's taints without `owner`'s, when it carries it.
+pub(crate) fn without(n: &Node, owner: &str) -> Option<Vec<Taint>> {
+    taints_after(n, owner, false)
+}
+
 /// Put `owner`'s taint on `node` or take it off, as a compare-and-swap on
 /// the taints the cache showed (`spec.taints` is replaced whole by any
 /// patch, so a taint someone adds meanwhile is never lost): true when

@@ -1,6 +1,8 @@
-//! Verification: read a component's live version on a node, check the
-//! node is healthy, and record the verified version on the node so the next
-//! observation sees it.
+//! Verification: read a component's live version on a node and check the
+//! node is healthy. The verified version is recorded on the node
+//! (`drover.dev/verified.<component>`, the proof for `jobSucceeded`
+//! components) by the controller, in the same patch as the node's next
+//! progress record.
 
 use drover_api::Outcome;
 use drover_api::Reason;
@@ -10,9 +12,8 @@ use drover_api::version::image_tag;
 use drover_api::{NodeInfoField, Verify};
 use jiff::Timestamp;
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::api::{Api, ListParams};
 use kube::{Client, ResourceExt};
-use serde_json::json;
 
 use crate::cache::Caches;
 use crate::error::Result;
@@ -126,10 +127,7 @@ pub async fn verify(
         }
     };
     match waiting {
-        None => {
-            record(&nodes, node_name, component, version).await?;
-            Ok(Outcome::Done)
-        }
+        None => Ok(Outcome::Done),
         Some(message) if deadline.is_some_and(|d| Timestamp::now() >= d) => {
             let reason = if message.ends_with("is NotReady") {
                 Reason::NodeNotReady
@@ -143,13 +141,4 @@ pub async fn verify(
         }
         Some(message) => Ok(Outcome::Waiting { message }),
     }
-}
-
-/// Record the verified version on the node (`drover.dev/verified.<component>`).
-pub async fn record(nodes: &Api<Node>, node: &str, component: &str, version: &str) -> Result<()> {
-    let patch = json!({"metadata": {"annotations": {format!("{}{component}", annotation::VERIFIED_PREFIX): version}}});
-    nodes
-        .patch(node, &PatchParams::default(), &Patch::Merge(&patch))
-        .await?;
-    Ok(())
 }

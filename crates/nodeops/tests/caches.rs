@@ -214,7 +214,7 @@ async fn a_job_store_a_moment_behind_never_runs_a_job_twice() {
 }
 
 #[tokio::test]
-async fn the_cordon_and_the_uncordon_carry_the_progress_record_in_their_own_patch() {
+async fn the_cordon_and_the_uncordon_carry_the_progress_record_and_the_taint_in_their_own_patch() {
     use drover_api::names::annotation::PROGRESS;
     use drover_nodeops::cordon::Record;
     let c = Cluster::start().await;
@@ -239,6 +239,7 @@ async fn the_cordon_and_the_uncordon_carry_the_progress_record_in_their_own_patc
     let r = Record {
         from: "cordoning",
         to: Some("draining"),
+        untaint: false,
     };
     assert_eq!(
         c.ops.cordon_recording("a", "cu1", r).await.unwrap(),
@@ -262,6 +263,7 @@ async fn the_cordon_and_the_uncordon_carry_the_progress_record_in_their_own_patc
     let r = Record {
         from: "uncordoning",
         to: None,
+        untaint: false,
     };
     assert_eq!(
         c.ops.uncordon_recording("a", "cu1", r).await.unwrap(),
@@ -271,14 +273,31 @@ async fn the_cordon_and_the_uncordon_carry_the_progress_record_in_their_own_patc
     assert_eq!(a.spec.as_ref().unwrap().unschedulable, Some(false));
     assert_eq!(record_of(&a).as_deref(), Some("written-by-another"));
 
-    // And the uncordon that carries it (None removes the record).
+    // And the uncordon that carries it (None removes the record), with
+    // cu1's upgrade-pending taint taken off in the same patch: an admin's
+    // taint stays.
     c.ops.cordon("a", "cu1").await.unwrap();
     set_record("uncordoning").await;
+    let admin = json!({"key": "dedicated", "value": "db", "effect": "NoSchedule"});
+    let pending = json!({"key": "drover.dev/upgrade-pending", "value": "cu1", "effect": "PreferNoSchedule"});
+    nodes
+        .patch(
+            "a",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"taints": [admin.clone(), pending]}})),
+        )
+        .await
+        .unwrap();
+    let r = Record { untaint: true, ..r };
+    let patches = count(&c, "patch", "nodes", None);
     assert_eq!(
         c.ops.uncordon_recording("a", "cu1", r).await.unwrap(),
         (Outcome::Done, true)
     );
+    assert_eq!(count(&c, "patch", "nodes", None), patches + 1, "one write");
     let a = c.get_node("a").await;
     assert_eq!(a.spec.as_ref().unwrap().unschedulable, Some(false));
     assert_eq!(record_of(&a), None);
+    let taints = serde_json::to_value(a.spec.as_ref().unwrap().taints.clone()).unwrap();
+    assert_eq!(taints, json!([admin]));
 }

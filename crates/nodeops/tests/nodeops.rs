@@ -939,7 +939,7 @@ async fn an_upgrade_already_visible_on_the_node_runs_no_job() {
 }
 
 #[tokio::test]
-async fn verify_by_node_info_waits_then_records_or_fails_at_the_deadline() {
+async fn verify_by_node_info_waits_then_passes_or_fails_at_the_deadline() {
     let c = Cluster::start().await;
     c.node("n1", true).await;
     let v = Verify {
@@ -986,10 +986,14 @@ async fn verify_by_node_info_waits_then_records_or_fails_at_the_deadline() {
             Outcome::Done
         );
     }
+    // Verification only reads: the controller records the verified version
+    // in the patch that moves the node's record on.
     let n = c.get_node("n1").await;
-    assert_eq!(
-        n.metadata.annotations.unwrap()["drover.dev/verified.kubelet"],
-        "v1.32.0"
+    assert!(
+        !n.metadata
+            .annotations
+            .unwrap_or_default()
+            .contains_key("drover.dev/verified.kubelet")
     );
 }
 
@@ -1038,9 +1042,14 @@ async fn verify_by_pod_image_and_by_job_success() {
         c.ops.verify("n1", "agent", "2.0.0", &by_job, None).await.unwrap(),
         Outcome::Done
     );
-    assert_eq!(
-        c.get_node("n1").await.metadata.annotations.unwrap()["drover.dev/verified.agent"],
-        "2.0.0"
+    assert!(
+        !c.get_node("n1")
+            .await
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .contains_key("drover.dev/verified.agent"),
+        "verification only reads"
     );
 }
 

@@ -75,9 +75,13 @@ pub enum Step {
         run_job: bool,
     },
     /// Make the node schedulable again, but only if drover cordoned it:
-    /// `undo_cordon` is false for a node someone else cordoned.
+    /// `undo_cordon` is false for a node someone else cordoned. With
+    /// `untaint`, the same patch takes this ClusterUpgrade's
+    /// `drover.dev/upgrade-pending` taint off (the node is upgraded or
+    /// failed; a node handed back before its upgrade keeps it).
     Uncordon {
         undo_cordon: bool,
+        untaint: bool,
     },
     /// One try of the health checks named (spec.healthChecks) for this
     /// node; [`Transition::record_health`] turns the answers into the record.

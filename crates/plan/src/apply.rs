@@ -41,10 +41,13 @@ impl Observation {
                         Step::Upgrade { component, version, .. } => {
                             n.versions.insert(component.clone(), version.clone());
                         }
-                        Step::Uncordon { undo_cordon } => {
+                        Step::Uncordon { undo_cordon, untaint } => {
                             if *undo_cordon {
                                 n.unschedulable = false;
                                 n.cordoned_by = None;
+                                if *untaint && n.steered_by.as_deref() == Some(owner.as_str()) {
+                                    n.steered_by = None;
+                                }
                             }
                         }
                     }

@@ -478,8 +478,20 @@ impl NodeCtx<'_> {
             step,
             transition: self.transition(v, p, on_done),
         };
-        let release = || step(Step::Uncordon { undo_cordon }, None);
-        let uncordon_then = |next: NodeProgress| step(Step::Uncordon { undo_cordon }, Some(next));
+        let release = || {
+            step(
+                Step::Uncordon {
+                    undo_cordon,
+                    untaint: false,
+                },
+                None,
+            )
+        };
+        // Past the node's upgrade (or its failure), the uncordon also takes the taint off.
+        let uncordon_then = |next: NodeProgress| {
+            let untaint = next.failure.is_some() || !next.phase.in_flight() || next.uncordoned.is_some();
+            step(Step::Uncordon { undo_cordon, untaint }, Some(next))
+        };
         // A retry waits out its backoff, the node still held; a health
         // check waits for its interval.
         if p.retry_at.is_some_and(|t| t > now) && may_continue {
@@ -500,7 +512,13 @@ impl NodeCtx<'_> {
                 message: p.message.clone(),
                 ..p.enter(NodePhase::Failed, None, now)
             });
-            actions.push(step(Step::Uncordon { undo_cordon }, held));
+            actions.push(step(
+                Step::Uncordon {
+                    undo_cordon,
+                    untaint: false,
+                },
+                held,
+            ));
             return;
         }
         let action = match p.phase {
@@ -647,7 +665,10 @@ pub(crate) fn release_if_held(obs: &Observation, v: &NodeView, actions: &mut Vec
     let on_done = (!progress.phase.in_flight()).then(|| progress.clone());
     actions.push(Action::Step {
         node: v.node.name.clone(),
-        step: Step::Uncordon { undo_cordon: held },
+        step: Step::Uncordon {
+            undo_cordon: held,
+            untaint: false,
+        },
         transition: Box::new(Transition::new(&progress, on_done, obs.now)),
     });
 }

@@ -2,8 +2,9 @@
 //! upgraded carries this ClusterUpgrade's `drover.dev/upgrade-pending`
 //! taint (PreferNoSchedule), so the scheduler puts the replacements of
 //! evicted pods on workers already upgraded (or outside the rollout) rather
-//! than on a node that will be drained next. The taint comes off with the
-//! node's uncordon; every one of ours comes off when the node is upgraded,
+//! than on a node that will be drained next. The taint comes off in the
+//! same patch as the node's uncordon after its upgrade (or its failure);
+//! every one of ours comes off when the node is upgraded,
 //! handed back, out of scope, or the spec is refused. A halted or paused
 //! rollout keeps the taints on the workers it still has to upgrade.
 
@@ -26,13 +27,14 @@ fn wanted(spec: &ClusterUpgradeSpec, obs: &Observation, v: &NodeView) -> bool {
         Standing::Pending => true,
         // Cordoned (or about to be) until the uncordon: no pod lands there anyway,
         // and keeping the taint until then saves a write.
-        Standing::InFlight => ours(obs, v.node).is_some_and(|p| {
-            p.failure.is_none()
-                && !p.rollback
-                && !matches!(
-                    p.phase,
-                    NodePhase::Uncordoning | NodePhase::PostUncordonHook | NodePhase::Checking | NodePhase::Done
-                )
+        Standing::InFlight => ours(obs, v.node).is_some_and(|p| match p.phase {
+            // The uncordon's own patch takes it off (one write, not two),
+            // where drover undoes its cordon; elsewhere it comes off now.
+            NodePhase::Uncordoning => {
+                v.node.cordoned_by.as_deref() == Some(obs.name.as_str()) && v.node.kept_by_admin().is_none()
+            }
+            NodePhase::PostUncordonHook | NodePhase::Checking | NodePhase::Done => false,
+            _ => p.failure.is_none() && !p.rollback,
         }),
         _ => false,
     }

@@ -168,7 +168,7 @@ fn check_decision(m: &Model, actions: &[Action]) -> Result<(), TestCaseError> {
     for a in actions {
         if let Action::Step {
             node,
-            step: Step::Uncordon { undo_cordon: true },
+            step: Step::Uncordon { undo_cordon: true, .. },
             ..
         } = a
         {

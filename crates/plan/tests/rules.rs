@@ -637,7 +637,7 @@ fn a_version_bump_mid_rollout_sends_waiting_workers_back() {
             matches!(
                 a,
                 Action::Step {
-                    step: Step::Uncordon { undo_cordon: true },
+                    step: Step::Uncordon { undo_cordon: true, .. },
                     transition,
                     ..
                 } if transition.on_done.is_none()
@@ -1272,7 +1272,7 @@ fn a_node_leaving_the_node_selector_is_handed_back() {
         matches!(
             back.as_slice(),
             [Action::Step {
-                step: Step::Uncordon { undo_cordon: true },
+                step: Step::Uncordon { undo_cordon: true, .. },
                 transition,
                 ..
             }] if transition.on_done.is_none()

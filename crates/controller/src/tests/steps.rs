@@ -114,3 +114,37 @@ async fn a_record_changed_meanwhile_is_not_overwritten_nor_announced() {
     assert_eq!(overlaid.annotations(), cached.annotations());
     assert_eq!(ctx.metrics.api_errors.get(), 0);
 }
+
+#[tokio::test]
+async fn a_verified_version_goes_on_the_node_in_the_patch_that_moves_its_record_on() {
+    let from = record(NodePhase::Verifying, Some("containerd"));
+    let w1 = steered(cordoned(with_record(worker("w1", NEW), &from)), true);
+    let cu = upgrade(true);
+    let (ctx, api) = context(FakeNodeOps::new(), vec![w1.clone()], vec![cu.clone()]);
+    let seen = cu.clone();
+    let node = w1.clone();
+    pass(&ctx, &cu, api, |mut api| async move {
+        skew_pod_lists(&mut api).await;
+        status_write(&mut api, &seen).await;
+        assert_eq!(event(&mut api).await["reason"], "RollingOut");
+        // One patch: the compare-and-swap of the record, and the version.
+        let (req, record) = record_write(&mut api, &node).await;
+        assert_eq!(req.body[0]["op"], "test");
+        assert_eq!(
+            req.body.as_array().map(Vec::len),
+            Some(3),
+            "test, replace, add: {}",
+            req.body
+        );
+        assert_eq!(record.map(|p| p.phase), Some(NodePhase::Uncordoning));
+        let after = applied(&req, &serde_json::to_value(&node).unwrap());
+        assert_eq!(after["metadata"]["annotations"]["drover.dev/verified.containerd"], NEW);
+        api
+    })
+    .await
+    .expect("the pass succeeds");
+    // The next pass sees both before the cache does.
+    let overlaid = ctx.inflight.overlay(ctx.nodes.state().pop().expect("w1"));
+    assert_eq!(overlaid.annotations()["drover.dev/verified.containerd"], NEW);
+    assert_eq!(ctx.metrics.api_errors.get(), 0);
+}

@@ -215,7 +215,7 @@ impl Model {
     pub fn apply(&mut self, action: &Action, outcome: Outcome) {
         if let Action::Step {
             node,
-            step: Step::Uncordon { undo_cordon: true },
+            step: Step::Uncordon { undo_cordon: true, .. },
             ..
         } = action
             && outcome == Outcome::Done
