@@ -175,7 +175,7 @@ async fn fenced<O: NodeOps, T>(
 /// `base` saw: a compare-and-swap, so a pass planned over a stale cache can
 /// never move a record backwards or undo another writer. False when the
 /// record changed meanwhile (the next pass re-plans from the new one).
-/// `also`: annotations set in the same patch (a verified version).
+/// `also`: annotations set in the same patch as the record (a verified version).
 async fn write_progress<O: NodeOps>(
     ctx: &Context<O>,
     node: &str,
@@ -208,13 +208,11 @@ async fn write_progress<O: NodeOps>(
             .await
         }
         // Nothing of ours to remove.
-        None if value.is_none() && also.is_empty() => return Ok(true),
+        None if value.is_none() => return Ok(true),
         None => {
             let mut annotations: serde_json::Map<String, serde_json::Value> =
                 also.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
-            if value.is_some() {
-                annotations.insert(annotation::PROGRESS.into(), json!(value));
-            }
+            annotations.insert(annotation::PROGRESS.into(), json!(value));
             let patch = json!({"metadata": {
                 "annotations": annotations,
                 "resourceVersion": base.resource_version,
@@ -225,10 +223,7 @@ async fn write_progress<O: NodeOps>(
     let written = written?;
     match written {
         Ok(_) => {
-            // (Only other annotations went where the record was not ours.)
-            if base.record.is_some() || value.is_some() {
-                ctx.inflight.wrote_with(node, value, also.to_vec());
-            }
+            ctx.inflight.wrote_with(node, value, also.to_vec());
             Ok(true)
         }
         // 409: the node changed since the pass saw it; 422: the record did (the test failed).

@@ -467,7 +467,7 @@ impl NodeCtx<'_> {
         let node = v.node.name.clone();
         // An admin's drover.dev/keep-cordoned, or an admin's own cordon
         // over drover's, pins the node cordoned.
-        let undo_cordon = v.node.cordoned_by.as_deref() == Some(obs.name.as_str()) && v.node.kept_by_admin().is_none();
+        let undo_cordon = v.node.uncordoned_by(&obs.name);
         let rolling = self.rolling();
         // A node keeps going only while its group's stage is the current one:
         // a spec bump that reopens an earlier stage sends it back to Pending.

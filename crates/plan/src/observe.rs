@@ -82,6 +82,12 @@ pub struct ObservedNode {
 }
 
 impl ObservedNode {
+    /// Whether `upgrade`'s uncordon of this node undoes a cordon: drover
+    /// (as `upgrade`) cordoned it and no admin pins it cordoned.
+    pub fn uncordoned_by(&self, upgrade: &str) -> bool {
+        self.cordoned_by.as_deref() == Some(upgrade) && self.kept_by_admin().is_none()
+    }
+
     /// Why drover must leave this node cordoned though it cordoned it: an
     /// admin's `drover.dev/keep-cordoned`, or an admin's own cordon after
     /// drover's (kubectl's managers, `kubectl-cordon`, `kubectl-drain`...,

@@ -30,9 +30,7 @@ fn wanted(spec: &ClusterUpgradeSpec, obs: &Observation, v: &NodeView) -> bool {
         Standing::InFlight => ours(obs, v.node).is_some_and(|p| match p.phase {
             // The uncordon's own patch takes it off (one write, not two),
             // where drover undoes its cordon; elsewhere it comes off now.
-            NodePhase::Uncordoning => {
-                v.node.cordoned_by.as_deref() == Some(obs.name.as_str()) && v.node.kept_by_admin().is_none()
-            }
+            NodePhase::Uncordoning => v.node.uncordoned_by(&obs.name),
             NodePhase::PostUncordonHook | NodePhase::Checking | NodePhase::Done => false,
             _ => p.failure.is_none() && !p.rollback,
         }),
