@@ -32,7 +32,7 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::Api;
-use kube::runtime::controller::{Config as ControllerConfig, Controller};
+use kube::runtime::controller::Controller;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{PredicateConfig, WatchStreamExt, reflector, watcher};
 use kube::{Client, ResourceExt};
@@ -247,8 +247,10 @@ pub async fn run(
     .predicate_filter(|n: &Node| Some(node_fingerprint(n)), PredicateConfig::default())
     .filter_map(|n| futures::future::ready(n.ok().map(|_| ())));
 
-    let controller = Controller::new(Api::<ClusterUpgrade>::all(client.clone()), watcher::Config::default())
-        .with_config(ControllerConfig::default().debounce(Duration::from_millis(300)));
+    // No debounce: kube's debounce restarts with every change, so the
+    // steady stream of node changes of a large rollout would hold passes
+    // back; Settings::pass_every spaces them instead.
+    let controller = Controller::new(Api::<ClusterUpgrade>::all(client.clone()), watcher::Config::default());
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -307,6 +309,7 @@ pub async fn run(
         settings: cfg.settings.clone(),
         inflight: inflight::Inflight::new(cfg.settings.step_concurrency),
         fence: fence.clone(),
+        passes: Default::default(),
     });
     {
         let ready = ready.clone();

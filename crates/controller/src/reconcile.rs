@@ -43,6 +43,10 @@ pub struct Settings {
     pub step_concurrency: usize,
     /// How soon to look again while work is in flight.
     pub busy_requeue: Duration,
+    /// The shortest time between the starts of two passes over one
+    /// ClusterUpgrade. Changes that arrive meanwhile wait for one pass,
+    /// which sees them all; a change after a quiet spell is seen at once.
+    pub pass_every: Duration,
     /// The images a ClusterUpgrade may run (`--allowed-images`); None allows every image.
     pub allowed_images: Option<AllowedImages>,
 }
@@ -55,6 +59,7 @@ impl Default for Settings {
             drain_pass: Duration::from_secs(5),
             step_concurrency: 1000,
             busy_requeue: Duration::from_secs(2),
+            pass_every: Duration::from_millis(300),
             allowed_images: None,
         }
     }
@@ -73,6 +78,29 @@ pub struct Context<O: NodeOps> {
     pub inflight: Arc<Inflight>,
     /// Whether this replica may still act (always, without leader election).
     pub fence: Fence,
+    /// When each ClusterUpgrade's last pass started (`Settings::pass_every`).
+    pub passes: Passes,
+}
+
+/// When each ClusterUpgrade's last pass started, to space passes by
+/// `Settings::pass_every`.
+#[derive(Debug, Default)]
+pub struct Passes(std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>);
+
+impl Passes {
+    /// How long a pass over `name` starting now waits first (zero when the
+    /// last one started at least `every` ago), and mark it started after that.
+    fn wait(&self, name: &str, every: Duration) -> Duration {
+        let now = std::time::Instant::now();
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let start = m.get(name).map_or(now, |last| (*last + every).max(now));
+        m.insert(name.to_string(), start);
+        start - now
+    }
+
+    fn forget(&self, name: &str) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
+    }
 }
 
 impl<O: NodeOps> Context<O> {
@@ -661,10 +689,17 @@ async fn cleanup<O: NodeOps>(ctx: &Context<O>, cu: &ClusterUpgrade) -> Result<Re
             .await?;
     }
     tracing::info!(upgrade = %name, "cleaned up: drover's cordons undone, Jobs deleted");
+    ctx.passes.forget(&name);
     Ok(Requeue::await_change())
 }
 
 pub async fn reconcile<O: NodeOps + 'static>(cu: Arc<ClusterUpgrade>, ctx: Arc<Context<O>>) -> Result<Requeue> {
+    // kube runs one pass per object at a time, and the changes that come
+    // while one runs (or waits here) wake a single next one.
+    let wait = ctx.passes.wait(&cu.name_any(), ctx.settings.pass_every);
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await;
+    }
     let started = std::time::Instant::now();
     ctx.metrics.reconciles.inc();
     let result = reconcile_inner(cu, &ctx).await;
@@ -831,4 +866,31 @@ pub fn error_policy<O: NodeOps>(cu: Arc<ClusterUpgrade>, err: &Error, _ctx: Arc<
     }
     tracing::warn!(upgrade = %cu.name_any(), error = %err, "reconcile failed; retrying");
     Requeue::requeue(Duration::from_secs(2))
+}
+
+#[cfg(test)]
+mod pass_spacing {
+    use super::*;
+
+    #[test]
+    fn a_pass_right_after_another_waits_out_the_spacing_and_one_after_a_quiet_spell_does_not() {
+        let passes = Passes::default();
+        let every = Duration::from_millis(200);
+        assert_eq!(passes.wait("a", every), Duration::ZERO, "the first pass runs at once");
+        let second = passes.wait("a", every);
+        assert!(
+            second > Duration::from_millis(150) && second <= every,
+            "a pass right after the first waits for the rest of the spacing: {second:?}"
+        );
+        // A third one queued meanwhile goes after the second, not with it.
+        let third = passes.wait("a", every);
+        assert!(third > second, "{third:?} after {second:?}");
+        assert_eq!(
+            passes.wait("b", every),
+            Duration::ZERO,
+            "each ClusterUpgrade has its own spacing"
+        );
+        passes.forget("a");
+        assert_eq!(passes.wait("a", every), Duration::ZERO, "a deleted one starts afresh");
+    }
 }

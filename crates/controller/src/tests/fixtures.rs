@@ -204,6 +204,7 @@ pub fn context(ops: FakeNodeOps, nodes: Vec<Node>, upgrades: Vec<ClusterUpgrade>
         inflight: Inflight::new(settings.step_concurrency),
         fence: Default::default(),
         settings,
+        passes: Default::default(),
     };
     (Arc::new(ctx), api)
 }
