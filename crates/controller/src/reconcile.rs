@@ -267,7 +267,10 @@ async fn write_progress<O: NodeOps>(
 /// Perform one node step and write the record its transition gives for
 /// the outcome. Everything this decides was decided by the plan: the
 /// effect is the step's, the record the transition's, the event the plan's
-/// `step_note`.
+/// `step_note`. A step Done with a step chained after it (`t.then`) goes
+/// straight on to that one, without writing its own record: `chained`
+/// holds the annotations a step before it left to write (a verified
+/// version), and says the node still holds `base`'s record, not `t.from`.
 async fn step<O: NodeOps>(
     ctx: &Context<O>,
     cu: &ClusterUpgrade,
@@ -275,6 +278,7 @@ async fn step<O: NodeOps>(
     s: &Step,
     t: &Transition,
     base: &Base,
+    chained: Option<&[(String, String)]>,
 ) -> Result<()> {
     let spec = &cu.spec;
     let name = cu.name_any();
@@ -291,10 +295,12 @@ async fn step<O: NodeOps>(
         .as_ref()
         .map(|from| (from.as_str(), t.record(&Outcome::Done).map(|p| p.to_annotation())));
     let untaint = matches!(s, Step::Uncordon { untaint: true, .. });
+    let carried = chained.unwrap_or_default();
     let record = done_record.as_ref().map(|(from, to)| drover_nodeops::cordon::Record {
         from,
         to: to.as_deref(),
         untaint,
+        also: carried,
     });
     let mut recorded = None;
     let done = match s {
@@ -400,7 +406,12 @@ async fn step<O: NodeOps>(
         Step::Health { .. } => {
             let answers = health(ctx, cu, node, s).await?;
             let (outcome, next) = t.record_health(&answers);
-            return finish(ctx, cu, node, s, t, base, outcome, next, None, &[]).await;
+            let written = Written {
+                recorded: None,
+                also: carried,
+                chained: chained.is_some(),
+            };
+            return finish(ctx, cu, node, s, t, base, outcome, next, written).await;
         }
     };
     // A request the API server refuses for good (an invalid Job, a policy
@@ -418,13 +429,39 @@ async fn step<O: NodeOps>(
     // outcome is the Done it was written for.
     let recorded = recorded.filter(|_| outcome == Outcome::Done);
     // A verified version goes on the node with the record that moves past it.
-    let also = match s {
-        Step::Verify { component: c, version } if outcome == Outcome::Done => {
-            vec![(format!("{}{c}", annotation::VERIFIED_PREFIX), version.clone())]
-        }
-        _ => Vec::new(),
+    let mut also = carried.to_vec();
+    if let Step::Verify { component: c, version } = s
+        && outcome == Outcome::Done
+    {
+        also.push((format!("{}{c}", annotation::VERIFIED_PREFIX), version.clone()));
+    }
+    if let Some(then) = &t.then
+        && outcome == Outcome::Done
+        && recorded.is_none()
+        && t.on_done.as_ref() == Some(&then.transition.from)
+    {
+        // Done, and the plan chained the next step: say so, and go on.
+        count(ctx, s, &outcome);
+        say(ctx, cu, node, s, t, &outcome).await;
+        let (s, t) = then.at(now());
+        return Box::pin(step(ctx, cu, node, &s, &t, base, Some(&also))).await;
+    }
+    let written = Written {
+        recorded,
+        also: &also,
+        chained: chained.is_some(),
     };
-    finish(ctx, cu, node, s, t, base, outcome, next, recorded, &also).await
+    finish(ctx, cu, node, s, t, base, outcome, next, written).await
+}
+
+/// How a step's record gets written: by the step's own patch (`recorded`,
+/// the value it wrote), or by [`finish`] with the annotations `also`.
+/// `chained`: the node holds the record of a step before this one, so even
+/// the record the step started from is written.
+struct Written<'a> {
+    recorded: Option<Option<String>>,
+    also: &'a [(String, String)],
+    chained: bool,
 }
 
 /// The Job component name a hook runs under (its Job's name, its pods' label).
@@ -492,9 +529,8 @@ async fn health<O: NodeOps>(ctx: &Context<O>, cu: &ClusterUpgrade, node: &str, s
     Ok(out)
 }
 
-/// Count a step's outcome, write the record it comes to (unless the step's
-/// own patch carried it: `recorded`, the value it wrote) with the
-/// annotations `also`, and say what happened (once per change).
+/// Count a step's outcome, write the record it comes to as `written`
+/// says, and say what happened (once per change).
 #[allow(clippy::too_many_arguments)]
 async fn finish<O: NodeOps>(
     ctx: &Context<O>,
@@ -505,10 +541,26 @@ async fn finish<O: NodeOps>(
     base: &Base,
     outcome: Outcome,
     next: Option<drover_plan::NodeProgress>,
-    recorded: Option<Option<String>>,
-    also: &[(String, String)],
+    written: Written<'_>,
 ) -> Result<()> {
-    let name = cu.name_any();
+    count(ctx, s, &outcome);
+    if next.as_ref() == Some(&t.from) && !written.chained {
+        return Ok(());
+    }
+    match written.recorded {
+        Some(value) => ctx.inflight.wrote(node, value),
+        None => {
+            if !write_progress(ctx, node, base, next.as_ref(), written.also).await? {
+                return Ok(());
+            }
+        }
+    }
+    say(ctx, cu, node, s, t, &outcome).await;
+    Ok(())
+}
+
+/// Count a step's outcome.
+fn count<O: NodeOps>(ctx: &Context<O>, s: &Step, outcome: &Outcome) {
     ctx.metrics
         .steps
         .get_or_create(&StepLabels {
@@ -516,20 +568,21 @@ async fn finish<O: NodeOps>(
             outcome: outcome.kind().into(),
         })
         .inc();
-    if next.as_ref() == Some(&t.from) {
-        return Ok(());
-    }
-    match recorded {
-        Some(value) => ctx.inflight.wrote(node, value),
-        None => {
-            if !write_progress(ctx, node, base, next.as_ref(), also).await? {
-                return Ok(());
-            }
-        }
-    }
-    // Say what happened, once per change.
-    let Some(note) = step_note(node, s, t, &outcome, now()) else {
-        return Ok(());
+}
+
+/// Say what a recorded step came to: its time, a drain's block, and the
+/// event when the plan's note makes it one.
+async fn say<O: NodeOps>(
+    ctx: &Context<O>,
+    cu: &ClusterUpgrade,
+    node: &str,
+    s: &Step,
+    t: &Transition,
+    outcome: &Outcome,
+) {
+    let name = cu.name_any();
+    let Some(note) = step_note(node, s, t, outcome, now()) else {
+        return;
     };
     if let Some(took) = note.took {
         ctx.metrics
@@ -547,7 +600,6 @@ async fn finish<O: NodeOps>(
         ctx.node_event(cu, node, note.warning, note.reason, note.action, note.note)
             .await;
     }
-    Ok(())
 }
 
 async fn act<O: NodeOps>(ctx: &Context<O>, cu: &ClusterUpgrade, action: &Action, base: &Base) -> Result<()> {
@@ -564,7 +616,7 @@ async fn act<O: NodeOps>(ctx: &Context<O>, cu: &ClusterUpgrade, action: &Action,
             node,
             step: s,
             transition,
-        } => step(ctx, cu, node, s, transition, base).await,
+        } => step(ctx, cu, node, s, transition, base, None).await,
         Action::UpgradeWorkload { component, version } => {
             let c = cu.spec.components.iter().find(|c| &c.name == component);
             let Some(w) = c.and_then(|c| c.upgrade.workload.as_ref()) else {

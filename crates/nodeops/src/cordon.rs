@@ -75,18 +75,27 @@ pub async fn cordon(nodes: &Api<Node>, caches: &Caches, name: &str, owner: &str)
 /// the annotation's value the step started from, and the one to write (None
 /// removes it). Written only where the node still holds `from`. With
 /// `untaint`, an uncordon's patch also takes the owner's
-/// `drover.dev/upgrade-pending` taint off ([`crate::steer`]).
+/// `drover.dev/upgrade-pending` taint off ([`crate::steer`]). `also`: more
+/// annotations set with the record (a verified version), only with it.
 #[derive(Debug, Clone, Copy)]
 pub struct Record<'a> {
     pub from: &'a str,
     pub to: Option<&'a str>,
     pub untaint: bool,
+    pub also: &'a [(String, String)],
 }
 
-/// The record's annotation for the patch, when the node still holds `r.from`.
-fn record_annotation(node: &Node, r: Option<Record<'_>>) -> Option<Value> {
-    let r = r?;
-    (annotation(node, PROGRESS) == Some(r.from)).then(|| json!(r.to))
+/// Put the record (and what goes with it) in a patch's annotations, when
+/// the node still holds `r.from`; true if it went in.
+fn add_record(annotations: &mut serde_json::Map<String, Value>, node: &Node, r: Option<Record<'_>>) -> bool {
+    let Some(r) = r.filter(|r| annotation(node, PROGRESS) == Some(r.from)) else {
+        return false;
+    };
+    annotations.insert(PROGRESS.into(), json!(r.to));
+    for (k, v) in r.also {
+        annotations.insert(k.clone(), json!(v));
+    }
+    true
 }
 
 /// [`cordon`], writing `record` in the same patch: true when it went with
@@ -109,10 +118,7 @@ pub async fn cordon_recording(
         // The resourceVersion makes this a compare-and-swap: if an admin cordons
         // the node (or sets a guard) between our read and write, we lose and re-read.
         let mut annotations = cordon_annotations(&node, owner);
-        let recorded = record_annotation(&node, record);
-        if let Some(v) = &recorded {
-            annotations.insert(PROGRESS.into(), v.clone());
-        }
+        let recorded = add_record(&mut annotations, &node, record);
         let patch = json!({
             "metadata": {
                 "resourceVersion": node.metadata.resource_version,
@@ -121,7 +127,7 @@ pub async fn cordon_recording(
             "spec": {"unschedulable": true},
         });
         match nodes.patch(name, &params(), &Patch::Merge(&patch)).await {
-            Ok(_) => return Ok((Outcome::Done, recorded.is_some())),
+            Ok(_) => return Ok((Outcome::Done, recorded)),
             Err(e) if is_conflict(&e) => continue,
             Err(e) => return Err(e.into()),
         }
@@ -164,10 +170,7 @@ pub async fn uncordon_recording(
             return Ok((Outcome::Done, false));
         }
         let mut annotations = uncordon_annotations(&node);
-        let recorded = record_annotation(&node, record);
-        if let Some(v) = &recorded {
-            annotations.insert(PROGRESS.into(), v.clone());
-        }
+        let recorded = add_record(&mut annotations, &node, record);
         let mut spec = json!({"unschedulable": false});
         // The whole list is replaced; the resourceVersion keeps a taint
         // someone adds meanwhile from being lost.
@@ -184,7 +187,7 @@ pub async fn uncordon_recording(
             "spec": spec,
         });
         match nodes.patch(name, &params(), &Patch::Merge(&patch)).await {
-            Ok(_) => return Ok((Outcome::Done, recorded.is_some())),
+            Ok(_) => return Ok((Outcome::Done, recorded)),
             Err(e) if is_conflict(&e) => continue,
             Err(e) => return Err(e.into()),
         }
@@ -244,5 +247,27 @@ mod tests {
         // A record naming something else removes nothing else.
         let n = node(&[(CORDONED_BY, "u"), (GUARDS_ADDED, "example.com/other")]);
         assert!(!uncordon_annotations(&n).contains_key("example.com/other"));
+    }
+
+    #[test]
+    fn the_record_and_what_goes_with_it_go_in_only_where_the_node_holds_the_record_it_started_from() {
+        let also = [("drover.dev/verified.containerd".to_string(), "1.7.23".to_string())];
+        let r = Record {
+            from: "old",
+            to: Some("new"),
+            untaint: false,
+            also: &also,
+        };
+        let mut a = Map::new();
+        assert!(add_record(&mut a, &node(&[(PROGRESS, "old")]), Some(r)));
+        assert_eq!(a[PROGRESS], "new");
+        assert_eq!(a["drover.dev/verified.containerd"], "1.7.23");
+        // Another record now: neither the record nor the verified version goes in.
+        let mut a = Map::new();
+        assert!(!add_record(&mut a, &node(&[(PROGRESS, "other")]), Some(r)));
+        assert!(a.is_empty(), "{a:?}");
+        // No record to write: nothing.
+        assert!(!add_record(&mut a, &node(&[(PROGRESS, "old")]), None));
+        assert!(a.is_empty(), "{a:?}");
     }
 }

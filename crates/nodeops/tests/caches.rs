@@ -240,6 +240,7 @@ async fn the_cordon_and_the_uncordon_carry_the_progress_record_and_the_taint_in_
         from: "cordoning",
         to: Some("draining"),
         untaint: false,
+        also: &[],
     };
     assert_eq!(
         c.ops.cordon_recording("a", "cu1", r).await.unwrap(),
@@ -264,6 +265,7 @@ async fn the_cordon_and_the_uncordon_carry_the_progress_record_and_the_taint_in_
         from: "uncordoning",
         to: None,
         untaint: false,
+        also: &[],
     };
     assert_eq!(
         c.ops.uncordon_recording("a", "cu1", r).await.unwrap(),

@@ -227,6 +227,35 @@ pub struct Transition {
     pub health: Option<HealthJudge>,
     /// Put before a failure's message (a rollback that failed says so).
     pub failure_prefix: Option<String>,
+    /// The step that follows at once when this one is Done, planned from
+    /// the record `on_done` gives: that record is not written first, the
+    /// chained step's own outcome is (compared against the record this
+    /// step started from). An upgrade chains its verification, and a
+    /// verification the uncordon, so a node is not held between them for a
+    /// write and the next pass.
+    pub then: Option<Box<Then>>,
+}
+
+/// A step chained after another: see [`Transition::then`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Then {
+    pub step: Step,
+    pub transition: Transition,
+    /// The plan's time, which the chained transition's times count from.
+    pub planned: Timestamp,
+}
+
+impl Then {
+    /// The step and its transition as planned at `now` instead: every time
+    /// the plan set from its clock moves on by `now - planned`, so that the
+    /// records say when the chained step really began (a verification
+    /// starts when the Job is done, not when it was planned).
+    pub fn at(&self, now: Timestamp) -> (Step, Transition) {
+        let by = now.duration_since(self.planned);
+        let mut t = self.transition.clone();
+        t.shift(self.planned, by);
+        (self.step.clone(), t)
+    }
 }
 
 /// What a Health step's answers are judged against.
@@ -266,6 +295,25 @@ impl Transition {
             rollback_refused: None,
             health: None,
             failure_prefix: None,
+            then: None,
+        }
+    }
+
+    /// Move every time at or after `from` on by `by` (see [`Then::at`]).
+    fn shift(&mut self, from: Timestamp, by: jiff::SignedDuration) {
+        let p = |r: &mut NodeProgress| r.shift(from, by);
+        p(&mut self.from);
+        self.on_done.iter_mut().for_each(p);
+        self.on_reboot.iter_mut().for_each(p);
+        self.on_retry.iter_mut().for_each(p);
+        p(&mut self.on_failed);
+        crate::progress::shift(&mut self.deadline, from, by);
+        if let Some(h) = &mut self.health {
+            crate::progress::shift_at(&mut h.now, from, by);
+        }
+        if let Some(then) = &mut self.then {
+            then.transition.shift(from, by);
+            crate::progress::shift_at(&mut then.planned, from, by);
         }
     }
 
@@ -276,6 +324,9 @@ impl Transition {
         self.on_reboot = self.on_reboot.take().map(|p| p.written_by(w));
         self.on_retry = self.on_retry.take().map(|p| p.written_by(w));
         self.on_failed = self.on_failed.clone().written_by(w);
+        if let Some(then) = &mut self.then {
+            then.transition.written_by(w);
+        }
     }
 
     /// The record to write for `outcome`. Equal to `from` when nothing new

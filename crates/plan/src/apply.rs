@@ -10,7 +10,11 @@ use crate::action::{Action, Step};
 use crate::observe::Observation;
 
 impl Observation {
-    /// Apply `action` as if it ended with `outcome`.
+    /// Apply `action` as if it ended with `outcome`. A step's chained
+    /// successor (`Transition::then`) is not followed: the result is what a
+    /// controller stopped right after the first step leaves, which is a
+    /// state the controller must also handle, and the next pass plans the
+    /// rest.
     pub fn apply(&mut self, action: &Action, outcome: &Outcome) {
         let owner = self.name.clone();
         let done = matches!(outcome, Outcome::Done | Outcome::RebootRequired { .. });

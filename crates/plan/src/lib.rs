@@ -40,7 +40,7 @@ pub mod view;
 pub mod window;
 
 pub use accept::{Accepted, Refusal, TypedCheck};
-pub use action::{Action, CheckResult, HealthJudge, HookPoint, OnTimeout, Step, StepNote, Transition, step_note};
+pub use action::{Action, CheckResult, HealthJudge, HookPoint, OnTimeout, Step, StepNote, Then, Transition, step_note};
 pub use canary::{CanaryState, canary_hash};
 pub use decide::{Plan, Superseded, plan};
 pub use drover_api::{BackupState, ObservedWorkload, Outcome};

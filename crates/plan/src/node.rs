@@ -20,7 +20,7 @@ use drover_api::{ClusterUpgradeSpec, DrainTimeoutAction, FailureAction, HaltActi
 use jiff::Timestamp;
 
 use crate::accept::Accepted;
-use crate::action::{Action, HealthJudge, HookPoint, OnTimeout, Step, Transition};
+use crate::action::{Action, HealthJudge, HookPoint, OnTimeout, Step, Then, Transition};
 use crate::observe::Observation;
 use crate::progress::{Failure, NodePhase, NodeProgress};
 use crate::stage::RolloutStage;
@@ -614,7 +614,54 @@ impl NodeCtx<'_> {
             NodePhase::Checking => self.health_step(v, p, false, p.enter(NodePhase::Done, None, now)),
             NodePhase::Done | NodePhase::Failed => return,
         };
-        actions.push(action);
+        actions.push(self.chained(v, action));
+    }
+
+    /// An upgrade whose Done leads to Verifying carries the verification
+    /// that follows, and a verification whose Done leads to Uncordoning
+    /// carries the uncordon ([`Transition::then`]): planned here, as the
+    /// next pass would plan them from that record, so that the node moves
+    /// on the moment its step is done, with one write instead of three.
+    /// Nothing chains into an upgrade, a wait, or a retry's backoff.
+    fn chained(&self, v: &NodeView, mut action: Action) -> Action {
+        let Action::Step { step, transition, .. } = &mut action else {
+            return action;
+        };
+        let chains = match step {
+            Step::Upgrade { .. } => NodePhase::Verifying,
+            Step::Verify { .. } => NodePhase::Uncordoning,
+            _ => return action,
+        };
+        let Some(next) = transition
+            .on_done
+            .clone()
+            .filter(|p| p.phase == chains && p.retry_at.is_none())
+        else {
+            return action;
+        };
+        let mut node = v.node.clone();
+        node.progress = Some(next.clone());
+        let view = NodeView {
+            node: &node,
+            ..v.clone()
+        };
+        let mut planned = Vec::new();
+        self.continue_node(&view, &mut planned);
+        if let [
+            Action::Step {
+                step: s, transition: t, ..
+            },
+        ] = planned.as_slice()
+            && matches!(s, Step::Verify { .. } | Step::Uncordon { .. })
+            && t.from == next
+        {
+            transition.then = Some(Box::new(Then {
+                step: s.clone(),
+                transition: (**t).clone(),
+                planned: self.now(),
+            }));
+        }
+        action
     }
 }
 

@@ -178,6 +178,20 @@ pub struct NodeProgress {
 }
 
 /// `t` plus `d`, saturating at the end of time.
+/// Move `t` on by `by` if it is at or after `from`.
+pub(crate) fn shift_at(t: &mut Timestamp, from: Timestamp, by: jiff::SignedDuration) {
+    if *t >= from {
+        *t = t.checked_add(by).unwrap_or(*t);
+    }
+}
+
+/// [`shift_at`] for a time that may be unset.
+pub(crate) fn shift(t: &mut Option<Timestamp>, from: Timestamp, by: jiff::SignedDuration) {
+    if let Some(t) = t {
+        shift_at(t, from, by);
+    }
+}
+
 pub(crate) fn add(t: Timestamp, d: std::time::Duration) -> Timestamp {
     jiff::SignedDuration::try_from(d)
         .ok()
@@ -289,6 +303,20 @@ impl NodeProgress {
 
     /// The same node, moved to `phase` (fresh attempt count and message).
     /// A new component starts with no retries and no reboot pending.
+    /// Move every time of the record at or after `from` on by `by`, but
+    /// when the node started: a chained step never starts a node.
+    pub(crate) fn shift(&mut self, from: Timestamp, by: jiff::SignedDuration) {
+        shift_at(&mut self.since, from, by);
+        for t in [
+            &mut self.completed,
+            &mut self.retry_at,
+            &mut self.check_at,
+            &mut self.uncordoned,
+        ] {
+            shift(t, from, by);
+        }
+    }
+
     pub fn enter(&self, phase: NodePhase, component: Option<String>, now: Timestamp) -> Self {
         let same_component = component == self.component;
         NodeProgress {
