@@ -177,7 +177,6 @@ pub struct NodeProgress {
     pub uncordoned: Option<Timestamp>,
 }
 
-/// `t` plus `d`, saturating at the end of time.
 /// Move `t` on by `by` if it is at or after `from`.
 pub(crate) fn shift_at(t: &mut Timestamp, from: Timestamp, by: jiff::SignedDuration) {
     if *t >= from {
@@ -192,6 +191,7 @@ pub(crate) fn shift(t: &mut Option<Timestamp>, from: Timestamp, by: jiff::Signed
     }
 }
 
+/// `t` plus `d`, saturating at the end of time.
 pub(crate) fn add(t: Timestamp, d: std::time::Duration) -> Timestamp {
     jiff::SignedDuration::try_from(d)
         .ok()
@@ -301,8 +301,6 @@ impl NodeProgress {
         self
     }
 
-    /// The same node, moved to `phase` (fresh attempt count and message).
-    /// A new component starts with no retries and no reboot pending.
     /// Move every time of the record at or after `from` on by `by`, but
     /// when the node started: a chained step never starts a node.
     pub(crate) fn shift(&mut self, from: Timestamp, by: jiff::SignedDuration) {
@@ -317,6 +315,8 @@ impl NodeProgress {
         }
     }
 
+    /// The same node, moved to `phase` (fresh attempt count and message).
+    /// A new component starts with no retries and no reboot pending.
     pub fn enter(&self, phase: NodePhase, component: Option<String>, now: Timestamp) -> Self {
         let same_component = component == self.component;
         NodeProgress {
